@@ -1,0 +1,5 @@
+#pragma once
+// fp8nn: FP8 training layers for the PyTorch C++ frontend. Include this one header.
+
+#include <fp8nn/quantize.h>
+#include <fp8nn/version.h>

@@ -1,0 +1,51 @@
+#pragma once
+// FP8 quantization: the one definition every device and layer uses (DESIGN.md §1).
+//
+// For a set S of values (a whole tensor, or a group of G consecutive elements of one row):
+//   amax = max |v| over S (fp32);  scale = fmt_max / amax, 1 when amax == 0, FLT_MAX where the
+//   division overflows;  q = fp8_rne(clamp(v * scale, -fmt_max, fmt_max)) in fp32;
+//   dequantized value = q * scale_inv with scale_inv = 1 / scale.
+// NaN/Inf in S are never turned into finite results.
+
+#include <torch/types.h>
+
+#include <cstdint>
+
+namespace fp8nn {
+
+/// The two FP8 formats: E4M3 (max 448) for activations and weights, E5M2 (max 57344) for gradients.
+enum class Format { E4M3, E5M2 };
+
+/// libtorch dtype of a format: at::kFloat8_e4m3fn or at::kFloat8_e5m2.
+at::ScalarType dtype_of(Format format);
+/// Largest finite value of a format (448 or 57344).
+float max_of(Format format);
+/// "e4m3" / "e5m2".
+const char* name_of(Format format);
+
+/// An FP8 tensor with its fp32 dequantization factors.
+///  - per tensor (group_size == 0): scale_inv is a 0-d fp32 tensor;
+///  - per group (group_size == G): the tensor is seen as rows x cols (cols = last dim, rows = the
+///    product of the others) and scale_inv is [rows, ceil(cols / G)]; groups never straddle rows.
+struct QuantizedTensor {
+  torch::Tensor data;       ///< same shape as the input, dtype_of(format)
+  torch::Tensor scale_inv;  ///< fp32, on data's device
+  Format format = Format::E4M3;
+  int64_t group_size = 0;  ///< 0: one scale for the whole tensor
+};
+
+namespace functional {
+
+/// Quantizes `x` (fp32/fp16/bf16, any shape, any device) with one scale for the whole tensor.
+QuantizedTensor quantize(const torch::Tensor& x, Format format);
+
+/// Quantizes `x` (at least 1-d) with one scale per group of `group_size` consecutive elements of
+/// each row (last dimension); a row shorter than the group is one group, a longer row ends with a
+/// shorter group.
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size);
+
+/// data * scale_inv in fp32, returned as `dtype` (fp32/fp16/bf16).
+torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype = at::kFloat);
+
+}  // namespace functional
+}  // namespace fp8nn

@@ -1,0 +1,49 @@
+#pragma once
+// Helpers shared by the tests: fresh random inputs, GPU skips that ctest reports as skipped,
+// bitwise comparison of FP8 tensors.
+
+#include "catch.h"
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+
+namespace fp8nn::test {
+
+/// A seed that differs between runs (printed, so a failure can be replayed with FP8NN_SEED=...).
+uint64_t fresh_seed();
+
+/// Seeds libtorch's generators with fresh_seed() and records it in the Catch2 output.
+void seed_torch();
+
+/// True when a CUDA device is usable. Without one, GPU tests call FP8NN_SKIP_WITHOUT_CUDA().
+bool cuda_available();
+
+/// Prints the marker ctest turns into "skipped" (SKIP_REGULAR_EXPRESSION) and the reason.
+void report_skip(const std::string& reason);
+
+/// Number of elements whose bit patterns differ (same shape and dtype required).
+int64_t count_bit_differences(const torch::Tensor& a, const torch::Tensor& b);
+
+}  // namespace fp8nn::test
+
+#if FP8NN_CATCH2_MAJOR >= 3
+#define FP8NN_SKIP_TEST(reason)         \
+  do {                                  \
+    ::fp8nn::test::report_skip(reason); \
+    SKIP(reason);                       \
+  } while (0)
+#else
+#define FP8NN_SKIP_TEST(reason)         \
+  do {                                  \
+    ::fp8nn::test::report_skip(reason); \
+    return;                             \
+  } while (0)
+#endif
+
+// GPU tests start with this: without a CUDA device the test is skipped, and says so.
+#define FP8NN_SKIP_WITHOUT_CUDA()                                                     \
+  do {                                                                                \
+    if (!::fp8nn::test::cuda_available()) FP8NN_SKIP_TEST("no CUDA device available"); \
+  } while (0)
