@@ -31,16 +31,16 @@ ensure_system_packages() {
     [ -e /usr/local/include/catch2/catch_test_macros.hpp ] || missing+=(catch2)
   [ -e /usr/include/fmt/format.h ] || [ -e /usr/local/include/fmt/format.h ] || missing+=(libfmt-dev)
   [ -e /usr/include/cxxopts.hpp ] || [ -e /usr/local/include/cxxopts.hpp ] || missing+=(libcxxopts-dev)
-  if python3 -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else 1)' 2>/dev/null &&
-    ! python3 -c 'import ensurepip' 2>/dev/null; then
-    missing+=(python3-venv)
-  fi
   if [ ${#missing[@]} -eq 0 ]; then
     log "system packages: present"
     return 0
   fi
+  apt_install "${missing[@]}"
+}
+
+apt_install() {
+  local missing=("$@") sudo=""
   log "system packages: installing ${missing[*]}"
-  local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
@@ -94,6 +94,9 @@ ensure_torch() {
   local venv="$FP8NN_CACHE/torch-$FP8NN_TORCH_VERSION-cu${cuda_major:-cpu}"
   if [ -x "$venv/bin/python" ] && dir="$(torch_cmake_dir_of "$venv/bin/python" "$cuda_major")"; then
     TORCH_DIR="$dir"; log "libtorch: cached wheel $venv"; return 0
+  fi
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt_install python3-venv
   fi
   log "libtorch: installing torch==$FP8NN_TORCH_VERSION from PyPI into $venv (once; ~5 GB)"
   rm -rf "$venv"
