@@ -2,4 +2,5 @@
 // fp8nn: FP8 training layers for the PyTorch C++ frontend. Include this one header.
 
 #include <fp8nn/quantize.h>
+#include <fp8nn/scaled_mm.h>
 #include <fp8nn/version.h>

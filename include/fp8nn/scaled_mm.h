@@ -1,0 +1,24 @@
+#pragma once
+// The FP8 matrix product every layer is built from, TN form (both operands K-major):
+//   out[M, N] = dequantize(a)[M, K] @ dequantize(b)[N, K]^T (+ bias[N])
+// a and b are each quantized per tensor or per group along K (their last dimension).
+// CPU: the reference, fp32 products of the dequantized values. CUDA: FP8 tensor cores.
+
+#include <fp8nn/quantize.h>
+
+#include <c10/util/Optional.h>
+
+namespace fp8nn::functional {
+
+/// FP8 product in TN form. a: [M, K], b: [N, K] (2-d, same device); bias: [N] or none;
+/// out_dtype: fp32/fp16/bf16. `fast_accumulation` lets the GPU accumulate FP8 partial sums with
+/// fewer fp32 promotions (faster, looser); the CPU reference ignores it.
+torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
+                        const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype,
+                        bool fast_accumulation = false);
+
+/// The transpose of a per-tensor quantized 2-d tensor: [R, C] -> [C, R], contiguous, same scale.
+/// (The product's operands must be K-major; backward products need the forward copies transposed.)
+QuantizedTensor transpose(const QuantizedTensor& q);
+
+}  // namespace fp8nn::functional

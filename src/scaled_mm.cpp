@@ -1,0 +1,54 @@
+// scaled_mm: argument checks and the reference product (dequantize, fp32 matmul), which runs on
+// any device.
+
+#include <fp8nn/scaled_mm.h>
+
+#include <ATen/ATen.h>
+
+namespace fp8nn::functional {
+namespace {
+
+void check_operand(const QuantizedTensor& q, const char* name) {
+  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(), "fp8nn::scaled_mm: expected ",
+                    name, " with data and scale_inv");
+  TORCH_CHECK_VALUE(q.data.dim() == 2, "fp8nn::scaled_mm: expected ", name, " to be 2-d, got ",
+                    q.data.dim(), "-d");
+  TORCH_CHECK_TYPE(q.data.scalar_type() == dtype_of(q.format), "fp8nn::scaled_mm: expected ", name,
+                   " of dtype ", dtype_of(q.format), ", got ", q.data.scalar_type());
+}
+
+}  // namespace
+
+torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
+                        const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype,
+                        bool fast_accumulation) {
+  check_operand(a, "a");
+  check_operand(b, "b");
+  TORCH_CHECK_VALUE(a.data.size(1) == b.data.size(1), "fp8nn::scaled_mm: expected a [M, K] and b ",
+                    "[N, K] with the same K, got a ", a.data.sizes(), " and b ", b.data.sizes());
+  TORCH_CHECK(a.data.device() == b.data.device(), "fp8nn::scaled_mm: expected a and b on one ",
+              "device, got ", a.data.device(), " and ", b.data.device());
+  TORCH_CHECK_TYPE(out_dtype == at::kFloat || out_dtype == at::kHalf || out_dtype == at::kBFloat16,
+                   "fp8nn::scaled_mm: expected out_dtype float, half or bfloat16, got ", out_dtype);
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == b.data.size(0),
+                      "fp8nn::scaled_mm: expected bias of shape [", b.data.size(0), "], got ",
+                      bias->sizes());
+    TORCH_CHECK(bias->device() == a.data.device(), "fp8nn::scaled_mm: expected bias on ",
+                a.data.device(), ", got ", bias->device());
+  }
+  (void)fast_accumulation;  // the reference accumulates in fp32 throughout
+  auto out = at::matmul(dequantize(a), dequantize(b).t());
+  if (bias.has_value() && bias->defined()) out.add_(bias->to(at::kFloat));
+  return out.to(out_dtype);
+}
+
+QuantizedTensor transpose(const QuantizedTensor& q) {
+  TORCH_CHECK_VALUE(q.group_size == 0, "fp8nn::transpose: expected a per-tensor quantized tensor, ",
+                    "got one with groups of ", q.group_size);
+  TORCH_CHECK_VALUE(q.data.dim() == 2, "fp8nn::transpose: expected 2-d data, got ", q.data.dim(),
+                    "-d");
+  return {q.data.t().contiguous(), q.scale_inv, q.format, 0};
+}
+
+}  // namespace fp8nn::functional
