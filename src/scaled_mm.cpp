@@ -15,8 +15,8 @@ namespace fp8nn::functional {
 namespace {
 
 void check_operand(const QuantizedTensor& q, const char* name) {
-  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(), "fp8nn::scaled_mm: expected ",
-                    name, " with data and scale_inv");
+  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(), "fp8nn::scaled_mm: expected ", name,
+                    " with data and scale_inv");
   TORCH_CHECK_VALUE(q.data.dim() == 2, "fp8nn::scaled_mm: expected ", name, " to be 2-d, got ",
                     q.data.dim(), "-d");
   TORCH_CHECK_TYPE(q.data.scalar_type() == dtype_of(q.format), "fp8nn::scaled_mm: expected ", name,
@@ -33,10 +33,10 @@ void check_operand(const QuantizedTensor& q, const char* name) {
   } else {
     const int64_t rows = q.data.size(0);
     const int64_t groups = (q.data.size(1) + q.group_size - 1) / q.group_size;
-    TORCH_CHECK_VALUE(q.scale_inv.dim() == 2 && q.scale_inv.size(0) == rows &&
-                          q.scale_inv.size(1) == groups,
-                      "fp8nn::scaled_mm: expected ", name, ".scale_inv of shape [", rows, ", ",
-                      groups, "], got ", q.scale_inv.sizes());
+    TORCH_CHECK_VALUE(
+        q.scale_inv.dim() == 2 && q.scale_inv.size(0) == rows && q.scale_inv.size(1) == groups,
+        "fp8nn::scaled_mm: expected ", name, ".scale_inv of shape [", rows, ", ", groups, "], got ",
+        q.scale_inv.sizes());
   }
 }
 
@@ -68,10 +68,9 @@ torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
     TORCH_CHECK(bias->device() == a.data.device(), "fp8nn::scaled_mm: expected bias on ",
                 a.data.device(), ", got ", bias->device());
     const auto bias_dtype = bias->scalar_type();
-    TORCH_CHECK_TYPE(bias_dtype == at::kFloat || bias_dtype == at::kHalf ||
-                         bias_dtype == at::kBFloat16,
-                     "fp8nn::scaled_mm: expected bias of dtype float, half or bfloat16, got ",
-                     bias_dtype);
+    TORCH_CHECK_TYPE(
+        bias_dtype == at::kFloat || bias_dtype == at::kHalf || bias_dtype == at::kBFloat16,
+        "fp8nn::scaled_mm: expected bias of dtype float, half or bfloat16, got ", bias_dtype);
   }
 #ifdef FP8NN_WITH_CUDA
   if (a.data.is_cuda()) return scaled_mm_cuda(a, b, bias, out_dtype, fast_accumulation);

@@ -156,13 +156,15 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
   TORCH_INTERNAL_ASSERT(a.data.dim() == 2 && b.data.dim() == 2 && b.data.size(1) == K);
   TORCH_INTERNAL_ASSERT(a.data.is_contiguous() && b.data.is_contiguous() && out.is_contiguous());
   TORCH_INTERNAL_ASSERT(out.size(0) == M && out.size(1) == N);
-  TORCH_INTERNAL_ASSERT(K % 16 == 0 && N % 16 == 0, "fp8nn: cuBLASLt FP8 needs K and N multiples "
-                        "of 16, got K=", K, " N=", N, "; the caller must pad");
+  TORCH_INTERNAL_ASSERT(K % 16 == 0 && N % 16 == 0,
+                        "fp8nn: cuBLASLt FP8 needs K and N multiples "
+                        "of 16, got K=",
+                        K, " N=", N, "; the caller must pad");
   TORCH_INTERNAL_ASSERT(alignment_of(a.data.data_ptr()) >= 16 &&
                         alignment_of(b.data.data_ptr()) >= 16);
-  TORCH_INTERNAL_ASSERT(!(a.data.scalar_type() == at::kFloat8_e5m2 &&
-                          b.data.scalar_type() == at::kFloat8_e5m2),
-                        "fp8nn: cuBLASLt has no e5m2 x e5m2 product");
+  TORCH_INTERNAL_ASSERT(
+      !(a.data.scalar_type() == at::kFloat8_e5m2 && b.data.scalar_type() == at::kFloat8_e5m2),
+      "fp8nn: cuBLASLt has no e5m2 x e5m2 product");
   TORCH_INTERNAL_ASSERT(a.mode == b.mode, "fp8nn: OUTER_VEC_32F applies to both operands or none");
   TORCH_INTERNAL_ASSERT(a.scale_inv.scalar_type() == at::kFloat &&
                         b.scale_inv.scalar_type() == at::kFloat);

@@ -26,12 +26,13 @@ struct FP8Operand {
 };
 
 /// Runs the product into `out` ([M, N] contiguous, bf16/fp16/fp32, on a's device) on the current
-/// stream. Preconditions (asserted): K % 16 == 0, N % 16 == 0, not e5m2 x e5m2, both operands in the
-/// same ScaleMode; bias, when given, is [N] contiguous of out's dtype and out is not fp32 (cuBLASLt's
-/// FP8 epilogue takes no fp32 bias; the caller adds it).
-/// Returns false, writing nothing, when cuBLASLt does not support the problem on this device (no
-/// algorithm, CUBLAS_STATUS_NOT_SUPPORTED, or a configuration it rejects as invalid); other cuBLASLt
-/// failures raise c10::Error.
+/// stream. Preconditions (asserted): K % 16 == 0, N % 16 == 0, not e5m2 x e5m2, both operands in
+/// the same ScaleMode; bias, when given, is [N] contiguous of out's dtype and out is not fp32
+/// (for fp32 output cuBLASLt's FP8 epilogue wants a bf16 bias, which would round an fp32 one; the
+/// caller adds that bias itself). Returns false, writing
+/// nothing, when cuBLASLt does not support the problem on this device (no algorithm,
+/// CUBLAS_STATUS_NOT_SUPPORTED, or a configuration it rejects as invalid); other cuBLASLt failures
+/// raise c10::Error.
 bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
                         const c10::optional<torch::Tensor>& bias, torch::Tensor& out,
                         bool fast_accumulation);

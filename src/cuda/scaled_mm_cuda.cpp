@@ -1,9 +1,9 @@
 // Path choice for the FP8 product on CUDA:
 //  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
-//     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K add
-//     nothing to any dot product, and padded rows of b only make output columns that are dropped.
-//     M needs no padding (it is cuBLASLt's n, on which FP8 puts no constraint).
+//     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
+//     add nothing to any dot product, and padded rows of b only make output columns that are
+//     dropped. M needs no padding (it is cuBLASLt's n, on which FP8 puts no constraint).
 //  2. Otherwise, or when cuBLASLt refuses: the reference product (dequantize, fp32 matmul) on the
 //     device. Groups that split rows land here until the hand-written group-scaled kernel exists.
 
@@ -51,8 +51,8 @@ c10::optional<cuda::ScaleMode> scale_mode_of(const QuantizedTensor& q) {
 // ones to `padded_rows` (padded rows hold zeros, so their scale does not matter).
 torch::Tensor row_scales(const QuantizedTensor& q, int64_t padded_rows) {
   const int64_t rows = q.data.size(0);
-  auto scales = q.group_size == 0 ? q.scale_inv.reshape({1}).expand({rows})
-                                  : q.scale_inv.reshape({rows});
+  auto scales =
+      q.group_size == 0 ? q.scale_inv.reshape({1}).expand({rows}) : q.scale_inv.reshape({rows});
   if (padded_rows != rows) return at::constant_pad_nd(scales, {0, padded_rows - rows}, 1.0);
   scales = scales.contiguous();
   return aligned(scales) ? scales : scales.clone();
@@ -66,17 +66,14 @@ torch::Tensor padded_data(const torch::Tensor& data, int64_t padded_rows, int64_
     return contiguous;
   }
   auto padded = at::zeros({padded_rows, padded_cols}, data.options().dtype(at::kByte));
-  padded.narrow(0, 0, data.size(0))
-      .narrow(1, 0, data.size(1))
-      .copy_(contiguous.view(at::kByte));
+  padded.narrow(0, 0, data.size(0)).narrow(1, 0, data.size(1)).copy_(contiguous.view(at::kByte));
   return padded.view(data.scalar_type());
 }
 
 // The product on cuBLASLt, or nullopt when it cannot express it.
 c10::optional<torch::Tensor> tensor_core_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                  const c10::optional<torch::Tensor>& bias,
-                                                 at::ScalarType out_dtype,
-                                                 bool fast_accumulation) {
+                                                 at::ScalarType out_dtype, bool fast_accumulation) {
   const int64_t M = a.data.size(0);
   const int64_t K = a.data.size(1);
   const int64_t N = b.data.size(0);
@@ -98,8 +95,9 @@ c10::optional<torch::Tensor> tensor_core_product(const QuantizedTensor& a, const
   const auto a_scale = per_row ? row_scales(a, M) : a.scale_inv;
   const auto b_scale = per_row ? row_scales(b, padded_N) : b.scale_inv;
 
-  // The epilogue adds a bias of the output's type (bf16/fp16); cuBLASLt's FP8 epilogue has no fp32
-  // bias, so for fp32 output the bias is added afterwards, exactly, in fp32.
+  // The epilogue adds a bias of the output's type for bf16/fp16 output (cuBLASLt's FP8 table). For
+  // fp32 output that table asks for a bf16 bias, which would round an fp32 one, so that bias is
+  // added afterwards, exactly, in fp32.
   const bool has_bias = bias.has_value() && bias->defined();
   c10::optional<torch::Tensor> epilogue_bias;
   if (has_bias && out_dtype != at::kFloat) {
