@@ -23,6 +23,13 @@
 #include <type_traits>
 #include <vector>
 
+// Per-row scales (OUTER_VEC_32F, A/B_SCALE_MODE) arrived in cuBLAS 12.9; older headers lack them.
+#if defined(CUBLAS_VERSION) && CUBLAS_VERSION >= 120900
+#define FP8NN_HAVE_OUTER_VEC_SCALES 1
+#else
+#define FP8NN_HAVE_OUTER_VEC_SCALES 0
+#endif
+
 namespace fp8nn::cuda {
 namespace {
 
@@ -156,10 +163,9 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
   TORCH_INTERNAL_ASSERT(a.data.dim() == 2 && b.data.dim() == 2 && b.data.size(1) == K);
   TORCH_INTERNAL_ASSERT(a.data.is_contiguous() && b.data.is_contiguous() && out.is_contiguous());
   TORCH_INTERNAL_ASSERT(out.size(0) == M && out.size(1) == N);
-  TORCH_INTERNAL_ASSERT(K % 16 == 0 && N % 16 == 0,
-                        "fp8nn: cuBLASLt FP8 needs K and N multiples "
-                        "of 16, got K=",
-                        K, " N=", N, "; the caller must pad");
+  TORCH_INTERNAL_ASSERT(M > 0 && K > 0 && K % 16 == 0 && N % 16 == 0,
+                        "fp8nn: cuBLASLt FP8 needs K and N multiples of 16 (the caller pads), ",
+                        "got M=", M, " K=", K, " N=", N);
   TORCH_INTERNAL_ASSERT(alignment_of(a.data.data_ptr()) >= 16 &&
                         alignment_of(b.data.data_ptr()) >= 16);
   TORCH_INTERNAL_ASSERT(
@@ -199,10 +205,14 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
   FP8NN_SET_DESC(desc.get(), CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, lt_a_scale);
   FP8NN_SET_DESC(desc.get(), CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, lt_b_scale);
   if (per_row) {
+#if FP8NN_HAVE_OUTER_VEC_SCALES
     // One fp32 scale per row of op(A) (our b: N values) and per column of op(B) (our a: M values).
     const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
     FP8NN_SET_DESC(desc.get(), CUBLASLT_MATMUL_DESC_A_SCALE_MODE, mode);
     FP8NN_SET_DESC(desc.get(), CUBLASLT_MATMUL_DESC_B_SCALE_MODE, mode);
+#else
+    return false;  // this cuBLASLt cannot scale per row
+#endif
   }
   const int8_t fast_accum = fast_accumulation ? 1 : 0;
   FP8NN_SET_DESC(desc.get(), CUBLASLT_MATMUL_DESC_FAST_ACCUM, fast_accum);
