@@ -1,7 +1,7 @@
 // Bare FP8 GEMM benchmark (issue 5): fp8nn::functional::scaled_mm with bf16 output, fast
 // accumulation on and off, against at::_scaled_mm with tensorwise scales (same two accumulation
-// modes) and bf16 at::matmul, on the issue's (M, K, N) shapes. Entry point: run_gemm_bench()
-// (bench_gemm.h), called by the bench binary's main; options there.
+// modes) and bf16 at::matmul, on the issue's (M, K, N) shapes. Entry points:
+// fp8nn::bench::run_gemm_bench() (bench_gemm.h), called by the bench binary's main.
 //
 // Method: per method and shape, `warmup` untimed runs, then `iters` runs each bracketed by CUDA
 // events on the current stream, reported as the median. Inputs rotate over enough copies that the
@@ -14,6 +14,7 @@
 
 #include <fp8nn/fp8nn.h>
 
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <torch/torch.h>
 
@@ -27,6 +28,7 @@
 #include <string>
 #include <vector>
 
+namespace fp8nn::bench {
 namespace {
 
 namespace F = fp8nn::functional;
@@ -40,12 +42,6 @@ constexpr int64_t kMaxRotations = 64;
 const std::vector<Shape> kDefaultShapes = {{1024, 1024, 1024},  {4096, 4096, 4096},
                                            {8192, 4096, 4096},  {8192, 4096, 14336},
                                            {8192, 14336, 4096}, {16384, 8192, 8192}};
-
-struct Options {
-  int warmup = 10;
-  int iters = 100;
-  std::vector<Shape> shapes = kDefaultShapes;
-};
 
 bool parse_shapes(const std::string& text, std::vector<Shape>& shapes) {
   shapes.clear();
@@ -64,7 +60,7 @@ bool parse_shapes(const std::string& text, std::vector<Shape>& shapes) {
   return !shapes.empty();
 }
 
-bool parse_options(int argc, char** argv, Options& options) {
+bool parse_options(int argc, char** argv, GemmBenchOptions& options) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool has_value = i + 1 < argc;
@@ -82,10 +78,6 @@ bool parse_options(int argc, char** argv, Options& options) {
                 << " (known: --iters N, --warmup N, --shapes M,K,N[:M,K,N...])\n";
       return false;
     }
-  }
-  if (options.iters < kMinIters || options.warmup < 0) {
-    std::cerr << "bench gemm: expected --iters >= " << kMinIters << " and --warmup >= 0\n";
-    return false;
   }
   return true;
 }
@@ -166,15 +158,26 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
 }  // namespace
 
 int run_gemm_bench(int argc, char** argv) {
-  Options options;
+  GemmBenchOptions options;
   if (!parse_options(argc, argv, options)) return 2;
+  return run_gemm_bench(options);
+}
+
+int run_gemm_bench(const GemmBenchOptions& options) {
+  if (options.iters < kMinIters || options.warmup < 0) {
+    std::cerr << "bench gemm: expected iters >= " << kMinIters << " and warmup >= 0, got "
+              << options.iters << " and " << options.warmup << "\n";
+    return 2;
+  }
+  const auto& shapes = options.shapes.empty() ? kDefaultShapes : options.shapes;
   if (!torch::cuda::is_available()) {
     std::cout << "bench gemm: skipped, no CUDA device available\n";
     return 0;
   }
   torch::NoGradGuard no_grad;
+  std::printf("# %s\n", at::cuda::getCurrentDeviceProperties()->name);
   std::printf(
-      "FP8 GEMM, bf16 output; median of %d runs after %d warm-up runs; "
+      "# FP8 GEMM, bf16 output; median of %d runs after %d warm-up runs; "
       "speed-up against at::_scaled_mm (tensorwise) with the same accumulation mode, "
       "bf16 matmul against the fast one\n",
       options.iters, options.warmup);
@@ -183,7 +186,7 @@ int run_gemm_bench(int argc, char** argv) {
   std::printf(
       "|--------|--------|--------|------------------------|-----------|----------|-----"
       "----|------------|\n");
-  for (const auto& shape : options.shapes) {
+  for (const auto& shape : shapes) {
     const auto operands = make_operands(shape);
     const auto slot = [&](int i) -> const Operands& { return operands[i % operands.size()]; };
     for (bool fast : {true, false}) {
@@ -208,3 +211,5 @@ int run_gemm_bench(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace fp8nn::bench
