@@ -1,7 +1,13 @@
-// scaled_mm: argument checks and the reference product (dequantize, fp32 matmul), which runs on
-// any device.
+// scaled_mm: argument checks, dispatch (CUDA tensors to the tensor-core path when built with
+// CUDA), and the reference product (dequantize, fp32 matmul), which runs on any device.
 
 #include <fp8nn/scaled_mm.h>
+
+#include "scaled_mm_reference.h"
+
+#ifdef FP8NN_WITH_CUDA
+#include "cuda/scaled_mm_cuda.h"
+#endif
 
 #include <ATen/ATen.h>
 
@@ -9,15 +15,40 @@ namespace fp8nn::functional {
 namespace {
 
 void check_operand(const QuantizedTensor& q, const char* name) {
-  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(), "fp8nn::scaled_mm: expected ",
-                    name, " with data and scale_inv");
+  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(), "fp8nn::scaled_mm: expected ", name,
+                    " with data and scale_inv");
   TORCH_CHECK_VALUE(q.data.dim() == 2, "fp8nn::scaled_mm: expected ", name, " to be 2-d, got ",
                     q.data.dim(), "-d");
   TORCH_CHECK_TYPE(q.data.scalar_type() == dtype_of(q.format), "fp8nn::scaled_mm: expected ", name,
                    " of dtype ", dtype_of(q.format), ", got ", q.data.scalar_type());
+  TORCH_CHECK_TYPE(q.scale_inv.scalar_type() == at::kFloat, "fp8nn::scaled_mm: expected ", name,
+                   ".scale_inv of dtype float, got ", q.scale_inv.scalar_type());
+  TORCH_CHECK(q.scale_inv.device() == q.data.device(), "fp8nn::scaled_mm: expected ", name,
+              ".scale_inv on ", q.data.device(), ", got ", q.scale_inv.device());
+  TORCH_CHECK_VALUE(q.group_size >= 0, "fp8nn::scaled_mm: expected ", name,
+                    ".group_size >= 0, got ", q.group_size);
+  if (q.group_size == 0) {
+    TORCH_CHECK_VALUE(q.scale_inv.numel() == 1, "fp8nn::scaled_mm: expected one scale_inv for ",
+                      "per-tensor ", name, ", got ", q.scale_inv.numel());
+  } else {
+    const int64_t rows = q.data.size(0);
+    const int64_t groups = (q.data.size(1) + q.group_size - 1) / q.group_size;
+    TORCH_CHECK_VALUE(
+        q.scale_inv.dim() == 2 && q.scale_inv.size(0) == rows && q.scale_inv.size(1) == groups,
+        "fp8nn::scaled_mm: expected ", name, ".scale_inv of shape [", rows, ", ", groups, "], got ",
+        q.scale_inv.sizes());
+  }
 }
 
 }  // namespace
+
+torch::Tensor scaled_mm_reference(const QuantizedTensor& a, const QuantizedTensor& b,
+                                  const c10::optional<torch::Tensor>& bias,
+                                  at::ScalarType out_dtype) {
+  auto out = at::matmul(dequantize(a), dequantize(b).t());
+  if (bias.has_value() && bias->defined()) out.add_(bias->to(at::kFloat));
+  return out.to(out_dtype);
+}
 
 torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
                         const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype,
@@ -36,11 +67,16 @@ torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
                       bias->sizes());
     TORCH_CHECK(bias->device() == a.data.device(), "fp8nn::scaled_mm: expected bias on ",
                 a.data.device(), ", got ", bias->device());
+    const auto bias_dtype = bias->scalar_type();
+    TORCH_CHECK_TYPE(
+        bias_dtype == at::kFloat || bias_dtype == at::kHalf || bias_dtype == at::kBFloat16,
+        "fp8nn::scaled_mm: expected bias of dtype float, half or bfloat16, got ", bias_dtype);
   }
+#ifdef FP8NN_WITH_CUDA
+  if (a.data.is_cuda()) return scaled_mm_cuda(a, b, bias, out_dtype, fast_accumulation);
+#endif
   (void)fast_accumulation;  // the reference accumulates in fp32 throughout
-  auto out = at::matmul(dequantize(a), dequantize(b).t());
-  if (bias.has_value() && bias->defined()) out.add_(bias->to(at::kFloat));
-  return out.to(out_dtype);
+  return scaled_mm_reference(a, b, bias, out_dtype);
 }
 
 QuantizedTensor transpose(const QuantizedTensor& q) {

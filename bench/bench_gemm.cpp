@@ -1,0 +1,215 @@
+// Bare FP8 GEMM benchmark (issue 5): fp8nn::functional::scaled_mm with bf16 output, fast
+// accumulation on and off, against at::_scaled_mm with tensorwise scales (same two accumulation
+// modes) and bf16 at::matmul, on the issue's (M, K, N) shapes. Entry points:
+// fp8nn::bench::run_gemm_bench() (bench_gemm.h), called by the bench binary's main.
+//
+// Method: per method and shape, `warmup` untimed runs, then `iters` runs each bracketed by CUDA
+// events on the current stream, reported as the median. Inputs rotate over enough copies that the
+// operands of small shapes do not sit in L2 between runs. Each run allocates its output through
+// the caching allocator, as a caller of either API would. A "check" column compares fp8nn's result
+// with at::_scaled_mm's (same operands, same accumulation mode) as a guard against a fast but wrong
+// kernel.
+
+#include "bench_gemm.h"
+
+#include <fp8nn/fp8nn.h>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace fp8nn::bench {
+namespace {
+
+namespace F = fp8nn::functional;
+using Shape = std::array<int64_t, 3>;  // M, K, N
+
+constexpr int kMinIters = 50;
+// Operand bytes the rotation should exceed: several times an H100's 50 MB L2.
+constexpr int64_t kRotationBytes = int64_t{256} << 20;
+constexpr int64_t kMaxRotations = 64;
+
+const std::vector<Shape> kDefaultShapes = {{1024, 1024, 1024},  {4096, 4096, 4096},
+                                           {8192, 4096, 4096},  {8192, 4096, 14336},
+                                           {8192, 14336, 4096}, {16384, 8192, 8192}};
+
+bool parse_shapes(const std::string& text, std::vector<Shape>& shapes) {
+  shapes.clear();
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = std::min(text.find(':', start), text.size());
+    Shape shape{};
+    if (std::sscanf(text.substr(start, end - start).c_str(), "%ld,%ld,%ld", &shape[0], &shape[1],
+                    &shape[2]) != 3 ||
+        shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0) {
+      return false;
+    }
+    shapes.push_back(shape);
+    start = end + 1;
+  }
+  return !shapes.empty();
+}
+
+bool parse_options(int argc, char** argv, GemmBenchOptions& options) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--iters" && has_value) {
+      options.iters = std::atoi(argv[++i]);
+    } else if (arg == "--warmup" && has_value) {
+      options.warmup = std::atoi(argv[++i]);
+    } else if (arg == "--shapes" && has_value) {
+      if (!parse_shapes(argv[++i], options.shapes)) {
+        std::cerr << "bench gemm: --shapes expects M,K,N[:M,K,N...], got " << argv[i] << "\n";
+        return false;
+      }
+    } else {
+      std::cerr << "bench gemm: unknown option " << arg
+                << " (known: --iters N, --warmup N, --shapes M,K,N[:M,K,N...])\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+// Median milliseconds of `iters` runs of run(i), each timed by its own pair of CUDA events.
+double median_ms(const std::function<void(int)>& run, int warmup, int iters) {
+  for (int i = 0; i < warmup; ++i) run(i);
+  std::vector<at::cuda::CUDAEvent> starts;
+  std::vector<at::cuda::CUDAEvent> stops;
+  starts.reserve(iters);
+  stops.reserve(iters);
+  for (int i = 0; i < iters; ++i) {
+    starts.emplace_back(cudaEventDefault);
+    stops.emplace_back(cudaEventDefault);
+  }
+  for (int i = 0; i < iters; ++i) {
+    starts[i].record();
+    run(warmup + i);
+    stops[i].record();
+  }
+  stops.back().synchronize();
+  std::vector<double> ms(iters);
+  for (int i = 0; i < iters; ++i) ms[i] = starts[i].elapsed_time(stops[i]);
+  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
+  return ms[iters / 2];
+}
+
+// One rotation slot: the same random operands in bf16 and quantized per tensor to e4m3.
+struct Operands {
+  torch::Tensor a_bf16, b_bf16;
+  fp8nn::QuantizedTensor a, b;
+};
+
+std::vector<Operands> make_operands(const Shape& shape) {
+  const auto [M, K, N] = shape;
+  const int64_t bytes = (M + N) * K * 2;
+  const int64_t rotations =
+      std::clamp<int64_t>((kRotationBytes + bytes - 1) / bytes, 1, kMaxRotations);
+  const auto options = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  std::vector<Operands> operands;
+  for (int64_t r = 0; r < rotations; ++r) {
+    Operands o;
+    o.a_bf16 = torch::randn({M, K}, options);
+    o.b_bf16 = torch::randn({N, K}, options) * 0.05;
+    o.a = F::quantize(o.a_bf16, fp8nn::Format::E4M3);
+    o.b = F::quantize(o.b_bf16, fp8nn::Format::E4M3);
+    operands.push_back(std::move(o));
+  }
+  return operands;
+}
+
+torch::Tensor torch_scaled_mm(const Operands& o, bool fast_accumulation) {
+  // _scaled_mm wants the second operand column-major: b [N, K] row-major, transposed, is that.
+  return at::_scaled_mm(o.a.data, o.b.data.t(), o.a.scale_inv, o.b.scale_inv, c10::nullopt,
+                        c10::nullopt, torch::kBFloat16, fast_accumulation);
+}
+
+torch::Tensor fp8nn_scaled_mm(const Operands& o, bool fast_accumulation) {
+  return F::scaled_mm(o.a, o.b, c10::nullopt, torch::kBFloat16, fast_accumulation);
+}
+
+// max |x - y| / max |y|.
+double relative_difference(const torch::Tensor& x, const torch::Tensor& y) {
+  const auto reference = y.to(torch::kFloat);
+  return ((x.to(torch::kFloat) - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
+      .item<double>();
+}
+
+void print_row(const Shape& shape, const std::string& method, double ms, double baseline_ms,
+               const std::string& check) {
+  const auto [M, K, N] = shape;
+  const double tflops = 2.0 * static_cast<double>(M) * static_cast<double>(K) *
+                        static_cast<double>(N) / (ms * 1e-3) / 1e12;
+  std::printf("| %6ld | %6ld | %6ld | %-22s | %9.4f | %8.1f | %6.3fx | %-10s |\n", M, K, N,
+              method.c_str(), ms, tflops, baseline_ms / ms, check.c_str());
+}
+
+}  // namespace
+
+int run_gemm_bench(int argc, char** argv) {
+  GemmBenchOptions options;
+  if (!parse_options(argc, argv, options)) return 2;
+  return run_gemm_bench(options);
+}
+
+int run_gemm_bench(const GemmBenchOptions& options) {
+  if (options.iters < kMinIters || options.warmup < 0) {
+    std::cerr << "bench gemm: expected iters >= " << kMinIters << " and warmup >= 0, got "
+              << options.iters << " and " << options.warmup << "\n";
+    return 2;
+  }
+  const auto& shapes = options.shapes.empty() ? kDefaultShapes : options.shapes;
+  if (!torch::cuda::is_available()) {
+    std::cout << "bench gemm: skipped, no CUDA device available\n";
+    return 0;
+  }
+  torch::NoGradGuard no_grad;
+  std::printf("# %s\n", at::cuda::getCurrentDeviceProperties()->name);
+  std::printf(
+      "# FP8 GEMM, bf16 output; median of %d runs after %d warm-up runs; "
+      "speed-up against at::_scaled_mm (tensorwise) with the same accumulation mode, "
+      "bf16 matmul against the fast one\n",
+      options.iters, options.warmup);
+  std::printf("| %6s | %6s | %6s | %-22s | %9s | %8s | %7s | %-10s |\n", "M", "K", "N", "method",
+              "ms", "TFLOP/s", "vs _smm", "check");
+  std::printf(
+      "|--------|--------|--------|------------------------|-----------|----------|-----"
+      "----|------------|\n");
+  for (const auto& shape : shapes) {
+    const auto operands = make_operands(shape);
+    const auto slot = [&](int i) -> const Operands& { return operands[i % operands.size()]; };
+    for (bool fast : {true, false}) {
+      const std::string mode = fast ? "fast accum" : "precise";
+      const double torch_ms =
+          median_ms([&](int i) { torch_scaled_mm(slot(i), fast); }, options.warmup, options.iters);
+      const double ours_ms =
+          median_ms([&](int i) { fp8nn_scaled_mm(slot(i), fast); }, options.warmup, options.iters);
+      char check[32];
+      std::snprintf(check, sizeof(check), "%.1e",
+                    relative_difference(fp8nn_scaled_mm(operands[0], fast),
+                                        torch_scaled_mm(operands[0], fast)));
+      print_row(shape, "fp8nn scaled_mm " + mode, ours_ms, torch_ms, check);
+      print_row(shape, "at::_scaled_mm " + mode, torch_ms, torch_ms, "");
+      if (fast) {
+        const double bf16_ms =
+            median_ms([&](int i) { at::matmul(slot(i).a_bf16, slot(i).b_bf16.t()); },
+                      options.warmup, options.iters);
+        print_row(shape, "bf16 at::matmul", bf16_ms, torch_ms, "");
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace fp8nn::bench

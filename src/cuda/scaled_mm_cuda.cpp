@@ -1,0 +1,130 @@
+// Path choice for the FP8 product on CUDA:
+//  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
+//     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
+//     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
+//     add nothing to any dot product, and padded rows of b only make output columns that are
+//     dropped. M needs no padding (it is cuBLASLt's n, on which FP8 puts no constraint).
+//  2. Otherwise, or when cuBLASLt refuses: the reference product (dequantize, fp32 matmul) on the
+//     device. Groups that split rows land here until the hand-written group-scaled kernel exists.
+
+#include "cuda/scaled_mm_cuda.h"
+
+#include "cuda/cublaslt_gemm.h"
+#include "scaled_mm_reference.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cstdint>
+
+namespace fp8nn::functional {
+namespace {
+
+// cuBLASLt FP8: K and N multiples of 16, buffers 16-byte aligned.
+constexpr int64_t kDimMultiple = 16;
+constexpr uintptr_t kPointerAlignmentBytes = 16;
+
+int64_t round_up(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+bool aligned(const torch::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % kPointerAlignmentBytes == 0;
+}
+
+// FP8 tensor cores with fp32 accumulation: Ada (8.9) and later.
+bool has_fp8_tensor_cores(c10::DeviceIndex device) {
+  const cudaDeviceProp* properties = at::cuda::getDeviceProperties(device);
+  return properties->major * 10 + properties->minor >= 89;
+}
+
+// The cuBLASLt scale mode that expresses an operand exactly, if any: per tensor, or one group per
+// row (group_size >= K).
+c10::optional<cuda::ScaleMode> scale_mode_of(const QuantizedTensor& q) {
+  if (q.group_size == 0) return cuda::ScaleMode::PerTensor;
+  if (q.group_size >= q.data.size(1)) return cuda::ScaleMode::PerRow;
+  return c10::nullopt;
+}
+
+// scale_inv as `rows` contiguous, aligned fp32 values (a per-tensor value repeated), padded with
+// ones to `padded_rows` (padded rows hold zeros, so their scale does not matter).
+torch::Tensor row_scales(const QuantizedTensor& q, int64_t padded_rows) {
+  const int64_t rows = q.data.size(0);
+  auto scales =
+      q.group_size == 0 ? q.scale_inv.reshape({1}).expand({rows}) : q.scale_inv.reshape({rows});
+  if (padded_rows != rows) return at::constant_pad_nd(scales, {0, padded_rows - rows}, 1.0);
+  scales = scales.contiguous();
+  return aligned(scales) ? scales : scales.clone();
+}
+
+// FP8 data as a contiguous, aligned [padded_rows, padded_cols] tensor, zeros in the padding (the
+// FP8 zero is the all-zero byte in both formats, so the padding is built on a byte view).
+torch::Tensor padded_data(const torch::Tensor& data, int64_t padded_rows, int64_t padded_cols) {
+  auto contiguous = data.contiguous();
+  if (padded_rows == data.size(0) && padded_cols == data.size(1) && aligned(contiguous)) {
+    return contiguous;
+  }
+  auto padded = at::zeros({padded_rows, padded_cols}, data.options().dtype(at::kByte));
+  padded.narrow(0, 0, data.size(0)).narrow(1, 0, data.size(1)).copy_(contiguous.view(at::kByte));
+  return padded.view(data.scalar_type());
+}
+
+// The product on cuBLASLt, or nullopt when it cannot express it.
+c10::optional<torch::Tensor> tensor_core_product(const QuantizedTensor& a, const QuantizedTensor& b,
+                                                 const c10::optional<torch::Tensor>& bias,
+                                                 at::ScalarType out_dtype, bool fast_accumulation) {
+  const int64_t M = a.data.size(0);
+  const int64_t K = a.data.size(1);
+  const int64_t N = b.data.size(0);
+  if (M == 0 || N == 0 || K == 0) return c10::nullopt;
+  if (!has_fp8_tensor_cores(a.data.device().index())) return c10::nullopt;
+  if (a.format == Format::E5M2 && b.format == Format::E5M2) return c10::nullopt;
+  const auto a_mode = scale_mode_of(a);
+  const auto b_mode = scale_mode_of(b);
+  if (!a_mode || !b_mode) return c10::nullopt;
+
+  const int64_t padded_K = round_up(K, kDimMultiple);
+  const int64_t padded_N = round_up(N, kDimMultiple);
+  const auto a_data = padded_data(a.data, M, padded_K);
+  const auto b_data = padded_data(b.data, padded_N, padded_K);
+
+  // OUTER_VEC_32F is all or nothing: a per-tensor partner gets its scale repeated per row.
+  const bool per_row = *a_mode == cuda::ScaleMode::PerRow || *b_mode == cuda::ScaleMode::PerRow;
+  const auto mode = per_row ? cuda::ScaleMode::PerRow : cuda::ScaleMode::PerTensor;
+  const auto a_scale = per_row ? row_scales(a, M) : a.scale_inv;
+  const auto b_scale = per_row ? row_scales(b, padded_N) : b.scale_inv;
+
+  // The epilogue adds a bias of the output's type for bf16/fp16 output (cuBLASLt's FP8 table). For
+  // fp32 output that table asks for a bf16 bias, which would round an fp32 one, so that bias is
+  // added afterwards, exactly, in fp32.
+  const bool has_bias = bias.has_value() && bias->defined();
+  c10::optional<torch::Tensor> epilogue_bias;
+  if (has_bias && out_dtype != at::kFloat) {
+    auto converted = bias->to(out_dtype).contiguous();
+    if (padded_N != N) converted = at::constant_pad_nd(converted, {0, padded_N - N}, 0.0);
+    epilogue_bias = aligned(converted) ? converted : converted.clone();
+  }
+
+  auto out = at::empty({M, padded_N}, a.data.options().dtype(out_dtype));
+  const cuda::FP8Operand lt_a{a_data, a_scale, mode};
+  const cuda::FP8Operand lt_b{b_data, b_scale, mode};
+  if (!cuda::cublaslt_scaled_mm(lt_a, lt_b, epilogue_bias, out, fast_accumulation)) {
+    return c10::nullopt;
+  }
+  if (padded_N != N) out = out.narrow(1, 0, N).contiguous();
+  if (has_bias && out_dtype == at::kFloat) out.add_(*bias);
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
+                             const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype,
+                             bool fast_accumulation) {
+  const c10::cuda::CUDAGuard guard(a.data.device());
+  if (auto out = tensor_core_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
+  return scaled_mm_reference(a, b, bias, out_dtype);
+}
+
+}  // namespace fp8nn::functional
