@@ -34,6 +34,13 @@ struct QuantizedTensor {
   int64_t group_size = 0;  ///< 0: one scale for the whole tensor
 };
 
+/// A per-tensor quantized 2-d tensor and its transpose, sharing one scale_inv tensor: a forward
+/// operand of the FP8 products and the copy the backward products take (they need K-major operands).
+struct QuantizedPair {
+  QuantizedTensor quantized;   ///< [rows, cols]
+  QuantizedTensor transposed;  ///< [cols, rows], contiguous
+};
+
 namespace functional {
 
 /// Quantizes `x` (fp32/fp16/bf16, any shape, any device) with one scale for the whole tensor.
@@ -43,6 +50,10 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format);
 /// each row (last dimension); a row shorter than the group is one group, a longer row ends with a
 /// shorter group.
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size);
+
+/// quantize(x2d) and its transpose in one call, for a 2-d `x2d`; equal bit for bit to
+/// {quantize(x2d), transpose(quantize(x2d))}. On CUDA: an amax pass, then one pass that writes both.
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format);
 
 /// data * scale_inv in fp32, returned as `dtype` (fp32/fp16/bf16).
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype = at::kFloat);
