@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool full_tile = r0 + kTileRows <= rows && c0 + kTileCols <= cols;
   const int tid = threadIdx.x;
 
-  // ---- 1. load, cast, write `out` and the tile -------------------------------------------------
+  // ---- 1. load, cast, write `out` and the tile -------------------------------------------
   if (full_tile && load_vectorized) {
     constexpr int kVec = kVec16<T>;
     constexpr int kVectorsPerRow = kTileCols / kVec;
@@ -81,8 +81,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
 
-  // ---- 2. transposed store: out_t[c0 + c][r0 + r] = tile[r][c]
-  // -----------------------------------
+  // ---- 2. transposed store: out_t[c0 + c][r0 + r] = tile[r][c] ---------------------------
   if (full_tile && store_t_vectorized) {
     const int warp = tid / 32, lane = tid % 32;
     const int c = (warp % 4) * 16 + lane / 2;
