@@ -132,7 +132,7 @@ TEST_CASE("CUDA quantize at the format edges: every FP8 value, the ties between 
   }
 }
 
-TEST_CASE("CUDA quantize of zeros gives scale 1 and zero data; fp32 subnormal inputs stay exact") {
+TEST_CASE("CUDA quantize of zeros gives scale 1 and zero data, fp32 subnormal inputs stay exact") {
   FP8NN_SKIP_WITHOUT_CUDA();
   for (auto f : kFormats) {
     const auto zeros = torch::zeros({37, 300}, torch::kCUDA);
