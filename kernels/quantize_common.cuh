@@ -7,6 +7,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -112,10 +113,18 @@ inline bool is_aligned(const void* p, int64_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
 }
 
+// Multiprocessors of the current device, queried once per device (so that nothing but
+// cudaGetDevice runs per launch, which is also safe while a CUDA graph is being captured).
 inline int multiprocessor_count() {
-  int device = 0, count = 0;
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> counts[kMaxDevices] = {};
+  int device = 0;
   FP8NN_CUDA_CHECK(cudaGetDevice(&device));
-  FP8NN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  int count = device < kMaxDevices ? counts[device].load(std::memory_order_relaxed) : 0;
+  if (count == 0) {
+    FP8NN_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    if (device < kMaxDevices) counts[device].store(count, std::memory_order_relaxed);
+  }
   return count;
 }
 

@@ -6,6 +6,10 @@
 
 #include "test_support.h"
 
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include <cmath>
 #include <vector>
 
@@ -205,4 +209,37 @@ TEST_CASE("CUDA dequantize equals the CPU reference bit for bit") {
       }
     }
   }
+}
+
+TEST_CASE("CUDA quantize ops can be captured in a CUDA graph (no host synchronisation)") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  auto x = random_input({300, 520}, torch::kBFloat16).cuda();
+  fp8nn::QuantizedTensor per_tensor, per_group;
+  fp8nn::QuantizedPair pair;
+  torch::Tensor back;
+  at::cuda::CUDAGraph graph;
+  {
+    // Capture needs a stream other than the legacy default one.
+    const c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
+    F::quantize(x, Format::E4M3);  // first use (device queries, allocator) outside the capture
+    c10::cuda::getCurrentCUDAStream().synchronize();
+    graph.capture_begin();
+    per_tensor = F::quantize(x, Format::E4M3);
+    per_group = F::quantize_per_group(x, Format::E5M2, 128);
+    pair = F::quantize_with_transpose(x, Format::E4M3);
+    back = F::dequantize(per_tensor, torch::kFloat);
+    graph.capture_end();
+  }
+  // New values in the same input: a replay must recompute amax and scales on the device.
+  const auto x_new = random_input({300, 520}, torch::kBFloat16) * 7;
+  x.copy_(x_new.cuda());
+  graph.replay();
+  torch::cuda::synchronize();
+  check_same(per_tensor, F::quantize(x_new, Format::E4M3));
+  check_same(per_group, F::quantize_per_group(x_new, Format::E5M2, 128));
+  const auto expected_pair = F::quantize_with_transpose(x_new, Format::E4M3);
+  check_same(pair.quantized, expected_pair.quantized);
+  check_same(pair.transposed, expected_pair.transposed);
+  CHECK(mismatches(back, F::dequantize(F::quantize(x_new, Format::E4M3), torch::kFloat)) == 0);
 }
