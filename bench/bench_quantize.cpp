@@ -6,12 +6,14 @@
 //   copy                   cudaMemcpyAsync of the input              read 2N + write 2N
 //   amax                   amax_per_tensor                           read 2N
 //   cast (amax+cast)       amax_per_tensor + cast_per_tensor         read 2N + write N
-//   cast pass alone        cast_per_tensor (amax already known)      read 2N + write N
+//   cast, amax given       cast_per_tensor (amax already known)      read 2N + write N
 //   cast+transpose (+amax) amax_per_tensor + cast_transpose          read 2N + write 2N
-//   cast+transpose alone   cast_transpose (amax already known)       read 2N + write 2N
+//   cast+transpose, amax given  cast_transpose (amax known)          read 2N + write 2N
 //   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
 // Per-tensor current scaling needs amax before the cast, so "amax+cast" and "cast+transpose
 // (+amax)" read the input twice: their bytes moved exceed the minimum by 2N (the "moved" column).
+// The "amax given" rows are the one-pass case of quantize(x, format, amax), e.g. with the amax
+// from the epilogue of the GEMM that produced x.
 
 #include <fmt/format.h>
 
@@ -65,7 +67,7 @@ std::vector<uint16_t> random_bf16(int64_t n) {
 void print_row(const Shape& shape, const char* op, double us, double min_bytes, double moved_bytes,
                double copy_gbps) {
   const double gbps = min_bytes / (us * 1e3);
-  fmt::print("| {:<13} | {:<24} | {:>9.1f} | {:>8.1f} | {:>8.1f} | {:>8.0f} | {:>5.1f}% |\n",
+  fmt::print("| {:<13} | {:<26} | {:>9.1f} | {:>8.1f} | {:>8.1f} | {:>8.0f} | {:>5.1f}% |\n",
              shape.name, op, us, min_bytes / 1e6, moved_bytes / 1e6, gbps,
              100.0 * gbps / copy_gbps);
 }
@@ -78,9 +80,9 @@ void run_quantize(const Options& options) {
   fmt::print("# fp8nn quantize bench on {}; bf16 input, median of {} samples x {} launches\n",
              device_description(), options.samples, options.batch);
   fmt::print("# eff GB/s = minimum bytes (read + write) / time; % of the same-run D2D copy GB/s\n");
-  fmt::print("| {:<13} | {:<24} | {:>9} | {:>8} | {:>8} | {:>8} | {:>6} |\n", "shape", "op",
+  fmt::print("| {:<13} | {:<26} | {:>9} | {:>8} | {:>8} | {:>8} | {:>6} |\n", "shape", "op",
              "time us", "min MB", "moved MB", "eff GB/s", "% copy");
-  fmt::print("|{:-<15}|{:-<26}|{:-<11}|{:-<10}|{:-<10}|{:-<10}|{:-<8}|\n", "", "", "", "", "", "",
+  fmt::print("|{:-<15}|{:-<28}|{:-<11}|{:-<10}|{:-<10}|{:-<10}|{:-<8}|\n", "", "", "", "", "", "",
              "");
   const auto bf16 = kernels::HighPrecision::kBFloat16;
   const auto e4m3 = kernels::Fp8Format::kE4M3;
@@ -120,7 +122,7 @@ void run_quantize(const Options& options) {
     const double cast_alone_us = median_us(options, stream, [&](int i) {
       kernels::cast_per_tensor(x[i], bf16, n, e4m3, amax, u8(out[i]), scale_inv, stream);
     });
-    print_row(shape, "cast pass alone", cast_alone_us, in_bytes + n, in_bytes + n, copy_gbps);
+    print_row(shape, "cast, amax given", cast_alone_us, in_bytes + n, in_bytes + n, copy_gbps);
 
     const double ct_us = median_us(options, stream, [&](int i) {
       kernels::amax_per_tensor(x[i], bf16, n, amax, stream);
@@ -134,7 +136,7 @@ void run_quantize(const Options& options) {
       kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3, amax, u8(out[i]),
                                          u8(out_t[i]), scale_inv, stream);
     });
-    print_row(shape, "cast+transpose alone", ct_alone_us, in_bytes + 2.0 * n, in_bytes + 2.0 * n,
+    print_row(shape, "cast+transpose, amax given", ct_alone_us, in_bytes + 2.0 * n, in_bytes + 2.0 * n,
               copy_gbps);
 
     const double scale_bytes = 4.0 * shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);

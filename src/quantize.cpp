@@ -31,6 +31,16 @@ void check_input(const torch::Tensor& x, const char* op) {
                    op, ": expected x of dtype float, half or bfloat16, got ", dtype);
 }
 
+void check_amax(const torch::Tensor& amax, const torch::Tensor& x, const char* op) {
+  TORCH_CHECK_VALUE(amax.defined() && amax.numel() == 1, "fp8nn::", op,
+                    ": expected a one-element amax, got ",
+                    amax.defined() ? amax.sizes() : at::IntArrayRef{}, amax.defined() ? "" : " (undefined)");
+  TORCH_CHECK_TYPE(amax.scalar_type() == at::kFloat, "fp8nn::", op, ": expected a float amax, got ",
+                   amax.scalar_type());
+  TORCH_CHECK(amax.device() == x.device(), "fp8nn::", op, ": expected amax on ", x.device(),
+              ", got ", amax.device());
+}
+
 // scale = fmt_max / amax; 1 where amax == 0; FLT_MAX where the division overflows. NaN amax gives
 // a NaN scale and amax = Inf a zero scale, so non-finite input never becomes finite output.
 torch::Tensor scale_from_amax(const torch::Tensor& amax, Format format) {
@@ -71,12 +81,22 @@ namespace functional {
 QuantizedTensor quantize(const torch::Tensor& x, Format format) {
   check_input(x, "quantize");
 #ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::quantize(x, format);
+  if (x.is_cuda()) return cuda::quantize(x, format, torch::Tensor());
 #endif
   const auto x_float = x.to(at::kFloat);
   const auto amax = x.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
   const auto scale = scale_from_amax(amax, format);
   return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
+}
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax) {
+  check_input(x, "quantize");
+  check_amax(amax, x, "quantize");
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::quantize(x, format, amax);
+#endif
+  const auto scale = scale_from_amax(amax.reshape({}), format);
+  return {cast(x.to(at::kFloat), scale, format), scale.reciprocal(), format, 0};
 }
 
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
@@ -95,16 +115,33 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   return {std::move(data), scale.reciprocal(), format, group_size};
 }
 
-QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format) {
+namespace {
+
+// amax undefined: computed here.
+QuantizedPair quantize_with_transpose_impl(const torch::Tensor& x2d, Format format,
+                                           const torch::Tensor& amax) {
   check_input(x2d, "quantize_with_transpose");
   TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_with_transpose: expected a 2-d tensor, got a ",
                     x2d.dim(), "-d tensor");
+  if (amax.defined()) check_amax(amax, x2d, "quantize_with_transpose");
 #ifdef FP8NN_WITH_CUDA
-  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format);
+  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax);
 #endif
-  auto quantized = quantize(x2d, format);
+  auto quantized = amax.defined() ? quantize(x2d, format, amax) : quantize(x2d, format);
   auto transposed = transpose(quantized);
   return {std::move(quantized), std::move(transposed)};
+}
+
+}  // namespace
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format) {
+  return quantize_with_transpose_impl(x2d, format, torch::Tensor());
+}
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax) {
+  TORCH_CHECK_VALUE(amax.defined(), "fp8nn::quantize_with_transpose: expected a defined amax");
+  return quantize_with_transpose_impl(x2d, format, amax);
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {

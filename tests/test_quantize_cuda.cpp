@@ -243,3 +243,26 @@ TEST_CASE("CUDA quantize ops can be captured in a CUDA graph (no host synchronis
   check_same(pair.transposed, expected_pair.transposed);
   CHECK(mismatches(back, F::dequantize(F::quantize(x_new, Format::E4M3), torch::kFloat)) == 0);
 }
+
+TEST_CASE("CUDA quantize with a given amax equals the CPU reference with the same amax") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  for (auto dtype : kInputDtypes) {
+    for (auto f : kFormats) {
+      for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 1}, {300, 257}, {256, 128}}) {
+        CAPTURE(dtype, fp8nn::name_of(f), shape);
+        const auto x = random_input(shape, dtype);
+        const auto true_amax = x.to(torch::kFloat).abs().amax();
+        // The true amax gives the ordinary result; a larger one (an amax from elsewhere) its own.
+        for (const auto& amax : {true_amax, true_amax * 3, torch::zeros({1})}) {
+          check_same(F::quantize(x.cuda(), f, amax.cuda()), F::quantize(x, f, amax));
+          const auto gpu = F::quantize_with_transpose(x.cuda(), f, amax.cuda());
+          const auto cpu = F::quantize_with_transpose(x, f, amax);
+          check_same(gpu.quantized, cpu.quantized);
+          check_same(gpu.transposed, cpu.transposed);
+        }
+        check_same(F::quantize(x.cuda(), f, true_amax.cuda()), F::quantize(x, f));
+      }
+    }
+  }
+}

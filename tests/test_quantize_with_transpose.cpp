@@ -38,3 +38,25 @@ TEST_CASE("quantize_with_transpose rejects tensors that are not 2-d") {
   CHECK_THROWS_AS(F::quantize_with_transpose(torch::ones({2, 2}, torch::kInt), Format::E4M3),
                   c10::TypeError);
 }
+
+TEST_CASE("quantize with the true amax given equals quantize; amax is checked") {
+  fp8nn::test::seed_torch();
+  for (auto f : {Format::E4M3, Format::E5M2}) {
+    const auto x = torch::randn({37, 300}).to(torch::kBFloat16);
+    const auto amax = x.to(torch::kFloat).abs().amax();
+    const auto q = F::quantize(x, f);
+    const auto given = F::quantize(x, f, amax);
+    CHECK(count_bit_differences(given.data, q.data) == 0);
+    CHECK(given.scale_inv.item<float>() == q.scale_inv.item<float>());
+    const auto pair = F::quantize_with_transpose(x, f, amax.reshape({1}));
+    CHECK(count_bit_differences(pair.transposed.data, q.data.t().contiguous()) == 0);
+    // A larger amax gives a smaller scale: scale_inv = amax / max.
+    const auto halved = F::quantize(x, f, amax * 2);
+    CHECK(halved.scale_inv.item<float>() == 1.0f / (fp8nn::max_of(f) / (2 * amax.item<float>())));
+  }
+  CHECK_THROWS_AS(F::quantize(torch::ones({2}), Format::E4M3, torch::ones({2})), c10::ValueError);
+  CHECK_THROWS_AS(F::quantize(torch::ones({2}), Format::E4M3, torch::ones({1}, torch::kDouble)),
+                  c10::TypeError);
+  CHECK_THROWS_AS(F::quantize_with_transpose(torch::ones({2, 2}), Format::E4M3, torch::Tensor()),
+                  c10::ValueError);
+}

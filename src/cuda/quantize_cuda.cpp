@@ -51,19 +51,26 @@ std::pair<int64_t, int64_t> rows_cols_of(const torch::Tensor& t) {
   return {cols == 0 ? 0 : t.numel() / cols, cols};
 }
 
+// The given amax as a contiguous fp32 tensor, or a fresh one to be filled by amax_per_tensor.
+torch::Tensor amax_buffer(const torch::Tensor& given, const torch::Tensor& input) {
+  return given.defined() ? given.contiguous() : at::empty({}, input.options().dtype(at::kFloat));
+}
+
 }  // namespace
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format) {
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const auto fp32 = input.options().dtype(at::kFloat);
-  auto amax = at::empty({}, fp32);
-  auto scale_inv = at::empty({}, fp32);
+  const auto amax = amax_buffer(amax_given, input);
+  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
   auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
   launch("quantize", [&] {
     const auto type = high_precision_of(input.scalar_type());
-    kernels::amax_per_tensor(input.data_ptr(), type, input.numel(), amax.data_ptr<float>(), stream);
+    if (!amax_given.defined()) {
+      kernels::amax_per_tensor(input.data_ptr(), type, input.numel(), amax.data_ptr<float>(),
+                               stream);
+    }
     kernels::cast_per_tensor(input.data_ptr(), type, input.numel(), fp8_format_of(format),
                              amax.data_ptr<float>(), bytes_of(data), scale_inv.data_ptr<float>(),
                              stream);
@@ -86,20 +93,23 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   return {std::move(data), std::move(scale_inv), format, group_size};
 }
 
-QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format) {
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax_given) {
   const c10::cuda::CUDAGuard guard(x2d.device());
   const auto input = x2d.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t rows = input.size(0), cols = input.size(1);
-  const auto fp32 = input.options().dtype(at::kFloat);
   const auto fp8 = input.options().dtype(dtype_of(format));
-  auto amax = at::empty({}, fp32);
-  auto scale_inv = at::empty({}, fp32);
+  const auto amax = amax_buffer(amax_given, input);
+  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
   auto data = at::empty({rows, cols}, fp8);
   auto data_t = at::empty({cols, rows}, fp8);
   launch("quantize_with_transpose", [&] {
     const auto type = high_precision_of(input.scalar_type());
-    kernels::amax_per_tensor(input.data_ptr(), type, input.numel(), amax.data_ptr<float>(), stream);
+    if (!amax_given.defined()) {
+      kernels::amax_per_tensor(input.data_ptr(), type, input.numel(), amax.data_ptr<float>(),
+                               stream);
+    }
     kernels::cast_transpose_per_tensor(input.data_ptr(), type, rows, cols, fp8_format_of(format),
                                        amax.data_ptr<float>(), bytes_of(data), bytes_of(data_t),
                                        scale_inv.data_ptr<float>(), stream);

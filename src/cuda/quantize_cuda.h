@@ -8,9 +8,11 @@
 
 namespace fp8nn::cuda {
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format);
+// `amax`: a one-element fp32 tensor on x's device, or undefined to compute it here (one more pass).
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax);
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size);
-QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format);
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 
 }  // namespace fp8nn::cuda
