@@ -136,8 +136,8 @@ void run_quantize(const Options& options) {
       kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3, amax, u8(out[i]),
                                          u8(out_t[i]), scale_inv, stream);
     });
-    print_row(shape, "cast+transpose, amax given", ct_alone_us, in_bytes + 2.0 * n, in_bytes + 2.0 * n,
-              copy_gbps);
+    print_row(shape, "cast+transpose, amax given", ct_alone_us, in_bytes + 2.0 * n,
+              in_bytes + 2.0 * n, copy_gbps);
 
     const double scale_bytes = 4.0 * shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);
     const double group_us = median_us(options, stream, [&](int i) {

@@ -32,9 +32,9 @@ void check_input(const torch::Tensor& x, const char* op) {
 }
 
 void check_amax(const torch::Tensor& amax, const torch::Tensor& x, const char* op) {
-  TORCH_CHECK_VALUE(amax.defined() && amax.numel() == 1, "fp8nn::", op,
-                    ": expected a one-element amax, got ",
-                    amax.defined() ? amax.sizes() : at::IntArrayRef{}, amax.defined() ? "" : " (undefined)");
+  TORCH_CHECK_VALUE(amax.defined(), "fp8nn::", op, ": expected a defined amax");
+  TORCH_CHECK_VALUE(amax.numel() == 1, "fp8nn::", op, ": expected a one-element amax, got shape ",
+                    amax.sizes());
   TORCH_CHECK_TYPE(amax.scalar_type() == at::kFloat, "fp8nn::", op, ": expected a float amax, got ",
                    amax.scalar_type());
   TORCH_CHECK(amax.device() == x.device(), "fp8nn::", op, ": expected amax on ", x.device(),
