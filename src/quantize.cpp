@@ -2,10 +2,15 @@
 // device; the CUDA kernels in kernels/ must agree with it bit for bit.
 
 #include <fp8nn/quantize.h>
+#include <fp8nn/scaled_mm.h>
 
 #include <ATen/ATen.h>
 
 #include <cfloat>
+
+#ifdef FP8NN_WITH_CUDA
+#include "cuda/quantize_cuda.h"
+#endif
 
 namespace fp8nn {
 
@@ -24,6 +29,16 @@ void check_input(const torch::Tensor& x, const char* op) {
   const auto dtype = x.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "fp8nn::",
                    op, ": expected x of dtype float, half or bfloat16, got ", dtype);
+}
+
+void check_amax(const torch::Tensor& amax, const torch::Tensor& x, const char* op) {
+  TORCH_CHECK_VALUE(amax.defined(), "fp8nn::", op, ": expected a defined amax");
+  TORCH_CHECK_VALUE(amax.numel() == 1, "fp8nn::", op, ": expected a one-element amax, got shape ",
+                    amax.sizes());
+  TORCH_CHECK_TYPE(amax.scalar_type() == at::kFloat, "fp8nn::", op, ": expected a float amax, got ",
+                   amax.scalar_type());
+  TORCH_CHECK(amax.device() == x.device(), "fp8nn::", op, ": expected amax on ", x.device(),
+              ", got ", amax.device());
 }
 
 // scale = fmt_max / amax; 1 where amax == 0; FLT_MAX where the division overflows. NaN amax gives
@@ -65,10 +80,23 @@ namespace functional {
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format) {
   check_input(x, "quantize");
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::quantize(x, format, torch::Tensor());
+#endif
   const auto x_float = x.to(at::kFloat);
   const auto amax = x.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
   const auto scale = scale_from_amax(amax, format);
   return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
+}
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax) {
+  check_input(x, "quantize");
+  check_amax(amax, x, "quantize");
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::quantize(x, format, amax);
+#endif
+  const auto scale = scale_from_amax(amax.reshape({}), format);
+  return {cast(x.to(at::kFloat), scale, format), scale.reciprocal(), format, 0};
 }
 
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
@@ -77,11 +105,43 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
                     "got a ", x.dim(), "-d tensor");
   TORCH_CHECK_VALUE(group_size > 0, "fp8nn::quantize_per_group: expected group_size > 0, got ",
                     group_size);
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::quantize_per_group(x, format, group_size);
+#endif
   const auto grouped = as_groups(x.to(at::kFloat), group_size);
   const auto amax = grouped.abs().amax(-1);  // [rows, groups]; NaN propagates
   const auto scale = scale_from_amax(amax, format);
   auto data = from_groups(cast(grouped, scale.unsqueeze(-1), format), x.sizes());
   return {std::move(data), scale.reciprocal(), format, group_size};
+}
+
+namespace {
+
+// amax undefined: computed here.
+QuantizedPair quantize_with_transpose_impl(const torch::Tensor& x2d, Format format,
+                                           const torch::Tensor& amax) {
+  check_input(x2d, "quantize_with_transpose");
+  TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_with_transpose: expected a 2-d tensor, got a ",
+                    x2d.dim(), "-d tensor");
+  if (amax.defined()) check_amax(amax, x2d, "quantize_with_transpose");
+#ifdef FP8NN_WITH_CUDA
+  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax);
+#endif
+  auto quantized = amax.defined() ? quantize(x2d, format, amax) : quantize(x2d, format);
+  auto transposed = transpose(quantized);
+  return {std::move(quantized), std::move(transposed)};
+}
+
+}  // namespace
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format) {
+  return quantize_with_transpose_impl(x2d, format, torch::Tensor());
+}
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax) {
+  TORCH_CHECK_VALUE(amax.defined(), "fp8nn::quantize_with_transpose: expected a defined amax");
+  return quantize_with_transpose_impl(x2d, format, amax);
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
@@ -98,13 +158,23 @@ torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   if (q.group_size == 0) {
     TORCH_CHECK_VALUE(q.scale_inv.numel() == 1, "fp8nn::dequantize: per-tensor data expects one ",
                       "scale_inv, got ", q.scale_inv.numel());
-    return (q.data.to(at::kFloat) * q.scale_inv).to(dtype);
+  } else {
+    TORCH_CHECK_VALUE(q.group_size > 0, "fp8nn::dequantize: expected group_size >= 0, got ",
+                      q.group_size);
+    TORCH_CHECK_VALUE(q.data.dim() >= 1, "fp8nn::dequantize: per-group data must be at least 1-d");
+    const int64_t cols = q.data.size(-1);
+    const int64_t rows = cols == 0 ? 0 : q.data.numel() / cols;
+    const int64_t groups = (cols + q.group_size - 1) / q.group_size;
+    TORCH_CHECK_VALUE(q.scale_inv.dim() == 2 && q.scale_inv.size(0) == rows &&
+                          q.scale_inv.size(1) == groups,
+                      "fp8nn::dequantize: expected scale_inv of shape [", rows, ", ", groups,
+                      "], got ", q.scale_inv.sizes());
   }
+#ifdef FP8NN_WITH_CUDA
+  if (q.data.is_cuda()) return cuda::dequantize(q, dtype);
+#endif
+  if (q.group_size == 0) return (q.data.to(at::kFloat) * q.scale_inv).to(dtype);
   const auto grouped = as_groups(q.data.to(at::kFloat), q.group_size);
-  TORCH_CHECK_VALUE(q.scale_inv.dim() == 2 && q.scale_inv.size(0) == grouped.size(0) &&
-                        q.scale_inv.size(1) == grouped.size(1),
-                    "fp8nn::dequantize: expected scale_inv of shape [", grouped.size(0), ", ",
-                    grouped.size(1), "], got ", q.scale_inv.sizes());
   return from_groups(grouped * q.scale_inv.unsqueeze(-1), q.data.sizes()).to(dtype);
 }
 

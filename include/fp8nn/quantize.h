@@ -34,15 +34,35 @@ struct QuantizedTensor {
   int64_t group_size = 0;  ///< 0: one scale for the whole tensor
 };
 
+/// A per-tensor quantized 2-d tensor and its transpose, sharing one scale_inv tensor: a forward
+/// operand of the FP8 products and the copy the backward products take (they need K-major operands).
+struct QuantizedPair {
+  QuantizedTensor quantized;   ///< [rows, cols]
+  QuantizedTensor transposed;  ///< [cols, rows], contiguous
+};
+
 namespace functional {
 
 /// Quantizes `x` (fp32/fp16/bf16, any shape, any device) with one scale for the whole tensor.
 QuantizedTensor quantize(const torch::Tensor& x, Format format);
 
+/// As quantize(x, format) with amax already known (a one-element fp32 tensor on x's device, e.g.
+/// from the epilogue of the GEMM that produced x): on CUDA the amax pass is skipped.
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax);
+
 /// Quantizes `x` (at least 1-d) with one scale per group of `group_size` consecutive elements of
 /// each row (last dimension); a row shorter than the group is one group, a longer row ends with a
 /// shorter group.
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size);
+
+/// quantize(x2d) and its transpose in one call, for a 2-d `x2d`; equal bit for bit to
+/// {quantize(x2d), transpose(quantize(x2d))}. On CUDA: an amax pass, then one pass that writes both.
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format);
+
+/// As quantize_with_transpose(x2d, format) with amax already known (see quantize above): on CUDA
+/// one pass over x2d in all.
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax);
 
 /// data * scale_inv in fp32, returned as `dtype` (fp32/fp16/bf16).
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype = at::kFloat);

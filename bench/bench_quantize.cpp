@@ -1,0 +1,154 @@
+// Quantize benchmark: each op's effective bandwidth (the minimum bytes the op must read and write,
+// over its time) next to a device-to-device copy measured in the same run. Inputs are bf16 and
+// rotated through buffers that together exceed 2x L2, so every run reads from DRAM.
+//
+// Rows (min bytes for N elements of bf16: read 2N, each FP8 copy written N):
+//   copy                   cudaMemcpyAsync of the input              read 2N + write 2N
+//   amax                   amax_per_tensor                           read 2N
+//   cast (amax+cast)       amax_per_tensor + cast_per_tensor         read 2N + write N
+//   cast, amax given       cast_per_tensor (amax already known)      read 2N + write N
+//   cast+transpose (+amax) amax_per_tensor + cast_transpose          read 2N + write 2N
+//   cast+transpose, amax given  cast_transpose (amax known)          read 2N + write 2N
+//   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
+// Per-tensor current scaling needs amax before the cast, so "amax+cast" and "cast+transpose
+// (+amax)" read the input twice: their bytes moved exceed the minimum by 2N (the "moved" column).
+// The "amax given" rows are the one-pass case of quantize(x, format, amax), e.g. with the amax
+// from the epilogue of the GEMM that produced x.
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "amax.h"
+#include "bench.h"
+#include "cast.h"
+#include "cast_transpose.h"
+#include "cuda_check.h"
+#include "quantize_per_group.h"
+
+namespace fp8nn::bench {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t rows, cols;
+};
+
+const std::vector<Shape> kShapes = {
+    {"x 8192x4096", 8192, 4096},
+    {"x 16384x8192", 16384, 8192},
+    {"W 4096x4096", 4096, 4096},
+    {"W 14336x4096", 14336, 4096},
+};
+
+constexpr int64_t kGroupSize = 128;
+
+// bf16 values from a normal distribution with a spread of magnitudes (bf16 = high half of fp32).
+std::vector<uint16_t> random_bf16(int64_t n) {
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint16_t> values(static_cast<size_t>(n));
+  std::vector<uint16_t> pattern(1 << 20);
+  for (auto& v : pattern) {
+    const float f = normal(rng) * std::exp(normal(rng));
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof(bits));
+    v = static_cast<uint16_t>(bits >> 16);
+  }
+  for (int64_t i = 0; i < n; ++i) values[i] = pattern[(i * 7919) % pattern.size()];
+  return values;
+}
+
+void print_row(const Shape& shape, const char* op, double us, double min_bytes, double moved_bytes,
+               double copy_gbps) {
+  const double gbps = min_bytes / (us * 1e3);
+  fmt::print("| {:<13} | {:<26} | {:>9.1f} | {:>8.1f} | {:>8.1f} | {:>8.0f} | {:>5.1f}% |\n",
+             shape.name, op, us, min_bytes / 1e6, moved_bytes / 1e6, gbps,
+             100.0 * gbps / copy_gbps);
+}
+
+}  // namespace
+
+void run_quantize(const Options& options) {
+  cudaStream_t stream;
+  FP8NN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  fmt::print("# fp8nn quantize bench on {}; bf16 input, median of {} samples x {} launches\n",
+             device_description(), options.samples, options.batch);
+  fmt::print("# eff GB/s = minimum bytes (read + write) / time; % of the same-run D2D copy GB/s\n");
+  fmt::print("| {:<13} | {:<26} | {:>9} | {:>8} | {:>8} | {:>8} | {:>6} |\n", "shape", "op",
+             "time us", "min MB", "moved MB", "eff GB/s", "% copy");
+  fmt::print("|{:-<15}|{:-<28}|{:-<11}|{:-<10}|{:-<10}|{:-<10}|{:-<8}|\n", "", "", "", "", "", "",
+             "");
+  const auto bf16 = kernels::HighPrecision::kBFloat16;
+  const auto e4m3 = kernels::Fp8Format::kE4M3;
+  for (const auto& shape : kShapes) {
+    const int64_t n = shape.rows * shape.cols;
+    const int64_t in_bytes = 2 * n;
+    RotatingBuffers x(in_bytes, 3), copy_dst(in_bytes, 3), out(n, 3), out_t(n, 3);
+    RotatingBuffers scalars(4 * 4, 1);  // amax, scale_inv: tiny, no rotation needed
+    RotatingBuffers group_scales(4 * n / kGroupSize + 4, 3);
+    {
+      const auto host = random_bf16(n);
+      for (int i = 0; i < x.count(); ++i) {
+        FP8NN_CUDA_CHECK(cudaMemcpy(x[i], host.data(), in_bytes, cudaMemcpyHostToDevice));
+      }
+    }
+    float* amax = static_cast<float*>(scalars[0]);
+    float* scale_inv = amax + 1;
+    const auto u8 = [](void* p) { return static_cast<uint8_t*>(p); };
+
+    const double copy_us = median_us(options, stream, [&](int i) {
+      FP8NN_CUDA_CHECK(
+          cudaMemcpyAsync(copy_dst[i], x[i], in_bytes, cudaMemcpyDeviceToDevice, stream));
+    });
+    const double copy_gbps = 2.0 * in_bytes / (copy_us * 1e3);
+    print_row(shape, "D2D copy", copy_us, 2.0 * in_bytes, 2.0 * in_bytes, copy_gbps);
+
+    const double amax_us = median_us(
+        options, stream, [&](int i) { kernels::amax_per_tensor(x[i], bf16, n, amax, stream); });
+    print_row(shape, "amax", amax_us, in_bytes, in_bytes, copy_gbps);
+
+    const double cast_us = median_us(options, stream, [&](int i) {
+      kernels::amax_per_tensor(x[i], bf16, n, amax, stream);
+      kernels::cast_per_tensor(x[i], bf16, n, e4m3, amax, u8(out[i]), scale_inv, stream);
+    });
+    print_row(shape, "cast (amax + cast)", cast_us, in_bytes + n, 2.0 * in_bytes + n, copy_gbps);
+
+    const double cast_alone_us = median_us(options, stream, [&](int i) {
+      kernels::cast_per_tensor(x[i], bf16, n, e4m3, amax, u8(out[i]), scale_inv, stream);
+    });
+    print_row(shape, "cast, amax given", cast_alone_us, in_bytes + n, in_bytes + n, copy_gbps);
+
+    const double ct_us = median_us(options, stream, [&](int i) {
+      kernels::amax_per_tensor(x[i], bf16, n, amax, stream);
+      kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3, amax, u8(out[i]),
+                                         u8(out_t[i]), scale_inv, stream);
+    });
+    print_row(shape, "cast+transpose (+amax)", ct_us, in_bytes + 2.0 * n, 2.0 * in_bytes + 2.0 * n,
+              copy_gbps);
+
+    const double ct_alone_us = median_us(options, stream, [&](int i) {
+      kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3, amax, u8(out[i]),
+                                         u8(out_t[i]), scale_inv, stream);
+    });
+    print_row(shape, "cast+transpose, amax given", ct_alone_us, in_bytes + 2.0 * n,
+              in_bytes + 2.0 * n, copy_gbps);
+
+    const double scale_bytes = 4.0 * shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);
+    const double group_us = median_us(options, stream, [&](int i) {
+      kernels::quantize_per_group(x[i], bf16, shape.rows, shape.cols, kGroupSize, e4m3, u8(out[i]),
+                                  static_cast<float*>(group_scales[i]), stream);
+    });
+    print_row(shape, "per-group G=128", group_us, in_bytes + n + scale_bytes,
+              in_bytes + n + scale_bytes, copy_gbps);
+    FP8NN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  FP8NN_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+}  // namespace fp8nn::bench

@@ -1,0 +1,56 @@
+// fp8nn_bench: GPU benchmarks of fp8nn's kernels against the device's own copy bandwidth.
+//   fp8nn_bench [all|quantize] [--samples N] [--batch N] [--warmup N]
+
+#include <cxxopts.hpp>
+
+#include <algorithm>
+#include <exception>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include "bench.h"
+
+int main(int argc, char** argv) {
+  using fp8nn::bench::Options;
+  // Subcommands by name; a new benchmark file adds its entry here.
+  const std::map<std::string, std::function<void(const Options&)>> commands = {
+      {"quantize", fp8nn::bench::run_quantize},
+  };
+
+  cxxopts::Options cli("fp8nn_bench", "fp8nn GPU benchmarks (median of CUDA-event timings)");
+  Options options;
+  cli.add_options()("command", "all (default) or one of: quantize",
+                    cxxopts::value<std::string>()->default_value("all"))(
+      "samples", "timed samples (median reported)",
+      cxxopts::value<int>()->default_value(std::to_string(options.samples)))(
+      "batch", "launches per timed sample",
+      cxxopts::value<int>()->default_value(std::to_string(options.batch)))(
+      "warmup", "untimed samples first",
+      cxxopts::value<int>()->default_value(std::to_string(options.warmup)))("h,help", "this help");
+  cli.parse_positional({"command"});
+  try {
+    const auto args = cli.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << cli.help() << std::endl;
+      return 0;
+    }
+    options.samples = std::max(1, args["samples"].as<int>());
+    options.batch = std::max(1, args["batch"].as<int>());
+    options.warmup = std::max(0, args["warmup"].as<int>());
+    const auto command = args["command"].as<std::string>();
+    if (command == "all") {
+      for (const auto& [name, run] : commands) run(options);
+    } else if (const auto it = commands.find(command); it != commands.end()) {
+      it->second(options);
+    } else {
+      std::cerr << "fp8nn_bench: unknown command '" << command << "'\n" << cli.help() << std::endl;
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "fp8nn_bench: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,195 @@
+// The quantize launchers of kernels/ called directly, with every output buffer poisoned (0xff
+// bytes: NaN in fp32/fp16/bf16 and in both FP8 formats) plus a poisoned guard after its end, and
+// with pointers offset from alignment: every element must be written, with the CPU reference's
+// bits, and nothing past the end. Inputs are finite, so a NaN left in an output is an unwritten
+// one.
+
+#include <fp8nn/fp8nn.h>
+
+#include <ATen/cuda/CUDAContext.h>
+
+#include "amax.h"
+#include "cast.h"
+#include "cast_transpose.h"
+#include "dequantize.h"
+#include "quantize_per_group.h"
+#include "test_support.h"
+
+#include <vector>
+
+using fp8nn::Format;
+using fp8nn::test::count_bit_differences;
+namespace F = fp8nn::functional;
+namespace K = fp8nn::kernels;
+
+namespace {
+
+constexpr int64_t kGuardBytes = 64;  // poisoned bytes after each output, checked untouched
+constexpr uint8_t kPoison = 0xff;
+
+K::HighPrecision type_of(torch::ScalarType dtype) {
+  return dtype == torch::kFloat  ? K::HighPrecision::kFloat32
+         : dtype == torch::kHalf ? K::HighPrecision::kFloat16
+                                 : K::HighPrecision::kBFloat16;
+}
+
+K::Fp8Format format_of(Format f) {
+  return f == Format::E4M3 ? K::Fp8Format::kE4M3 : K::Fp8Format::kE5M2;
+}
+
+cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
+
+// A poisoned device buffer for `numel` elements of `dtype`, starting `offset` elements into the
+// allocation (to break vector alignment on purpose), with kGuardBytes of poison after it.
+struct Output {
+  torch::Tensor bytes;  // the whole allocation, uint8
+  int64_t offset_bytes, numel;
+  torch::ScalarType dtype;
+
+  Output(int64_t n, torch::ScalarType type, int64_t offset = 0)
+      : bytes(
+            torch::full({(offset + n) * static_cast<int64_t>(c10::elementSize(type)) + kGuardBytes},
+                        kPoison, torch::dtype(torch::kUInt8).device(torch::kCUDA))),
+        offset_bytes(offset * static_cast<int64_t>(c10::elementSize(type))),
+        numel(n),
+        dtype(type) {}
+
+  void* ptr() const { return static_cast<uint8_t*>(bytes.data_ptr()) + offset_bytes; }
+  uint8_t* u8() const { return static_cast<uint8_t*>(ptr()); }
+  float* f32() const { return static_cast<float*>(ptr()); }
+
+  // The written elements as a CPU tensor of `dtype` and `shape`.
+  torch::Tensor values(at::IntArrayRef shape) const {
+    const int64_t size = numel * static_cast<int64_t>(c10::elementSize(dtype));
+    return bytes.narrow(0, offset_bytes, size).cpu().clone().view(dtype).view(shape);
+  }
+  bool guard_untouched() const {
+    const int64_t end = offset_bytes + numel * static_cast<int64_t>(c10::elementSize(dtype));
+    return (bytes.narrow(0, end, kGuardBytes).cpu() == kPoison).all().item<bool>();
+  }
+};
+
+// x on the device, starting `offset` elements into its allocation.
+torch::Tensor device_input(const torch::Tensor& x, int64_t offset) {
+  auto storage = torch::zeros({x.numel() + offset}, x.options().device(torch::kCUDA));
+  auto view = storage.narrow(0, offset, x.numel());
+  view.copy_(x.reshape({-1}));
+  return view;
+}
+
+torch::Tensor reference_group_amax(const torch::Tensor& x, int64_t rows, int64_t cols, int64_t g) {
+  const int64_t groups = (cols + g - 1) / g;
+  auto m = x.to(torch::kFloat).reshape({rows, cols}).abs();
+  m = at::constant_pad_nd(m, {0, groups * g - cols}, 0.0);
+  return m.view({rows, groups, g}).amax(-1);
+}
+
+const std::vector<std::pair<int64_t, int64_t>> kShapes = {{1, 1},    {1, 4097},  {4097, 3},
+                                                          {3, 1000}, {128, 64},  {256, 256},
+                                                          {130, 72}, {300, 257}, {64, 4096}};
+
+}  // namespace
+
+TEST_CASE("kernel launchers write every output element, exactly, and nothing past the end") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  for (const auto& [rows, cols] : kShapes) {
+    for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+      for (auto f : {Format::E4M3, Format::E5M2}) {
+        // offset 0: the vector paths where the shape allows; offset 1: every pointer misaligned.
+        for (int64_t offset : {0, 1}) {
+          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset);
+          const auto x = (torch::randn({rows, cols}) * 10).to(dtype);
+          const auto x_gpu = device_input(x, offset);
+          const int64_t n = rows * cols;
+          const auto reference = F::quantize(x, f);
+
+          Output amax(1, torch::kFloat);
+          K::amax_per_tensor(x_gpu.data_ptr(), type_of(dtype), n, amax.f32(), stream());
+          CHECK(amax.values({}).item<float>() == x.to(torch::kFloat).abs().max().item<float>());
+
+          Output data(n, fp8nn::dtype_of(f), offset), scale_inv(1, torch::kFloat);
+          K::cast_per_tensor(x_gpu.data_ptr(), type_of(dtype), n, format_of(f), amax.f32(),
+                             data.u8(), scale_inv.f32(), stream());
+          CHECK(count_bit_differences(data.values({rows, cols}), reference.data) == 0);
+          CHECK(scale_inv.values({}).item<float>() == reference.scale_inv.item<float>());
+          CHECK((data.guard_untouched() && scale_inv.guard_untouched()));
+
+          Output out(n, fp8nn::dtype_of(f), offset), out_t(n, fp8nn::dtype_of(f), offset);
+          Output scale_inv_t(1, torch::kFloat);
+          K::cast_transpose_per_tensor(x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f),
+                                       amax.f32(), out.u8(), out_t.u8(), scale_inv_t.f32(),
+                                       stream());
+          CHECK(count_bit_differences(out.values({rows, cols}), reference.data) == 0);
+          CHECK(count_bit_differences(out_t.values({cols, rows}),
+                                      reference.data.t().contiguous()) == 0);
+          CHECK(scale_inv_t.values({}).item<float>() == reference.scale_inv.item<float>());
+          CHECK(
+              (out.guard_untouched() && out_t.guard_untouched() && scale_inv_t.guard_untouched()));
+
+          for (auto out_dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+            CAPTURE(out_dtype);
+            Output back(n, out_dtype, offset);
+            K::dequantize(data.u8(), format_of(f), 1, n, 0, scale_inv.f32(), back.ptr(),
+                          type_of(out_dtype), stream());
+            CHECK(count_bit_differences(back.values({rows, cols}),
+                                        F::dequantize(reference, out_dtype)) == 0);
+            CHECK(back.guard_untouched());
+          }
+
+          for (int64_t g : {64, 128, 4096, 5}) {
+            CAPTURE(g);
+            const int64_t groups = (cols + g - 1) / g;
+            const auto grouped = F::quantize_per_group(x, f, g);
+            Output group_data(n, fp8nn::dtype_of(f), offset),
+                group_scale_inv(rows * groups, torch::kFloat);
+            K::quantize_per_group(x_gpu.data_ptr(), type_of(dtype), rows, cols, g, format_of(f),
+                                  group_data.u8(), group_scale_inv.f32(), stream());
+            CHECK(count_bit_differences(group_data.values({rows, cols}), grouped.data) == 0);
+            CHECK(count_bit_differences(group_scale_inv.values({rows, groups}),
+                                        grouped.scale_inv) == 0);
+            CHECK((group_data.guard_untouched() && group_scale_inv.guard_untouched()));
+
+            Output group_amax(rows * groups, torch::kFloat);
+            K::amax_per_group(x_gpu.data_ptr(), type_of(dtype), rows, cols, g, group_amax.f32(),
+                              stream());
+            CHECK(count_bit_differences(group_amax.values({rows, groups}),
+                                        reference_group_amax(x, rows, cols, g)) == 0);
+            CHECK(group_amax.guard_untouched());
+
+            Output back(n, torch::kFloat, offset);
+            K::dequantize(group_data.u8(), format_of(f), rows, cols, g, group_scale_inv.f32(),
+                          back.ptr(), K::HighPrecision::kFloat32, stream());
+            CHECK(count_bit_differences(back.values({rows, cols}),
+                                        F::dequantize(grouped, torch::kFloat)) == 0);
+            CHECK(back.guard_untouched());
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("amax kernels propagate NaN and Inf") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    CAPTURE(bad);
+    auto x = torch::randn({33, 200});
+    x[32][199] = bad;
+    x[0][0] = 1e30f;
+    const auto x_gpu = x.cuda();
+    Output amax(1, torch::kFloat);
+    K::amax_per_tensor(x_gpu.data_ptr(), K::HighPrecision::kFloat32, x.numel(), amax.f32(),
+                       stream());
+    const float expected = std::isnan(bad) ? NAN : INFINITY;
+    const float got = amax.values({}).item<float>();
+    CHECK((std::isnan(expected) ? std::isnan(got) : got == expected));
+    Output group_amax(33 * 4, torch::kFloat);
+    K::amax_per_group(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 33, 200, 64, group_amax.f32(),
+                      stream());
+    const auto groups = group_amax.values({33, 4});
+    const float last = groups[32][3].item<float>();
+    CHECK((std::isnan(expected) ? std::isnan(last) : last == expected));
+    CHECK(torch::isfinite(groups.narrow(0, 0, 32)).all().item<bool>());
+  }
+}
