@@ -9,8 +9,8 @@ namespace fp8nn::functional {
 namespace {
 
 void check_operand(const QuantizedTensor& q, const char* name) {
-  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(), "fp8nn::scaled_mm: expected ",
-                    name, " with data and scale_inv");
+  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(), "fp8nn::scaled_mm: expected ", name,
+                    " with data and scale_inv");
   TORCH_CHECK_VALUE(q.data.dim() == 2, "fp8nn::scaled_mm: expected ", name, " to be 2-d, got ",
                     q.data.dim(), "-d");
   TORCH_CHECK_TYPE(q.data.scalar_type() == dtype_of(q.format), "fp8nn::scaled_mm: expected ", name,
