@@ -49,7 +49,7 @@ TEST_CASE("Global forward and all three gradients equal the FP8 emulation") {
           const auto run =
               run_layer(kGlobal, shape.x, shape.out_features, x_dtype, w_dtype, with_bias);
           const auto ref = emulate_global(run.x2d(), run.weight, run.bias, run.dy2d());
-          check_matches(run, ref, w_dtype);
+          check_matches(run, ref, unit_roundoff(w_dtype));
         }
       }
     }
@@ -150,7 +150,7 @@ TEST_CASE("Global on CUDA equals the FP8 emulation, like the CPU") {
       const auto run = run_layer(kGlobal, shape.x, shape.out_features, x_dtype, torch::kFloat, true,
                                  torch::kCUDA);
       const auto ref = emulate_global(run.x2d(), run.weight, run.bias, run.dy2d());
-      check_matches(run, ref, torch::kFloat);
+      check_matches(run, ref, unit_roundoff(torch::kFloat));
       // The module moved to the GPU computes what it computes on the CPU.
       fp8nn::LinearFP8Global layer(shape.x.back(), shape.out_features);
       const auto x = torch::randn(shape.x);

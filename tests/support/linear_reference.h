@@ -103,14 +103,18 @@ inline double unit_roundoff(torch::ScalarType dtype) {
 // still shows.
 constexpr double kAccumulationRelative = 0x1p-16;
 
-/// The largest |got - ref| / tolerance, tolerance = accumulation error of the sum plus the
-/// rounding of the result to `rounding` (a dtype the value passed through). <= 1 passes.
-inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref,
-                              torch::ScalarType rounding) {
+/// The largest |got - ref| / tolerance, tolerance = accumulation error of the sum plus
+/// `roundoff` relative (the rounding of results stored in lower precision). <= 1 passes.
+inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref, double roundoff) {
   if (ref.value.numel() == 0) return 0.0;
-  const auto tolerance =
-      ref.magnitude * kAccumulationRelative + ref.value.abs() * unit_roundoff(rounding) + 1e-30;
+  const auto tolerance = ref.magnitude * kAccumulationRelative + ref.value.abs() * roundoff + 1e-30;
   return ((f64(got) - ref.value).abs() / tolerance).max().item<double>();
+}
+
+/// The same for a result rounded once, to `dtype`.
+inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref,
+                              torch::ScalarType dtype) {
+  return tolerance_ratio(got, ref, unit_roundoff(dtype));
 }
 
 /// ||got - ref||_F / ||ref||_F.
