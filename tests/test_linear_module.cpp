@@ -125,7 +125,24 @@ void check_from_linear() {
   CHECK_THROWS_AS(Layer::from(frozen, fp8nn::LinearFP8Options(8, 4)), c10::ValueError);
 }
 
+// README.md's example of a custom module holding an FP8 layer as a member.
+struct NetImpl : torch::nn::Module {
+  fp8nn::LinearFP8Mixed fc{nullptr};  // was: torch::nn::Linear fc{nullptr};
+  NetImpl() { fc = register_module("fc", fp8nn::LinearFP8Mixed(1024, 4096)); }
+  torch::Tensor forward(torch::Tensor x) { return fc(x); }
+};
+TORCH_MODULE(Net);
+
 }  // namespace
+
+TEST_CASE("README's custom module with a member FP8 layer works and registers its parameters") {
+  Net net;
+  CHECK(net->named_parameters().keys() == std::vector<std::string>{"fc.weight", "fc.bias"});
+  const auto x = torch::randn({2, 1024}).requires_grad_();
+  net->forward(x).sum().backward();
+  CHECK(net->fc->weight.grad().defined());
+  CHECK(x.grad().sizes() == x.sizes());
+}
 
 TEST_CASE("parameters, options and initialisation are those of torch::nn::Linear") {
   fp8nn::test::seed_torch();
