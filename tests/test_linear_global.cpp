@@ -56,7 +56,7 @@ TEST_CASE("Global forward and all three gradients equal the FP8 emulation") {
   }
 }
 
-TEST_CASE("Global module: 3-d input keeps its leading dims, output in the input's dtype") {
+TEST_CASE("Global module: leading dims kept, strided input accepted, output in x's dtype") {
   seed_torch();
   fp8nn::LinearFP8Global layer(fp8nn::LinearFP8Options(48, 32));
   for (auto dtype : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
@@ -66,6 +66,10 @@ TEST_CASE("Global module: 3-d input keeps its leading dims, output in the input'
     CHECK(y.scalar_type() == dtype);
     const auto y2d = layer->forward(x.reshape({30, 48}));
     CHECK(torch::equal(y.reshape({30, 32}), y2d));
+    // A non-contiguous input computes the same as its contiguous copy.
+    const auto strided = torch::randn({48, 30}).to(dtype).t();
+    REQUIRE_FALSE(strided.is_contiguous());
+    CHECK(torch::equal(layer(strided), layer(strided.contiguous())));
   }
 }
 
