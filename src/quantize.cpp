@@ -25,10 +25,11 @@ const char* name_of(Format format) { return format == Format::E4M3 ? "e4m3" : "e
 namespace {
 
 void check_input(const torch::Tensor& x, const char* op) {
-  TORCH_CHECK_VALUE(x.defined(), "fp8nn::", op, ": expected a defined tensor, got an undefined one");
+  TORCH_CHECK_VALUE(x.defined(), "fp8nn::", op,
+                    ": expected a defined tensor, got an undefined one");
   const auto dtype = x.scalar_type();
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "fp8nn::",
-                   op, ": expected x of dtype float, half or bfloat16, got ", dtype);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "fp8nn::", op, ": expected x of dtype float, half or bfloat16, got ", dtype);
 }
 
 void check_amax(const torch::Tensor& amax, const torch::Tensor& x, const char* op) {
@@ -101,8 +102,10 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
 
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
   check_input(x, "quantize_per_group");
-  TORCH_CHECK_VALUE(x.dim() >= 1, "fp8nn::quantize_per_group: expected x with at least 1 dimension, "
-                    "got a ", x.dim(), "-d tensor");
+  TORCH_CHECK_VALUE(x.dim() >= 1,
+                    "fp8nn::quantize_per_group: expected x with at least 1 dimension, "
+                    "got a ",
+                    x.dim(), "-d tensor");
   TORCH_CHECK_VALUE(group_size > 0, "fp8nn::quantize_per_group: expected group_size > 0, got ",
                     group_size);
 #ifdef FP8NN_WITH_CUDA
@@ -147,9 +150,9 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(),
                     "fp8nn::dequantize: expected data and scale_inv to be defined");
-  TORCH_CHECK_TYPE(q.data.scalar_type() == dtype_of(q.format), "fp8nn::dequantize: expected data of ",
-                   "dtype ", dtype_of(q.format), " for format ", name_of(q.format), ", got ",
-                   q.data.scalar_type());
+  TORCH_CHECK_TYPE(q.data.scalar_type() == dtype_of(q.format),
+                   "fp8nn::dequantize: expected data of ", "dtype ", dtype_of(q.format),
+                   " for format ", name_of(q.format), ", got ", q.data.scalar_type());
   TORCH_CHECK_TYPE(q.scale_inv.scalar_type() == at::kFloat,
                    "fp8nn::dequantize: expected float scale_inv, got ", q.scale_inv.scalar_type());
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,

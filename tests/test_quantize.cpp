@@ -48,8 +48,8 @@ torch::Tensor random_input(at::IntArrayRef shape, torch::ScalarType dtype) {
   return x.to(dtype);
 }
 
-const std::vector<std::vector<int64_t>> kOddShapes = {
-    {1, 1}, {3, 1000}, {1, 4097}, {17, 15}, {5, 64}, {2, 3, 130}, {7}, {129, 1}};
+const std::vector<std::vector<int64_t>> kOddShapes = {{1, 1},  {3, 1000},   {1, 4097}, {17, 15},
+                                                      {5, 64}, {2, 3, 130}, {7},       {129, 1}};
 
 }  // namespace
 
@@ -118,8 +118,8 @@ TEST_CASE("rounding at the format edges: ties to even, subnormals, saturation at
     const auto q = F::quantize(x, Format::E4M3);
     REQUIRE(q.scale_inv.item<float>() == 1.0f);
     const auto back = q.data.to(torch::kFloat);
-    const auto expected = torch::tensor({448.0f, -448.0f, 1.0f, 1.25f, -1.0f, 0x1p-9f, 0.0f,
-                                         0x1p-8f, 0.0f, 240.0f, 0.0f, -0.0f});
+    const auto expected = torch::tensor(
+        {448.0f, -448.0f, 1.0f, 1.25f, -1.0f, 0x1p-9f, 0.0f, 0x1p-8f, 0.0f, 240.0f, 0.0f, -0.0f});
     CHECK(torch::equal(back, expected));
     CHECK(count_bit_differences(q.data, libtorch_cast(x, 1.0f, Format::E4M3)) == 0);
   }
@@ -194,15 +194,16 @@ TEST_CASE("dequantize(quantize(x)) is within half a format step of x") {
       for (int64_t group_size : {0, 64, 128}) {
         CAPTURE(dtype, fp8nn::name_of(f), group_size);
         const auto x = random_input({37, 300}, dtype);
-        const auto q = group_size == 0 ? F::quantize(x, f) : F::quantize_per_group(x, f, group_size);
+        const auto q =
+            group_size == 0 ? F::quantize(x, f) : F::quantize_per_group(x, f, group_size);
         const auto back = F::dequantize(q);
         const auto x_float = x.to(torch::kFloat);
         // Absolute floor: half the smallest subnormal, in the units of each value's scale.
         const auto scale_inv = group_size == 0
                                    ? q.scale_inv.expand({37, 300})
                                    : q.scale_inv.repeat_interleave(group_size, 1).narrow(1, 0, 300);
-        const auto bound = x_float.abs() * relative_half_step(f) +
-                           scale_inv * subnormal_half_step(f) * 1.000001;
+        const auto bound =
+            x_float.abs() * relative_half_step(f) + scale_inv * subnormal_half_step(f) * 1.000001;
         CHECK(((back - x_float).abs() <= bound).all().item<bool>());
         CHECK(F::dequantize(q, dtype).scalar_type() == dtype);
       }

@@ -1,0 +1,137 @@
+#pragma once
+// The FP8 linear layers as torch::nn modules, drop-in for torch::nn::Linear (DESIGN.md §1):
+//
+//   fp8nn::LinearFP8Global g(fp8nn::LinearFP8Options(1024, 4096).bias(true));
+//   fp8nn::LinearFP8Mixed m(fp8nn::LinearFP8Options(1024, 4096).group_size_in(128));
+//   torch::Tensor y = g(x);  // x: [..., 1024] fp32/fp16/bf16 -> y: [..., 4096], x's dtype
+//
+// weight [out, in] and bias [out] are ordinary high-precision parameters (fp32, or bf16/fp16
+// after ->to(dtype)); FP8 copies exist only inside forward/backward.
+
+#include <fp8nn/linear_functional.h>
+
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <ostream>
+
+namespace fp8nn {
+
+/// Options of LinearFP8Global and LinearFP8Mixed.
+struct LinearFP8Options {
+  LinearFP8Options(int64_t in_features, int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+  /// Size of each input sample (> 0).
+  TORCH_ARG(int64_t, in_features);
+  /// Size of each output sample (> 0).
+  TORCH_ARG(int64_t, out_features);
+  /// Learn an additive bias. Default: true.
+  TORCH_ARG(bool, bias) = true;
+  /// Mixed only: elements of an input row sharing one scale; 0 = default_group_size(in_features).
+  TORCH_ARG(int64_t, group_size_in) = 0;
+  /// Mixed only: elements of an output-gradient row sharing one scale; 0 =
+  /// default_group_size(out_features).
+  TORCH_ARG(int64_t, group_size_out) = 0;
+  /// Raise an error naming the layer on NaN/Inf in input, weight or output gradient (a host
+  /// synchronisation per check; for debugging).
+  TORCH_ARG(bool, check_finite) = false;
+};
+
+namespace detail {
+
+/// What both layers share: options, parameters, initialisation (that of torch::nn::Linear).
+template <typename Derived>
+class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
+ public:
+  explicit LinearFP8ImplBase(const LinearFP8Options& options);
+  /// Adopts existing parameter tensors (shared, not copied): see LinearFP8Global::from.
+  LinearFP8ImplBase(const LinearFP8Options& options, const torch::Tensor& weight,
+                    const torch::Tensor& bias);
+
+  /// Registers fresh `weight` and `bias` and initialises them.
+  void reset() override;
+  /// kaiming_uniform_(weight, a = sqrt(5)); bias uniform in +-1/sqrt(in_features).
+  void reset_parameters();
+
+  /// The options used to configure this module.
+  LinearFP8Options options;
+  /// The learned weight, [out_features, in_features].
+  torch::Tensor weight;
+  /// The learned bias, [out_features]; undefined when options.bias() is false.
+  torch::Tensor bias;
+
+ protected:
+  /// Options for the functional op: the layer's name and check_finite.
+  functional::LinearFP8FuncOptions func_options() const;
+};
+
+}  // namespace detail
+
+/// Global recipe: per-tensor E4M3 input and weight, per-tensor E5M2 output gradient; forward,
+/// input gradient and weight gradient are all FP8 products.
+class LinearFP8GlobalImpl : public detail::LinearFP8ImplBase<LinearFP8GlobalImpl> {
+ public:
+  using LinearFP8ImplBase::LinearFP8ImplBase;
+  LinearFP8GlobalImpl(int64_t in_features, int64_t out_features)
+      : LinearFP8GlobalImpl(LinearFP8Options(in_features, out_features)) {}
+
+  /// y = x W^T + b through functional::linear_fp8_global.
+  torch::Tensor forward(const torch::Tensor& input);
+  /// fp8nn::LinearFP8Global(in_features=…, out_features=…, bias=…)
+  void pretty_print(std::ostream& stream) const override;
+};
+
+/// Mixed recipe: E4M3 input with a scale per group of group_size_in elements of a row, per-tensor
+/// E4M3 weight, E5M2 output gradient per group of group_size_out; weight gradient in high
+/// precision.
+class LinearFP8MixedImpl : public detail::LinearFP8ImplBase<LinearFP8MixedImpl> {
+ public:
+  using LinearFP8ImplBase::LinearFP8ImplBase;
+  LinearFP8MixedImpl(int64_t in_features, int64_t out_features)
+      : LinearFP8MixedImpl(LinearFP8Options(in_features, out_features)) {}
+
+  /// y = x W^T + b through functional::linear_fp8_mixed.
+  torch::Tensor forward(const torch::Tensor& input);
+  /// fp8nn::LinearFP8Mixed(in_features=…, out_features=…, bias=…, group_size_in=…,
+  /// group_size_out=…)
+  void pretty_print(std::ostream& stream) const override;
+
+  /// The group sizes in use: the options', or the table's (default_group_size) where they are 0.
+  int64_t group_size_in() const;
+  int64_t group_size_out() const;
+};
+
+// The holders are TORCH_MODULE(LinearFP8Global) / TORCH_MODULE(LinearFP8Mixed) written out, plus
+// `from`, which TORCH_MODULE cannot add.
+
+/// Holder of LinearFP8GlobalImpl (shared-pointer semantics, like torch::nn::Linear).
+class LinearFP8Global : public torch::nn::ModuleHolder<LinearFP8GlobalImpl> {
+ public:
+  using torch::nn::ModuleHolder<LinearFP8GlobalImpl>::ModuleHolder;
+  using Impl = LinearFP8GlobalImpl;
+
+  /// An FP8 layer computing what `linear` computes, sharing its weight and bias tensors (an
+  /// optimizer step on one is seen by the other).
+  static LinearFP8Global from(const torch::nn::Linear& linear);
+  /// The same with more options (check_finite); their features and bias must match `linear`'s.
+  static LinearFP8Global from(const torch::nn::Linear& linear, const LinearFP8Options& options);
+};
+
+/// Holder of LinearFP8MixedImpl (shared-pointer semantics, like torch::nn::Linear).
+class LinearFP8Mixed : public torch::nn::ModuleHolder<LinearFP8MixedImpl> {
+ public:
+  using torch::nn::ModuleHolder<LinearFP8MixedImpl>::ModuleHolder;
+  using Impl = LinearFP8MixedImpl;
+
+  /// An FP8 layer computing what `linear` computes, sharing its weight and bias tensors.
+  static LinearFP8Mixed from(const torch::nn::Linear& linear);
+  /// The same with more options (group sizes, check_finite); their features and bias must match
+  /// `linear`'s.
+  static LinearFP8Mixed from(const torch::nn::Linear& linear, const LinearFP8Options& options);
+};
+
+}  // namespace fp8nn

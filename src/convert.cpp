@@ -1,0 +1,94 @@
+// convert(): rebuilds Sequential/ModuleList containers with FP8 layers in place of accepted
+// Linear layers; everything else is shared with the original.
+//
+// libtorch cannot store a Sequential inside a Sequential (its forward is a template), so nesting
+// happens through ModuleList: a ModuleList may hold Linear, Sequential and ModuleList children.
+// Only those exact types are rebuilt; subclasses (custom modules) are kept as they are.
+
+#include <fp8nn/convert.h>
+
+#include <memory>
+#include <typeinfo>
+
+namespace fp8nn {
+namespace {
+
+std::string join(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+template <typename Impl>
+std::shared_ptr<Impl> exactly(const std::shared_ptr<torch::nn::Module>& module) {
+  return module && typeid(*module) == typeid(Impl) ? std::static_pointer_cast<Impl>(module)
+                                                   : nullptr;
+}
+
+torch::nn::Sequential convert_sequential(const torch::nn::Sequential& model, Recipe recipe,
+                                         const ConvertFilter& filter, const std::string& prefix);
+torch::nn::ModuleList convert_list(const torch::nn::ModuleList& model, Recipe recipe,
+                                   const ConvertFilter& filter, const std::string& prefix);
+
+// The FP8 layer replacing `child`, or an empty AnyModule when it stays.
+torch::nn::AnyModule converted_linear(const std::shared_ptr<torch::nn::Module>& child,
+                                      Recipe recipe, const ConvertFilter& filter,
+                                      const std::string& path) {
+  const auto linear = exactly<torch::nn::LinearImpl>(child);
+  if (!linear || !filter(path, *linear)) return {};
+  const torch::nn::Linear holder(linear);
+  if (recipe == Recipe::Global) return torch::nn::AnyModule(LinearFP8Global::from(holder));
+  return torch::nn::AnyModule(LinearFP8Mixed::from(holder));
+}
+
+torch::nn::Sequential convert_sequential(const torch::nn::Sequential& model, Recipe recipe,
+                                         const ConvertFilter& filter, const std::string& prefix) {
+  torch::nn::Sequential result;
+  const auto names = model->named_children().keys();
+  size_t index = 0;
+  for (const auto& child : *model) {
+    std::string name = names.at(index++);
+    auto replacement = converted_linear(child.ptr(), recipe, filter, join(prefix, name));
+    result->push_back(std::move(name), replacement.is_empty() ? child : std::move(replacement));
+  }
+  return result;
+}
+
+torch::nn::ModuleList convert_list(const torch::nn::ModuleList& model, Recipe recipe,
+                                   const ConvertFilter& filter, const std::string& prefix) {
+  torch::nn::ModuleList result;
+  size_t index = 0;
+  for (const auto& child : *model) {
+    const auto path = join(prefix, std::to_string(index++));
+    if (auto sequential = exactly<torch::nn::SequentialImpl>(child)) {
+      result->push_back(
+          convert_sequential(torch::nn::Sequential(sequential), recipe, filter, path));
+    } else if (auto list = exactly<torch::nn::ModuleListImpl>(child)) {
+      result->push_back(convert_list(torch::nn::ModuleList(list), recipe, filter, path));
+    } else {
+      auto replacement = converted_linear(child, recipe, filter, path);
+      result->push_back(replacement.is_empty() ? child : replacement.ptr());
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
+bool features_multiple_of_16(const std::string& /*path*/, const torch::nn::LinearImpl& linear) {
+  return linear.options.in_features() % 16 == 0 && linear.options.out_features() % 16 == 0;
+}
+
+torch::nn::Sequential convert(const torch::nn::Sequential& model, Recipe recipe,
+                              const ConvertFilter& filter) {
+  TORCH_CHECK_VALUE(!model.is_empty(),
+                    "fp8nn::convert: expected a Sequential, got an empty holder");
+  return convert_sequential(model, recipe, filter, "");
+}
+
+torch::nn::ModuleList convert(const torch::nn::ModuleList& model, Recipe recipe,
+                              const ConvertFilter& filter) {
+  TORCH_CHECK_VALUE(!model.is_empty(),
+                    "fp8nn::convert: expected a ModuleList, got an empty holder");
+  return convert_list(model, recipe, filter, "");
+}
+
+}  // namespace fp8nn

@@ -1,0 +1,31 @@
+#pragma once
+// Private helpers of the FP8 linear functions: argument checks (before any work is done, so an
+// error leaves everything as it was) and the [..., K] <-> [M, K] reshapes.
+
+#include <fp8nn/linear_functional.h>
+
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+namespace fp8nn::detail {
+
+/// The layer name for messages: options.name(), or `fallback` when it is empty.
+std::string layer_name(const functional::LinearFP8FuncOptions& options, const char* fallback);
+
+/// Shapes, dtypes and devices of a linear call; c10::ValueError / TypeError / Error naming
+/// `layer`, expected and got.
+void check_linear_args(const torch::Tensor& x, const torch::Tensor& weight,
+                       const torch::Tensor& bias, const std::string& layer);
+
+/// Group sizes of the Mixed recipe must be positive.
+void check_group_size(int64_t group_size, const char* which, const std::string& layer);
+
+/// Opt-in NaN/Inf check (one host synchronisation): a c10::ValueError naming `layer` and `what`.
+void check_finite(const torch::Tensor& t, const char* what, const std::string& layer);
+
+/// The output's shape: x's leading dims, then out_features.
+std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features);
+
+}  // namespace fp8nn::detail

@@ -1,0 +1,177 @@
+// LinearFP8Global and LinearFP8Mixed: parameters and initialisation as torch::nn::Linear, forward
+// through the functional ops.
+
+#include <fp8nn/linear.h>
+
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+namespace fp8nn {
+namespace detail {
+namespace {
+
+// The module's name for messages, e.g. "fp8nn::LinearFP8Global".
+template <typename Derived>
+const char* layer_name_of();
+template <>
+const char* layer_name_of<LinearFP8GlobalImpl>() {
+  return "fp8nn::LinearFP8Global";
+}
+template <>
+const char* layer_name_of<LinearFP8MixedImpl>() {
+  return "fp8nn::LinearFP8Mixed";
+}
+
+void check_options(const LinearFP8Options& options, const char* layer) {
+  TORCH_CHECK_VALUE(options.in_features() > 0, layer, ": expected in_features > 0, got ",
+                    options.in_features());
+  TORCH_CHECK_VALUE(options.out_features() > 0, layer, ": expected out_features > 0, got ",
+                    options.out_features());
+  TORCH_CHECK_VALUE(options.group_size_in() >= 0, layer,
+                    ": expected group_size_in > 0 (or 0 for the default table), got ",
+                    options.group_size_in());
+  TORCH_CHECK_VALUE(options.group_size_out() >= 0, layer,
+                    ": expected group_size_out > 0 (or 0 for the default table), got ",
+                    options.group_size_out());
+}
+
+}  // namespace
+
+template <typename Derived>
+LinearFP8ImplBase<Derived>::LinearFP8ImplBase(const LinearFP8Options& options_)
+    : options(options_) {
+  check_options(options, layer_name_of<Derived>());
+  reset();
+}
+
+template <typename Derived>
+LinearFP8ImplBase<Derived>::LinearFP8ImplBase(const LinearFP8Options& options_,
+                                              const torch::Tensor& weight_,
+                                              const torch::Tensor& bias_)
+    : options(options_) {
+  const char* layer = layer_name_of<Derived>();
+  check_options(options, layer);
+  TORCH_CHECK_VALUE(
+      weight_.defined() &&
+          weight_.sizes() == torch::IntArrayRef({options.out_features(), options.in_features()}),
+      layer, ": expected a weight of shape [", options.out_features(), ", ", options.in_features(),
+      "], got ", weight_.defined() ? weight_.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK_VALUE(bias_.defined() == options.bias(), layer, ": expected ",
+                    options.bias() ? "a bias" : "no bias", ", got ",
+                    bias_.defined() ? "a bias" : "none");
+  TORCH_CHECK_VALUE(
+      !bias_.defined() || bias_.sizes() == torch::IntArrayRef({options.out_features()}), layer,
+      ": expected a bias of shape [", options.out_features(), "], got ",
+      bias_.defined() ? bias_.sizes() : torch::IntArrayRef{});
+  // The tensors themselves, keeping their requires_grad (a frozen layer stays frozen).
+  weight = this->register_parameter("weight", weight_, weight_.requires_grad());
+  bias = this->register_parameter("bias", bias_, bias_.defined() && bias_.requires_grad());
+}
+
+template <typename Derived>
+void LinearFP8ImplBase<Derived>::reset() {
+  weight = this->register_parameter("weight",
+                                    torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias()) {
+    bias = this->register_parameter("bias", torch::empty(options.out_features()));
+  } else {
+    bias = this->register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+  reset_parameters();
+}
+
+template <typename Derived>
+void LinearFP8ImplBase<Derived>::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(options.in_features()));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+template <typename Derived>
+functional::LinearFP8FuncOptions LinearFP8ImplBase<Derived>::func_options() const {
+  return functional::LinearFP8FuncOptions()
+      .name(layer_name_of<Derived>())
+      .check_finite(options.check_finite());
+}
+
+template class LinearFP8ImplBase<LinearFP8GlobalImpl>;
+template class LinearFP8ImplBase<LinearFP8MixedImpl>;
+
+// options for `from`: `linear`'s features and bias, the rest from `extra` (which must agree).
+LinearFP8Options options_from(const torch::nn::Linear& linear, const LinearFP8Options* extra,
+                              const char* layer) {
+  TORCH_CHECK_VALUE(!linear.is_empty(), layer,
+                    "::from: expected a torch::nn::Linear, got an empty "
+                    "holder");
+  const auto& lin = linear->options;
+  if (extra == nullptr)
+    return LinearFP8Options(lin.in_features(), lin.out_features()).bias(lin.bias());
+  TORCH_CHECK_VALUE(extra->in_features() == lin.in_features() &&
+                        extra->out_features() == lin.out_features() && extra->bias() == lin.bias(),
+                    layer,
+                    "::from: expected options matching the Linear (in_features=", lin.in_features(),
+                    ", out_features=", lin.out_features(), ", bias=", lin.bias(),
+                    "), got in_features=", extra->in_features(),
+                    ", out_features=", extra->out_features(), ", bias=", extra->bias());
+  return *extra;
+}
+
+}  // namespace detail
+
+torch::Tensor LinearFP8GlobalImpl::forward(const torch::Tensor& input) {
+  return functional::linear_fp8_global(input, weight, bias, func_options());
+}
+
+void LinearFP8GlobalImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "fp8nn::LinearFP8Global(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", bias=" << options.bias() << ")";
+}
+
+int64_t LinearFP8MixedImpl::group_size_in() const {
+  return options.group_size_in() > 0 ? options.group_size_in()
+                                     : default_group_size(options.in_features());
+}
+
+int64_t LinearFP8MixedImpl::group_size_out() const {
+  return options.group_size_out() > 0 ? options.group_size_out()
+                                      : default_group_size(options.out_features());
+}
+
+torch::Tensor LinearFP8MixedImpl::forward(const torch::Tensor& input) {
+  return functional::linear_fp8_mixed(input, weight, bias, group_size_in(), group_size_out(),
+                                      func_options());
+}
+
+void LinearFP8MixedImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "fp8nn::LinearFP8Mixed(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", bias=" << options.bias()
+         << ", group_size_in=" << group_size_in() << ", group_size_out=" << group_size_out() << ")";
+}
+
+LinearFP8Global LinearFP8Global::from(const torch::nn::Linear& linear) {
+  const auto options = detail::options_from(linear, nullptr, "fp8nn::LinearFP8Global");
+  return LinearFP8Global(options, linear->weight, linear->bias);
+}
+
+LinearFP8Global LinearFP8Global::from(const torch::nn::Linear& linear,
+                                      const LinearFP8Options& options) {
+  detail::options_from(linear, &options, "fp8nn::LinearFP8Global");
+  return LinearFP8Global(options, linear->weight, linear->bias);
+}
+
+LinearFP8Mixed LinearFP8Mixed::from(const torch::nn::Linear& linear) {
+  const auto options = detail::options_from(linear, nullptr, "fp8nn::LinearFP8Mixed");
+  return LinearFP8Mixed(options, linear->weight, linear->bias);
+}
+
+LinearFP8Mixed LinearFP8Mixed::from(const torch::nn::Linear& linear,
+                                    const LinearFP8Options& options) {
+  detail::options_from(linear, &options, "fp8nn::LinearFP8Mixed");
+  return LinearFP8Mixed(options, linear->weight, linear->bias);
+}
+
+}  // namespace fp8nn

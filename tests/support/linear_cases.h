@@ -1,0 +1,140 @@
+#pragma once
+// Running an FP8 linear layer (functional form) forward and backward on random data, and checking
+// the result against linear_reference.h's emulation. Shared by the Global and Mixed tests.
+
+#include "linear_reference.h"
+#include "test_support.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+namespace fp8nn::test {
+
+using LayerFn = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& weight,
+                                            const torch::Tensor& bias)>;
+
+/// One forward + backward: leaf tensors (their .grad() filled), the output and its gradient.
+struct LayerRun {
+  torch::Tensor x, weight, bias, y, dy;
+  int64_t in_features() const { return weight.size(1); }
+  int64_t out_features() const { return weight.size(0); }
+  torch::Tensor x2d() const { return x.detach().reshape({-1, in_features()}); }
+  torch::Tensor dy2d() const { return dy.reshape({-1, out_features()}); }
+};
+
+/// Activation-like values with a spread of magnitudes (e^-3 .. e^3 times a normal sample).
+inline torch::Tensor spread_randn(at::IntArrayRef shape) {
+  return torch::randn(shape) * torch::exp(torch::randn(shape).clamp(-3, 3));
+}
+
+/// Parameters initialised like torch::nn::Linear, input of `x_shape`, random output gradient.
+inline LayerRun run_layer(const LayerFn& layer, std::vector<int64_t> x_shape, int64_t out_features,
+                          torch::ScalarType x_dtype, torch::ScalarType weight_dtype, bool with_bias,
+                          torch::Device device = torch::kCPU) {
+  const int64_t in_features = x_shape.back();
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  LayerRun run;
+  const auto leaf = [&](const torch::Tensor& t, torch::ScalarType dtype) {
+    return t.to(dtype).to(device).requires_grad_();
+  };
+  run.weight = leaf((torch::rand({out_features, in_features}) * 2 - 1) * bound, weight_dtype);
+  if (with_bias) run.bias = leaf((torch::rand({out_features}) * 2 - 1) * bound, weight_dtype);
+  run.x = leaf(spread_randn(x_shape), x_dtype);
+  run.y = layer(run.x, run.weight, run.bias);
+  auto y_shape = x_shape;
+  y_shape.back() = out_features;
+  run.dy = spread_randn(y_shape).to(x_dtype).to(device);
+  run.y.backward(run.dy);
+  return run;
+}
+
+/// Forward and all three gradients equal `ref` within fp32 accumulation and the rounding of
+/// the dtype each result is returned in (`dw_roundoff`: the relative rounding the weight gradient
+/// went through, which may be two roundings).
+inline void check_matches(const LayerRun& run, const LinearReference& ref, double dw_roundoff) {
+  const auto x_dtype = run.x.scalar_type();
+  REQUIRE(run.y.scalar_type() == x_dtype);
+  REQUIRE(run.y.device() == run.x.device());
+  REQUIRE(run.x.grad().defined());
+  REQUIRE(run.weight.grad().defined());
+  REQUIRE(run.x.grad().sizes() == run.x.sizes());
+  REQUIRE(run.weight.grad().sizes() == run.weight.sizes());
+  CHECK(run.x.grad().scalar_type() == x_dtype);
+  CHECK(run.weight.grad().scalar_type() == run.weight.scalar_type());
+  CHECK(tolerance_ratio(run.y.reshape({-1, run.out_features()}), ref.y, x_dtype) <= 1.0);
+  CHECK(tolerance_ratio(run.x.grad().reshape({-1, run.in_features()}), ref.dx, x_dtype) <= 1.0);
+  CHECK(tolerance_ratio(run.weight.grad(), ref.dw, dw_roundoff) <= 1.0);
+  if (run.bias.defined()) {
+    REQUIRE(run.bias.grad().defined());
+    CHECK(run.bias.grad().scalar_type() == run.bias.scalar_type());
+    CHECK(tolerance_ratio(run.bias.grad(), ref.db, run.bias.scalar_type()) <= 1.0);
+  }
+}
+
+}  // namespace fp8nn::test
+
+namespace fp8nn::test {
+
+/// ||layer - reference|| / ||reference|| for the output and each gradient, the reference being a
+/// torch::nn::Linear with the same parameters run in fp64.
+struct ErrorFigures {
+  double y = 0, dx = 0, dw = 0, db = 0;
+};
+
+template <typename Layer>
+ErrorFigures error_vs_high_precision(Layer layer, const std::vector<int64_t>& x_shape) {
+  const auto& options = layer->options;
+  torch::nn::Linear reference(
+      torch::nn::LinearOptions(options.in_features(), options.out_features()).bias(options.bias()));
+  {
+    torch::NoGradGuard no_grad;
+    reference->weight.copy_(layer->weight);
+    if (options.bias()) reference->bias.copy_(layer->bias);
+  }
+  reference->to(torch::kDouble);
+  const auto x = torch::randn(x_shape).requires_grad_();
+  const auto x64 = x.detach().to(torch::kDouble).requires_grad_();
+  const auto y = layer(x);
+  const auto y64 = reference(x64);
+  const auto dy = torch::randn(y.sizes());
+  y.backward(dy);
+  y64.backward(dy.to(torch::kDouble));
+  ErrorFigures figures;
+  figures.y = relative_error(y, y64);
+  figures.dx = relative_error(x.grad(), x64.grad());
+  figures.dw = relative_error(layer->weight.grad(), reference->weight.grad());
+  if (options.bias()) figures.db = relative_error(layer->bias.grad(), reference->bias.grad());
+  return figures;
+}
+
+/// Trains 16 -> 64 -> 16 (ReLU) on a fixed random regression task for `steps` full-batch steps;
+/// returns the first and the last loss.
+template <typename Layer>
+std::pair<double, double> train_tiny_mlp(bool adamw, int steps = 120) {
+  torch::nn::Sequential model(Layer(16, 64), torch::nn::ReLU(), Layer(64, 16));
+  const auto inputs = torch::randn({256, 16});
+  const auto targets = torch::tanh(inputs.matmul(torch::randn({16, 16}) / 4.0)) * 2.0;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (adamw) {
+    optimizer = std::make_unique<torch::optim::AdamW>(model->parameters(),
+                                                      torch::optim::AdamWOptions(1e-2));
+  } else {
+    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(),
+                                                    torch::optim::SGDOptions(0.05).momentum(0.9));
+  }
+  double first = 0, last = 0;
+  for (int step = 0; step < steps; ++step) {
+    optimizer->zero_grad();
+    const auto loss = torch::mse_loss(model->forward(inputs), targets);
+    loss.backward();
+    optimizer->step();
+    last = loss.item<double>();
+    if (step == 0) first = last;
+  }
+  return {first, last};
+}
+
+}  // namespace fp8nn::test
