@@ -11,6 +11,7 @@
 // kernel.
 
 #include "bench_gemm.h"
+#include "bench_timing.h"
 
 #include <fp8nn/fp8nn.h>
 
@@ -80,29 +81,6 @@ bool parse_options(int argc, char** argv, GemmBenchOptions& options) {
     }
   }
   return true;
-}
-
-// Median milliseconds of `iters` runs of run(i), each timed by its own pair of CUDA events.
-double median_ms(const std::function<void(int)>& run, int warmup, int iters) {
-  for (int i = 0; i < warmup; ++i) run(i);
-  std::vector<at::cuda::CUDAEvent> starts;
-  std::vector<at::cuda::CUDAEvent> stops;
-  starts.reserve(iters);
-  stops.reserve(iters);
-  for (int i = 0; i < iters; ++i) {
-    starts.emplace_back(cudaEventDefault);
-    stops.emplace_back(cudaEventDefault);
-  }
-  for (int i = 0; i < iters; ++i) {
-    starts[i].record();
-    run(warmup + i);
-    stops[i].record();
-  }
-  stops.back().synchronize();
-  std::vector<double> ms(iters);
-  for (int i = 0; i < iters; ++i) ms[i] = starts[i].elapsed_time(stops[i]);
-  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
-  return ms[iters / 2];
 }
 
 // One rotation slot: the same random operands in bf16 and quantized per tensor to e4m3.

@@ -1,5 +1,5 @@
 // fp8nn_bench: GPU benchmarks of fp8nn's kernels against the device's own copy bandwidth.
-//   fp8nn_bench [all|quantize] [--samples N] [--batch N] [--warmup N]
+//   fp8nn_bench [all|quantize|gemm|layer] [--samples N] [--batch N] [--warmup N]
 
 #include <cxxopts.hpp>
 
@@ -11,17 +11,30 @@
 #include <string>
 
 #include "bench.h"
+#include "bench_gemm.h"
+#include "bench_layer.h"
 
 int main(int argc, char** argv) {
   using fp8nn::bench::Options;
   // Subcommands by name; a new benchmark file adds its entry here.
   const std::map<std::string, std::function<void(const Options&)>> commands = {
       {"quantize", fp8nn::bench::run_quantize},
+      {"gemm",
+       [](const Options& o) {
+         fp8nn::bench::GemmBenchOptions gemm;
+         gemm.warmup = std::max(o.warmup, 10);
+         gemm.iters = std::max(o.samples, 50);
+         fp8nn::bench::run_gemm_bench(gemm);
+       }},
+      {"layer",
+       [](const Options& o) {
+         fp8nn::bench::run_layer_bench(fp8nn::bench::kLayerShapes, std::max(o.samples, 30));
+       }},
   };
 
   cxxopts::Options cli("fp8nn_bench", "fp8nn GPU benchmarks (median of CUDA-event timings)");
   Options options;
-  cli.add_options()("command", "all (default) or one of: quantize",
+  cli.add_options()("command", "all (default) or one of: quantize, gemm, layer",
                     cxxopts::value<std::string>()->default_value("all"))(
       "samples", "timed samples (median reported)",
       cxxopts::value<int>()->default_value(std::to_string(options.samples)))(

@@ -25,16 +25,23 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, const std::string& layer,
                                bool check_finite) {
-    const auto x_q = quantize(x, Format::E4M3);
-    const auto w_q = quantize(weight, Format::E4M3);
-    auto y = scaled_mm(x_q, w_q, bias, x.scalar_type());
-    // Only what backward will use: x's copy for dW, W's copy for dx.
+    // One fused cast+transpose per operand: the row-major copies feed this product, the
+    // transposed ones (K-major for the backward products) are all that is saved.
+    const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
+    const auto x_pair = quantize_with_transpose(x, Format::E4M3);
+    const auto w_pair = quantize_with_transpose(weight, Format::E4M3);
+    // Fast accumulation forward (the forward error is dominated by E4M3 rounding anyway);
+    // backward products accumulate precisely, since gradients sum over long reductions.
+    auto y = scaled_mm(x_pair.quantized, w_pair.quantized, bias, x.scalar_type(),
+                       /*fast_accumulation=*/true);
     // needs_input_grad needs a recorded graph; requires_grad is the same question asked early
     // (under NoGradGuard it over-asks, and the node holding the copies is dropped at once).
-    const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
-    ctx->save_for_backward(
-        {want_dw ? x_q.data : torch::Tensor(), want_dw ? x_q.scale_inv : torch::Tensor(),
-         want_dx ? w_q.data : torch::Tensor(), want_dx ? w_q.scale_inv : torch::Tensor()});
+    const auto& x_t = x_pair.transposed;  // [K, M]: B operand of dW = dy^T x
+    const auto& w_t = w_pair.transposed;  // [K, N]: B operand of dx = dy W
+    ctx->save_for_backward({want_dw ? x_t.data : torch::Tensor(),
+                            want_dw ? x_t.scale_inv : torch::Tensor(),
+                            want_dx ? w_t.data : torch::Tensor(),
+                            want_dx ? w_t.scale_inv : torch::Tensor()});
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
     ctx->saved_data["x_dtype"] = x.scalar_type();
@@ -54,15 +61,15 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
     const auto saved = ctx->get_saved_variables();
     torch::Tensor dx, dw, db;
     if (want_dx || want_dw) {
-      const auto dy_q = quantize(dy, Format::E5M2);
+      const auto dy_pair = quantize_with_transpose(dy, Format::E5M2);
       if (want_dx) {
-        const QuantizedTensor w_q{saved[2], saved[3], Format::E4M3, 0};
-        dx = scaled_mm(dy_q, transpose(w_q), c10::nullopt,
+        const QuantizedTensor w_t{saved[2], saved[3], Format::E4M3, 0};
+        dx = scaled_mm(dy_pair.quantized, w_t, c10::nullopt,
                        ctx->saved_data["x_dtype"].toScalarType());
       }
       if (want_dw) {
-        const QuantizedTensor x_q{saved[0], saved[1], Format::E4M3, 0};
-        dw = scaled_mm(transpose(dy_q), transpose(x_q), c10::nullopt,
+        const QuantizedTensor x_t{saved[0], saved[1], Format::E4M3, 0};
+        dw = scaled_mm(dy_pair.transposed, x_t, c10::nullopt,
                        ctx->saved_data["weight_dtype"].toScalarType());
       }
     }

@@ -27,14 +27,18 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
                                const c10::optional<torch::Tensor>& bias, int64_t G_in,
                                int64_t G_out, const std::string& layer, bool check_finite) {
     const auto x_q = quantize_per_group(x, Format::E4M3, G_in);
-    const auto w_q = quantize(weight, Format::E4M3);
-    auto y = scaled_mm(x_q, w_q, bias, x.scalar_type());
+    // W's cast+transpose writes the row-major copy for this product and the K-major [K, N] one
+    // that dx = dy W needs, in one pass.
+    const auto w_pair = quantize_with_transpose(weight, Format::E4M3);
+    const auto& w_t = w_pair.transposed;
+    // Fast accumulation forward; the backward product accumulates precisely.
+    auto y = scaled_mm(x_q, w_pair.quantized, bias, x.scalar_type(), /*fast_accumulation=*/true);
     // dW = dy^T x needs x itself (unquantized); dx needs W's FP8 copy.
     // needs_input_grad needs a recorded graph; requires_grad is the same question asked early
     // (under NoGradGuard it over-asks, and the node holding the copies is dropped at once).
     const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
-    ctx->save_for_backward({want_dw ? x : torch::Tensor(), want_dx ? w_q.data : torch::Tensor(),
-                            want_dx ? w_q.scale_inv : torch::Tensor()});
+    ctx->save_for_backward({want_dw ? x : torch::Tensor(), want_dx ? w_t.data : torch::Tensor(),
+                            want_dx ? w_t.scale_inv : torch::Tensor()});
     ctx->saved_data["G_out"] = G_out;
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
@@ -55,8 +59,8 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
     if (ctx->needs_input_grad(kX)) {
       // dy's groups run along N, which is this product's K.
       const auto dy_q = quantize_per_group(dy, Format::E5M2, ctx->saved_data["G_out"].toInt());
-      const QuantizedTensor w_q{saved[1], saved[2], Format::E4M3, 0};
-      dx = scaled_mm(dy_q, transpose(w_q), c10::nullopt, ctx->saved_data["x_dtype"].toScalarType());
+      const QuantizedTensor w_t{saved[1], saved[2], Format::E4M3, 0};
+      dx = scaled_mm(dy_q, w_t, c10::nullopt, ctx->saved_data["x_dtype"].toScalarType());
     }
     if (ctx->needs_input_grad(kWeight)) {
       // In x's dtype, as a high-precision torch::nn::Linear would compute it (fp32 accumulation).

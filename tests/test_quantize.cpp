@@ -144,7 +144,7 @@ TEST_CASE("rounding at the format edges: ties to even, subnormals, saturation at
   }
 }
 
-TEST_CASE("all-zero input gives scale 1 and zero data; empty input gives empty data") {
+TEST_CASE("all-zero input gives scale 1 and zero data, empty input gives empty data") {
   for (auto f : kFormats) {
     const auto q = F::quantize(torch::zeros({4, 33}), f);
     CHECK(q.scale_inv.item<float>() == 1.0f);

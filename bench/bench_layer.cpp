@@ -1,0 +1,159 @@
+// Layer training step (forward + backward) on the GPU, side by side in one process:
+//   bf16   torch::nn::Linear in bf16
+//   naive  what a libtorch user can write today: ATen amax/cast + at::_scaled_mm (tensorwise)
+//   global fp8nn::LinearFP8Global        mixed  fp8nn::LinearFP8Mixed
+// Median of many CUDA-event-timed steps after warm-up, inputs rotated so they come from HBM.
+// Also the memory a step keeps saved for backward, and its peak.
+
+#include <fp8nn/fp8nn.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench_layer.h"
+#include "bench_timing.h"
+
+namespace fp8nn::bench {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Per-tensor current scaling written with ATen ops, as a user would (one scale, fp32).
+std::pair<torch::Tensor, torch::Tensor> naive_quantize(const torch::Tensor& t, at::ScalarType fp8,
+                                                       double fmt_max) {
+  const auto amax = t.abs().amax().to(torch::kFloat).clamp_min(1e-12);
+  const auto scale = fmt_max / amax;
+  auto q = (t.to(torch::kFloat) * scale).clamp(-fmt_max, fmt_max).to(fp8);
+  return {q, scale.reciprocal()};
+}
+
+// y = x W^T with all three products through at::_scaled_mm (its mat2 must be column-major).
+struct NaiveFP8Linear : public torch::autograd::Function<NaiveFP8Linear> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& w) {
+    auto [xq, xs] = naive_quantize(x, at::kFloat8_e4m3fn, 448.0);
+    auto [wq, ws] = naive_quantize(w, at::kFloat8_e4m3fn, 448.0);
+    ctx->save_for_backward({xq, xs, wq, ws});
+    return at::_scaled_mm(xq, wq.t(), xs, ws, {}, {}, x.scalar_type());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &xq = saved[0], &xs = saved[1], &wq = saved[2], &ws = saved[3];
+    auto [gq, gs] = naive_quantize(grads[0], at::kFloat8_e5m2, 57344.0);
+    const auto out_dtype = grads[0].scalar_type();
+    auto dx = at::_scaled_mm(gq, wq.t().contiguous().t(), gs, ws, {}, {}, out_dtype);
+    auto dw = at::_scaled_mm(gq.t().contiguous(), xq.t().contiguous().t(), gs, xs, {}, {},
+                             out_dtype);
+    return {dx, dw};
+  }
+};
+
+struct Shape {
+  int64_t m, k, n;
+};
+
+struct Variant {
+  std::string name;
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  std::vector<torch::Tensor> parameters;
+};
+
+int64_t allocated_bytes() {
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  return stats.allocated_bytes[0].current;  // 0: aggregate over pools
+}
+
+struct Result {
+  double ms = 0, saved_mib = 0, peak_mib = 0;
+};
+
+Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const torch::Tensor& grad,
+               int repetitions) {
+  auto step = [&](int i) {
+    const auto& x = xs[i % xs.size()];
+    v.forward(x).backward(grad);
+    for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
+    x.mutable_grad() = torch::Tensor();
+  };
+  Result r;
+  r.ms = median_ms(step, 10, repetitions);
+  // Saved for backward: what a forward keeps alive beyond its output.
+  torch::cuda::synchronize();
+  const int64_t before = allocated_bytes();
+  auto y = v.forward(xs[0]);
+  torch::cuda::synchronize();
+  const int64_t output_bytes = y.numel() * y.element_size();
+  r.saved_mib = double(allocated_bytes() - before - output_bytes) / (1 << 20);
+  c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+  const int64_t base = allocated_bytes();
+  y.backward(grad);
+  torch::cuda::synchronize();
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  r.peak_mib = double(stats.allocated_bytes[0].peak - base) / (1 << 20);
+  for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
+  xs[0].mutable_grad() = torch::Tensor();
+  return r;
+}
+
+}  // namespace
+
+int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repetitions) {
+  const auto device = torch::Device(torch::kCUDA);
+  const auto bf16 = torch::TensorOptions().dtype(torch::kBFloat16).device(device);
+  fmt::print("# layer step (forward + backward), bf16 activations, no bias, median of {} steps\n",
+             repetitions);
+  fmt::print("| {:>6} {:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} | {:>6} {:>6} {:>6} | {:>7} {:>7} "
+             "{:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} |\n",
+             "M", "K", "N", "bf16 ms", "naive", "global", "mixed", "naive×", "glob×", "mixed×",
+             "sv bf16", "naive", "global", "mixed", "pk bf16", "naive", "global", "mixed");
+  for (const auto& [m, k, n] : shapes) {
+    torch::manual_seed(0);
+    // Rotate among enough inputs that each step reads its x from HBM (> 50 MB L2 in total).
+    const int64_t x_bytes = m * k * 2;
+    const int copies = static_cast<int>(std::max<int64_t>(2, (200LL << 20) / x_bytes + 1));
+    std::vector<torch::Tensor> xs;
+    for (int i = 0; i < std::min(copies, 8); ++i) {
+      xs.push_back(torch::randn({m, k}, bf16).requires_grad_());
+    }
+    const auto grad = torch::randn({m, n}, bf16);
+
+    torch::nn::Linear linear(torch::nn::LinearOptions(k, n).bias(false));
+    linear->to(device, torch::kBFloat16);
+    LinearFP8Global global(LinearFP8Options(k, n).bias(false));
+    global->to(device, torch::kBFloat16);
+    LinearFP8Mixed mixed(LinearFP8Options(k, n).bias(false));
+    mixed->to(device, torch::kBFloat16);
+    auto naive_weight = linear->weight.detach().clone().requires_grad_();
+
+    const std::vector<Variant> variants = {
+        {"bf16", [&](const torch::Tensor& x) { return linear(x); }, {linear->weight}},
+        {"naive", [&](const torch::Tensor& x) { return NaiveFP8Linear::apply(x, naive_weight); },
+         {naive_weight}},
+        {"global", [&](const torch::Tensor& x) { return global(x); }, {global->weight}},
+        {"mixed", [&](const torch::Tensor& x) { return mixed(x); }, {mixed->weight}},
+    };
+    std::vector<Result> results;
+    for (const auto& v : variants) results.push_back(measure(v, xs, grad, repetitions));
+    const double base = results[0].ms;
+    fmt::print("| {:>6} {:>6} {:>6} | {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f} | {:>5.2f}x {:>5.2f}x "
+               "{:>5.2f}x | {:>7.1f} {:>7.1f} {:>7.1f} {:>7.1f} | {:>7.1f} {:>7.1f} {:>7.1f} "
+               "{:>7.1f} |\n",
+               m, k, n, results[0].ms, results[1].ms, results[2].ms, results[3].ms,
+               base / results[1].ms, base / results[2].ms, base / results[3].ms,
+               results[0].saved_mib, results[1].saved_mib, results[2].saved_mib,
+               results[3].saved_mib, results[0].peak_mib, results[1].peak_mib,
+               results[2].peak_mib, results[3].peak_mib);
+  }
+  fmt::print("# ×: speedup over bf16 (higher is better); sv: MiB saved for backward beyond the "
+             "output; pk: peak MiB allocated during backward\n");
+  return 0;
+}
+
+}  // namespace fp8nn::bench

@@ -1,0 +1,194 @@
+// train_mlp: trains an MLP with torch::nn::Linear ("bf16") or fp8nn's FP8 layers and compares
+// them. By default on a built-in synthetic task, on the GPU when there is one.
+//   train_mlp                         # all three variants, comparison table, CSVs and a plot
+//   train_mlp --linear global --width 4096 --depth 4 --batch 8192 --steps 500
+//   train_mlp --data mnist_dir/ | --data table.csv
+//   train_mlp --linear mixed --steps 200 --save ck.pt ; train_mlp --linear mixed --steps 400 --resume ck.pt
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <iostream>
+#include <stdexcept>
+
+#include "data.h"
+#include "model.h"
+#include "report.h"
+#include "trainer.h"
+
+#ifdef __unix__
+#include <unistd.h>
+#endif
+
+using namespace train_mlp;
+
+namespace {
+
+cxxopts::Options make_options() {
+  cxxopts::Options options("train_mlp",
+                           "Trains an MLP with torch::nn::Linear or fp8nn's FP8 layers and compares "
+                           "loss, accuracy, speed and memory.");
+  options.add_options()
+      ("linear", "bf16 (torch::nn::Linear in the parameter dtype), global (fp8nn::LinearFP8Global), "
+                 "mixed (fp8nn::LinearFP8Mixed), or all: each from the same initial weights and "
+                 "batches, then a comparison table", cxxopts::value<std::string>()->default_value("all"))
+      ("device", "auto (cuda when available), cpu, cuda or cuda:N",
+       cxxopts::value<std::string>()->default_value("auto"))
+      ("dtype", "parameter/activation dtype: auto (bf16 on cuda, fp32 on cpu), fp32 or bf16",
+       cxxopts::value<std::string>()->default_value("auto"))
+      ("depth", "number of Linear layers", cxxopts::value<int64_t>()->default_value("4"))
+      ("width", "hidden width", cxxopts::value<int64_t>()->default_value("256"))
+      ("activation", "relu, gelu, tanh or silu", cxxopts::value<std::string>()->default_value("gelu"))
+      ("data", "CSV file (features..., integer label; optional header) or a folder with MNIST IDX "
+               "files; default: the built-in synthetic task", cxxopts::value<std::string>())
+      ("features", "synthetic task: input features", cxxopts::value<int64_t>()->default_value("64"))
+      ("classes", "synthetic task: classes", cxxopts::value<int64_t>()->default_value("10"))
+      ("train-size", "synthetic task: training rows", cxxopts::value<int64_t>()->default_value("32768"))
+      ("val-size", "synthetic task: validation rows", cxxopts::value<int64_t>()->default_value("4096"))
+      ("val-fraction", "CSV data: fraction held out for validation",
+       cxxopts::value<double>()->default_value("0.2"))
+      ("steps", "total optimizer steps", cxxopts::value<int64_t>()->default_value("300"))
+      ("batch", "rows per step", cxxopts::value<int64_t>()->default_value("256"))
+      ("lr", "AdamW learning rate", cxxopts::value<double>()->default_value("0.001"))
+      ("weight-decay", "AdamW weight decay", cxxopts::value<double>()->default_value("0.01"))
+      ("eval-every", "validate every N steps (and at the end)",
+       cxxopts::value<int64_t>()->default_value("100"))
+      ("log-every", "progress every N steps", cxxopts::value<int64_t>()->default_value("25"))
+      ("seed", "seed of the data, the initial weights and the batch order",
+       cxxopts::value<uint64_t>()->default_value("0"))
+      ("out", "folder for loss_<variant>.csv and loss_curves.svg",
+       cxxopts::value<std::string>()->default_value("train_mlp_out"))
+      ("save", "write a checkpoint (model, optimizer, step, RNG, curve) at the end (one variant)",
+       cxxopts::value<std::string>())
+      ("resume", "continue from a checkpoint written by --save, up to --steps (one variant)",
+       cxxopts::value<std::string>())
+      ("progress", "auto (a bar on a terminal, lines otherwise), bar, lines or none",
+       cxxopts::value<std::string>()->default_value("auto"))
+      ("h,help", "show this help");
+  return options;
+}
+
+torch::Device pick_device(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
+  torch::Device device(name);  // throws c10::Error on a bad name
+  if (device.is_cuda() && !torch::cuda::is_available()) {
+    throw std::runtime_error("--device " + name + ": no CUDA device is available");
+  }
+  return device;
+}
+
+torch::ScalarType pick_dtype(const std::string& name, const torch::Device& device) {
+  if (name == "auto") return device.is_cuda() ? torch::kBFloat16 : torch::kFloat;
+  if (name == "fp32") return torch::kFloat;
+  if (name == "bf16") return torch::kBFloat16;
+  throw std::invalid_argument("--dtype: expected auto, fp32 or bf16, got '" + name + "'");
+}
+
+Progress pick_progress(const std::string& name) {
+  if (name == "auto") {
+#ifdef __unix__
+    return isatty(fileno(stdout)) ? Progress::Bar : Progress::Lines;
+#else
+    return Progress::Lines;
+#endif
+  }
+  if (name == "bar") return Progress::Bar;
+  if (name == "lines") return Progress::Lines;
+  if (name == "none") return Progress::Quiet;
+  throw std::invalid_argument("--progress: expected auto, bar, lines or none, got '" + name + "'");
+}
+
+void require_positive(const cxxopts::ParseResult& args, const char* name) {
+  if (args[name].as<int64_t>() <= 0) {
+    throw std::invalid_argument(fmt::format("--{}: expected a positive number, got {}", name,
+                                            args[name].as<int64_t>()));
+  }
+}
+
+int run(int argc, char** argv) {
+  auto options = make_options();
+  const auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << std::endl;
+    return 0;
+  }
+  if (!args.unmatched().empty()) {
+    throw std::invalid_argument("unexpected argument '" + args.unmatched().front() + "'");
+  }
+  for (const char* name : {"depth", "width", "steps", "batch", "log-every", "features", "classes",
+                           "train-size", "val-size"}) {
+    require_positive(args, name);
+  }
+  const std::string linear = args["linear"].as<std::string>();
+  std::vector<LinearKind> kinds;
+  if (linear == "all") {
+    kinds = {LinearKind::HighPrecision, LinearKind::Global, LinearKind::Mixed};
+  } else {
+    kinds = {parse_linear_kind(linear)};
+  }
+  if ((args.count("save") || args.count("resume")) && kinds.size() != 1) {
+    throw std::invalid_argument("--save/--resume: expected a single --linear variant, got 'all'");
+  }
+
+  TrainConfig config;
+  config.device = pick_device(args["device"].as<std::string>());
+  config.dtype = pick_dtype(args["dtype"].as<std::string>(), config.device);
+  config.steps = args["steps"].as<int64_t>();
+  config.batch = args["batch"].as<int64_t>();
+  config.lr = args["lr"].as<double>();
+  config.weight_decay = args["weight-decay"].as<double>();
+  config.eval_every = args["eval-every"].as<int64_t>();
+  config.log_every = args["log-every"].as<int64_t>();
+  config.seed = args["seed"].as<uint64_t>();
+  config.progress = pick_progress(args["progress"].as<std::string>());
+  if (args.count("save")) config.save = args["save"].as<std::string>();
+  if (args.count("resume")) config.resume = args["resume"].as<std::string>();
+
+  const Dataset data =
+      args.count("data")
+          ? load_dataset(args["data"].as<std::string>(), args["val-fraction"].as<double>(),
+                         config.seed)
+          : make_synthetic(args["features"].as<int64_t>(), args["classes"].as<int64_t>(),
+                           args["train-size"].as<int64_t>(), args["val-size"].as<int64_t>(),
+                           config.seed);
+  MlpShape shape;
+  shape.features = data.train_x.size(1);
+  shape.classes = data.classes;
+  shape.width = args["width"].as<int64_t>();
+  shape.depth = args["depth"].as<int64_t>();
+  shape.activation = args["activation"].as<std::string>();
+
+  fmt::print("data: {}; {} train / {} val rows\n", data.description, data.train_x.size(0),
+             data.val_x.size(0));
+  fmt::print("model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows\n",
+             shape.depth, shape.width, shape.activation, config.device.str(),
+             c10::toString(config.dtype), config.steps, config.batch);
+  torch::manual_seed(config.seed);
+  const auto base = make_mlp(shape);  // one initialisation shared by every variant
+
+  std::vector<RunResult> runs;
+  const std::string out_dir = args["out"].as<std::string>();
+  for (auto kind : kinds) {
+    runs.push_back(train(with_linear(base, kind), name_of(kind), data, config));
+    fmt::print("wrote {}\n", write_curve_csv(out_dir, runs.back()));
+  }
+  print_table(runs, config.batch);
+  fmt::print("plot: {}\n", write_plot_svg(out_dir, runs));
+  if (!config.save.empty()) fmt::print("checkpoint: {}\n", config.save);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const c10::Error& e) {
+    std::cerr << "train_mlp: error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "train_mlp: error: " << e.what() << "\n(run train_mlp --help for the flags)\n";
+  }
+  return 2;
+}

@@ -1,0 +1,189 @@
+#include "trainer.h"
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <stdexcept>
+
+#include <ATen/CPUGeneratorImpl.h>
+#if __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <c10/cuda/CUDACachingAllocator.h>
+#define TRAIN_MLP_HAS_CUDA_ALLOCATOR 1
+#endif
+#include <fmt/format.h>
+
+#ifdef __unix__
+#include <unistd.h>
+#endif
+
+namespace train_mlp {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
+}
+
+
+EvalPoint evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y,
+                   int64_t step, torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  double loss_sum = 0, correct = 0;
+  const int64_t n = x.size(0), chunk = 8192;
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t length = std::min(chunk, n - begin);
+    const auto logits = model->forward(x.narrow(0, begin, length).to(dtype)).to(torch::kFloat);
+    const auto labels = y.narrow(0, begin, length);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, labels,
+                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct += (logits.argmax(1) == labels).sum().item<double>();
+  }
+  model->train();
+  return {step, loss_sum / n, correct / n};
+}
+
+std::string eta(double seconds) {
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  return fmt::format("{:02d}:{:02d}", s / 60, s % 60);
+}
+
+void report_progress(const TrainConfig& config, const std::string& name, int64_t step, double loss,
+                     double samples_per_s, double seconds_left) {
+  if (config.progress == Progress::Quiet) return;
+  if (config.progress == Progress::Bar) {
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(kWidth * step / config.steps);
+    fmt::print("\r{:<7} [{}{}] {}/{} loss {:.4f} {:.0f} samples/s ETA {}   ", name,
+               std::string(filled, '#'), std::string(kWidth - filled, '.'), step, config.steps,
+               loss, samples_per_s, eta(seconds_left));
+    if (step == config.steps) fmt::print("\n");
+    std::fflush(stdout);
+  } else {
+    fmt::print("{:<7} step {:>6}/{} loss {:.4f} {:.0f} samples/s ETA {}\n", name, step,
+               config.steps, loss, samples_per_s, eta(seconds_left));
+  }
+}
+
+void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
+                     torch::optim::AdamW& optimizer, int64_t step, const RunResult& so_far) {
+  torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+  model->save(model_archive);
+  optimizer.save(optimizer_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.write("step", torch::tensor(step));
+  archive.write("train_loss", torch::tensor(so_far.train_loss, torch::kDouble));
+  archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
+  archive.save_to(path);
+}
+
+int64_t load_checkpoint(const std::string& path, torch::nn::Sequential& model,
+                        torch::optim::AdamW& optimizer, RunResult& so_far,
+                        const torch::Device& device) {
+  torch::serialize::InputArchive archive, model_archive, optimizer_archive;
+  try {
+    archive.load_from(path, device);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  archive.read("model", model_archive);
+  model->load(model_archive);
+  archive.read("optimizer", optimizer_archive);
+  optimizer.load(optimizer_archive);
+  torch::Tensor step, losses, rng;
+  archive.read("step", step);
+  archive.read("train_loss", losses);
+  archive.read("rng", rng);
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  generator.set_state(rng);
+  losses = losses.cpu().contiguous();
+  so_far.train_loss.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
+  return step.item<int64_t>();
+}
+
+}  // namespace
+
+RunResult train(torch::nn::Sequential model, const std::string& name, const Dataset& data,
+                const TrainConfig& config) {
+  model->to(config.device, config.dtype);
+  model->train();
+  torch::optim::AdamW optimizer(
+      model->parameters(),
+      torch::optim::AdamWOptions(config.lr).weight_decay(config.weight_decay));
+  RunResult result;
+  result.name = name;
+  int64_t step = 0;
+  if (!config.resume.empty()) {
+    step = load_checkpoint(config.resume, model, optimizer, result, config.device);
+    if (step > config.steps) {
+      throw std::runtime_error(fmt::format("checkpoint '{}' is at step {}, past --steps {}",
+                                           config.resume, step, config.steps));
+    }
+  }
+  const auto train_x = data.train_x.to(config.device);
+  const auto train_y = data.train_y.to(config.device);
+  const auto val_x = data.val_x.to(config.device);
+  const auto val_y = data.val_y.to(config.device);
+  const int64_t n = train_x.size(0);
+  // Per-step losses stay on the device; read back only at log points (no sync per step).
+  auto losses = torch::zeros({config.steps}, torch::TensorOptions().device(config.device));
+  const int device_index = config.device.index() < 0 ? 0 : config.device.index();
+#ifdef TRAIN_MLP_HAS_CUDA_ALLOCATOR
+  if (config.device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device_index);
+#endif
+
+  const int64_t first = step, warmup = std::min<int64_t>(5, config.steps - first);
+  Clock::time_point timed_start = Clock::now();
+  int64_t timed_from = first;
+  while (step < config.steps) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(config.seed * 1000003ULL + step);
+    const auto index = torch::randint(n, {config.batch}, gen, torch::kLong).to(config.device);
+    const auto x = train_x.index_select(0, index).to(config.dtype);
+    const auto y = train_y.index_select(0, index);
+    optimizer.zero_grad(true);
+    const auto loss = torch::nn::functional::cross_entropy(model->forward(x).to(torch::kFloat), y);
+    loss.backward();
+    optimizer.step();
+    losses[step].copy_(loss.detach());
+    ++step;
+    if (step == first + warmup) {  // time from here: handles, caches and the allocator are warm
+      synchronize(config.device);
+      timed_start = Clock::now();
+      timed_from = step;
+    }
+    if (step % config.log_every == 0 || step == config.steps) {
+      const double current = losses[step - 1].item<double>();  // syncs
+      const double seconds = std::chrono::duration<double>(Clock::now() - timed_start).count();
+      const double rate = step > timed_from ? (step - timed_from) * config.batch / seconds : 0;
+      report_progress(config, name, step, current, rate,
+                      rate > 0 ? (config.steps - step) * config.batch / rate : 0);
+    }
+    if (config.eval_every > 0 && (step % config.eval_every == 0 || step == config.steps)) {
+      result.evals.push_back(evaluate(model, val_x, val_y, step, config.dtype));
+    }
+  }
+  synchronize(config.device);
+  const double seconds = std::chrono::duration<double>(Clock::now() - timed_start).count();
+  const int64_t timed_steps = step - timed_from;
+  result.ms_per_step = timed_steps > 0 ? 1e3 * seconds / timed_steps : 0;
+  result.samples_per_s = timed_steps > 0 ? timed_steps * config.batch / seconds : 0;
+  result.peak_mib = -1;
+#ifdef TRAIN_MLP_HAS_CUDA_ALLOCATOR
+  if (config.device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_index);
+    result.peak_mib = stats.allocated_bytes[0].peak / double(1 << 20);
+  }
+#endif
+  const auto host_losses = losses.narrow(0, first, config.steps - first).to(torch::kDouble).cpu();
+  for (int64_t i = 0; i < host_losses.numel(); ++i) {
+    result.train_loss.push_back(host_losses[i].item<double>());
+  }
+  if (!config.save.empty()) save_checkpoint(config.save, model, optimizer, step, result);
+  return result;
+}
+
+}  // namespace train_mlp

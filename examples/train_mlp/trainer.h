@@ -1,0 +1,46 @@
+#pragma once
+// Training one variant: AdamW steps, evaluation, checkpoints, progress.
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data.h"
+#include "model.h"
+
+namespace train_mlp {
+
+enum class Progress { Bar, Lines, Quiet };
+
+struct TrainConfig {
+  int64_t steps = 300, batch = 256, eval_every = 100, log_every = 50;
+  double lr = 1e-3, weight_decay = 0.01;
+  uint64_t seed = 0;
+  torch::Device device = torch::kCPU;
+  torch::ScalarType dtype = torch::kFloat;  ///< parameter and activation dtype
+  std::string save, resume;                 ///< checkpoint files ("" = none)
+  Progress progress = Progress::Lines;
+};
+
+struct EvalPoint {
+  int64_t step;
+  double loss, accuracy;
+};
+
+struct RunResult {
+  std::string name;
+  std::vector<double> train_loss;  ///< one per step, from step 1
+  std::vector<EvalPoint> evals;
+  double samples_per_s = 0, ms_per_step = 0, peak_mib = 0;  ///< peak: -1 on the CPU
+};
+
+/// Trains `model` (already converted to its variant) on `data` for config.steps steps in total,
+/// starting from config.resume's checkpoint when given; saves to config.save at the end.
+/// Batches are drawn with replacement from a generator seeded by (seed, step), so a run resumed
+/// at step s sees the same batches as an uninterrupted one.
+RunResult train(torch::nn::Sequential model, const std::string& name, const Dataset& data,
+                const TrainConfig& config);
+
+}  // namespace train_mlp

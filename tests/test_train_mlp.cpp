@@ -1,0 +1,145 @@
+// examples/train_mlp on the CPU: every variant learns, the CSV and plot are written, and a run
+// resumed from a checkpoint continues the same curve as an uninterrupted one.
+
+#include "test_support.h"
+
+#include <fstream>
+#include <iterator>
+#include <numeric>
+#include <string>
+
+#include "data.h"
+#include "files.h"
+#include "model.h"
+#include "report.h"
+#include "trainer.h"
+
+using namespace train_mlp;
+
+namespace {
+
+std::string scratch_dir(const std::string& name) {
+  return make_temp_directory("fp8nn_test_" + name + "_");
+}
+
+double mean(const std::vector<double>& v, size_t begin, size_t end) {
+  return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / double(end - begin);
+}
+
+const Dataset& small_task() {
+  static const Dataset data = make_synthetic(32, 4, 4096, 512, 7);
+  return data;
+}
+
+TrainConfig small_config(int64_t steps) {
+  TrainConfig config;
+  config.steps = steps;
+  config.batch = 128;
+  config.lr = 3e-3;
+  config.eval_every = steps;
+  config.log_every = steps;
+  config.progress = Progress::Quiet;
+  config.seed = 11;
+  return config;
+}
+
+torch::nn::Sequential small_mlp() {
+  torch::manual_seed(3);
+  MlpShape shape;
+  shape.features = 32;
+  shape.width = 64;
+  shape.depth = 3;
+  shape.classes = 4;
+  return make_mlp(shape);
+}
+
+}  // namespace
+
+TEST_CASE("train_mlp: each variant's training loss falls on the CPU") {
+  const auto base = small_mlp();
+  for (auto kind : {LinearKind::HighPrecision, LinearKind::Global, LinearKind::Mixed}) {
+    CAPTURE(name_of(kind));
+    const auto run = train(with_linear(base, kind), name_of(kind), small_task(), small_config(120));
+    REQUIRE(run.train_loss.size() == 120);
+    const double first = mean(run.train_loss, 0, 10), last = mean(run.train_loss, 110, 120);
+    CHECK(last < 0.8 * first);
+    REQUIRE(run.evals.size() == 1);
+    CHECK(run.evals[0].accuracy > 0.5);  // 4 classes: chance is 0.25
+  }
+}
+
+TEST_CASE("train_mlp: FP8 variants convert the hidden layers, the 4-class head stays Linear") {
+  const auto model = with_linear(small_mlp(), LinearKind::Global);
+  std::ostringstream text;
+  text << *model;
+  CHECK(text.str().find("fp8nn::LinearFP8Global") != std::string::npos);
+  CHECK(text.str().find("torch::nn::Linear(in_features=64, out_features=4") != std::string::npos);
+}
+
+TEST_CASE("train_mlp: the loss CSV and the SVG plot are written") {
+  const auto dir = scratch_dir("report");
+  std::vector<RunResult> runs;
+  for (auto kind : {LinearKind::HighPrecision, LinearKind::Mixed}) {
+    runs.push_back(train(with_linear(small_mlp(), kind), name_of(kind), small_task(),
+                         small_config(20)));
+  }
+  const auto csv = write_curve_csv(dir, runs[1]);
+  std::ifstream in(csv);
+  std::string header;
+  std::getline(in, header);
+  CHECK(header == "step,train_loss,val_loss,val_accuracy");
+  int lines = 0;
+  for (std::string line; std::getline(in, line);) ++lines;
+  CHECK(lines == 20);
+  const auto svg_path = write_plot_svg(dir, runs);
+  std::ifstream svg_in(svg_path);
+  const std::string svg((std::istreambuf_iterator<char>(svg_in)), std::istreambuf_iterator<char>());
+  CHECK(svg.rfind("<svg", 0) == 0);
+  CHECK(svg.find("</svg>") != std::string::npos);
+  // One curve per panel plus the grey reference curve in the second panel.
+  size_t polylines = 0;
+  for (size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) {
+    ++polylines;
+  }
+  CHECK(polylines == 3);
+  remove_tree(dir);
+}
+
+TEST_CASE("train_mlp: train 2N steps == train N, save, resume N more") {
+  const auto dir = scratch_dir("resume");
+  const auto checkpoint = join_path(dir, "ck.pt");
+  for (auto kind : {LinearKind::Global, LinearKind::Mixed}) {
+    CAPTURE(name_of(kind));
+    const auto whole = train(with_linear(small_mlp(), kind), "whole", small_task(), small_config(40));
+    auto first_half = small_config(20);
+    first_half.save = checkpoint;
+    train(with_linear(small_mlp(), kind), "first", small_task(), first_half);
+    auto second_half = small_config(40);
+    second_half.resume = checkpoint;
+    // A differently initialised model: everything must come from the checkpoint.
+    torch::manual_seed(999);
+    const auto resumed =
+        train(with_linear(small_mlp(), kind), "resumed", small_task(), second_half);
+    REQUIRE(resumed.train_loss.size() == whole.train_loss.size());
+    for (size_t i = 0; i < whole.train_loss.size(); ++i) {
+      CAPTURE(i);
+      CHECK(resumed.train_loss[i] == whole.train_loss[i]);
+    }
+  }
+  remove_tree(dir);
+}
+
+TEST_CASE("train_mlp: a truncated checkpoint is a clear error") {
+  const auto dir = scratch_dir("bad_checkpoint");
+  const auto path = join_path(dir, "broken.pt");
+  std::ofstream(path) << "not a checkpoint";
+  auto config = small_config(10);
+  config.resume = path;
+  try {
+    train(with_linear(small_mlp(), LinearKind::Global), "x", small_task(), config);
+    FAIL("expected an error");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find("broken.pt") != std::string::npos);
+  }
+  remove_tree(dir);
+}
