@@ -301,13 +301,16 @@ TEST_CASE("CUDA per-row scaled operands (group >= K) match the exact product") {
   }
 }
 
-TEST_CASE("CUDA groups that split rows (G = 128) take the fallback and stay correct") {
+TEST_CASE("CUDA groups that split rows are split along K into per-row products and stay correct") {
   FP8NN_SKIP_WITHOUT_CUDA();
   fp8nn::test::seed_torch();
-  for (const auto& shape : std::vector<std::vector<int64_t>>{{17, 33, 15}, {256, 512, 128}}) {
+  // {M, K, N, group of a, group of b}: ragged last groups, groups of both operands, Mixed's 4096.
+  for (const auto& shape : std::vector<std::vector<int64_t>>{
+           {17, 33, 15, 128, 0}, {256, 512, 128, 128, 0}, {64, 8200, 48, 4096, 0},
+           {96, 512, 64, 128, 256}, {40, 300, 32, 0, 128}}) {
     for (Format fa : {Format::E4M3, Format::E5M2}) {
-      const auto g = to_cuda(
-          make_problem(shape[0], shape[1], shape[2], fa, Format::E4M3, 128, 0, torch::kBFloat16));
+      const auto g = to_cuda(make_problem(shape[0], shape[1], shape[2], fa, Format::E4M3, shape[3],
+                                          shape[4], torch::kBFloat16));
       for (auto out_dtype : kOutDtypes) {
         CAPTURE(describe(shape[0], shape[1], shape[2], fa, Format::E4M3), out_dtype);
         check_against_truth(F::scaled_mm(g.a, g.b, g.bias, out_dtype, true), g, out_dtype,

@@ -117,6 +117,48 @@ c10::optional<torch::Tensor> tensor_core_product(const QuantizedTensor& a, const
   return out;
 }
 
+// The columns [begin, begin + length) of an operand, with the scale that applies to them: one
+// group per row of the slice (a per-row vector) when the operand is group-scaled, its tensor scale
+// otherwise. The slice lies inside one of the operand's groups.
+QuantizedTensor k_slice(const QuantizedTensor& q, int64_t begin, int64_t length) {
+  auto data = q.data.narrow(1, begin, length);
+  if (q.group_size == 0) return {data, q.scale_inv, q.format, 0};
+  const auto scales = q.scale_inv.select(1, begin / q.group_size).contiguous();
+  return {data, scales, q.format, length};
+}
+
+// Group scales that change along K cannot go into one tensorwise or per-row product. Split K at
+// the group boundaries: each slice is a per-row (OUTER_VEC) product on the tensor cores, summed in
+// fp32; then the bias and the output dtype. Exact up to accumulation order. The hand-written
+// group-scaled GEMM (issue 6) will promote inside the K loop instead of re-reading the output.
+c10::optional<torch::Tensor> k_split_product(const QuantizedTensor& a, const QuantizedTensor& b,
+                                             const c10::optional<torch::Tensor>& bias,
+                                             at::ScalarType out_dtype, bool fast_accumulation) {
+  const int64_t K = a.data.size(1);
+  const int64_t group_a = a.group_size > 0 && a.group_size < K ? a.group_size : 0;
+  const int64_t group_b = b.group_size > 0 && b.group_size < K ? b.group_size : 0;
+  if (group_a == 0 && group_b == 0) return c10::nullopt;
+  const int64_t step = group_a == 0 ? group_b : group_b == 0 ? group_a : std::min(group_a, group_b);
+  if ((group_a != 0 && group_a % step != 0) || (group_b != 0 && group_b % step != 0) ||
+      step % kDimMultiple != 0) {
+    return c10::nullopt;  // slices would straddle groups or break cuBLASLt's alignment
+  }
+  c10::optional<torch::Tensor> sum;
+  for (int64_t begin = 0; begin < K; begin += step) {
+    const int64_t length = std::min(step, K - begin);
+    auto part = tensor_core_product(k_slice(a, begin, length), k_slice(b, begin, length),
+                                    c10::nullopt, at::kFloat, fast_accumulation);
+    if (!part) return c10::nullopt;
+    if (sum) {
+      sum->add_(*part);
+    } else {
+      sum = std::move(part);
+    }
+  }
+  if (bias.has_value() && bias->defined()) sum->add_(*bias);
+  return sum->to(out_dtype);
+}
+
 }  // namespace
 
 torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
@@ -124,6 +166,7 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
                              bool fast_accumulation) {
   const c10::cuda::CUDAGuard guard(a.data.device());
   if (auto out = tensor_core_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
+  if (auto out = k_split_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
   return scaled_mm_reference(a, b, bias, out_dtype);
 }
 

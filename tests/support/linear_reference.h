@@ -1,4 +1,6 @@
 #pragma once
+
+#include <algorithm>
 // An emulation of the FP8 linear layers written from plain libtorch ops, independent of the
 // library: DESIGN.md §1's quantization (one group at a time, by narrowing columns), dequantization
 // and products in fp64. Tests compare the layers' forward and gradients against it.
@@ -103,18 +105,35 @@ inline double unit_roundoff(torch::ScalarType dtype) {
 // still shows.
 constexpr double kAccumulationRelative = 0x1p-16;
 
+// FP8 tensor cores (CUDA) add into a narrower accumulator, about 13 fraction bits per 32-deep
+// MMA step (see test_scaled_mm.cpp). Precise accumulation promotes to fp32 every few steps: allow
+// two steps' worth, 2^-10 of the sum of |terms| (measured on an H100: <= 2^-12.4). Fast
+// accumulation (the forward product) never promotes: ceil(K / 32) steps of 2^-11.
+constexpr double kTensorCoreStepRelative = 0x1p-11;
+constexpr double kTensorCorePreciseRelative = 0x1p-10;
+
+/// The accumulation tolerance (relative to the sum of |terms|) of a product with reduction
+/// length k: fp32 on the CPU; FP8 tensor cores on CUDA, precise or fast.
+inline double accumulation_relative(const torch::Device& device, int64_t k, bool fast) {
+  if (!device.is_cuda()) return kAccumulationRelative;
+  const double fast_bound = double((k + 31) / 32) * kTensorCoreStepRelative;
+  return fast ? std::max(kTensorCorePreciseRelative, fast_bound) : kTensorCorePreciseRelative;
+}
+
 /// The largest |got - ref| / tolerance, tolerance = accumulation error of the sum plus
 /// `roundoff` relative (the rounding of results stored in lower precision). <= 1 passes.
-inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref, double roundoff) {
+inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref, double roundoff,
+                              double accumulation = kAccumulationRelative) {
   if (ref.value.numel() == 0) return 0.0;
-  const auto tolerance = ref.magnitude * kAccumulationRelative + ref.value.abs() * roundoff + 1e-30;
+  const auto tolerance = ref.magnitude * accumulation + ref.value.abs() * roundoff + 1e-30;
   return ((f64(got) - ref.value).abs() / tolerance).max().item<double>();
 }
 
 /// The same for a result rounded once, to `dtype`.
 inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref,
-                              torch::ScalarType dtype) {
-  return tolerance_ratio(got, ref, unit_roundoff(dtype));
+                              torch::ScalarType dtype,
+                              double accumulation = kAccumulationRelative) {
+  return tolerance_ratio(got, ref, unit_roundoff(dtype), accumulation);
 }
 
 /// ||got - ref||_F / ||ref||_F.
