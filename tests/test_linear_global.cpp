@@ -158,9 +158,7 @@ TEST_CASE("Global on CUDA equals the FP8 emulation, like the CPU") {
       // The module moved to the GPU computes what it computes on the CPU.
       fp8nn::LinearFP8Global layer(shape.x.back(), shape.out_features);
       const auto x = torch::randn(shape.x);
-      const auto cpu = layer(x);
-      layer->to(torch::kCUDA);
-      CHECK(torch::allclose(layer(x.cuda()).cpu(), cpu, 1e-4, 1e-4));
+      check_module_on_cuda_matches_cpu(layer, x);
     }
   }
 }

@@ -186,9 +186,7 @@ TEST_CASE("Mixed on CUDA equals the FP8 emulation, like the CPU") {
       check_matches(run, ref, unit_roundoff(x_dtype) + unit_roundoff(torch::kFloat), false);
       fp8nn::LinearFP8Mixed layer(shape.x.back(), shape.out_features);
       const auto x = torch::randn(shape.x);
-      const auto cpu = layer(x);
-      layer->to(torch::kCUDA);
-      CHECK(torch::allclose(layer(x.cuda()).cpu(), cpu, 1e-4, 1e-4));
+      check_module_on_cuda_matches_cpu(layer, x);
     }
   }
 }

@@ -85,6 +85,23 @@ inline void check_matches(const LayerRun& run, const LinearReference& ref, doubl
   }
 }
 
+/// The same FP8 operands on both devices; only the accumulation differs (fast tensor-core
+/// accumulation on CUDA): |gpu - cpu| <= (CUDA bound + CPU bound) of the sum of |terms|, the
+/// terms taken from the unquantized x and W with 2^-4 headroom per factor for E4M3 rounding.
+template <typename Layer>
+void check_module_on_cuda_matches_cpu(Layer& layer, const torch::Tensor& x) {
+  const auto cpu = layer(x);
+  const int64_t k = x.size(-1);
+  auto magnitude = x.abs().matmul(layer->weight.abs().t()) * (1.0 + 0x1p-3);
+  if (layer->bias.defined()) magnitude = magnitude + layer->bias.abs();
+  const double bound = accumulation_relative(torch::kCUDA, k, /*fast=*/true) +
+                       accumulation_relative(torch::kCPU, k, true);
+  layer->to(torch::kCUDA);
+  const auto gpu = layer(x.cuda()).cpu();
+  layer->to(torch::kCPU);
+  CHECK(((gpu - cpu).abs() <= magnitude * bound + 1e-30).all().template item<bool>());
+}
+
 }  // namespace fp8nn::test
 
 namespace fp8nn::test {
