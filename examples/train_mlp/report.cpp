@@ -64,7 +64,7 @@ std::string write_curve_csv(const std::string& dir, const RunResult& run) {
 std::string write_plot_svg(const std::string& dir, const std::vector<RunResult>& runs) {
   make_directories(dir);
   const std::string path = join_path(dir, "loss_curves.svg");
-  constexpr double kPanelW = 360, kPanelH = 260, kMarginL = 50, kMarginT = 40, kGap = 30;
+  constexpr double kPanelW = 360, kPanelH = 260, kMarginL = 50, kMarginT = 40, kGap = 60;
   const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
   size_t steps = 1;
   double lo = INFINITY, hi = -INFINITY;
