@@ -19,23 +19,9 @@ const LayerFn kGlobal = [](const torch::Tensor& x, const torch::Tensor& w, const
   return F::linear_fp8_global(x, w, b);
 };
 
-struct Shape {
-  std::vector<int64_t> x;
-  int64_t out_features;
-};
-// Odd sizes, a 3-d input, K > 4096 and N > 4096.
-const std::vector<Shape> kShapes = {
-    {{3, 17}, 5}, {{32, 64}, 48}, {{2, 7, 96}, 128}, {{6, 5000}, 32}, {{4, 80}, 4100}};
-
-// FP8 rounding is random-like: a format with p mantissa bits leaves an rms relative error of
-// about 2^-p / sqrt(12) * 0.74 (0.74 = rms of 1/mantissa over [1, 2)): 0.027 for E4M3 and 0.053
-// for E5M2. The errors of a product's two operands add in quadrature: forward (E4M3 x E4M3)
-// ~0.038, dx and dW (E5M2 x E4M3) ~0.059. The bounds leave 1.5x room; the floors prove that
-// the products really were quantized.
-constexpr double kForwardMax = 0.057, kForwardMin = 0.015;
-constexpr double kGradMax = 0.09, kGradMin = 0.025;
-// The bias gradient is an fp32 sum compared with fp64: a few ulp.
-constexpr double kBiasGradMax = 1e-5;
+using Shape = LayerShape;
+const auto& kShapes = kLayerShapes;
+constexpr double kBiasGradMax = kHighPrecisionMax;  // an fp32 sum against fp64
 
 }  // namespace
 

@@ -165,4 +165,23 @@ std::pair<double, double> train_tiny_mlp(bool adamw, int steps = 120) {
   return {first, last};
 }
 
+/// A layer test's shape: x's sizes (any leading dims) and out_features.
+struct LayerShape {
+  std::vector<int64_t> x;
+  int64_t out_features;
+};
+/// Odd sizes, a 3-d input, K > 4096 and N > 4096 (two groups per row for Mixed's table sizes).
+inline const std::vector<LayerShape> kLayerShapes = {
+    {{3, 17}, 5}, {{32, 64}, 48}, {{2, 7, 96}, 128}, {{6, 5000}, 32}, {{4, 80}, 4100}};
+
+// FP8 vs high precision. FP8 rounding is random-like: a format with p mantissa bits leaves an rms
+// relative error of about 2^-p / sqrt(12) * 0.74 (0.74 = rms of 1/mantissa over [1, 2)): 0.027
+// for E4M3 and 0.053 for E5M2. The errors of a product's two operands add in quadrature: forward
+// (E4M3 x E4M3) ~0.038, FP8 gradients (E5M2 x E4M3) ~0.059. The bounds leave 1.5x room; the
+// floors prove that the products really were quantized. High-precision results (bias gradient,
+// Mixed's weight gradient) are fp32 against fp64: a few ulp.
+constexpr double kForwardMax = 0.057, kForwardMin = 0.015;
+constexpr double kGradMax = 0.09, kGradMin = 0.025;
+constexpr double kHighPrecisionMax = 1e-5;
+
 }  // namespace fp8nn::test
