@@ -69,6 +69,15 @@ void check_finite(const torch::Tensor& t, const char* what, const std::string& l
                     " contains NaN or Inf (check_finite is on)");
 }
 
+QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache) {
+  if (cache != nullptr) {
+    if (auto copies = cache->find(weight)) return *std::move(copies);
+  }
+  auto copies = functional::quantize_with_transpose(weight, Format::E4M3);
+  if (cache != nullptr) cache->store(weight, copies);
+  return copies;
+}
+
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features) {
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;

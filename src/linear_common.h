@@ -25,6 +25,10 @@ void check_group_size(int64_t group_size, const char* which, const std::string& 
 /// Opt-in NaN/Inf check (one host synchronisation): a c10::ValueError naming `layer` and `what`.
 void check_finite(const torch::Tensor& t, const char* what, const std::string& layer);
 
+/// The weight's per-tensor E4M3 copies (row-major and transposed): from `cache` when it holds
+/// them for this very weight, else quantized now (and stored in `cache` when there is one).
+QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache);
+
 /// The output's shape: x's leading dims, then out_features.
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features);
 

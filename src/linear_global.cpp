@@ -24,12 +24,12 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, const std::string& layer,
-                               bool check_finite) {
+                               bool check_finite, WeightCache* weight_cache) {
     // One fused cast+transpose per operand: the row-major copies feed this product, the
     // transposed ones (K-major for the backward products) are all that is saved.
     const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
     const auto x_pair = quantize_with_transpose(x, Format::E4M3);
-    const auto w_pair = quantize_with_transpose(weight, Format::E4M3);
+    const auto w_pair = detail::quantize_weight(weight, weight_cache);
     // Fast accumulation forward (the forward error is dominated by E4M3 rounding anyway);
     // backward products accumulate precisely, since gradients sum over long reductions.
     auto y = scaled_mm(x_pair.quantized, w_pair.quantized, bias, x.scalar_type(),
@@ -77,7 +77,7 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
       db =
           dy.sum(0, /*keepdim=*/false, at::kFloat).to(ctx->saved_data["bias_dtype"].toScalarType());
     }
-    return {dx, dw, db, torch::Tensor(), torch::Tensor()};
+    return {dx, dw, db, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -95,7 +95,8 @@ torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& wei
   // An undefined bias must not be a tensor argument of the autograd function.
   const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
   const auto y = LinearFP8GlobalFunction::apply(x.reshape({-1, in_features}).contiguous(), weight,
-                                                optional_bias, layer, options.check_finite());
+                                                optional_bias, layer, options.check_finite(),
+                                                options.weight_cache().get());
   return y.view(detail::output_sizes(x, out_features));
 }
 

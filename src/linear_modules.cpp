@@ -67,6 +67,7 @@ LinearFP8ImplBase<Derived>::LinearFP8ImplBase(const LinearFP8Options& options_,
   // The tensors themselves, keeping their requires_grad (a frozen layer stays frozen).
   weight = this->register_parameter("weight", weight_, weight_.requires_grad());
   bias = this->register_parameter("bias", bias_, bias_.defined() && bias_.requires_grad());
+  weight_cache = options.cache_weight() ? std::make_shared<functional::WeightCache>() : nullptr;
 }
 
 template <typename Derived>
@@ -79,6 +80,7 @@ void LinearFP8ImplBase<Derived>::reset() {
     bias = this->register_parameter("bias", {}, /*requires_grad=*/false);
   }
   reset_parameters();
+  weight_cache = options.cache_weight() ? std::make_shared<functional::WeightCache>() : nullptr;
 }
 
 template <typename Derived>
@@ -95,7 +97,8 @@ template <typename Derived>
 functional::LinearFP8FuncOptions LinearFP8ImplBase<Derived>::func_options() const {
   return functional::LinearFP8FuncOptions()
       .name(layer_name_of<Derived>())
-      .check_finite(options.check_finite());
+      .check_finite(options.check_finite())
+      .weight_cache(weight_cache);
 }
 
 template class LinearFP8ImplBase<LinearFP8GlobalImpl>;

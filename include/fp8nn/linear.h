@@ -39,6 +39,10 @@ struct LinearFP8Options {
   /// Raise an error naming the layer on NaN/Inf in input, weight or output gradient (a host
   /// synchronisation per check; for debugging).
   TORCH_ARG(bool, check_finite) = false;
+  /// Keep the weight's FP8 copies between forward calls while the weight is unchanged (keyed on
+  /// its version counter; see functional::WeightCache). Costs one byte per weight element, twice,
+  /// on the weight's device. Default: true.
+  TORCH_ARG(bool, cache_weight) = true;
 };
 
 namespace detail {
@@ -63,6 +67,9 @@ class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
   torch::Tensor weight;
   /// The learned bias, [out_features]; undefined when options.bias() is false.
   torch::Tensor bias;
+  /// The weight's FP8 copies between calls (nullptr when options.cache_weight() is false). Not a
+  /// parameter or buffer: save/load and optimizers never see it; reset() and clone() start empty.
+  std::shared_ptr<functional::WeightCache> weight_cache;
 
  protected:
   /// Options for the functional op: the layer's name and check_finite.

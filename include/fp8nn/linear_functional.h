@@ -10,7 +10,12 @@
 #include <torch/arg.h>
 #include <torch/types.h>
 
+#include <fp8nn/quantize.h>
+
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 namespace fp8nn {
@@ -19,6 +24,42 @@ namespace fp8nn {
 int64_t default_group_size(int64_t features);
 
 namespace functional {
+
+/// A weight's per-tensor E4M3 copies (row-major and transposed, one scale), kept between calls
+/// and reused while the weight is unchanged: gradient-accumulation micro-batches and inference
+/// quantize the weight once, and an optimizer step (an in-place update, which bumps the tensor's
+/// version counter) invalidates the copy by itself. An entry is reused only for the same live
+/// tensor (same TensorImpl, data pointer, version, dtype, shape and strides) and, on CUDA, from the
+/// same stream-capture context (eager calls never see copies written inside a CUDA graph, and a
+/// graph never captures a read of a copy made outside it). Writes that bypass the version counter
+/// (through `tensor.data()` or raw pointers) are not seen: call clear() after them.
+/// The modules own one each; thread-safe.
+class WeightCache {
+ public:
+  WeightCache();
+  ~WeightCache();
+  WeightCache(const WeightCache&) = delete;
+  WeightCache& operator=(const WeightCache&) = delete;
+
+  /// Drops the cached copies (their memory returns to the allocator once no graph holds them).
+  void clear();
+  /// Calls that reused the cached copies / that quantized the weight, since construction.
+  int64_t hits() const;
+  int64_t misses() const;
+
+  /// For the linear functions: the cached E4M3 copies of `weight` if still valid (counted as a
+  /// hit), else nothing.
+  std::optional<QuantizedPair> find(const torch::Tensor& weight) const;
+  /// Remembers `copies`, just made of `weight` (counted as a miss), replacing what was there.
+  void store(const torch::Tensor& weight, QuantizedPair copies);
+
+ private:
+  struct Slot;
+  mutable std::mutex mutex_;
+  std::unique_ptr<Slot> slot_;
+  mutable int64_t hits_ = 0;
+  int64_t misses_ = 0;
+};
 
 /// Options shared by linear_fp8_global and linear_fp8_mixed. New knobs (e.g. fast accumulation)
 /// join here, so existing calls keep compiling.
@@ -29,6 +70,9 @@ struct LinearFP8FuncOptions {
   /// (backward) holds NaN or Inf, instead of letting it propagate. Synchronises with the host
   /// at each check: a debugging aid, off by default.
   TORCH_ARG(bool, check_finite) = false;
+  /// Where to keep the weight's FP8 copies between calls (see WeightCache); nullptr: quantize the
+  /// weight on every call.
+  TORCH_ARG(std::shared_ptr<WeightCache>, weight_cache) = nullptr;
 };
 
 /// Global recipe: x and W per-tensor E4M3, dy per-tensor E5M2; y, dx = dy W and dW = dy^T x are

@@ -1,0 +1,156 @@
+// The FP8 weight cache: the weight is quantized once while it is unchanged (micro-batches,
+// inference), an in-place update (an optimizer step) invalidates the copies by itself, and cached
+// results equal uncached ones bit for bit.
+
+#include <fp8nn/fp8nn.h>
+
+#include "test_support.h"
+
+#include <string>
+#include <vector>
+
+namespace {
+
+using fp8nn::LinearFP8Options;
+
+torch::Device device_for(bool cuda) { return cuda ? torch::Device(torch::kCUDA) : torch::kCPU; }
+
+// Forward with the cache, then writes that bypass the version counter (tensor.data()) show the
+// cache at work: the output keeps using the old copies until a versioned write invalidates them.
+template <typename Layer>
+void check_reuse_and_invalidation(bool cuda) {
+  fp8nn::test::seed_torch();
+  const auto device = device_for(cuda);
+  Layer layer(LinearFP8Options(96, 48));
+  layer->to(device);
+  const auto x = torch::randn({32, 96}, torch::TensorOptions(device));
+  REQUIRE(layer->weight_cache != nullptr);
+
+  const auto y1 = layer(x);
+  CHECK(layer->weight_cache->misses() == 1);
+  const auto y2 = layer(x);
+  CHECK(layer->weight_cache->hits() == 1);
+  CHECK(torch::equal(y1, y2));
+
+  // An unversioned write: the cache cannot see it, so the old FP8 copies are still used.
+  layer->weight.data().mul_(2);
+  const auto stale = layer(x);
+  CHECK(layer->weight_cache->hits() == 2);
+  CHECK(torch::equal(stale, y1));
+
+  // A versioned in-place write (what optimizers do) makes the next call quantize again.
+  {
+    torch::NoGradGuard no_grad;
+    layer->weight.mul_(1);
+  }
+  const auto fresh = layer(x);
+  CHECK(layer->weight_cache->misses() == 2);
+  CHECK_FALSE(torch::equal(fresh, y1));
+  // ... and it equals a layer without a cache on the same (doubled) weight.
+  Layer uncached(LinearFP8Options(96, 48).cache_weight(false));
+  uncached->to(device);
+  CHECK(uncached->weight_cache == nullptr);
+  {
+    torch::NoGradGuard no_grad;
+    uncached->weight.copy_(layer->weight);
+    uncached->bias.copy_(layer->bias);
+  }
+  CHECK(torch::equal(uncached(x), fresh));
+
+  // clear() forgets the copies; so do reset() and clone() (each starts with its own cache).
+  layer->weight_cache->clear();
+  layer(x);
+  CHECK(layer->weight_cache->misses() == 3);
+  const auto copy = std::dynamic_pointer_cast<typename Layer::Impl>(layer->clone());
+  REQUIRE(copy != nullptr);
+  CHECK(copy->weight_cache != layer->weight_cache);
+  CHECK(copy->weight_cache->misses() == 0);
+}
+
+// Training with an optimizer: every step changes the weight, so every forward quantizes anew, and
+// the whole run equals the same run without a cache bit for bit. Micro-batches between steps
+// (gradient accumulation) reuse the copies.
+template <typename Layer>
+void check_training_matches_uncached(bool cuda) {
+  fp8nn::test::seed_torch();
+  const auto device = device_for(cuda);
+  const auto options = LinearFP8Options(64, 32);
+  Layer cached(options), uncached(LinearFP8Options(options).cache_weight(false));
+  cached->to(device);
+  uncached->to(device);
+  {
+    torch::NoGradGuard no_grad;
+    uncached->weight.copy_(cached->weight);
+    uncached->bias.copy_(cached->bias);
+  }
+  torch::optim::AdamW opt_cached(cached->parameters(), torch::optim::AdamWOptions(1e-2));
+  torch::optim::AdamW opt_uncached(uncached->parameters(), torch::optim::AdamWOptions(1e-2));
+  const int steps = 5, micro_batches = 3;
+  for (int step = 0; step < steps; ++step) {
+    opt_cached.zero_grad();
+    opt_uncached.zero_grad();
+    for (int micro = 0; micro < micro_batches; ++micro) {
+      const auto x = torch::randn({16, 64}, torch::TensorOptions(device));
+      const auto target = torch::randn({16, 32}, torch::TensorOptions(device));
+      torch::mse_loss(cached(x), target).backward();
+      torch::mse_loss(uncached(x), target).backward();
+    }
+    CHECK(torch::equal(cached->weight.grad(), uncached->weight.grad()));
+    opt_cached.step();
+    opt_uncached.step();
+    CHECK(torch::equal(cached->weight, uncached->weight));
+  }
+  CHECK(cached->weight_cache->misses() == steps);
+  CHECK(cached->weight_cache->hits() == steps * (micro_batches - 1));
+}
+
+// A functional caller passing a new weight tensor each time (here: a temporary of the same shape,
+// often at the same address) never gets another tensor's copies.
+void check_functional_temporaries(bool cuda) {
+  fp8nn::test::seed_torch();
+  const auto device = device_for(cuda);
+  const auto cache = std::make_shared<fp8nn::functional::WeightCache>();
+  const auto options = fp8nn::functional::LinearFP8FuncOptions().weight_cache(cache);
+  const auto x = torch::randn({8, 32}, torch::TensorOptions(device));
+  const auto base = torch::randn({16, 32}, torch::TensorOptions(device));
+  for (int i = 1; i <= 4; ++i) {
+    const auto weight = base * static_cast<double>(i);
+    const auto y = fp8nn::functional::linear_fp8_global(x, weight, {}, options);
+    CHECK(torch::equal(y, fp8nn::functional::linear_fp8_global(x, weight)));
+  }
+  CHECK(cache->hits() == 0);
+  CHECK(cache->misses() == 4);
+}
+
+}  // namespace
+
+TEST_CASE("Weight cache reuses the FP8 weight until a versioned write, on the CPU") {
+  check_reuse_and_invalidation<fp8nn::LinearFP8Global>(false);
+  check_reuse_and_invalidation<fp8nn::LinearFP8Mixed>(false);
+}
+
+TEST_CASE("Weight cache training equals uncached training bit for bit, on the CPU") {
+  check_training_matches_uncached<fp8nn::LinearFP8Global>(false);
+  check_training_matches_uncached<fp8nn::LinearFP8Mixed>(false);
+}
+
+TEST_CASE("Weight cache never hands out another tensor's copies, on the CPU") {
+  check_functional_temporaries(false);
+}
+
+TEST_CASE("Weight cache reuses the FP8 weight until a versioned write, on CUDA") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  check_reuse_and_invalidation<fp8nn::LinearFP8Global>(true);
+  check_reuse_and_invalidation<fp8nn::LinearFP8Mixed>(true);
+}
+
+TEST_CASE("Weight cache training equals uncached training bit for bit, on CUDA") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  check_training_matches_uncached<fp8nn::LinearFP8Global>(true);
+  check_training_matches_uncached<fp8nn::LinearFP8Mixed>(true);
+}
+
+TEST_CASE("Weight cache never hands out another tensor's copies, on CUDA") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  check_functional_temporaries(true);
+}
