@@ -6,6 +6,7 @@
 #include "scaled_mm_reference.h"
 
 #ifdef FP8NN_WITH_CUDA
+#include "cuda/cublaslt_gemm.h"
 #include "cuda/scaled_mm_cuda.h"
 #endif
 
@@ -77,6 +78,22 @@ torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
 #endif
   (void)fast_accumulation;  // the reference accumulates in fp32 throughout
   return scaled_mm_reference(a, b, bias, out_dtype);
+}
+
+void set_gemm_autotuning(bool enabled) {
+#ifdef FP8NN_WITH_CUDA
+  cuda::set_gemm_autotuning(enabled);
+#else
+  (void)enabled;
+#endif
+}
+
+bool gemm_autotuning() {
+#ifdef FP8NN_WITH_CUDA
+  return cuda::gemm_autotuning();
+#else
+  return false;
+#endif
 }
 
 QuantizedTensor transpose(const QuantizedTensor& q) {

@@ -17,6 +17,15 @@ torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
                         const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype,
                         bool fast_accumulation = false);
 
+/// cuBLASLt algorithm choice per problem shape. Off (the default): the heuristic's first choice,
+/// no host synchronisation ever. On: the first call of each new problem (shape, types, alignment)
+/// outside a CUDA-graph capture times up to 8 of the heuristic's candidates on its own operands
+/// and keeps the fastest: one host synchronisation per new problem, then none. The environment
+/// variable FP8NN_GEMM_AUTOTUNE=1 turns it on at start-up. Without CUDA this does nothing.
+void set_gemm_autotuning(bool enabled);
+/// Whether autotuning is on.
+bool gemm_autotuning();
+
 /// The transpose of a per-tensor quantized 2-d tensor: [R, C] -> [C, R], contiguous, same scale.
 /// (The product's operands must be K-major; backward products need the forward copies transposed.)
 QuantizedTensor transpose(const QuantizedTensor& q);

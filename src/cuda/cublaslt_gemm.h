@@ -37,4 +37,8 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
                         const c10::optional<torch::Tensor>& bias, torch::Tensor& out,
                         bool fast_accumulation);
 
+/// Autotuning of the algorithm per problem (see fp8nn::functional::set_gemm_autotuning).
+void set_gemm_autotuning(bool enabled);
+bool gemm_autotuning();
+
 }  // namespace fp8nn::cuda
