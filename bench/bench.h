@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -15,6 +16,8 @@ struct Options {
   int warmup = 5;    // untimed samples first
   int samples = 30;  // timed samples; the median is reported
   int batch = 10;    // launches per sample (one event pair around them)
+  bool samples_given = false;                // --samples on the command line (else per-bench minimum)
+  std::vector<std::array<int64_t, 3>> shapes;  // --shape: gemm/layer shapes (empty: the defaults)
 };
 
 /// Median time of one call of `run(i)` in microseconds, i counting up from 0 across all calls

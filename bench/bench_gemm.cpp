@@ -157,8 +157,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
   std::printf(
       "# FP8 GEMM, bf16 output; median of %d runs after %d warm-up runs; "
       "speed-up against at::_scaled_mm (tensorwise) with the same accumulation mode, "
-      "bf16 matmul against the fast one\n",
-      options.iters, options.warmup);
+      "bf16 matmul against the fast one; fp8nn GEMM autotuning %s\n",
+      options.iters, options.warmup, F::gemm_autotuning() ? "on" : "off");
   std::printf("| %6s | %6s | %6s | %-22s | %9s | %8s | %7s | %-10s |\n", "M", "K", "N", "method",
               "ms", "TFLOP/s", "vs _smm", "check");
   std::printf(

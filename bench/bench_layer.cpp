@@ -12,6 +12,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -71,7 +73,7 @@ int64_t allocated_bytes() {
 }
 
 struct Result {
-  double ms = 0, saved_mib = 0, peak_mib = 0;
+  double ms = 0, saved_mib = 0, peak_mib = 0, host_us = 0;
 };
 
 Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const torch::Tensor& grad,
@@ -84,6 +86,15 @@ Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const tor
   };
   Result r;
   r.ms = median_ms(step, 10, repetitions);
+  // Host time to enqueue one step (the GPU queue is drained first and holds the 20 steps): where
+  // it exceeds the GPU time, the step is bound by the host, not by the kernels.
+  torch::cuda::synchronize();
+  constexpr int kHostSteps = 20;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kHostSteps; ++i) step(i);
+  r.host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                  .count() /
+              kHostSteps;
   // Saved for backward: what the graph keeps alive beyond the output once the caller drops its
   // input. The input is a non-leaf copy (a leaf would be held by its AccumulateGrad node), so it
   // stays allocated only if the layer saved it, as bf16 Linear saves x.
@@ -112,12 +123,22 @@ Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const tor
 int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repetitions) {
   const auto device = torch::Device(torch::kCUDA);
   const auto bf16 = torch::TensorOptions().dtype(torch::kBFloat16).device(device);
-  fmt::print("# layer step (forward + backward), bf16 activations, no bias, median of {} steps\n",
-             repetitions);
-  fmt::print("| {:>6} {:>6} {:>6} | {:>8} {:>8} {:>8} {:>8} | {:>6} {:>6} {:>6} | {:>7} {:>7} "
-             "{:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} |\n",
-             "M", "K", "N", "bf16 ms", "naive", "global", "mixed", "naive×", "glob×", "mixed×",
-             "sv bf16", "naive", "global", "mixed", "pk bf16", "naive", "global", "mixed");
+  fmt::print("# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
+             "GEMM autotuning {}\n",
+             repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
+  const std::vector<std::string> names = {"bf16", "naive", "global", "global-nc", "mixed",
+                                          "mixed-nc"};
+  std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
+  for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
+  header += " |";
+  for (size_t i = 1; i < names.size(); ++i) header += fmt::format(" {:>9}", names[i] + "×");
+  header += " |";
+  for (const auto& n : names) header += fmt::format(" {:>9}", "sv " + n);
+  header += " |";
+  for (const auto& n : names) header += fmt::format(" {:>9}", "pk " + n);
+  header += " |";
+  for (const auto& n : names) header += fmt::format(" {:>9}", "host " + n);
+  fmt::print("{} |\n", header);
   for (const auto& [m, k, n] : shapes) {
     torch::manual_seed(0);
     // Rotate among enough inputs that each step reads its x from HBM (> 50 MB L2 in total).
@@ -131,10 +152,16 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
 
     torch::nn::Linear linear(torch::nn::LinearOptions(k, n).bias(false));
     linear->to(device, torch::kBFloat16);
+    // The weight cache keeps W's FP8 copies while W is unchanged, as between the micro-batches of
+    // gradient accumulation; the -nc variants quantize W every step, as after each optimizer step.
     LinearFP8Global global(LinearFP8Options(k, n).bias(false));
     global->to(device, torch::kBFloat16);
+    LinearFP8Global global_nc(LinearFP8Options(k, n).bias(false).cache_weight(false));
+    global_nc->to(device, torch::kBFloat16);
     LinearFP8Mixed mixed(LinearFP8Options(k, n).bias(false));
     mixed->to(device, torch::kBFloat16);
+    LinearFP8Mixed mixed_nc(LinearFP8Options(k, n).bias(false).cache_weight(false));
+    mixed_nc->to(device, torch::kBFloat16);
     auto naive_weight = linear->weight.detach().clone().requires_grad_();
 
     const std::vector<Variant> variants = {
@@ -142,23 +169,35 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
         {"naive", [&](const torch::Tensor& x) { return NaiveFP8Linear::apply(x, naive_weight); },
          {naive_weight}},
         {"global", [&](const torch::Tensor& x) { return global(x); }, {global->weight}},
+        {"global-nc", [&](const torch::Tensor& x) { return global_nc(x); }, {global_nc->weight}},
         {"mixed", [&](const torch::Tensor& x) { return mixed(x); }, {mixed->weight}},
+        {"mixed-nc", [&](const torch::Tensor& x) { return mixed_nc(x); }, {mixed_nc->weight}},
     };
     std::vector<Result> results;
-    for (const auto& v : variants) results.push_back(measure(v, xs, grad, repetitions));
+    for (const auto& v : variants) {
+      // FP8NN_BENCH_VARIANTS=global-nc,mixed-nc (for a profiler run) times only those and bf16.
+      const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
+      const bool wanted = only == nullptr || v.name == "bf16" ||
+                          ("," + std::string(only) + ",").find("," + v.name + ",") != std::string::npos;
+      results.push_back(wanted ? measure(v, xs, grad, repetitions) : Result{});
+    }
     const double base = results[0].ms;
-    fmt::print("| {:>6} {:>6} {:>6} | {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f} | {:>5.2f}x {:>5.2f}x "
-               "{:>5.2f}x | {:>7.1f} {:>7.1f} {:>7.1f} {:>7.1f} | {:>7.1f} {:>7.1f} {:>7.1f} "
-               "{:>7.1f} |\n",
-               m, k, n, results[0].ms, results[1].ms, results[2].ms, results[3].ms,
-               base / results[1].ms, base / results[2].ms, base / results[3].ms,
-               results[0].saved_mib, results[1].saved_mib, results[2].saved_mib,
-               results[3].saved_mib, results[0].peak_mib, results[1].peak_mib,
-               results[2].peak_mib, results[3].peak_mib);
+    std::string row = fmt::format("| {:>6} {:>6} {:>6} |", m, k, n);
+    for (const auto& r : results) row += fmt::format(" {:>9.3f}", r.ms);
+    row += " |";
+    for (size_t i = 1; i < results.size(); ++i) row += fmt::format(" {:>8.2f}x", base / results[i].ms);
+    row += " |";
+    for (const auto& r : results) row += fmt::format(" {:>9.1f}", r.saved_mib);
+    row += " |";
+    for (const auto& r : results) row += fmt::format(" {:>9.1f}", r.peak_mib);
+    row += " |";
+    for (const auto& r : results) row += fmt::format(" {:>9.1f}", r.host_us);
+    fmt::print("{} |\n", row);
   }
-  fmt::print("# ×: speedup over bf16 (higher is better); sv: MiB saved for backward beyond the "
-             "output (x included where the graph keeps it); pk: peak MiB allocated during "
-             "backward\n");
+  fmt::print("# ×: speedup over bf16 (higher is better); -nc: no weight cache (W quantized every "
+             "step); sv: MiB saved for backward beyond the output (x included where the graph "
+             "keeps it; a cached FP8 weight is module state, not counted); pk: peak MiB allocated "
+             "during backward; host: µs of host time to enqueue one step\n");
   return 0;
 }
 

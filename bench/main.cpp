@@ -2,13 +2,17 @@
 //   fp8nn_bench [all|quantize|gemm|layer] [--samples N] [--batch N] [--warmup N]
 
 #include <cxxopts.hpp>
+#include <fp8nn/scaled_mm.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <iostream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "bench.h"
 #include "bench_gemm.h"
@@ -22,13 +26,15 @@ int main(int argc, char** argv) {
       {"gemm",
        [](const Options& o) {
          fp8nn::bench::GemmBenchOptions gemm;
+         gemm.shapes = o.shapes;
          gemm.warmup = std::max(o.warmup, 10);
          gemm.iters = std::max(o.samples, 50);
          fp8nn::bench::run_gemm_bench(gemm);
        }},
       {"layer",
        [](const Options& o) {
-         fp8nn::bench::run_layer_bench(fp8nn::bench::kLayerShapes, std::max(o.samples, 30));
+         fp8nn::bench::run_layer_bench(o.shapes.empty() ? fp8nn::bench::kLayerShapes : o.shapes,
+                                       o.samples_given ? o.samples : std::max(o.samples, 30));
        }},
   };
 
@@ -41,7 +47,13 @@ int main(int argc, char** argv) {
       "batch", "launches per timed sample",
       cxxopts::value<int>()->default_value(std::to_string(options.batch)))(
       "warmup", "untimed samples first",
-      cxxopts::value<int>()->default_value(std::to_string(options.warmup)))("h,help", "this help");
+      cxxopts::value<int>()->default_value(std::to_string(options.warmup)))(
+      "shape", "gemm/layer: only this (M,K,N), e.g. --shape 8192,4096,4096 (repeatable)",
+      cxxopts::value<std::vector<std::string>>())(
+      "autotune",
+      "time cuBLASLt's candidate algorithms once per GEMM problem and keep the fastest "
+      "(fp8nn::functional::set_gemm_autotuning); --autotune=false: heuristic's first choice",
+      cxxopts::value<bool>()->default_value("true"))("h,help", "this help");
   cli.parse_positional({"command"});
   try {
     const auto args = cli.parse(argc, argv);
@@ -52,6 +64,20 @@ int main(int argc, char** argv) {
     options.samples = std::max(1, args["samples"].as<int>());
     options.batch = std::max(1, args["batch"].as<int>());
     options.warmup = std::max(0, args["warmup"].as<int>());
+    fp8nn::functional::set_gemm_autotuning(args["autotune"].as<bool>());
+    options.samples_given = args.count("samples") > 0;
+    if (args.count("shape")) {
+      for (const auto& text : args["shape"].as<std::vector<std::string>>()) {
+        std::array<int64_t, 3> mkn{};
+        if (std::sscanf(text.c_str(), "%ld,%ld,%ld", &mkn[0], &mkn[1], &mkn[2]) != 3 ||
+            mkn[0] <= 0 || mkn[1] <= 0 || mkn[2] <= 0) {
+          std::cerr << "fp8nn_bench: --shape expects M,K,N (positive integers), got '" << text
+                    << "'\n";
+          return 2;
+        }
+        options.shapes.push_back(mkn);
+      }
+    }
     const auto command = args["command"].as<std::string>();
     if (command == "all") {
       for (const auto& [name, run] : commands) run(options);
