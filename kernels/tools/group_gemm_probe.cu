@@ -208,11 +208,13 @@ double rounding_of(HighPrecision type) {
 }
 
 // Accumulation allowance, relative to the magnitude sum. mma: fp16 products are exact and the
-// tensor cores add in fp32 over <= 32 terms before an fp32 promotion: 2^-18 is generous. sm90:
-// Hopper's FP8 wgmma keeps fewer accumulator bits than fp32 inside each 128-deep block
-// (DeepGEMM's reason for promoting): allow 2^-13.
-constexpr double kMmaAccumulation = 0x1p-18;
-constexpr double kSm90Accumulation = 0x1p-13;
+// tensor cores add <= 32 of them in (near) fp32 before an fp32 promotion: 2^-16 is generous.
+// sm90: Hopper's FP8 wgmma adds each 32-deep step into an accumulator with ~13 fraction bits
+// aligned to the largest addend (tests/test_scaled_mm.cpp: <= 2^-11 of the step's magnitude per
+// step); 4 steps per 128-deep block before the fp32 promotion: 4 * 2^-11 = 2^-9. A wrong layout,
+// swizzle or scale gives errors of order 1.
+constexpr double kMmaAccumulation = 0x1p-16;
+constexpr double kSm90Accumulation = 0x1p-9;
 
 struct Buffers {  // one problem's device memory
   uint8_t *a = nullptr, *b = nullptr, *c = nullptr;
