@@ -45,20 +45,15 @@ constexpr int kBlockM = 128;
 constexpr int kBlockN = 128;
 constexpr int kBlockK = 128;  // bytes of K per stage row = one 128-byte swizzle atom
 constexpr int kStages = 6;
-constexpr int kWgmmaK = 32;
 constexpr int kConsumerWarpgroups = 2;
 constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
-constexpr int kRowsPerConsumer = kBlockM / kConsumerWarpgroups;  // 64: one wgmma m64
-constexpr int kAccumulators = kBlockN / 2;                       // m64n128 f32: 64 per thread
 constexpr int kProducerRegisters = 40;
 constexpr int kConsumerRegisters = 232;
-constexpr int kRasterWidth = 16;  // N-blocks per raster column
 constexpr int kStageBytesA = kBlockM * kBlockK;
 constexpr int kStageBytesB = kBlockN * kBlockK;
 constexpr int kStageBytes = kStageBytesA + kStageBytesB;
 constexpr int kSwizzleAlignment = 1024;  // 128B swizzle repeats every 8 rows of 128 bytes
 constexpr int kSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
-constexpr unsigned long long kWaitTimeoutNs = 10ull * 1000 * 1000 * 1000;
 static_assert(kSharedBytes <= 227 * 1024, "pipeline does not fit in shared memory");
 static_assert(kProducerRegisters * 128 + kConsumerRegisters * 256 <= 65536, "register budget");
 
@@ -76,6 +71,12 @@ struct Sm90Params {
 
 // ---- device helpers (PTX) ----------------------------------------------------------------------
 #if FP8NN_SM90_DEVICE_CODE
+
+constexpr int kWgmmaK = 32;
+constexpr int kRowsPerConsumer = kBlockM / kConsumerWarpgroups;  // 64: one wgmma m64
+constexpr int kAccumulators = kBlockN / 2;                       // m64n128 f32: 64 per thread
+constexpr int kRasterWidth = 16;                                 // N-blocks per raster column
+constexpr unsigned long long kWaitTimeoutNs = 10ull * 1000 * 1000 * 1000;
 
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
