@@ -53,7 +53,8 @@ cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 
 /// Null when group_gemm_sm90 can run this problem on a device of compute capability
 /// `device_sm` (e.g. 90); else the reason, e.g. "k must be a multiple of 16 (pad K or use
-/// group_gemm_mma)". Needs: the sm_90a kernel compiled in, device_sm == 90, K % 16 == 0,
+/// group_gemm_mma)". A pure check of the arguments (whether this build has the sm_90a kernel is
+/// group_gemm_sm90_compiled's question). Needs: device_sm == 90, K % 16 == 0,
 /// N % 16 == 0 (TMA row pitch and the epilogue), lda/ldb multiples of 16, ldc a multiple of 8,
 /// a/b/c/bias 16-byte aligned, b E4M3 per tensor, a per tensor or with groups that are multiples
 /// of 128 (or cover the row), M, N >= 1. M is free (TMA fills out-of-range rows with zeros).
@@ -63,7 +64,8 @@ inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) 
   return group_gemm_sm90_unsupported_reason(args, device_sm) == nullptr;
 }
 
-/// True when this build contains the sm_90a kernel (TORCH_CUDA_ARCH_LIST had 9.0a).
+/// True when the current device runs the real sm_90a kernel (the build had 9.0a and the device is
+/// sm_90); false where only the stub (or nothing) is loaded.
 bool group_gemm_sm90_compiled();
 
 /// Hopper kernel. cudaErrorNotSupported when !group_gemm_sm90_supported(args, sm of the current

@@ -6,6 +6,8 @@
 #include <fp8nn/fp8nn.h>
 
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
 
 #include "group_gemm.h"
 #include "test_support.h"
@@ -26,14 +28,15 @@ namespace {
 // Error bounds, as multiples of S = sum_k |a_ik sa b_jk sb| + |bias_j| (tests/test_scaled_mm.cpp
 // explains the model):
 //  - both sides accumulate in fp32 in some order: (K + 3) 2^-24 each;
-//  - group_gemm_mma: exact fp16 products, tensor-core fp32 sums of <= 32 terms then promoted;
-//    covered by the fp32 term, plus 2^-20 for the tensor core's truncating adds;
+//  - group_gemm_mma: exact fp16 products; each m16n8k16 step adds 17 terms aligned to the largest
+//    and truncated at its fp32 grain (Fasi et al. 2021), <= 17 * 2^-23 of the step's magnitude;
+//    two steps per promoted chunk: 2^-17;
 //  - group_gemm_sm90: FP8 wgmma keeps ~13 fraction bits per 32-deep step (<= 2^-11 S per step),
 //    promoted to fp32 every 4 steps (128 of K): 4 * 2^-11;
 //  - output rounding u_out (|truth| + |err|) and the bias conversion u_out |bias| <= u_out S,
 //    with fp16's subnormal spacing as an absolute floor.
 constexpr double kFp32UnitRoundoff = 0x1p-24;
-constexpr double kMmaTensorCoreAdds = 0x1p-20;
+constexpr double kMmaTensorCoreAdds = 0x1p-17;
 constexpr double kSm90PromotionInterval = 4 * 0x1p-11;
 
 double unit_roundoff(torch::ScalarType dtype) {
@@ -228,5 +231,37 @@ TEST_CASE("scaled_mm rejects an unknown FP8NN_GROUP_GEMM value, naming it") {
     const std::string message = e.what();
     CHECK(message.find("FP8NN_GROUP_GEMM") != std::string::npos);
     CHECK(message.find("'fastest'") != std::string::npos);
+  }
+}
+
+TEST_CASE("the hand-written kernels are captured in a CUDA graph and replay with current scales") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  for (const char* route : {"mma", "sm90"}) {
+    CAPTURE(route);
+    const ScopedRoute scoped(route);
+    auto a = to_cuda(quantize_cpu(torch::randn({96, 512}), Format::E4M3, 128));
+    const auto b = to_cuda(quantize_cpu(torch::randn({64, 512}), Format::E4M3, 0));
+    const auto bias = torch::randn({64}).to(torch::kBFloat16).cuda();
+    F::scaled_mm(a, b, bias, torch::kBFloat16);  // warm-up: attributes, driver entry point
+    torch::cuda::synchronize();
+
+    at::cuda::CUDAGraph graph;
+    torch::Tensor captured;
+    {
+      const c10::cuda::CUDAStreamGuard guard(at::cuda::getStreamFromPool());
+      graph.capture_begin();
+      captured = F::scaled_mm(a, b, bias, torch::kBFloat16);
+      graph.capture_end();
+    }
+    const auto fresh = to_cuda(quantize_cpu(torch::randn({96, 512}) * 3.0, Format::E4M3, 128));
+    a.data.copy_(fresh.data);
+    a.scale_inv.copy_(fresh.scale_inv);
+    captured.fill_(std::numeric_limits<float>::quiet_NaN());
+    graph.replay();
+    torch::cuda::synchronize();
+    const auto eager = F::scaled_mm(fresh, b, bias, torch::kBFloat16);
+    CHECK(torch::isfinite(captured).all().item<bool>());
+    CHECK(fp8nn::test::count_bit_differences(captured, eager) == 0);
   }
 }
