@@ -28,14 +28,14 @@
 namespace fp8nn::kernels {
 
 struct GroupGemmArgs {
-  const void* a = nullptr;            ///< M x K FP8, a_format
-  const void* b = nullptr;            ///< N x K FP8, b_format
-  const float* a_scale_inv = nullptr; ///< see the layout above
+  const void* a = nullptr;             ///< M x K FP8, a_format
+  const void* b = nullptr;             ///< N x K FP8, b_format
+  const float* a_scale_inv = nullptr;  ///< see the layout above
   const float* b_scale_inv = nullptr;
-  int64_t a_group_size = 0;           ///< 0: per tensor; G > 0: per (row, group of G along K)
+  int64_t a_group_size = 0;  ///< 0: per tensor; G > 0: per (row, group of G along K)
   int64_t b_group_size = 0;
-  void* c = nullptr;                  ///< M x N, out_type
-  const void* bias = nullptr;         ///< N values of out_type, or null
+  void* c = nullptr;           ///< M x N, out_type
+  const void* bias = nullptr;  ///< N values of out_type, or null
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0, ldc = 0;  ///< in elements; >= k, >= k, >= n
   Fp8Format a_format = Fp8Format::kE4M3;

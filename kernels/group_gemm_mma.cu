@@ -109,9 +109,8 @@ __device__ __forceinline__ void stage_chunk(const OperandView& op, int64_t row0,
   destination[0] = reinterpret_cast<const uint4*>(values)[0];
   destination[1] = reinterpret_cast<const uint4*>(values)[1];
   if (threadIdx.x % 2 == 0) {
-    scales[r] = row < op.rows ? op.scale_inv[scale_index(row, k0, op.group_size,
-                                                         op.groups_per_row)]
-                              : 0.0f;
+    scales[r] =
+        row < op.rows ? op.scale_inv[scale_index(row, k0, op.group_size, op.groups_per_row)] : 0.0f;
   }
 }
 
@@ -141,7 +140,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kTileN;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int quad_row = lane / 4;       // "groupID" of the PTX fragment tables
+  const int quad_row = lane / 4;        // "groupID" of the PTX fragment tables
   const int quad_col = (lane % 4) * 2;  // 2 * "threadID_in_group"
   const int warp_m = (warp / 2) * kWarpTileM;
   const int warp_n = (warp % 2) * kWarpTileN;
@@ -230,11 +229,19 @@ int64_t groups_per_row(int64_t k, int64_t group_size) {
 
 template <typename OutT>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream) {
-  const OperandView a{static_cast<const uint8_t*>(args.a), args.a_scale_inv, args.m, args.lda,
-                      args.a_group_size, groups_per_row(args.k, args.a_group_size),
+  const OperandView a{static_cast<const uint8_t*>(args.a),
+                      args.a_scale_inv,
+                      args.m,
+                      args.lda,
+                      args.a_group_size,
+                      groups_per_row(args.k, args.a_group_size),
                       interpretation_of(args.a_format)};
-  const OperandView b{static_cast<const uint8_t*>(args.b), args.b_scale_inv, args.n, args.ldb,
-                      args.b_group_size, groups_per_row(args.k, args.b_group_size),
+  const OperandView b{static_cast<const uint8_t*>(args.b),
+                      args.b_scale_inv,
+                      args.n,
+                      args.ldb,
+                      args.b_group_size,
+                      groups_per_row(args.k, args.b_group_size),
                       interpretation_of(args.b_format)};
   const dim3 grid(static_cast<unsigned>((args.m + kTileM - 1) / kTileM),
                   static_cast<unsigned>((args.n + kTileN - 1) / kTileN));

@@ -19,12 +19,13 @@
 // shares both operand slices in L2.
 //
 // The 8.9 (and any non-sm_90a) compilation of this file gets an empty kernel; the host side tells
-// the two apart by the kernel's static shared memory (the mbarriers live there only in the real one).
+// the two apart by the kernel's static shared memory (the mbarriers live there only in the real
+// one).
 
 #include <cuda.h>  // CUtensorMap and its enums (types only: the driver is reached through cudart)
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cudaTypedefs.h>
 
 #include <cstdint>
 #include <mutex>
@@ -64,8 +65,8 @@ struct Sm90Params {
   const void* bias;
   int m, n, k;
   int64_t ldc;
-  int64_t a_scale_row_stride;   // 0 per tensor, else groups per row
-  int k_blocks_per_group;       // K blocks sharing one scale column (huge when per row/tensor)
+  int64_t a_scale_row_stride;  // 0 per tensor, else groups per row
+  int k_blocks_per_group;      // K blocks sharing one scale column (huge when per row/tensor)
   int m_blocks, n_blocks, k_blocks;
 };
 
@@ -119,10 +120,10 @@ __device__ __forceinline__ void barrier_arrive(uint64_t* barrier) {
 }
 
 __device__ __forceinline__ void barrier_arrive_expect_bytes(uint64_t* barrier, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
-                   smem_address(barrier)),
-               "r"(bytes)
-               : "memory");
+  asm volatile(
+      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_address(barrier)),
+      "r"(bytes)
+      : "memory");
 }
 
 __device__ __forceinline__ void tma_load_2d(void* destination, const CUtensorMap* map,
@@ -144,9 +145,9 @@ __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
 __device__ __forceinline__ uint64_t smem_descriptor(const void* tile) {
   const uint64_t address = smem_address(tile);
   uint64_t descriptor = (address & 0x3FFFF) >> 4;
-  descriptor |= uint64_t{1} << 16;             // leading byte offset: 16 bytes (ignored)
-  descriptor |= uint64_t{1024 >> 4} << 32;     // stride byte offset
-  descriptor |= uint64_t{1} << 62;             // SWIZZLE_128B
+  descriptor |= uint64_t{1} << 16;          // leading byte offset: 16 bytes (ignored)
+  descriptor |= uint64_t{1024 >> 4} << 32;  // stride byte offset
+  descriptor |= uint64_t{1} << 62;          // SWIZZLE_128B
   return descriptor;
 }
 
@@ -166,20 +167,18 @@ __device__ __forceinline__ void fence_registers(float (&d)[kAccumulators]) {
   for (int i = 0; i < kAccumulators; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-#define FP8NN_WGMMA_OPERANDS                                                                   \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),          \
-      "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),  \
-      "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),            \
-      "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),            \
-      "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),            \
-      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),            \
-      "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),            \
-      "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),            \
-      "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),            \
-      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),            \
-      "+f"(d[62]), "+f"(d[63])
+#define FP8NN_WGMMA_OPERANDS                                                                      \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
+      "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
+      "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),  \
+      "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),  \
+      "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),  \
+      "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),  \
+      "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),  \
+      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 
-#define FP8NN_WGMMA_REGISTERS                                                                  \
+#define FP8NN_WGMMA_REGISTERS                                                                   \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
@@ -260,9 +259,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ uint64_t full[kStages];
   __shared__ uint64_t empty[kStages];
   extern __shared__ uint8_t raw_shared[];
-  uint8_t* shared = reinterpret_cast<uint8_t*>(
-      (reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
-      ~uintptr_t{kSwizzleAlignment - 1});
+  uint8_t* shared =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
+                                 ~uintptr_t{kSwizzleAlignment - 1});
   auto tile_a = [&](int stage) { return shared + stage * kStageBytes; };
   auto tile_b = [&](int stage) { return shared + stage * kStageBytes + kStageBytesA; };
 
@@ -337,7 +336,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float scale1 = scale_row1 != nullptr ? __ldg(scale_row1 + group) : 0.0f;
 
       barrier_wait(&full[stage], phase);
-      const uint64_t desc_a = smem_descriptor(tile_a(stage) + consumer * kRowsPerConsumer * kBlockK);
+      const uint64_t desc_a =
+          smem_descriptor(tile_a(stage) + consumer * kRowsPerConsumer * kBlockK);
       const uint64_t desc_b = smem_descriptor(tile_b(stage));
       fence_registers(partial);
       wgmma_fence();
@@ -414,11 +414,10 @@ cudaError_t encode_operand_map(CUtensorMap* map, const void* data, int64_t rows,
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld)};
   const cuuint32_t box[2] = {kBlockK, static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult result = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(data),
-                                 dims, strides, box, element_strides,
-                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult result =
+      encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(data), dims, strides, box,
+             element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return result == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
@@ -475,10 +474,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // mbarriers); the stub compiled for other targets has none.
 bool real_kernel_loaded() {
   cudaFuncAttributes attributes{};
-  if (cudaFuncGetAttributes(&attributes,
-                            group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16>) !=
+  if (cudaFuncGetAttributes(&attributes, group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16>) !=
       cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free error so the caller's next check is clean
+    cudaGetLastError();  // the error is not sticky: clear it so the caller starts clean
     return false;
   }
   return attributes.sharedSizeBytes > 0;

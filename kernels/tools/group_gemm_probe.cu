@@ -47,28 +47,29 @@ namespace {
 
 // ---- failure handling --------------------------------------------------------------------------
 
-#define PROBE_CUDA(call)                                                                   \
-  do {                                                                                     \
-    const cudaError_t probe_status_ = (call);                                              \
-    if (probe_status_ != cudaSuccess) {                                                    \
-      std::fprintf(stderr, "probe: CUDA error '%s' from %s at %s:%d\n",                     \
-                   cudaGetErrorString(probe_status_), #call, __FILE__, __LINE__);          \
+#define PROBE_CUDA(call)                                                                       \
+  do {                                                                                         \
+    const cudaError_t probe_status_ = (call);                                                  \
+    if (probe_status_ != cudaSuccess) {                                                        \
+      std::fprintf(stderr, "probe: CUDA error '%s' from %s at %s:%d\n",                        \
+                   cudaGetErrorString(probe_status_), #call, __FILE__, __LINE__);              \
       if (probe_status_ == cudaErrorLaunchFailure || probe_status_ == cudaErrorIllegalAddress) \
-        std::fprintf(stderr, "probe: (a kernel trapped or faulted; the sm90 kernel traps after "  \
-                             "10 s in one mbarrier wait: a pipeline deadlock)\n");         \
-      std::exit(2);                                                                        \
-    }                                                                                      \
+        std::fprintf(stderr,                                                                   \
+                     "probe: (a kernel trapped or faulted; the sm90 kernel traps after "       \
+                     "10 s in one mbarrier wait: a pipeline deadlock)\n");                     \
+      std::exit(2);                                                                            \
+    }                                                                                          \
   } while (0)
 
-#define PROBE_CUBLAS(call)                                                                   \
-  do {                                                                                       \
-    const cublasStatus_t probe_status_ = (call);                                             \
-    if (probe_status_ != CUBLAS_STATUS_SUCCESS) {                                            \
-      std::fprintf(stderr, "probe: cuBLASLt error %s (%d) from %s at %s:%d\n",               \
-                   cublasLtGetStatusString(probe_status_), static_cast<int>(probe_status_),  \
-                   #call, __FILE__, __LINE__);                                               \
-      std::exit(2);                                                                          \
-    }                                                                                        \
+#define PROBE_CUBLAS(call)                                                                         \
+  do {                                                                                             \
+    const cublasStatus_t probe_status_ = (call);                                                   \
+    if (probe_status_ != CUBLAS_STATUS_SUCCESS) {                                                  \
+      std::fprintf(stderr, "probe: cuBLASLt error %s (%d) from %s at %s:%d\n",                     \
+                   cublasLtGetStatusString(probe_status_), static_cast<int>(probe_status_), #call, \
+                   __FILE__, __LINE__);                                                            \
+      std::exit(2);                                                                                \
+    }                                                                                              \
   } while (0)
 
 void on_watchdog(int) {
@@ -115,15 +116,21 @@ __global__ void fill_scales(float* scales, int64_t count, uint64_t seed) {
 
 template <typename T>
 __device__ __forceinline__ T from_float(float v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return __float2bfloat16_rn(v);
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(v);
+  else
+    return __float2bfloat16_rn(v);
 }
 template <typename T>
 __device__ __forceinline__ double to_double(T v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return __bfloat162float(v);
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else
+    return __bfloat162float(v);
 }
 
 template <typename T>
@@ -164,7 +171,8 @@ __global__ void check_against_reference(GroupGemmArgs args, Lattice lattice, flo
   for (int64_t k = 0; k < args.k; ++k) {
     const double sa = args.a_scale_inv[ga == 0 ? 0 : m * groups_a + k / ga];
     const double sb = args.b_scale_inv[gb == 0 ? 0 : n * groups_b + k / gb];
-    const double term = fp8_value(a[m * args.lda + k], fa) * sa * fp8_value(b[n * args.ldb + k], fb) * sb;
+    const double term =
+        fp8_value(a[m * args.lda + k], fa) * sa * fp8_value(b[n * args.ldb + k], fb) * sb;
     sum += term;
     magnitude += fabs(term);
   }
@@ -199,12 +207,16 @@ unsigned blocks_for(int64_t count) {
 
 size_t out_bytes(HighPrecision type) { return type == HighPrecision::kFloat32 ? 4 : 2; }
 const char* name_of(HighPrecision type) {
-  return type == HighPrecision::kFloat32 ? "fp32" : type == HighPrecision::kFloat16 ? "fp16" : "bf16";
+  return type == HighPrecision::kFloat32   ? "fp32"
+         : type == HighPrecision::kFloat16 ? "fp16"
+                                           : "bf16";
 }
 const char* name_of(Fp8Format f) { return f == Fp8Format::kE4M3 ? "e4m3" : "e5m2"; }
 // Unit roundoff of the output type.
 double rounding_of(HighPrecision type) {
-  return type == HighPrecision::kFloat32 ? 0x1p-24 : type == HighPrecision::kFloat16 ? 0x1p-11 : 0x1p-8;
+  return type == HighPrecision::kFloat32   ? 0x1p-24
+         : type == HighPrecision::kFloat16 ? 0x1p-11
+                                           : 0x1p-8;
 }
 
 // Accumulation allowance, relative to the magnitude sum. mma: fp16 products are exact and the
@@ -221,7 +233,12 @@ struct Buffers {  // one problem's device memory
   float *sa = nullptr, *sb = nullptr;
   void* bias = nullptr;
   void release() {
-    cudaFree(a); cudaFree(b); cudaFree(c); cudaFree(sa); cudaFree(sb); cudaFree(bias);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    cudaFree(sa);
+    cudaFree(sb);
+    cudaFree(bias);
     *this = Buffers{};
   }
 };
@@ -235,12 +252,16 @@ struct Problem {
   int a_offset;              // bytes added to a's pointer (exercise misalignment)
 };
 
-int64_t group_size_of(const Problem& p) { return p.group == -1 ? std::max<int64_t>(p.k, 1) : p.group; }
+int64_t group_size_of(const Problem& p) {
+  return p.group == -1 ? std::max<int64_t>(p.k, 1) : p.group;
+}
 
 // Allocates and fills operands for `p`; returns args (c not yet poisoned).
 GroupGemmArgs make_problem(const Problem& p, Buffers& buf, uint64_t seed) {
   GroupGemmArgs args;
-  args.m = p.m; args.n = p.n; args.k = p.k;
+  args.m = p.m;
+  args.n = p.n;
+  args.k = p.k;
   args.lda = p.k + p.lda_pad;
   args.ldb = p.k;
   args.ldc = p.n + p.ldc_pad;
@@ -253,7 +274,8 @@ GroupGemmArgs make_problem(const Problem& p, Buffers& buf, uint64_t seed) {
   PROBE_CUDA(cudaMalloc(&buf.a, a_bytes));
   PROBE_CUDA(cudaMalloc(&buf.b, std::max<int64_t>(p.n * p.k, 1)));
   PROBE_CUDA(cudaMalloc(&buf.c, std::max<int64_t>(p.m * args.ldc * out_bytes(p.out), 1)));
-  const int64_t groups = args.a_group_size == 0 ? 1 : p.m * ((p.k + args.a_group_size - 1) / args.a_group_size);
+  const int64_t groups =
+      args.a_group_size == 0 ? 1 : p.m * ((p.k + args.a_group_size - 1) / args.a_group_size);
   PROBE_CUDA(cudaMalloc(&buf.sa, std::max<int64_t>(groups, 1) * sizeof(float)));
   PROBE_CUDA(cudaMalloc(&buf.sb, sizeof(float)));
   uint8_t* a = buf.a + p.a_offset;
@@ -272,14 +294,23 @@ GroupGemmArgs make_problem(const Problem& p, Buffers& buf, uint64_t seed) {
   if (p.bias) {
     PROBE_CUDA(cudaMalloc(&buf.bias, std::max<int64_t>(p.n, 1) * out_bytes(p.out)));
     switch (p.out) {
-      case HighPrecision::kFloat32: fill_bias<<<blocks_for(p.n), 256>>>(static_cast<float*>(buf.bias), p.n, seed + 17); break;
-      case HighPrecision::kFloat16: fill_bias<<<blocks_for(p.n), 256>>>(static_cast<__half*>(buf.bias), p.n, seed + 17); break;
-      case HighPrecision::kBFloat16: fill_bias<<<blocks_for(p.n), 256>>>(static_cast<__nv_bfloat16*>(buf.bias), p.n, seed + 17); break;
+      case HighPrecision::kFloat32:
+        fill_bias<<<blocks_for(p.n), 256>>>(static_cast<float*>(buf.bias), p.n, seed + 17);
+        break;
+      case HighPrecision::kFloat16:
+        fill_bias<<<blocks_for(p.n), 256>>>(static_cast<__half*>(buf.bias), p.n, seed + 17);
+        break;
+      case HighPrecision::kBFloat16:
+        fill_bias<<<blocks_for(p.n), 256>>>(static_cast<__nv_bfloat16*>(buf.bias), p.n, seed + 17);
+        break;
     }
     PROBE_CUDA(cudaGetLastError());
   }
-  args.a = a; args.b = buf.b; args.c = buf.c;
-  args.a_scale_inv = buf.sa; args.b_scale_inv = buf.sb;
+  args.a = a;
+  args.b = buf.b;
+  args.c = buf.c;
+  args.a_scale_inv = buf.sa;
+  args.b_scale_inv = buf.sb;
   args.bias = buf.bias;
   return args;
 }
@@ -305,9 +336,15 @@ CheckResult check(const GroupGemmArgs& args, int64_t max_samples_per_dim) {
   if (samples > 0) {
     const unsigned blocks = static_cast<unsigned>((samples + 127) / 128);
     switch (args.out_type) {
-      case HighPrecision::kFloat32: check_against_reference<float><<<blocks, 128>>>(args, lattice, worst, worst + 1); break;
-      case HighPrecision::kFloat16: check_against_reference<__half><<<blocks, 128>>>(args, lattice, worst, worst + 1); break;
-      case HighPrecision::kBFloat16: check_against_reference<__nv_bfloat16><<<blocks, 128>>>(args, lattice, worst, worst + 1); break;
+      case HighPrecision::kFloat32:
+        check_against_reference<float><<<blocks, 128>>>(args, lattice, worst, worst + 1);
+        break;
+      case HighPrecision::kFloat16:
+        check_against_reference<__half><<<blocks, 128>>>(args, lattice, worst, worst + 1);
+        break;
+      case HighPrecision::kBFloat16:
+        check_against_reference<__nv_bfloat16><<<blocks, 128>>>(args, lattice, worst, worst + 1);
+        break;
     }
     PROBE_CUDA(cudaGetLastError());
   }
@@ -330,8 +367,12 @@ CheckResult check(const GroupGemmArgs& args, int64_t max_samples_per_dim) {
 
 std::string describe(const Problem& p) {
   char text[160];
-  std::snprintf(text, sizeof(text), "M=%ld N=%ld K=%ld group=%s%s a=%s out=%s bias=%d lda+%ld ldc+%ld a+%dB",
-                p.m, p.n, p.k, p.group == 0 ? "tensor" : p.group == -1 ? "row" : "",
+  std::snprintf(text, sizeof(text),
+                "M=%ld N=%ld K=%ld group=%s%s a=%s out=%s bias=%d lda+%ld ldc+%ld a+%dB", p.m, p.n,
+                p.k,
+                p.group == 0    ? "tensor"
+                : p.group == -1 ? "row"
+                                : "",
                 p.group > 0 ? std::to_string(p.group).c_str() : "", name_of(p.a_format),
                 name_of(p.out), p.bias ? 1 : 0, p.lda_pad, p.ldc_pad, p.a_offset);
   return text;
@@ -346,8 +387,8 @@ int device_sm() {
 }
 
 // Runs one kernel on one problem and checks it. Returns false on FAIL.
-bool run_and_check(const char* kernel, const Problem& p, const GroupGemmArgs& args, double accumulation,
-                   int& failures, int& ran) {
+bool run_and_check(const char* kernel, const Problem& p, const GroupGemmArgs& args,
+                   double accumulation, int& failures, int& ran) {
   const size_t c_bytes = std::max<int64_t>(args.m * args.ldc * out_bytes(args.out_type), 1);
   PROBE_CUDA(cudaMemset(args.c, 0xFF, c_bytes));  // NaN in every output type
   const cudaError_t status = std::strcmp(kernel, "sm90") == 0
@@ -385,16 +426,25 @@ int correctness(bool quick) {
 
   // Portable kernel: any shape, odd leading dims, unaligned a, any group size (100: not a
   // multiple of anything).
-  std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1},     {1, 15, 17},   {15, 17, 33},
-                                                {33, 100, 1},  {100, 33, 1000}, {17, 1, 4097},
+  std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1},          {1, 15, 17},     {15, 17, 33},
+                                                {33, 100, 1},       {100, 33, 1000}, {17, 1, 4097},
                                                 {1000, 1000, 4097}, {4097, 100, 300}};
   if (quick) shapes = {{1, 15, 17}, {33, 100, 1}, {100, 33, 1000}, {257, 130, 4097}};
   int combo = 0;
   for (const auto& s : shapes) {
-    for (int64_t group : {int64_t{128}, int64_t{256}, int64_t{4096}, int64_t{-1}, int64_t{0}, int64_t{100}}) {
+    for (int64_t group :
+         {int64_t{128}, int64_t{256}, int64_t{4096}, int64_t{-1}, int64_t{0}, int64_t{100}}) {
       if (quick && group == 256) continue;
-      const Problem p{s[0], s[1], s[2], group, formats[combo % 2], outs[combo % 3], combo % 4 != 3,
-                      combo % 3, 2 * (combo % 2), combo % 5};
+      const Problem p{s[0],
+                      s[1],
+                      s[2],
+                      group,
+                      formats[combo % 2],
+                      outs[combo % 3],
+                      combo % 4 != 3,
+                      combo % 3,
+                      2 * (combo % 2),
+                      combo % 5};
       ++combo;
       Buffers buf;
       const GroupGemmArgs args = make_problem(p, buf, seed++);
@@ -404,16 +454,23 @@ int correctness(bool quick) {
   }
 
   // Hopper kernel: K, N multiples of 16, aligned; M ragged. Both kernels on the same operands.
-  std::vector<std::array<int64_t, 3>> fast_shapes = {{1, 16, 16},     {17, 32, 144},
-                                                     {100, 128, 256}, {129, 272, 1040},
-                                                     {1000, 1008, 4112}, {4097, 256, 4096},
-                                                     {300, 4096, 8192}};
+  std::vector<std::array<int64_t, 3>> fast_shapes = {
+      {1, 16, 16},        {17, 32, 144},     {100, 128, 256},  {129, 272, 1040},
+      {1000, 1008, 4112}, {4097, 256, 4096}, {300, 4096, 8192}};
   if (quick) fast_shapes = {{17, 32, 144}, {129, 272, 1040}, {1000, 1008, 4112}};
   for (const auto& s : fast_shapes) {
     for (int64_t group : groups) {
       for (int f = 0; f < 2; ++f) {
-        const Problem p{s[0], s[1], s[2], group, formats[f], outs[combo % 3], combo % 4 != 3,
-                        0, 8 * (combo % 2), 0};
+        const Problem p{s[0],
+                        s[1],
+                        s[2],
+                        group,
+                        formats[f],
+                        outs[combo % 3],
+                        combo % 4 != 3,
+                        0,
+                        8 * (combo % 2),
+                        0};
         ++combo;
         Buffers buf;
         const GroupGemmArgs args = make_problem(p, buf, seed++);
@@ -478,21 +535,26 @@ struct CublasLtTensorwise {
     const void* sb = problem.b_scale_inv;
     PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)));
     PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof(n)));
-    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
-    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb, sizeof(sb)));
-    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa, sizeof(sa)));
+    PROBE_CUBLAS(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb,
+                                                sizeof(sb)));
+    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa,
+                                                sizeof(sa)));
     const auto a_type = problem.a_format == Fp8Format::kE4M3 ? CUDA_R_8F_E4M3 : CUDA_R_8F_E5M2;
-    PROBE_CUBLAS(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, problem.k, problem.n, problem.ldb));
+    PROBE_CUBLAS(
+        cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, problem.k, problem.n, problem.ldb));
     PROBE_CUBLAS(cublasLtMatrixLayoutCreate(&lb, a_type, problem.k, problem.m, problem.lda));
     PROBE_CUBLAS(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, problem.n, problem.m, problem.ldc));
     PROBE_CUDA(cudaMalloc(&workspace, workspace_bytes));
     cublasLtMatmulPreference_t pref = nullptr;
     PROBE_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-    PROBE_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                      &workspace_bytes, sizeof(workspace_bytes)));
+    PROBE_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof(workspace_bytes)));
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
-    PROBE_CUBLAS(cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, ld, ld, pref, 1, &result, &returned));
+    PROBE_CUBLAS(
+        cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, ld, ld, pref, 1, &result, &returned));
     PROBE_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
     if (returned == 0) {
       std::fprintf(stderr, "probe: cuBLASLt has no algorithm for this problem\n");
@@ -524,15 +586,19 @@ int bench(bool quick, int iters) {
   std::printf("== timing: median of %d, bf16 out, no bias; (M, K, N) as in DESIGN.md §6\n", iters);
   std::printf("%-22s %6s %12s %12s %12s %8s %10s\n", "M,K,N", "group", "sm90 ms", "sm90 TF/s",
               "cuBLASLt TF/s", "ratio", "check");
-  std::vector<std::array<int64_t, 3>> shapes = {{4096, 4096, 4096}, {8192, 4096, 4096},
-                                                {8192, 4096, 14336}, {16384, 8192, 8192}};
+  std::vector<std::array<int64_t, 3>> shapes = {
+      {4096, 4096, 4096}, {8192, 4096, 4096}, {8192, 4096, 14336}, {16384, 8192, 8192}};
   std::vector<int64_t> groups = {128, 4096};
-  if (quick) { shapes.resize(1); groups.resize(1); }
+  if (quick) {
+    shapes.resize(1);
+    groups.resize(1);
+  }
   int failures = 0;
   uint64_t seed = 99;
   for (const auto& s : shapes) {
     for (int64_t group : groups) {
-      const Problem p{s[0], s[2], s[1], group, Fp8Format::kE4M3, HighPrecision::kBFloat16, false, 0, 0, 0};
+      const Problem p{s[0],  s[2], s[1], group, Fp8Format::kE4M3, HighPrecision::kBFloat16,
+                      false, 0,    0,    0};
       Buffers buf;
       const GroupGemmArgs args = make_problem(p, buf, seed++);
       // Correctness on a lattice of 64 x 64 sampled outputs, so a fast but wrong kernel shows.
@@ -543,15 +609,17 @@ int bench(bool quick, int iters) {
       const bool pass = r.ratio <= rounding_of(args.out_type) + kSm90Accumulation;
       if (!pass) ++failures;
 
-      const double sm90_ms = median_ms([&] { PROBE_CUDA(fp8nn::kernels::group_gemm_sm90(args, nullptr)); }, iters);
-      const CublasLtTensorwise lt(args, buf.sa);  // tensorwise: a's first scale for the whole tensor
+      const double sm90_ms =
+          median_ms([&] { PROBE_CUDA(fp8nn::kernels::group_gemm_sm90(args, nullptr)); }, iters);
+      const CublasLtTensorwise lt(args,
+                                  buf.sa);  // tensorwise: a's first scale for the whole tensor
       const double lt_ms = median_ms([&] { lt.run(); }, iters);
       const double flop = 2.0 * s[0] * s[1] * s[2];
       const double sm90_tflops = flop / (sm90_ms * 1e9), lt_tflops = flop / (lt_ms * 1e9);
       char shape[32];
       std::snprintf(shape, sizeof(shape), "%ld,%ld,%ld", s[0], s[1], s[2]);
-      std::printf("%-22s %6ld %12.3f %12.1f %12.1f %8.3f %10s\n", shape, group, sm90_ms, sm90_tflops,
-                  lt_tflops, sm90_tflops / lt_tflops, pass ? "PASS" : "FAIL");
+      std::printf("%-22s %6ld %12.3f %12.1f %12.1f %8.3f %10s\n", shape, group, sm90_ms,
+                  sm90_tflops, lt_tflops, sm90_tflops / lt_tflops, pass ? "PASS" : "FAIL");
       if (!pass) std::printf("     err/|sum|=%.3e max rel err=%.3e\n", r.ratio, r.relative);
       std::fflush(stdout);
       buf.release();

@@ -112,8 +112,8 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
     status = kernels::group_gemm_mma(args, stream);
   }
   TORCH_CHECK(status == cudaSuccess, "fp8nn::scaled_mm: group_gemm_",
-              kernel == GroupGemmKernel::Sm90 ? "sm90" : "mma", " failed: ",
-              cudaGetErrorString(status));
+              kernel == GroupGemmKernel::Sm90 ? "sm90" : "mma",
+              " failed: ", cudaGetErrorString(status));
   return out;
 }
 

@@ -13,7 +13,8 @@ namespace fp8nn::cuda {
 ///  - Mma: what cuBLASLt cannot do directly goes to group_gemm_mma instead of the K split and the
 ///    reference;
 ///  - Sm90: group-scaled a goes to group_gemm_sm90 where it supports the problem (sm_90 device,
-///    9.0a build, aligned shapes); the rest as CublasLt, with group_gemm_mma instead of the reference.
+///    9.0a build, aligned shapes); the rest as CublasLt, with group_gemm_mma instead of the
+///    reference.
 enum class GroupGemmRoute { CublasLt, Mma, Sm90 };
 
 /// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (read at each call, so tests can switch it; unset or

@@ -70,8 +70,10 @@ QuantizedTensor to_cuda(const QuantizedTensor& q) {
 // |dequantize(a)| @ |dequantize(b)|^T + |bias|, in fp64 on the CPU.
 torch::Tensor magnitude_sum(const QuantizedTensor& a, const QuantizedTensor& b,
                             const c10::optional<torch::Tensor>& bias) {
-  auto sum = F::dequantize(a).to(torch::kDouble).abs().matmul(
-      F::dequantize(b).to(torch::kDouble).abs().t());
+  auto sum = F::dequantize(a)
+                 .to(torch::kDouble)
+                 .abs()
+                 .matmul(F::dequantize(b).to(torch::kDouble).abs().t());
   if (bias) sum = sum + bias->to(torch::kDouble).abs();
   return sum;
 }
@@ -176,8 +178,13 @@ TEST_CASE("group_gemm_mma matches the CPU reference on ragged shapes and any gro
   int index = 0;
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, int64_t{100}, int64_t{128}, int64_t{256}, int64_t{4096}}) {
-      const Case c{s[0], s[1], s[2], group, index % 2 == 0 ? Format::E4M3 : Format::E5M2,
-                   kOutDtypes[index % 3], index % 4 != 3};
+      const Case c{s[0],
+                   s[1],
+                   s[2],
+                   group,
+                   index % 2 == 0 ? Format::E4M3 : Format::E5M2,
+                   kOutDtypes[index % 3],
+                   index % 4 != 3};
       ++index;
       check_case(c, Kernel::Mma, /*use_api=*/false);
     }
@@ -206,8 +213,8 @@ TEST_CASE("scaled_mm routes group-scaled products to the kernel FP8NN_GROUP_GEMM
   FP8NN_SKIP_WITHOUT_CUDA();
   fp8nn::test::seed_torch();
   const std::vector<Case> cases = {
-      {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},   // K split on cuBLASLt today
-      {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},      // reference today
+      {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},  // K split on cuBLASLt today
+      {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},     // reference today
       {200, 256, 1024, 256, Format::E5M2, torch::kHalf, true},
   };
   for (const char* route : {"mma", "sm90", "cublaslt", "auto"}) {
