@@ -1,10 +1,12 @@
 // group_gemm probe: checks group_gemm_mma and group_gemm_sm90 (kernels/group_gemm.h) against an
 // fp64 reference and times group_gemm_sm90 against cuBLASLt's tensorwise FP8 GEMM. No libtorch.
 //
-// Build (from the repository root, ~1 minute; add -gencode arch=compute_89,code=sm_89 for Ada):
-//   nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -Ikernels \
-//     kernels/tools/group_gemm_probe.cu kernels/group_gemm_mma.cu kernels/group_gemm_sm90.cu \
-//     -lcublasLt -o group_gemm_probe
+// Build (from the repository root, < 1 minute; add -gencode arch=compute_89,code=sm_89 for Ada):
+/*
+  nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -Ikernels \
+    kernels/tools/group_gemm_probe.cu kernels/group_gemm_mma.cu kernels/group_gemm_sm90.cu \
+    -lcublasLt -o group_gemm_probe
+*/
 // (If libcublasLt is not in the toolkit, add -L<dir> -Xlinker -rpath,<dir> for the directory that
 // holds it, e.g. a torch wheel's site-packages/nvidia/cu13/lib.)
 // Run: ./group_gemm_probe [--quick] [--no-bench] [--iters N]
