@@ -8,7 +8,8 @@
     -lcublasLt -o group_gemm_probe
 */
 // (If libcublasLt is not in the toolkit, add -L<dir> -Xlinker -rpath,<dir> for the directory that
-// holds it, e.g. a torch wheel's site-packages/nvidia/cu13/lib.)
+// holds it, e.g. a torch wheel's site-packages/nvidia/cu13/lib; or build without the baseline:
+// -DPROBE_NO_CUBLASLT and no -lcublasLt.)
 // Run: ./group_gemm_probe [--quick] [--no-bench] [--iters N]
 //   exit 0: every check passed; 1: a check failed; 2: a CUDA/cuBLASLt error; 3: watchdog timeout.
 //
@@ -21,7 +22,9 @@
 // must stay untouched. Big shapes are checked on a lattice of sampled rows and columns.
 // (b) Timing: cudaEvents, warm-up, median of --iters (default 30) runs, TFLOP/s = 2MNK / time.
 
+#ifndef PROBE_NO_CUBLASLT
 #include <cublasLt.h>
+#endif
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -63,6 +66,7 @@ namespace {
     }                                                                                          \
   } while (0)
 
+#ifndef PROBE_NO_CUBLASLT
 #define PROBE_CUBLAS(call)                                                                         \
   do {                                                                                             \
     const cublasStatus_t probe_status_ = (call);                                                   \
@@ -73,6 +77,7 @@ namespace {
       std::exit(2);                                                                                \
     }                                                                                              \
   } while (0)
+#endif
 
 void on_watchdog(int) {
   const char message[] = "probe: watchdog: no progress for the whole time limit, giving up\n";
@@ -517,6 +522,7 @@ double median_ms(Fn&& fn, int iters) {
   return times[times.size() / 2];
 }
 
+#ifndef PROBE_NO_CUBLASLT
 // cuBLASLt tensorwise FP8 (as src/cuda/cublaslt_gemm.cpp): out^T = b a^T in column-major terms,
 // TN, bf16 out, fast accumulation, per-tensor scale pointers.
 struct CublasLtTensorwise {
@@ -578,6 +584,7 @@ struct CublasLtTensorwise {
     cublasLtDestroy(handle);
   }
 };
+#endif  // PROBE_NO_CUBLASLT
 
 int bench(bool quick, int iters) {
   const int sm = device_sm();
@@ -613,9 +620,13 @@ int bench(bool quick, int iters) {
 
       const double sm90_ms =
           median_ms([&] { PROBE_CUDA(fp8nn::kernels::group_gemm_sm90(args, nullptr)); }, iters);
-      const CublasLtTensorwise lt(args,
-                                  buf.sa);  // tensorwise: a's first scale for the whole tensor
+#ifndef PROBE_NO_CUBLASLT
+      // Tensorwise: a's first scale stands for the whole tensor (same work, coarser scaling).
+      const CublasLtTensorwise lt(args, buf.sa);
       const double lt_ms = median_ms([&] { lt.run(); }, iters);
+#else
+      const double lt_ms = std::nan("");  // built without the cuBLASLt baseline
+#endif
       const double flop = 2.0 * s[0] * s[1] * s[2];
       const double sm90_tflops = flop / (sm90_ms * 1e9), lt_tflops = flop / (lt_ms * 1e9);
       char shape[32];
