@@ -4,12 +4,17 @@
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
 //     add nothing to any dot product, and padded rows of b only make output columns that are
 //     dropped. M needs no padding (it is cuBLASLt's n, on which FP8 puts no constraint).
-//  2. Otherwise, or when cuBLASLt refuses: the reference product (dequantize, fp32 matmul) on the
-//     device. Groups that split rows land here until the hand-written group-scaled kernel exists.
+//  2. Groups that split rows: K split at the group boundaries, one cuBLASLt product per slice.
+//  3. Otherwise, or when cuBLASLt refuses: the reference product (dequantize, fp32 matmul) on the
+//     device.
+// FP8NN_GROUP_GEMM (cuda/group_gemm_cuda.h) swaps in the hand-written kernels: `mma` replaces 2
+// and 3 with group_gemm_mma; `sm90` sends group-scaled a to group_gemm_sm90 first (where it
+// applies) and replaces 3 with group_gemm_mma. The default (auto) is still 1-2-3.
 
 #include "cuda/scaled_mm_cuda.h"
 
 #include "cuda/cublaslt_gemm.h"
+#include "cuda/group_gemm_cuda.h"
 #include "scaled_mm_reference.h"
 
 #include <ATen/ATen.h>
@@ -165,8 +170,22 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
                              const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype,
                              bool fast_accumulation) {
   const c10::cuda::CUDAGuard guard(a.data.device());
+  const auto route = cuda::group_gemm_route();
+  const int64_t K = a.data.size(1);
+  const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
+  if (route == cuda::GroupGemmRoute::Sm90 && a_split_by_groups) {
+    if (auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {
+      return *out;
+    }
+  }
   if (auto out = tensor_core_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
-  if (auto out = k_split_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
+  if (route != cuda::GroupGemmRoute::Mma) {
+    if (auto out = k_split_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
+  }
+  // The kernels are built for the FP8 architectures only (8.9, 9.0a), like the rest of kernels/.
+  if (route != cuda::GroupGemmRoute::CublasLt && has_fp8_tensor_cores(a.data.device().index())) {
+    return *cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
+  }
   return scaled_mm_reference(a, b, bias, out_dtype);
 }
 

@@ -1,0 +1,678 @@
+// group_gemm probe: checks group_gemm_mma and group_gemm_sm90 (kernels/group_gemm.h) against an
+// fp64 reference and times group_gemm_sm90 against cuBLASLt's tensorwise FP8 GEMM. No libtorch.
+//
+// Build (from the repository root, < 1 minute; add -gencode arch=compute_89,code=sm_89 for Ada):
+/*
+  nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -Ikernels \
+    kernels/tools/group_gemm_probe.cu kernels/group_gemm_mma.cu kernels/group_gemm_sm90.cu \
+    -lcublasLt -o group_gemm_probe
+*/
+// (If libcublasLt is not in the toolkit, add -L<dir> -Xlinker -rpath,<dir> for the directory that
+// holds it, e.g. a torch wheel's site-packages/nvidia/cu13/lib; or build without the baseline:
+// -DPROBE_NO_CUBLASLT and no -lcublasLt.)
+// Run: ./group_gemm_probe [--quick] [--no-bench] [--iters N]
+//   exit 0: every check passed; 1: a check failed; 2: a CUDA/cuBLASLt error; 3: watchdog timeout.
+//
+// (a) Correctness. Random FP8 operands (E4M3 or E5M2 a, E4M3 b), random positive scale_inv per
+// group, ragged shapes, groups 128 / 256 / 4096 / per row / per tensor, bf16/fp16/fp32 output,
+// bias on and off, outputs first filled with 0xFF bytes (NaN in all three output types). Each
+// output is compared with an fp64 reference, error measured against the magnitude sum
+// sum_k |a sa b sb| + |bias| (the scale of any accumulation error); the bound is the output type's
+// rounding plus the kernel's accumulation allowance. Bytes of c outside the M x N block (ldc > n)
+// must stay untouched. Big shapes are checked on a lattice of sampled rows and columns.
+// (b) Timing: cudaEvents, warm-up, median of --iters (default 30) runs, TFLOP/s = 2MNK / time.
+
+#ifndef PROBE_NO_CUBLASLT
+#include <cublasLt.h>
+#endif
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "group_gemm.h"
+
+using fp8nn::kernels::Fp8Format;
+using fp8nn::kernels::GroupGemmArgs;
+using fp8nn::kernels::HighPrecision;
+
+namespace {
+
+// ---- failure handling --------------------------------------------------------------------------
+
+#define PROBE_CUDA(call)                                                                       \
+  do {                                                                                         \
+    const cudaError_t probe_status_ = (call);                                                  \
+    if (probe_status_ != cudaSuccess) {                                                        \
+      std::fprintf(stderr, "probe: CUDA error '%s' from %s at %s:%d\n",                        \
+                   cudaGetErrorString(probe_status_), #call, __FILE__, __LINE__);              \
+      if (probe_status_ == cudaErrorLaunchFailure || probe_status_ == cudaErrorIllegalAddress) \
+        std::fprintf(stderr,                                                                   \
+                     "probe: (a kernel trapped or faulted; the sm90 kernel traps after "       \
+                     "10 s in one mbarrier wait: a pipeline deadlock)\n");                     \
+      std::exit(2);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+#ifndef PROBE_NO_CUBLASLT
+#define PROBE_CUBLAS(call)                                                                         \
+  do {                                                                                             \
+    const cublasStatus_t probe_status_ = (call);                                                   \
+    if (probe_status_ != CUBLAS_STATUS_SUCCESS) {                                                  \
+      std::fprintf(stderr, "probe: cuBLASLt error %s (%d) from %s at %s:%d\n",                     \
+                   cublasLtGetStatusString(probe_status_), static_cast<int>(probe_status_), #call, \
+                   __FILE__, __LINE__);                                                            \
+      std::exit(2);                                                                                \
+    }                                                                                              \
+  } while (0)
+#endif
+
+void on_watchdog(int) {
+  const char message[] = "probe: watchdog: no progress for the whole time limit, giving up\n";
+  (void)!write(2, message, sizeof(message) - 1);
+  _exit(3);
+}
+
+// ---- random data on the device -----------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t hash(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return static_cast<uint32_t>(x);
+}
+__device__ __forceinline__ float uniform(uint64_t seed, uint64_t i) {  // [-1, 1)
+  return static_cast<float>(hash(seed * 0x9e3779b97f4a7c15ull + i)) * (2.0f / 4294967296.0f) - 1.0f;
+}
+
+// FP8 values spread over the format's range (never NaN/Inf): sign * 2^(uniform exponent).
+__global__ void fill_fp8(uint8_t* data, int64_t rows, int64_t cols, int64_t ld, uint64_t seed,
+                         __nv_fp8_interpretation_t format) {
+  const int64_t total = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    const float u = uniform(seed, i);
+    const float magnitude = exp2f(6.0f * uniform(seed + 1, i));  // 2^-6 .. 2^6
+    const float v = u < -0.9f ? 0.0f : copysignf(magnitude * (0.5f + 0.5f * fabsf(u)), u);
+    data[r * ld + c] = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, format);
+  }
+}
+
+// Positive scale_inv values 2^-12 .. 2^-2 (what amax / 448 gives for |x| up to ~100).
+__global__ void fill_scales(float* scales, int64_t count, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    scales[i] = exp2f(-7.0f + 5.0f * uniform(seed, i));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __float2half_rn(v);
+  else
+    return __float2bfloat16_rn(v);
+}
+template <typename T>
+__device__ __forceinline__ double to_double(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return v;
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else
+    return __bfloat162float(v);
+}
+
+template <typename T>
+__global__ void fill_bias(T* bias, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    bias[i] = from_float<T>(4.0f * uniform(seed, i));
+  }
+}
+
+// ---- fp64 reference and comparison -------------------------------------------------------------
+
+__device__ __forceinline__ double fp8_value(uint8_t byte, __nv_fp8_interpretation_t format) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(byte, format)));
+}
+
+struct Lattice {  // rows r0 + i * row_step (i < rows), columns likewise
+  int64_t rows, row_step, cols, col_step;
+};
+
+// One thread per sampled output: value, |error| / magnitude sum, accumulated as a max with
+// atomicMax on the float bits (non-negative floats order like their bits; NaN above all).
+template <typename T>
+__global__ void check_against_reference(GroupGemmArgs args, Lattice lattice, float* worst_ratio,
+                                        float* worst_relative) {
+  const int64_t index = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (index >= lattice.rows * lattice.cols) return;
+  const int64_t m = (index / lattice.cols) * lattice.row_step;
+  const int64_t n = (index % lattice.cols) * lattice.col_step;
+  const auto* a = static_cast<const uint8_t*>(args.a);
+  const auto* b = static_cast<const uint8_t*>(args.b);
+  const auto fa = args.a_format == Fp8Format::kE4M3 ? __NV_E4M3 : __NV_E5M2;
+  const auto fb = args.b_format == Fp8Format::kE4M3 ? __NV_E4M3 : __NV_E5M2;
+  const int64_t ga = args.a_group_size, gb = args.b_group_size;
+  const int64_t groups_a = ga == 0 ? 0 : (args.k + ga - 1) / ga;
+  const int64_t groups_b = gb == 0 ? 0 : (args.k + gb - 1) / gb;
+  double sum = 0.0, magnitude = 0.0;
+  for (int64_t k = 0; k < args.k; ++k) {
+    const double sa = args.a_scale_inv[ga == 0 ? 0 : m * groups_a + k / ga];
+    const double sb = args.b_scale_inv[gb == 0 ? 0 : n * groups_b + k / gb];
+    const double term =
+        fp8_value(a[m * args.lda + k], fa) * sa * fp8_value(b[n * args.ldb + k], fb) * sb;
+    sum += term;
+    magnitude += fabs(term);
+  }
+  if (args.bias != nullptr) {
+    const double bias = to_double(static_cast<const T*>(args.bias)[n]);
+    sum += bias;
+    magnitude += fabs(bias);
+  }
+  const double got = to_double(static_cast<const T*>(args.c)[m * args.ldc + n]);
+  const double error = fabs(got - sum);
+  float ratio = static_cast<float>(error / (magnitude > 0 ? magnitude : 1e-30));
+  float relative = static_cast<float>(error / (fabs(sum) > 1e-30 ? fabs(sum) : 1e-30));
+  if (!(error == error) || isinf(got)) ratio = relative = __int_as_float(0x7fc00000);
+  atomicMax(reinterpret_cast<unsigned*>(worst_ratio), __float_as_uint(ratio) & 0x7fffffffu);
+  atomicMax(reinterpret_cast<unsigned*>(worst_relative), __float_as_uint(relative) & 0x7fffffffu);
+}
+
+// Bytes of c between column n and ldc of every row must still be 0xFF.
+__global__ void count_touched_padding(const uint8_t* c, int64_t m, int64_t row_bytes,
+                                      int64_t pitch_bytes, unsigned* touched) {
+  const int64_t pad = pitch_bytes - row_bytes;
+  const int64_t total = m * pad;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    if (c[(i / pad) * pitch_bytes + row_bytes + i % pad] != 0xFF) atomicAdd(touched, 1u);
+  }
+}
+
+unsigned blocks_for(int64_t count) {
+  return static_cast<unsigned>(std::min<int64_t>((count + 255) / 256, 65535 * 4));
+}
+
+size_t out_bytes(HighPrecision type) { return type == HighPrecision::kFloat32 ? 4 : 2; }
+const char* name_of(HighPrecision type) {
+  return type == HighPrecision::kFloat32   ? "fp32"
+         : type == HighPrecision::kFloat16 ? "fp16"
+                                           : "bf16";
+}
+const char* name_of(Fp8Format f) { return f == Fp8Format::kE4M3 ? "e4m3" : "e5m2"; }
+// Unit roundoff of the output type.
+double rounding_of(HighPrecision type) {
+  return type == HighPrecision::kFloat32   ? 0x1p-24
+         : type == HighPrecision::kFloat16 ? 0x1p-11
+                                           : 0x1p-8;
+}
+
+// Accumulation allowance, relative to the magnitude sum. mma: fp16 products are exact and the
+// tensor cores add <= 32 of them in (near) fp32 before an fp32 promotion: 2^-16 is generous.
+// sm90: Hopper's FP8 wgmma adds each 32-deep step into an accumulator with ~13 fraction bits
+// aligned to the largest addend (tests/test_scaled_mm.cpp: <= 2^-11 of the step's magnitude per
+// step); 4 steps per 128-deep block before the fp32 promotion: 4 * 2^-11 = 2^-9. A wrong layout,
+// swizzle or scale gives errors of order 1.
+constexpr double kMmaAccumulation = 0x1p-16;
+constexpr double kSm90Accumulation = 0x1p-9;
+
+struct Buffers {  // one problem's device memory
+  uint8_t *a = nullptr, *b = nullptr, *c = nullptr;
+  float *sa = nullptr, *sb = nullptr;
+  void* bias = nullptr;
+  void release() {
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    cudaFree(sa);
+    cudaFree(sb);
+    cudaFree(bias);
+    *this = Buffers{};
+  }
+};
+
+struct Problem {
+  int64_t m, n, k, group;  // group: 0 per tensor, -1 per row, else G
+  Fp8Format a_format;
+  HighPrecision out;
+  bool bias;
+  int64_t lda_pad, ldc_pad;  // extra elements per row (exercise leading dims)
+  int a_offset;              // bytes added to a's pointer (exercise misalignment)
+};
+
+int64_t group_size_of(const Problem& p) {
+  return p.group == -1 ? std::max<int64_t>(p.k, 1) : p.group;
+}
+
+// Allocates and fills operands for `p`; returns args (c not yet poisoned).
+GroupGemmArgs make_problem(const Problem& p, Buffers& buf, uint64_t seed) {
+  GroupGemmArgs args;
+  args.m = p.m;
+  args.n = p.n;
+  args.k = p.k;
+  args.lda = p.k + p.lda_pad;
+  args.ldb = p.k;
+  args.ldc = p.n + p.ldc_pad;
+  args.a_group_size = group_size_of(p);
+  args.b_group_size = 0;
+  args.a_format = p.a_format;
+  args.b_format = Fp8Format::kE4M3;
+  args.out_type = p.out;
+  const int64_t a_bytes = std::max<int64_t>(p.m * args.lda + p.a_offset, 1);
+  PROBE_CUDA(cudaMalloc(&buf.a, a_bytes));
+  PROBE_CUDA(cudaMalloc(&buf.b, std::max<int64_t>(p.n * p.k, 1)));
+  PROBE_CUDA(cudaMalloc(&buf.c, std::max<int64_t>(p.m * args.ldc * out_bytes(p.out), 1)));
+  const int64_t groups =
+      args.a_group_size == 0 ? 1 : p.m * ((p.k + args.a_group_size - 1) / args.a_group_size);
+  PROBE_CUDA(cudaMalloc(&buf.sa, std::max<int64_t>(groups, 1) * sizeof(float)));
+  PROBE_CUDA(cudaMalloc(&buf.sb, sizeof(float)));
+  uint8_t* a = buf.a + p.a_offset;
+  const auto fa = p.a_format == Fp8Format::kE4M3 ? __NV_E4M3 : __NV_E5M2;
+  if (p.m * p.k > 0) {
+    fill_fp8<<<blocks_for(p.m * p.k), 256>>>(a, p.m, p.k, args.lda, seed, fa);
+    PROBE_CUDA(cudaGetLastError());
+  }
+  if (p.n * p.k > 0) {
+    fill_fp8<<<blocks_for(p.n * p.k), 256>>>(buf.b, p.n, p.k, p.k, seed + 7, __NV_E4M3);
+    PROBE_CUDA(cudaGetLastError());
+  }
+  fill_scales<<<blocks_for(groups), 256>>>(buf.sa, groups, seed + 11);
+  fill_scales<<<1, 32>>>(buf.sb, 1, seed + 13);
+  PROBE_CUDA(cudaGetLastError());
+  if (p.bias) {
+    PROBE_CUDA(cudaMalloc(&buf.bias, std::max<int64_t>(p.n, 1) * out_bytes(p.out)));
+    switch (p.out) {
+      case HighPrecision::kFloat32:
+        fill_bias<<<blocks_for(p.n), 256>>>(static_cast<float*>(buf.bias), p.n, seed + 17);
+        break;
+      case HighPrecision::kFloat16:
+        fill_bias<<<blocks_for(p.n), 256>>>(static_cast<__half*>(buf.bias), p.n, seed + 17);
+        break;
+      case HighPrecision::kBFloat16:
+        fill_bias<<<blocks_for(p.n), 256>>>(static_cast<__nv_bfloat16*>(buf.bias), p.n, seed + 17);
+        break;
+    }
+    PROBE_CUDA(cudaGetLastError());
+  }
+  args.a = a;
+  args.b = buf.b;
+  args.c = buf.c;
+  args.a_scale_inv = buf.sa;
+  args.b_scale_inv = buf.sb;
+  args.bias = buf.bias;
+  return args;
+}
+
+struct CheckResult {
+  float ratio, relative;
+  unsigned touched;
+};
+
+CheckResult check(const GroupGemmArgs& args, int64_t max_samples_per_dim) {
+  float* worst = nullptr;
+  unsigned* touched = nullptr;
+  PROBE_CUDA(cudaMalloc(&worst, 2 * sizeof(float)));
+  PROBE_CUDA(cudaMalloc(&touched, sizeof(unsigned)));
+  PROBE_CUDA(cudaMemset(worst, 0, 2 * sizeof(float)));
+  PROBE_CUDA(cudaMemset(touched, 0, sizeof(unsigned)));
+  Lattice lattice{};
+  lattice.row_step = std::max<int64_t>(1, (args.m + max_samples_per_dim - 1) / max_samples_per_dim);
+  lattice.col_step = std::max<int64_t>(1, (args.n + max_samples_per_dim - 1) / max_samples_per_dim);
+  lattice.rows = (args.m + lattice.row_step - 1) / lattice.row_step;
+  lattice.cols = (args.n + lattice.col_step - 1) / lattice.col_step;
+  const int64_t samples = lattice.rows * lattice.cols;
+  if (samples > 0) {
+    const unsigned blocks = static_cast<unsigned>((samples + 127) / 128);
+    switch (args.out_type) {
+      case HighPrecision::kFloat32:
+        check_against_reference<float><<<blocks, 128>>>(args, lattice, worst, worst + 1);
+        break;
+      case HighPrecision::kFloat16:
+        check_against_reference<__half><<<blocks, 128>>>(args, lattice, worst, worst + 1);
+        break;
+      case HighPrecision::kBFloat16:
+        check_against_reference<__nv_bfloat16><<<blocks, 128>>>(args, lattice, worst, worst + 1);
+        break;
+    }
+    PROBE_CUDA(cudaGetLastError());
+  }
+  const int64_t element = static_cast<int64_t>(out_bytes(args.out_type));
+  if (args.ldc > args.n && args.m > 0) {
+    count_touched_padding<<<blocks_for(args.m * (args.ldc - args.n) * element), 256>>>(
+        static_cast<const uint8_t*>(args.c), args.m, args.n * element, args.ldc * element, touched);
+    PROBE_CUDA(cudaGetLastError());
+  }
+  CheckResult result{};
+  float host[2];
+  PROBE_CUDA(cudaMemcpy(host, worst, sizeof(host), cudaMemcpyDeviceToHost));
+  PROBE_CUDA(cudaMemcpy(&result.touched, touched, sizeof(unsigned), cudaMemcpyDeviceToHost));
+  result.ratio = host[0];
+  result.relative = host[1];
+  PROBE_CUDA(cudaFree(worst));
+  PROBE_CUDA(cudaFree(touched));
+  return result;
+}
+
+std::string describe(const Problem& p) {
+  char text[160];
+  std::snprintf(text, sizeof(text),
+                "M=%ld N=%ld K=%ld group=%s%s a=%s out=%s bias=%d lda+%ld ldc+%ld a+%dB", p.m, p.n,
+                p.k,
+                p.group == 0    ? "tensor"
+                : p.group == -1 ? "row"
+                                : "",
+                p.group > 0 ? std::to_string(p.group).c_str() : "", name_of(p.a_format),
+                name_of(p.out), p.bias ? 1 : 0, p.lda_pad, p.ldc_pad, p.a_offset);
+  return text;
+}
+
+int device_sm() {
+  int device = 0, major = 0, minor = 0;
+  PROBE_CUDA(cudaGetDevice(&device));
+  PROBE_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  PROBE_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major * 10 + minor;
+}
+
+// Runs one kernel on one problem and checks it. Returns false on FAIL.
+bool run_and_check(const char* kernel, const Problem& p, const GroupGemmArgs& args,
+                   double accumulation, int& failures, int& ran) {
+  const size_t c_bytes = std::max<int64_t>(args.m * args.ldc * out_bytes(args.out_type), 1);
+  PROBE_CUDA(cudaMemset(args.c, 0xFF, c_bytes));  // NaN in every output type
+  const cudaError_t status = std::strcmp(kernel, "sm90") == 0
+                                 ? fp8nn::kernels::group_gemm_sm90(args, nullptr)
+                                 : fp8nn::kernels::group_gemm_mma(args, nullptr);
+  if (status != cudaSuccess) {
+    std::printf("FAIL %-5s %s: launcher returned '%s'\n", kernel, describe(p).c_str(),
+                cudaGetErrorString(status));
+    ++failures;
+    return false;
+  }
+  PROBE_CUDA(cudaDeviceSynchronize());
+  const CheckResult r = check(args, 256);
+  const double bound = rounding_of(args.out_type) + accumulation;
+  const bool pass = r.ratio <= bound && r.touched == 0;
+  ++ran;
+  if (!pass) ++failures;
+  std::printf("%s %-5s %-92s err/|sum|=%.3e (bound %.1e) max rel err=%.3e%s\n",
+              pass ? "PASS" : "FAIL", kernel, describe(p).c_str(), r.ratio, bound, r.relative,
+              r.touched ? " PADDING OVERWRITTEN" : "");
+  return pass;
+}
+
+int correctness(bool quick) {
+  const int sm = device_sm();
+  const bool sm90 = fp8nn::kernels::group_gemm_sm90_compiled() && sm == 90;
+  std::printf("== correctness (device sm_%d; sm90 kernel %s)\n", sm,
+              sm90 ? "runs" : "skipped: needs an sm_90 device and a 9.0a build");
+  int failures = 0, ran = 0;
+  uint64_t seed = 1234;
+  const Fp8Format formats[2] = {Fp8Format::kE4M3, Fp8Format::kE5M2};
+  const HighPrecision outs[3] = {HighPrecision::kBFloat16, HighPrecision::kFloat16,
+                                 HighPrecision::kFloat32};
+  const int64_t groups[5] = {128, 256, 4096, -1, 0};
+
+  // Portable kernel: any shape, odd leading dims, unaligned a, any group size (100: not a
+  // multiple of anything).
+  std::vector<std::array<int64_t, 3>> shapes = {{1, 1, 1},          {1, 15, 17},     {15, 17, 33},
+                                                {33, 100, 1},       {100, 33, 1000}, {17, 1, 4097},
+                                                {1000, 1000, 4097}, {4097, 100, 300}};
+  if (quick) shapes = {{1, 15, 17}, {33, 100, 1}, {100, 33, 1000}, {257, 130, 4097}};
+  int combo = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group :
+         {int64_t{128}, int64_t{256}, int64_t{4096}, int64_t{-1}, int64_t{0}, int64_t{100}}) {
+      if (quick && group == 256) continue;
+      const Problem p{s[0],
+                      s[1],
+                      s[2],
+                      group,
+                      formats[combo % 2],
+                      outs[combo % 3],
+                      combo % 4 != 3,
+                      combo % 3,
+                      2 * (combo % 2),
+                      combo % 5};
+      ++combo;
+      Buffers buf;
+      const GroupGemmArgs args = make_problem(p, buf, seed++);
+      run_and_check("mma", p, args, kMmaAccumulation, failures, ran);
+      buf.release();
+    }
+  }
+
+  // Hopper kernel: K, N multiples of 16, aligned; M ragged. Both kernels on the same operands.
+  std::vector<std::array<int64_t, 3>> fast_shapes = {
+      {1, 16, 16},        {17, 32, 144},     {100, 128, 256},  {129, 272, 1040},
+      {1000, 1008, 4112}, {4097, 256, 4096}, {300, 4096, 8192}};
+  if (quick) fast_shapes = {{17, 32, 144}, {129, 272, 1040}, {1000, 1008, 4112}};
+  for (const auto& s : fast_shapes) {
+    for (int64_t group : groups) {
+      for (int f = 0; f < 2; ++f) {
+        const Problem p{s[0],
+                        s[1],
+                        s[2],
+                        group,
+                        formats[f],
+                        outs[combo % 3],
+                        combo % 4 != 3,
+                        0,
+                        8 * (combo % 2),
+                        0};
+        ++combo;
+        Buffers buf;
+        const GroupGemmArgs args = make_problem(p, buf, seed++);
+        const char* reason = fp8nn::kernels::group_gemm_sm90_unsupported_reason(args, 90);
+        if (reason != nullptr) {
+          std::printf("FAIL sm90  %s: expected supported, got '%s'\n", describe(p).c_str(), reason);
+          ++failures;
+        } else if (sm90) {
+          run_and_check("sm90", p, args, kSm90Accumulation, failures, ran);
+        }
+        if (!quick || f == 0) run_and_check("mma", p, args, kMmaAccumulation, failures, ran);
+        buf.release();
+      }
+    }
+  }
+  std::printf("== correctness: %d checks, %d failed\n", ran, failures);
+  return failures;
+}
+
+// ---- timing ------------------------------------------------------------------------------------
+
+template <typename Fn>
+double median_ms(Fn&& fn, int iters) {
+  for (int i = 0; i < 5; ++i) fn();  // warm-up
+  PROBE_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t start, stop;
+  PROBE_CUDA(cudaEventCreate(&start));
+  PROBE_CUDA(cudaEventCreate(&stop));
+  std::vector<float> times;
+  for (int i = 0; i < iters; ++i) {
+    PROBE_CUDA(cudaEventRecord(start));
+    fn();
+    PROBE_CUDA(cudaEventRecord(stop));
+    PROBE_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    PROBE_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  PROBE_CUDA(cudaEventDestroy(start));
+  PROBE_CUDA(cudaEventDestroy(stop));
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+#ifndef PROBE_NO_CUBLASLT
+// cuBLASLt tensorwise FP8 (as src/cuda/cublaslt_gemm.cpp): out^T = b a^T in column-major terms,
+// TN, bf16 out, fast accumulation, per-tensor scale pointers.
+struct CublasLtTensorwise {
+  cublasLtHandle_t handle = nullptr;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  void* workspace = nullptr;
+  size_t workspace_bytes = size_t{32} << 20;
+  const GroupGemmArgs* args = nullptr;
+
+  explicit CublasLtTensorwise(const GroupGemmArgs& problem, const float* a_scale) : args(&problem) {
+    PROBE_CUBLAS(cublasLtCreate(&handle));
+    PROBE_CUBLAS(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
+    const int8_t fast = 1;
+    const void* sa = a_scale;
+    const void* sb = problem.b_scale_inv;
+    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)));
+    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof(n)));
+    PROBE_CUBLAS(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
+    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb,
+                                                sizeof(sb)));
+    PROBE_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa,
+                                                sizeof(sa)));
+    const auto a_type = problem.a_format == Fp8Format::kE4M3 ? CUDA_R_8F_E4M3 : CUDA_R_8F_E5M2;
+    PROBE_CUBLAS(
+        cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, problem.k, problem.n, problem.ldb));
+    PROBE_CUBLAS(cublasLtMatrixLayoutCreate(&lb, a_type, problem.k, problem.m, problem.lda));
+    PROBE_CUBLAS(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, problem.n, problem.m, problem.ldc));
+    PROBE_CUDA(cudaMalloc(&workspace, workspace_bytes));
+    cublasLtMatmulPreference_t pref = nullptr;
+    PROBE_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    PROBE_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof(workspace_bytes)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    PROBE_CUBLAS(
+        cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, ld, ld, pref, 1, &result, &returned));
+    PROBE_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
+    if (returned == 0) {
+      std::fprintf(stderr, "probe: cuBLASLt has no algorithm for this problem\n");
+      std::exit(2);
+    }
+    algo = result.algo;
+  }
+  void run() const {
+    const float alpha = 1.0f, beta = 0.0f;
+    PROBE_CUBLAS(cublasLtMatmul(handle, desc, &alpha, args->b, la, args->a, lb, &beta, args->c, ld,
+                                args->c, ld, &algo, workspace, workspace_bytes, nullptr));
+  }
+  ~CublasLtTensorwise() {
+    cudaFree(workspace);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(ld);
+    cublasLtMatmulDescDestroy(desc);
+    cublasLtDestroy(handle);
+  }
+};
+#endif  // PROBE_NO_CUBLASLT
+
+int bench(bool quick, int iters) {
+  const int sm = device_sm();
+  if (!(fp8nn::kernels::group_gemm_sm90_compiled() && sm == 90)) {
+    std::printf("== timing skipped: needs an sm_90 device and a 9.0a build (device sm_%d)\n", sm);
+    return 0;
+  }
+  std::printf("== timing: median of %d, bf16 out, no bias; (M, K, N) as in DESIGN.md §6\n", iters);
+  std::printf("%-22s %6s %12s %12s %12s %8s %10s\n", "M,K,N", "group", "sm90 ms", "sm90 TF/s",
+              "cuBLASLt TF/s", "ratio", "check");
+  std::vector<std::array<int64_t, 3>> shapes = {
+      {4096, 4096, 4096}, {8192, 4096, 4096}, {8192, 4096, 14336}, {16384, 8192, 8192}};
+  std::vector<int64_t> groups = {128, 4096};
+  if (quick) {
+    shapes.resize(1);
+    groups.resize(1);
+  }
+  int failures = 0;
+  uint64_t seed = 99;
+  for (const auto& s : shapes) {
+    for (int64_t group : groups) {
+      const Problem p{s[0],  s[2], s[1], group, Fp8Format::kE4M3, HighPrecision::kBFloat16,
+                      false, 0,    0,    0};
+      Buffers buf;
+      const GroupGemmArgs args = make_problem(p, buf, seed++);
+      // Correctness on a lattice of 64 x 64 sampled outputs, so a fast but wrong kernel shows.
+      PROBE_CUDA(cudaMemset(args.c, 0xFF, args.m * args.ldc * 2));
+      PROBE_CUDA(fp8nn::kernels::group_gemm_sm90(args, nullptr));
+      PROBE_CUDA(cudaDeviceSynchronize());
+      const CheckResult r = check(args, 64);
+      const bool pass = r.ratio <= rounding_of(args.out_type) + kSm90Accumulation;
+      if (!pass) ++failures;
+
+      const double sm90_ms =
+          median_ms([&] { PROBE_CUDA(fp8nn::kernels::group_gemm_sm90(args, nullptr)); }, iters);
+#ifndef PROBE_NO_CUBLASLT
+      // Tensorwise: a's first scale stands for the whole tensor (same work, coarser scaling).
+      const CublasLtTensorwise lt(args, buf.sa);
+      const double lt_ms = median_ms([&] { lt.run(); }, iters);
+#else
+      const double lt_ms = std::nan("");  // built without the cuBLASLt baseline
+#endif
+      const double flop = 2.0 * s[0] * s[1] * s[2];
+      const double sm90_tflops = flop / (sm90_ms * 1e9), lt_tflops = flop / (lt_ms * 1e9);
+      char shape[32];
+      std::snprintf(shape, sizeof(shape), "%ld,%ld,%ld", s[0], s[1], s[2]);
+      std::printf("%-22s %6ld %12.3f %12.1f %12.1f %8.3f %10s\n", shape, group, sm90_ms,
+                  sm90_tflops, lt_tflops, sm90_tflops / lt_tflops, pass ? "PASS" : "FAIL");
+      if (!pass) std::printf("     err/|sum|=%.3e max rel err=%.3e\n", r.ratio, r.relative);
+      std::fflush(stdout);
+      buf.release();
+    }
+  }
+  return failures;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false, run_bench = true;
+  int iters = 30;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--no-bench") == 0) {
+      run_bench = false;
+    } else if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
+      iters = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: %s [--quick] [--no-bench] [--iters N]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (quick && iters == 30) iters = 20;
+  signal(SIGALRM, on_watchdog);
+  alarm(quick ? 300 : 900);
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+
+  int device_count = 0;
+  PROBE_CUDA(cudaGetDeviceCount(&device_count));
+  cudaDeviceProp properties{};
+  PROBE_CUDA(cudaGetDeviceProperties(&properties, 0));
+  std::printf("probe: %s (sm_%d%d, %d SMs), sm90 kernel compiled in: %s\n", properties.name,
+              properties.major, properties.minor, properties.multiProcessorCount,
+              fp8nn::kernels::group_gemm_sm90_compiled() ? "yes" : "no");
+
+  int failures = correctness(quick);
+  if (run_bench) failures += bench(quick, iters);
+  std::printf("probe: %s\n", failures == 0 ? "ALL PASS" : "FAILURES");
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,274 @@
+// The group-scaled FP8 GEMM kernels (kernels/group_gemm.h), called directly and through
+// functional::scaled_mm with FP8NN_GROUP_GEMM, against the CPU reference (scaled_mm on CPU tensors)
+// on ragged shapes, group sizes, both formats of a and every output dtype. Outputs start as NaN
+// (0xff bytes), so an element the kernel never writes fails the comparison.
+
+#include <fp8nn/fp8nn.h>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "group_gemm.h"
+#include "test_support.h"
+
+#include <array>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <vector>
+
+using fp8nn::Format;
+using fp8nn::QuantizedTensor;
+namespace F = fp8nn::functional;
+namespace K = fp8nn::kernels;
+
+namespace {
+
+// Error bounds, as multiples of S = sum_k |a_ik sa b_jk sb| + |bias_j| (tests/test_scaled_mm.cpp
+// explains the model):
+//  - both sides accumulate in fp32 in some order: (K + 3) 2^-24 each;
+//  - group_gemm_mma: exact fp16 products; each m16n8k16 step adds 17 terms aligned to the largest
+//    and truncated at its fp32 grain (Fasi et al. 2021), <= 17 * 2^-23 of the step's magnitude;
+//    two steps per promoted chunk: 2^-17;
+//  - group_gemm_sm90: FP8 wgmma keeps ~13 fraction bits per 32-deep step (<= 2^-11 S per step),
+//    promoted to fp32 every 4 steps (128 of K): 4 * 2^-11;
+//  - output rounding u_out (|truth| + |err|) and the bias conversion u_out |bias| <= u_out S,
+//    with fp16's subnormal spacing as an absolute floor.
+constexpr double kFp32UnitRoundoff = 0x1p-24;
+constexpr double kMmaTensorCoreAdds = 0x1p-17;
+constexpr double kSm90PromotionInterval = 4 * 0x1p-11;
+
+double unit_roundoff(torch::ScalarType dtype) {
+  if (dtype == torch::kBFloat16) return 0x1p-8;
+  if (dtype == torch::kHalf) return 0x1p-11;
+  return kFp32UnitRoundoff;
+}
+
+// Through scaled_mm a route may still end on cuBLASLt (precise mode: 8 steps of 2^-11 allowed, as
+// in tests/test_scaled_mm.cpp) when the named kernel does not apply.
+constexpr double kCublasLtPrecise = 8 * 0x1p-11;
+
+enum class Kernel { Mma, Sm90, AnyRoute };
+
+double relative_bound(Kernel kernel, int64_t K, torch::ScalarType out) {
+  const double fp32 = 2.0 * static_cast<double>(K + 3) * kFp32UnitRoundoff;
+  const double tensor_cores = kernel == Kernel::Mma    ? kMmaTensorCoreAdds
+                              : kernel == Kernel::Sm90 ? kSm90PromotionInterval
+                                                       : kCublasLtPrecise;
+  return fp32 + tensor_cores + 2.0 * unit_roundoff(out);
+}
+
+QuantizedTensor quantize_cpu(const torch::Tensor& x, Format format, int64_t group_size) {
+  return group_size == 0 ? F::quantize(x, format) : F::quantize_per_group(x, format, group_size);
+}
+
+QuantizedTensor to_cuda(const QuantizedTensor& q) {
+  return {q.data.cuda(), q.scale_inv.cuda(), q.format, q.group_size};
+}
+
+// |dequantize(a)| @ |dequantize(b)|^T + |bias|, in fp64 on the CPU.
+torch::Tensor magnitude_sum(const QuantizedTensor& a, const QuantizedTensor& b,
+                            const c10::optional<torch::Tensor>& bias) {
+  auto sum = F::dequantize(a)
+                 .to(torch::kDouble)
+                 .abs()
+                 .matmul(F::dequantize(b).to(torch::kDouble).abs().t());
+  if (bias) sum = sum + bias->to(torch::kDouble).abs();
+  return sum;
+}
+
+K::GroupGemmArgs args_for(const QuantizedTensor& a, const QuantizedTensor& b,
+                          const c10::optional<torch::Tensor>& bias, torch::Tensor& out) {
+  K::GroupGemmArgs args;
+  args.a = a.data.data_ptr();
+  args.b = b.data.data_ptr();
+  args.a_scale_inv = a.scale_inv.data_ptr<float>();
+  args.b_scale_inv = b.scale_inv.data_ptr<float>();
+  args.a_group_size = a.group_size;
+  args.b_group_size = b.group_size;
+  args.c = out.data_ptr();
+  args.bias = bias ? bias->data_ptr() : nullptr;
+  args.m = a.data.size(0);
+  args.n = b.data.size(0);
+  args.k = a.data.size(1);
+  args.lda = std::max<int64_t>(args.k, 1);
+  args.ldb = std::max<int64_t>(args.k, 1);
+  args.ldc = std::max<int64_t>(args.n, 1);
+  args.a_format = a.format == Format::E4M3 ? K::Fp8Format::kE4M3 : K::Fp8Format::kE5M2;
+  args.b_format = b.format == Format::E4M3 ? K::Fp8Format::kE4M3 : K::Fp8Format::kE5M2;
+  args.out_type = out.scalar_type() == torch::kFloat  ? K::HighPrecision::kFloat32
+                  : out.scalar_type() == torch::kHalf ? K::HighPrecision::kFloat16
+                                                      : K::HighPrecision::kBFloat16;
+  return args;
+}
+
+struct Case {
+  int64_t M, N, K;
+  int64_t group_a;  // 0: per tensor
+  Format format_a;
+  torch::ScalarType out;
+  bool bias;
+};
+
+// Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
+void check_case(const Case& c, Kernel kernel, bool use_api) {
+  CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, use_api);
+  const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0, c.format_a, c.group_a);
+  const auto b = quantize_cpu(torch::randn({c.N, c.K}), Format::E4M3, 0);
+  c10::optional<torch::Tensor> bias;
+  if (c.bias) bias = torch::randn({c.N}).to(c.out);
+  const auto expected = F::scaled_mm(a, b, bias, c.out).to(torch::kDouble);
+
+  const auto a_gpu = to_cuda(a);
+  const auto b_gpu = to_cuda(b);
+  c10::optional<torch::Tensor> bias_gpu;
+  if (bias) bias_gpu = bias->cuda();
+  torch::Tensor got;
+  if (use_api) {
+    got = F::scaled_mm(a_gpu, b_gpu, bias_gpu, c.out);
+  } else {
+    got = torch::full({c.M, c.N}, std::numeric_limits<float>::quiet_NaN(),
+                      torch::dtype(c.out).device(torch::kCUDA));
+    const auto args = args_for(a_gpu, b_gpu, bias_gpu, got);
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    const cudaError_t status =
+        kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
+    REQUIRE(std::string(cudaGetErrorString(status)) == cudaGetErrorString(cudaSuccess));
+  }
+  const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
+  const auto allowed = magnitude_sum(a, b, bias) * relative_bound(kernel, c.K, c.out) + 0x1p-24;
+  CHECK(torch::isfinite(got).all().item<bool>());
+  CHECK((error <= allowed).all().item<bool>());
+}
+
+bool sm90_available() {
+  const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
+  return properties->major == 9 && properties->minor == 0 && K::group_gemm_sm90_compiled();
+}
+
+// Sets FP8NN_GROUP_GEMM for the scope of a test and restores it after.
+struct ScopedRoute {
+  std::string previous;
+  bool had_previous;
+  explicit ScopedRoute(const char* value) {
+    const char* old = std::getenv("FP8NN_GROUP_GEMM");
+    had_previous = old != nullptr;
+    if (had_previous) previous = old;
+    setenv("FP8NN_GROUP_GEMM", value, 1);
+  }
+  ~ScopedRoute() {
+    if (had_previous) {
+      setenv("FP8NN_GROUP_GEMM", previous.c_str(), 1);
+    } else {
+      unsetenv("FP8NN_GROUP_GEMM");
+    }
+  }
+};
+
+const std::vector<torch::ScalarType> kOutDtypes = {torch::kBFloat16, torch::kHalf, torch::kFloat};
+
+}  // namespace
+
+TEST_CASE("group_gemm_mma matches the CPU reference on ragged shapes and any group size") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 1, 1}, {1, 15, 17}, {15, 17, 33}, {33, 100, 1}, {100, 33, 1000}, {65, 130, 4097}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{0}, int64_t{100}, int64_t{128}, int64_t{256}, int64_t{4096}}) {
+      const Case c{s[0],
+                   s[1],
+                   s[2],
+                   group,
+                   index % 2 == 0 ? Format::E4M3 : Format::E5M2,
+                   kOutDtypes[index % 3],
+                   index % 4 != 3};
+      ++index;
+      check_case(c, Kernel::Mma, /*use_api=*/false);
+    }
+  }
+}
+
+TEST_CASE("group_gemm_sm90 matches the CPU reference on aligned K and N with ragged M") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
+  fp8nn::test::seed_torch();
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 16, 16}, {17, 32, 144}, {100, 128, 256}, {129, 272, 1040}, {300, 512, 4096}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}, int64_t{4096}}) {
+      for (Format format : {Format::E4M3, Format::E5M2}) {
+        const Case c{s[0], s[1], s[2], group, format, kOutDtypes[index % 3], index % 4 != 3};
+        ++index;
+        check_case(c, Kernel::Sm90, /*use_api=*/false);
+      }
+    }
+  }
+}
+
+TEST_CASE("scaled_mm routes group-scaled products to the kernel FP8NN_GROUP_GEMM names") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  const std::vector<Case> cases = {
+      {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},  // K split on cuBLASLt today
+      {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},     // reference today
+      {200, 256, 1024, 256, Format::E5M2, torch::kHalf, true},
+  };
+  for (const char* route : {"mma", "sm90", "cublaslt", "auto"}) {
+    const ScopedRoute scoped(route);
+    for (const auto& c : cases) {
+      CAPTURE(route);
+      check_case(c, Kernel::AnyRoute, /*use_api=*/true);
+    }
+  }
+}
+
+TEST_CASE("scaled_mm rejects an unknown FP8NN_GROUP_GEMM value, naming it") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  const ScopedRoute scoped("fastest");
+  const auto a = to_cuda(quantize_cpu(torch::randn({4, 256}), Format::E4M3, 128));
+  const auto b = to_cuda(quantize_cpu(torch::randn({8, 256}), Format::E4M3, 0));
+  CHECK_THROWS_AS(F::scaled_mm(a, b, c10::nullopt, torch::kFloat), c10::ValueError);
+  try {
+    F::scaled_mm(a, b, c10::nullopt, torch::kFloat);
+  } catch (const c10::Error& e) {
+    const std::string message = e.what();
+    CHECK(message.find("FP8NN_GROUP_GEMM") != std::string::npos);
+    CHECK(message.find("'fastest'") != std::string::npos);
+  }
+}
+
+TEST_CASE("the hand-written kernels are captured in a CUDA graph and replay with current scales") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  for (const char* route : {"mma", "sm90"}) {
+    CAPTURE(route);
+    const ScopedRoute scoped(route);
+    auto a = to_cuda(quantize_cpu(torch::randn({96, 512}), Format::E4M3, 128));
+    const auto b = to_cuda(quantize_cpu(torch::randn({64, 512}), Format::E4M3, 0));
+    const auto bias = torch::randn({64}).to(torch::kBFloat16).cuda();
+    F::scaled_mm(a, b, bias, torch::kBFloat16);  // warm-up: attributes, driver entry point
+    torch::cuda::synchronize();
+
+    at::cuda::CUDAGraph graph;
+    torch::Tensor captured;
+    {
+      const c10::cuda::CUDAStreamGuard guard(at::cuda::getStreamFromPool());
+      graph.capture_begin();
+      captured = F::scaled_mm(a, b, bias, torch::kBFloat16);
+      graph.capture_end();
+    }
+    const auto fresh = to_cuda(quantize_cpu(torch::randn({96, 512}) * 3.0, Format::E4M3, 128));
+    a.data.copy_(fresh.data);
+    a.scale_inv.copy_(fresh.scale_inv);
+    captured.fill_(std::numeric_limits<float>::quiet_NaN());
+    graph.replay();
+    torch::cuda::synchronize();
+    const auto eager = F::scaled_mm(fresh, b, bias, torch::kBFloat16);
+    CHECK(torch::isfinite(captured).all().item<bool>());
+    CHECK(fp8nn::test::count_bit_differences(captured, eager) == 0);
+  }
+}
