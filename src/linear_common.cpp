@@ -78,6 +78,32 @@ QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCac
   return copies;
 }
 
+namespace {
+
+// The cache, as autograd's saved_data can hold it: weakly, so a graph outliving its module keeps
+// nothing alive.
+struct CacheHandle : torch::CustomClassHolder {
+  std::weak_ptr<functional::WeightCache> cache;
+  explicit CacheHandle(std::weak_ptr<functional::WeightCache> c) : cache(std::move(c)) {}
+};
+
+constexpr const char* kCacheKey = "weight_cache";
+
+}  // namespace
+
+void keep_cache_for_backward(torch::autograd::AutogradContext* ctx,
+                             const std::shared_ptr<functional::WeightCache>& cache) {
+  if (cache == nullptr) return;
+  ctx->saved_data[kCacheKey] = c10::IValue::make_capsule(c10::make_intrusive<CacheHandle>(cache));
+}
+
+void weight_gradient_computed(torch::autograd::AutogradContext* ctx) {
+  const auto found = ctx->saved_data.find(kCacheKey);
+  if (found == ctx->saved_data.end()) return;
+  const auto handle = c10::static_intrusive_pointer_cast<CacheHandle>(found->second.toCapsule());
+  if (const auto cache = handle->cache.lock()) cache->weight_gradient_computed();
+}
+
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features) {
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;

@@ -4,7 +4,10 @@
 
 #include <fp8nn/linear_functional.h>
 
+#include <torch/autograd.h>
 #include <torch/types.h>
+
+#include <memory>
 
 #include <string>
 #include <vector>
@@ -28,6 +31,12 @@ void check_finite(const torch::Tensor& t, const char* what, const std::string& l
 /// The weight's per-tensor E4M3 copies (row-major and transposed): from `cache` when it holds
 /// them for this very weight, else quantized now (and stored in `cache` when there is one).
 QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache);
+
+/// Forward: lets the backward pass reach `cache` (weakly; nothing when it is null).
+void keep_cache_for_backward(torch::autograd::AutogradContext* ctx,
+                             const std::shared_ptr<functional::WeightCache>& cache);
+/// Backward, once the weight's gradient is computed: tells the cache (see WeightCache).
+void weight_gradient_computed(torch::autograd::AutogradContext* ctx);
 
 /// The output's shape: x's leading dims, then out_features.
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features);

@@ -24,12 +24,13 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, const std::string& layer,
-                               bool check_finite, WeightCache* weight_cache) {
+                               bool check_finite,
+                               const std::shared_ptr<WeightCache>& weight_cache) {
     // One fused cast+transpose per operand: the row-major copies feed this product, the
     // transposed ones (K-major for the backward products) are all that is saved.
     const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
     const auto x_pair = quantize_with_transpose(x, Format::E4M3);
-    const auto w_pair = detail::quantize_weight(weight, weight_cache);
+    const auto w_pair = detail::quantize_weight(weight, weight_cache.get());
     // Fast accumulation forward (the forward error is dominated by E4M3 rounding anyway);
     // backward products accumulate precisely, since gradients sum over long reductions.
     auto y = scaled_mm(x_pair.quantized, w_pair.quantized, bias, x.scalar_type(),
@@ -42,6 +43,7 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
                             want_dw ? x_t.scale_inv : torch::Tensor(),
                             want_dx ? w_t.data : torch::Tensor(),
                             want_dx ? w_t.scale_inv : torch::Tensor()});
+    if (want_dw) detail::keep_cache_for_backward(ctx, weight_cache);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
     ctx->saved_data["x_dtype"] = x.scalar_type();
@@ -71,6 +73,8 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
         const QuantizedTensor x_t{saved[0], saved[1], Format::E4M3, 0};
         dw = scaled_mm(dy_pair.transposed, x_t, c10::nullopt,
                        ctx->saved_data["weight_dtype"].toScalarType());
+        // An optimizer step may follow, possibly one the version counter cannot see.
+        detail::weight_gradient_computed(ctx);
       }
     }
     if (want_db) {
@@ -96,7 +100,7 @@ torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& wei
   const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
   const auto y = LinearFP8GlobalFunction::apply(x.reshape({-1, in_features}).contiguous(), weight,
                                                 optional_bias, layer, options.check_finite(),
-                                                options.weight_cache().get());
+                                                options.weight_cache());
   return y.view(detail::output_sizes(x, out_features));
 }
 

@@ -26,11 +26,11 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, int64_t G_in,
                                int64_t G_out, const std::string& layer, bool check_finite,
-                               WeightCache* weight_cache) {
+                               const std::shared_ptr<WeightCache>& weight_cache) {
     const auto x_q = quantize_per_group(x, Format::E4M3, G_in);
     // W's cast+transpose writes the row-major copy for this product and the K-major [K, N] one
     // that dx = dy W needs, in one pass.
-    const auto w_pair = detail::quantize_weight(weight, weight_cache);
+    const auto w_pair = detail::quantize_weight(weight, weight_cache.get());
     const auto& w_t = w_pair.transposed;
     // Fast accumulation forward; the backward product accumulates precisely.
     auto y = scaled_mm(x_q, w_pair.quantized, bias, x.scalar_type(), /*fast_accumulation=*/true);
@@ -41,6 +41,7 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
     ctx->save_for_backward({want_dw ? x : torch::Tensor(), want_dx ? w_t.data : torch::Tensor(),
                             want_dx ? w_t.scale_inv : torch::Tensor()});
     ctx->saved_data["G_out"] = G_out;
+    if (want_dw) detail::keep_cache_for_backward(ctx, weight_cache);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
     ctx->saved_data["x_dtype"] = x.scalar_type();
@@ -66,6 +67,8 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
     if (ctx->needs_input_grad(kWeight)) {
       // In x's dtype, as a high-precision torch::nn::Linear would compute it (fp32 accumulation).
       dw = at::matmul(dy.t(), saved[0]).to(ctx->saved_data["weight_dtype"].toScalarType());
+      // An optimizer step may follow, possibly one the version counter cannot see.
+      detail::weight_gradient_computed(ctx);
     }
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(kBias)) {
       db =
@@ -101,7 +104,7 @@ torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weig
   const auto y =
       LinearFP8MixedFunction::apply(x.reshape({-1, in_features}).contiguous(), weight,
                                     optional_bias, G_in, G_out, layer, options.check_finite(),
-                                    options.weight_cache().get());
+                                    options.weight_cache());
   return y.view(detail::output_sizes(x, out_features));
 }
 

@@ -79,6 +79,21 @@ void WeightCache::clear() {
   slot_.reset();
 }
 
+void WeightCache::set_reuse_across_backward(bool reuse) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  reuse_across_backward_ = reuse;
+}
+
+bool WeightCache::reuse_across_backward() const {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return reuse_across_backward_;
+}
+
+void WeightCache::weight_gradient_computed() {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (!reuse_across_backward_) slot_.reset();
+}
+
 int64_t WeightCache::hits() const {
   const std::lock_guard<std::mutex> lock(mutex_);
   return hits_;

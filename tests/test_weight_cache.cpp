@@ -1,11 +1,12 @@
-// The FP8 weight cache: the weight is quantized once while it is unchanged (micro-batches,
-// inference), an in-place update (an optimizer step) invalidates the copies by itself, and cached
-// results equal uncached ones bit for bit.
+// The FP8 weight cache: the weight is quantized once while it is known unchanged (inference,
+// evaluation; micro-batches when asked), an optimizer step never leaves stale copies (SGD, which
+// bypasses the version counter, included), and cached results equal uncached ones bit for bit.
 
 #include <fp8nn/fp8nn.h>
 
 #include "test_support.h"
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -67,28 +68,43 @@ void check_reuse_and_invalidation(bool cuda) {
   CHECK(copy->weight_cache->misses() == 0);
 }
 
-// Training with an optimizer: every step changes the weight, so every forward quantizes anew, and
-// the whole run equals the same run without a cache bit for bit. Micro-batches between steps
-// (gradient accumulation) reuse the copies.
+enum class Optimizer { SGD, AdamW };
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(Optimizer kind,
+                                                        std::vector<torch::Tensor> params) {
+  if (kind == Optimizer::SGD) {
+    return std::make_unique<torch::optim::SGD>(params,
+                                               torch::optim::SGDOptions(0.1).momentum(0.9));
+  }
+  return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(1e-2));
+}
+
+// Training: every optimizer step changes the weight, and the whole run equals the same run without
+// a cache bit for bit. By default a backward pass drops the copies (libtorch's SGD writes through
+// p.data(), unseen by the version counter), so with micro-batches each forward quantizes; with
+// reuse_across_backward and an optimizer that bumps versions (AdamW), the micro-batches of one
+// step share one quantization. Evaluation forwards (no gradient) reuse the copies in both modes.
 template <typename Layer>
-void check_training_matches_uncached(bool cuda) {
+void check_training_matches_uncached(bool cuda, Optimizer kind, bool reuse_across_backward) {
   fp8nn::test::seed_torch();
   const auto device = device_for(cuda);
   const auto options = LinearFP8Options(64, 32);
   Layer cached(options), uncached(LinearFP8Options(options).cache_weight(false));
   cached->to(device);
   uncached->to(device);
+  cached->weight_cache->set_reuse_across_backward(reuse_across_backward);
   {
     torch::NoGradGuard no_grad;
     uncached->weight.copy_(cached->weight);
     uncached->bias.copy_(cached->bias);
   }
-  torch::optim::AdamW opt_cached(cached->parameters(), torch::optim::AdamWOptions(1e-2));
-  torch::optim::AdamW opt_uncached(uncached->parameters(), torch::optim::AdamWOptions(1e-2));
-  const int steps = 5, micro_batches = 3;
+  auto opt_cached = make_optimizer(kind, cached->parameters());
+  auto opt_uncached = make_optimizer(kind, uncached->parameters());
+  const int steps = 5, micro_batches = 3, evaluations = 2;
+  const auto probe = torch::randn({8, 64}, torch::TensorOptions(device));
   for (int step = 0; step < steps; ++step) {
-    opt_cached.zero_grad();
-    opt_uncached.zero_grad();
+    opt_cached->zero_grad();
+    opt_uncached->zero_grad();
     for (int micro = 0; micro < micro_batches; ++micro) {
       const auto x = torch::randn({16, 64}, torch::TensorOptions(device));
       const auto target = torch::randn({16, 32}, torch::TensorOptions(device));
@@ -96,12 +112,28 @@ void check_training_matches_uncached(bool cuda) {
       torch::mse_loss(uncached(x), target).backward();
     }
     CHECK(torch::equal(cached->weight.grad(), uncached->weight.grad()));
-    opt_cached.step();
-    opt_uncached.step();
+    opt_cached->step();
+    opt_uncached->step();
     CHECK(torch::equal(cached->weight, uncached->weight));
+    // Evaluation between steps: the first forward quantizes (after the step), the rest reuse.
+    torch::NoGradGuard no_grad;
+    for (int e = 0; e < evaluations; ++e) CHECK(torch::equal(cached(probe), uncached(probe)));
   }
-  CHECK(cached->weight_cache->misses() == steps);
-  CHECK(cached->weight_cache->hits() == steps * (micro_batches - 1));
+  // Each step's evaluation quantizes once (the weight changed) and reuses after that; the next
+  // step's first micro-batch reuses the evaluation's copies (nothing changed in between). Without
+  // reuse across backward, the other micro-batches quantize; with it, only the very first does.
+  const int eval_misses = steps, eval_hits = steps * (evaluations - 1);
+  const int train_misses = reuse_across_backward ? 1 : 1 + steps * (micro_batches - 1);
+  const int train_hits = steps * micro_batches - train_misses;
+  CHECK(cached->weight_cache->misses() == train_misses + eval_misses);
+  CHECK(cached->weight_cache->hits() == train_hits + eval_hits);
+}
+
+template <typename Layer>
+void check_training_all_modes(bool cuda) {
+  check_training_matches_uncached<Layer>(cuda, Optimizer::SGD, false);
+  check_training_matches_uncached<Layer>(cuda, Optimizer::AdamW, false);
+  check_training_matches_uncached<Layer>(cuda, Optimizer::AdamW, true);
 }
 
 // A functional caller passing a new weight tensor each time (here: a temporary of the same shape,
@@ -129,9 +161,9 @@ TEST_CASE("Weight cache reuses the FP8 weight until a versioned write, on the CP
   check_reuse_and_invalidation<fp8nn::LinearFP8Mixed>(false);
 }
 
-TEST_CASE("Weight cache training equals uncached training bit for bit, on the CPU") {
-  check_training_matches_uncached<fp8nn::LinearFP8Global>(false);
-  check_training_matches_uncached<fp8nn::LinearFP8Mixed>(false);
+TEST_CASE("Weight cache training with SGD and AdamW equals uncached training, on the CPU") {
+  check_training_all_modes<fp8nn::LinearFP8Global>(false);
+  check_training_all_modes<fp8nn::LinearFP8Mixed>(false);
 }
 
 TEST_CASE("Weight cache never hands out another tensor's copies, on the CPU") {
@@ -144,10 +176,10 @@ TEST_CASE("Weight cache reuses the FP8 weight until a versioned write, on CUDA")
   check_reuse_and_invalidation<fp8nn::LinearFP8Mixed>(true);
 }
 
-TEST_CASE("Weight cache training equals uncached training bit for bit, on CUDA") {
+TEST_CASE("Weight cache training with SGD and AdamW equals uncached training, on CUDA") {
   FP8NN_SKIP_WITHOUT_CUDA();
-  check_training_matches_uncached<fp8nn::LinearFP8Global>(true);
-  check_training_matches_uncached<fp8nn::LinearFP8Mixed>(true);
+  check_training_all_modes<fp8nn::LinearFP8Global>(true);
+  check_training_all_modes<fp8nn::LinearFP8Mixed>(true);
 }
 
 TEST_CASE("Weight cache never hands out another tensor's copies, on CUDA") {

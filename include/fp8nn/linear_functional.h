@@ -26,14 +26,20 @@ int64_t default_group_size(int64_t features);
 namespace functional {
 
 /// A weight's per-tensor E4M3 copies (row-major and transposed, one scale), kept between calls
-/// and reused while the weight is unchanged: gradient-accumulation micro-batches and inference
-/// quantize the weight once, and an optimizer step (an in-place update, which bumps the tensor's
-/// version counter) invalidates the copy by itself. An entry is reused only for the same live
-/// tensor (same TensorImpl, data pointer, version, dtype, shape and strides) and, on CUDA, from the
-/// same stream-capture context (eager calls never see copies written inside a CUDA graph, and a
-/// graph never captures a read of a copy made outside it). Writes that bypass the version counter
-/// (through `tensor.data()` or raw pointers) are not seen: call clear() after them.
-/// The modules own one each; thread-safe.
+/// and reused while the weight is known to be unchanged. An entry is reused only for the same live
+/// tensor (same TensorImpl, data pointer, version counter, dtype, shape and strides) and, on CUDA,
+/// from the same stream-capture context (eager calls never see copies written inside a CUDA graph,
+/// and a graph never captures a read of a copy made outside it).
+///
+/// The version counter alone cannot see every optimizer: libtorch's torch::optim::SGD updates
+/// parameters through `p.data()`, which writes the storage without bumping the parameter's
+/// version. So by default a backward pass that computes the weight's gradient also drops the copies:
+/// forward calls with no weight gradient in between (inference, evaluation, several forwards
+/// before one backward) quantize the weight once, whatever the optimizer. For gradient
+/// accumulation, set_reuse_across_backward(true) keeps the copies across backward passes too, until
+/// the version changes: only correct when every update of the weight goes through its version
+/// counter (torch::optim::Adam and AdamW do; SGD does not). Writes through `tensor.data()` or raw
+/// pointers are never seen: call clear() after them. Thread-safe.
 class WeightCache {
  public:
   WeightCache();
@@ -43,6 +49,12 @@ class WeightCache {
 
   /// Drops the cached copies (their memory returns to the allocator once no graph holds them).
   void clear();
+  /// Keep the copies across backward passes (see above); default false.
+  void set_reuse_across_backward(bool reuse);
+  bool reuse_across_backward() const;
+  /// Called by the backward pass once it has computed the weight's gradient: drops the copies
+  /// unless reuse_across_backward().
+  void weight_gradient_computed();
   /// Calls that reused the cached copies / that quantized the weight, since construction.
   int64_t hits() const;
   int64_t misses() const;
@@ -59,6 +71,7 @@ class WeightCache {
   std::unique_ptr<Slot> slot_;
   mutable int64_t hits_ = 0;
   int64_t misses_ = 0;
+  bool reuse_across_backward_ = false;
 };
 
 /// Options shared by linear_fp8_global and linear_fp8_mixed. New knobs (e.g. fast accumulation)
