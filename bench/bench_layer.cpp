@@ -126,8 +126,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
   fmt::print("# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
              "GEMM autotuning {}\n",
              repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
-  const std::vector<std::string> names = {"bf16", "naive", "global", "global-nc", "mixed",
-                                          "mixed-nc"};
+  const std::vector<std::string> names = {"bf16", "naive", "global", "global-mb", "mixed",
+                                          "mixed-mb"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -152,16 +152,20 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
 
     torch::nn::Linear linear(torch::nn::LinearOptions(k, n).bias(false));
     linear->to(device, torch::kBFloat16);
-    // The weight cache keeps W's FP8 copies while W is unchanged, as between the micro-batches of
-    // gradient accumulation; the -nc variants quantize W every step, as after each optimizer step.
+    // Default modules: every step's backward drops the weight's FP8 copies (an optimizer step
+    // may follow), so each forward quantizes W, as in training. The -mb variants keep the copies
+    // across backward (reuse_across_backward): the micro-batches of gradient accumulation, where W
+    // is unchanged between steps, quantize W once.
     LinearFP8Global global(LinearFP8Options(k, n).bias(false));
     global->to(device, torch::kBFloat16);
-    LinearFP8Global global_nc(LinearFP8Options(k, n).bias(false).cache_weight(false));
-    global_nc->to(device, torch::kBFloat16);
+    LinearFP8Global global_mb(LinearFP8Options(k, n).bias(false));
+    global_mb->to(device, torch::kBFloat16);
+    global_mb->weight_cache->set_reuse_across_backward(true);
     LinearFP8Mixed mixed(LinearFP8Options(k, n).bias(false));
     mixed->to(device, torch::kBFloat16);
-    LinearFP8Mixed mixed_nc(LinearFP8Options(k, n).bias(false).cache_weight(false));
-    mixed_nc->to(device, torch::kBFloat16);
+    LinearFP8Mixed mixed_mb(LinearFP8Options(k, n).bias(false));
+    mixed_mb->to(device, torch::kBFloat16);
+    mixed_mb->weight_cache->set_reuse_across_backward(true);
     auto naive_weight = linear->weight.detach().clone().requires_grad_();
 
     const std::vector<Variant> variants = {
@@ -169,9 +173,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
         {"naive", [&](const torch::Tensor& x) { return NaiveFP8Linear::apply(x, naive_weight); },
          {naive_weight}},
         {"global", [&](const torch::Tensor& x) { return global(x); }, {global->weight}},
-        {"global-nc", [&](const torch::Tensor& x) { return global_nc(x); }, {global_nc->weight}},
+        {"global-mb", [&](const torch::Tensor& x) { return global_mb(x); }, {global_mb->weight}},
         {"mixed", [&](const torch::Tensor& x) { return mixed(x); }, {mixed->weight}},
-        {"mixed-nc", [&](const torch::Tensor& x) { return mixed_nc(x); }, {mixed_nc->weight}},
+        {"mixed-mb", [&](const torch::Tensor& x) { return mixed_mb(x); }, {mixed_mb->weight}},
     };
     std::vector<Result> results;
     for (const auto& v : variants) {
@@ -194,9 +198,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     for (const auto& r : results) row += fmt::format(" {:>9.1f}", r.host_us);
     fmt::print("{} |\n", row);
   }
-  fmt::print("# ×: speedup over bf16 (higher is better); -nc: no weight cache (W quantized every "
-             "step); sv: MiB saved for backward beyond the output (x included where the graph "
-             "keeps it; a cached FP8 weight is module state, not counted); pk: peak MiB allocated "
+  fmt::print("# ×: speedup over bf16 (higher is better); -mb: micro-batches (W's FP8 copies "
+             "kept across backward; the default re-quantizes W every step); sv: MiB saved for backward beyond the output (x included where the graph "
+             "keeps it; a weight copy the cache already held is not counted); pk: peak MiB allocated "
              "during backward; host: µs of host time to enqueue one step\n");
   return 0;
 }
