@@ -133,6 +133,51 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
               method.c_str(), ms, tflops, baseline_ms / ms, check.c_str());
 }
 
+// Mixed's group-scaled products: a quantized per group of G along K (E4M3), b per tensor, through
+// each FP8NN_GROUP_GEMM route (the variable is read on every call): cublaslt (one product per
+// row-group slice of K, or OUTER_VEC scales when one group spans the row) and the hand-written
+// sm90 kernel. Speed-up against at::_scaled_mm tensorwise with fast accumulation (the ceiling a
+// group-scaled product is measured against); check: relative difference to the cublaslt route.
+void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
+                       const GemmBenchOptions& options) {
+  const double tensorwise_ms = median_ms(
+      [&](int i) { torch_scaled_mm(operands[i % operands.size()], true); }, options.warmup,
+      options.iters);
+  const char* saved = std::getenv("FP8NN_GROUP_GEMM");
+  const std::string restore = saved == nullptr ? "" : saved;
+  for (int64_t group : {int64_t{128}, int64_t{4096}}) {
+    std::vector<fp8nn::QuantizedTensor> grouped;
+    for (const auto& o : operands) {
+      grouped.push_back(F::quantize_per_group(o.a_bf16, fp8nn::Format::E4M3, group));
+    }
+    const auto run = [&](int i) {
+      F::scaled_mm(grouped[i % grouped.size()], operands[i % operands.size()].b, c10::nullopt,
+                   torch::kBFloat16, /*fast_accumulation=*/false);
+    };
+    torch::Tensor reference;
+    for (const char* route : {"cublaslt", "sm90", "auto"}) {
+      setenv("FP8NN_GROUP_GEMM", route, 1);
+      const double ms = median_ms(run, options.warmup, options.iters);
+      const auto result =
+          F::scaled_mm(grouped[0], operands[0].b, c10::nullopt, torch::kBFloat16, false);
+      char check[32] = "";
+      if (reference.defined()) {
+        std::snprintf(check, sizeof(check), "%.1e", relative_difference(result, reference));
+      } else {
+        reference = result;
+      }
+      const std::string what = std::string("G=") + std::to_string(group) +
+                               (group >= shape[1] ? " (row) " : " ") + route;
+      print_row(shape, what, ms, tensorwise_ms, check);
+    }
+  }
+  if (restore.empty()) {
+    unsetenv("FP8NN_GROUP_GEMM");
+  } else {
+    setenv("FP8NN_GROUP_GEMM", restore.c_str(), 1);
+  }
+}
+
 }  // namespace
 
 int run_gemm_bench(int argc, char** argv) {
@@ -186,6 +231,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         print_row(shape, "bf16 at::matmul", bf16_ms, torch_ms, "");
       }
     }
+    if (shape[0] >= 4096) group_scaled_rows(shape, operands, options);
   }
   return 0;
 }
