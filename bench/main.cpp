@@ -11,6 +11,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -48,8 +49,8 @@ int main(int argc, char** argv) {
       cxxopts::value<int>()->default_value(std::to_string(options.batch)))(
       "warmup", "untimed samples first",
       cxxopts::value<int>()->default_value(std::to_string(options.warmup)))(
-      "shape", "gemm/layer: only this (M,K,N), e.g. --shape 8192,4096,4096 (repeatable)",
-      cxxopts::value<std::vector<std::string>>())(
+      "shape", "gemm/layer: only these shapes, M,K,N[:M,K,N...], e.g. --shape 8192,4096,4096",
+      cxxopts::value<std::string>())(
       "autotune",
       "time cuBLASLt's candidate algorithms once per GEMM problem and keep the fastest "
       "(fp8nn::functional::set_gemm_autotuning); --autotune=false: heuristic's first choice",
@@ -67,12 +68,15 @@ int main(int argc, char** argv) {
     fp8nn::functional::set_gemm_autotuning(args["autotune"].as<bool>());
     options.samples_given = args.count("samples") > 0;
     if (args.count("shape")) {
-      for (const auto& text : args["shape"].as<std::vector<std::string>>()) {
+      std::stringstream list(args["shape"].as<std::string>());
+      std::string text;
+      while (std::getline(list, text, ':')) {
         std::array<int64_t, 3> mkn{};
-        if (std::sscanf(text.c_str(), "%ld,%ld,%ld", &mkn[0], &mkn[1], &mkn[2]) != 3 ||
+        char tail = 0;
+        if (std::sscanf(text.c_str(), "%ld,%ld,%ld%c", &mkn[0], &mkn[1], &mkn[2], &tail) != 3 ||
             mkn[0] <= 0 || mkn[1] <= 0 || mkn[2] <= 0) {
-          std::cerr << "fp8nn_bench: --shape expects M,K,N (positive integers), got '" << text
-                    << "'\n";
+          std::cerr << "fp8nn_bench: --shape expects M,K,N[:M,K,N...] (positive integers), got '"
+                    << text << "'\n";
           return 2;
         }
         options.shapes.push_back(mkn);
