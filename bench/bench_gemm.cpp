@@ -140,9 +140,9 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
 // group-scaled product is measured against); check: relative difference to the cublaslt route.
 void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
                        const GemmBenchOptions& options) {
-  const double tensorwise_ms = median_ms(
-      [&](int i) { torch_scaled_mm(operands[i % operands.size()], true); }, options.warmup,
-      options.iters);
+  const double tensorwise_ms =
+      median_ms([&](int i) { torch_scaled_mm(operands[i % operands.size()], true); },
+                options.warmup, options.iters);
   const char* saved = std::getenv("FP8NN_GROUP_GEMM");
   const std::string restore = saved == nullptr ? "" : saved;
   for (int64_t group : {int64_t{128}, int64_t{4096}}) {
@@ -166,8 +166,8 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       } else {
         reference = result;
       }
-      const std::string what = std::string("G=") + std::to_string(group) +
-                               (group >= shape[1] ? " (row) " : " ") + route;
+      const std::string what =
+          std::string("G=") + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
       print_row(shape, what, ms, tensorwise_ms, check);
     }
   }

@@ -5,8 +5,8 @@
 // Median of many CUDA-event-timed steps after warm-up, inputs rotated so they come from HBM.
 // Also the memory a step keeps saved for backward, and its peak.
 
-#include <fp8nn/fp8nn.h>
 #include <fmt/format.h>
+#include <fp8nn/fp8nn.h>
 #include <torch/torch.h>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -51,8 +51,8 @@ struct NaiveFP8Linear : public torch::autograd::Function<NaiveFP8Linear> {
     auto [gq, gs] = naive_quantize(grads[0], at::kFloat8_e5m2, 57344.0);
     const auto out_dtype = grads[0].scalar_type();
     auto dx = at::_scaled_mm(gq, wq.t().contiguous().t(), gs, ws, {}, {}, out_dtype);
-    auto dw = at::_scaled_mm(gq.t().contiguous(), xq.t().contiguous().t(), gs, xs, {}, {},
-                             out_dtype);
+    auto dw =
+        at::_scaled_mm(gq.t().contiguous(), xq.t().contiguous().t(), gs, xs, {}, {}, out_dtype);
     return {dx, dw};
   }
 };
@@ -92,9 +92,9 @@ Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const tor
   constexpr int kHostSteps = 20;
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < kHostSteps; ++i) step(i);
-  r.host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
-                  .count() /
-              kHostSteps;
+  r.host_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() /
+      kHostSteps;
   // Saved for backward: what the graph keeps alive beyond the output once the caller drops its
   // input. The input is a non-leaf copy (a leaf would be held by its AccumulateGrad node), so it
   // stays allocated only if the layer saved it, as bf16 Linear saves x.
@@ -123,11 +123,12 @@ Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const tor
 int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repetitions) {
   const auto device = torch::Device(torch::kCUDA);
   const auto bf16 = torch::TensorOptions().dtype(torch::kBFloat16).device(device);
-  fmt::print("# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
-             "GEMM autotuning {}\n",
-             repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
-  const std::vector<std::string> names = {"bf16", "naive", "global", "global-mb", "mixed",
-                                          "mixed-mb"};
+  fmt::print(
+      "# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
+      "GEMM autotuning {}\n",
+      repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
+  const std::vector<std::string> names = {"bf16",      "naive", "global",
+                                          "global-mb", "mixed", "mixed-mb"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -170,7 +171,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
 
     const std::vector<Variant> variants = {
         {"bf16", [&](const torch::Tensor& x) { return linear(x); }, {linear->weight}},
-        {"naive", [&](const torch::Tensor& x) { return NaiveFP8Linear::apply(x, naive_weight); },
+        {"naive",
+         [&](const torch::Tensor& x) { return NaiveFP8Linear::apply(x, naive_weight); },
          {naive_weight}},
         {"global", [&](const torch::Tensor& x) { return global(x); }, {global->weight}},
         {"global-mb", [&](const torch::Tensor& x) { return global_mb(x); }, {global_mb->weight}},
@@ -181,15 +183,17 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     for (const auto& v : variants) {
       // FP8NN_BENCH_VARIANTS=global-nc,mixed-nc (for a profiler run) times only those and bf16.
       const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
-      const bool wanted = only == nullptr || v.name == "bf16" ||
-                          ("," + std::string(only) + ",").find("," + v.name + ",") != std::string::npos;
+      const bool wanted =
+          only == nullptr || v.name == "bf16" ||
+          ("," + std::string(only) + ",").find("," + v.name + ",") != std::string::npos;
       results.push_back(wanted ? measure(v, xs, grad, repetitions) : Result{});
     }
     const double base = results[0].ms;
     std::string row = fmt::format("| {:>6} {:>6} {:>6} |", m, k, n);
     for (const auto& r : results) row += fmt::format(" {:>9.3f}", r.ms);
     row += " |";
-    for (size_t i = 1; i < results.size(); ++i) row += fmt::format(" {:>8.2f}x", base / results[i].ms);
+    for (size_t i = 1; i < results.size(); ++i)
+      row += fmt::format(" {:>8.2f}x", base / results[i].ms);
     row += " |";
     for (const auto& r : results) row += fmt::format(" {:>9.1f}", r.saved_mib);
     row += " |";
@@ -198,10 +202,12 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     for (const auto& r : results) row += fmt::format(" {:>9.1f}", r.host_us);
     fmt::print("{} |\n", row);
   }
-  fmt::print("# ×: speedup over bf16 (higher is better); -mb: micro-batches (W's FP8 copies "
-             "kept across backward; the default re-quantizes W every step); sv: MiB saved for backward beyond the output (x included where the graph "
-             "keeps it; a weight copy the cache already held is not counted); pk: peak MiB allocated "
-             "during backward; host: µs of host time to enqueue one step\n");
+  fmt::print(
+      "# ×: speedup over bf16 (higher is better); -mb: micro-batches (W's FP8 copies "
+      "kept across backward; the default re-quantizes W every step); sv: MiB saved for backward "
+      "beyond the output (x included where the graph "
+      "keeps it; a weight copy the cache already held is not counted); pk: peak MiB allocated "
+      "during backward; host: µs of host time to enqueue one step\n");
   return 0;
 }
 

@@ -1,8 +1,8 @@
 // fp8nn_bench: GPU benchmarks of fp8nn's kernels against the device's own copy bandwidth.
 //   fp8nn_bench [all|quantize|gemm|layer] [--samples N] [--batch N] [--warmup N]
 
-#include <cxxopts.hpp>
 #include <fp8nn/scaled_mm.h>
+#include <cxxopts.hpp>
 
 #include <algorithm>
 #include <array>

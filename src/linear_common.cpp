@@ -69,13 +69,20 @@ void check_finite(const torch::Tensor& t, const char* what, const std::string& l
                     " contains NaN or Inf (check_finite is on)");
 }
 
-QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache) {
+QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
+                              bool store) {
   if (cache != nullptr) {
     if (auto copies = cache->find(weight)) return *std::move(copies);
   }
   auto copies = functional::quantize_with_transpose(weight, Format::E4M3);
-  if (cache != nullptr) cache->store(weight, copies);
+  if (cache != nullptr && store) cache->store(weight, copies);
   return copies;
+}
+
+bool should_store_weight(const torch::Tensor& weight, const functional::WeightCache* cache) {
+  if (cache == nullptr) return false;
+  const bool records_weight_grad = torch::GradMode::is_enabled() && weight.requires_grad();
+  return !records_weight_grad || cache->reuse_across_backward();
 }
 
 namespace {

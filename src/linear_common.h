@@ -29,8 +29,14 @@ void check_group_size(int64_t group_size, const char* which, const std::string& 
 void check_finite(const torch::Tensor& t, const char* what, const std::string& layer);
 
 /// The weight's per-tensor E4M3 copies (row-major and transposed): from `cache` when it holds
-/// them for this very weight, else quantized now (and stored in `cache` when there is one).
-QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache);
+/// them for this very weight, else quantized now (and stored in `cache` when `store`).
+QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
+                              bool store);
+
+/// Whether a call should leave the weight's copies in `cache`: not when autograd records the
+/// weight's gradient, since that backward drops them again (unless reuse_across_backward) and
+/// keeping them would only hold memory between forward and backward.
+bool should_store_weight(const torch::Tensor& weight, const functional::WeightCache* cache);
 
 /// Forward: lets the backward pass reach `cache` (weakly; nothing when it is null).
 void keep_cache_for_backward(torch::autograd::AutogradContext* ctx,

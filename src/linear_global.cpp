@@ -24,13 +24,13 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, const std::string& layer,
-                               bool check_finite,
-                               const std::shared_ptr<WeightCache>& weight_cache) {
+                               bool check_finite, const std::shared_ptr<WeightCache>& weight_cache,
+                               bool store_weight) {
     // One fused cast+transpose per operand: the row-major copies feed this product, the
     // transposed ones (K-major for the backward products) are all that is saved.
     const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
     const auto x_pair = quantize_with_transpose(x, Format::E4M3);
-    const auto w_pair = detail::quantize_weight(weight, weight_cache.get());
+    const auto w_pair = detail::quantize_weight(weight, weight_cache.get(), store_weight);
     // Fast accumulation forward (the forward error is dominated by E4M3 rounding anyway);
     // backward products accumulate precisely, since gradients sum over long reductions.
     auto y = scaled_mm(x_pair.quantized, w_pair.quantized, bias, x.scalar_type(),
@@ -39,10 +39,9 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
     // (under NoGradGuard it over-asks, and the node holding the copies is dropped at once).
     const auto& x_t = x_pair.transposed;  // [K, M]: B operand of dW = dy^T x
     const auto& w_t = w_pair.transposed;  // [K, N]: B operand of dx = dy W
-    ctx->save_for_backward({want_dw ? x_t.data : torch::Tensor(),
-                            want_dw ? x_t.scale_inv : torch::Tensor(),
-                            want_dx ? w_t.data : torch::Tensor(),
-                            want_dx ? w_t.scale_inv : torch::Tensor()});
+    ctx->save_for_backward(
+        {want_dw ? x_t.data : torch::Tensor(), want_dw ? x_t.scale_inv : torch::Tensor(),
+         want_dx ? w_t.data : torch::Tensor(), want_dx ? w_t.scale_inv : torch::Tensor()});
     if (want_dw) detail::keep_cache_for_backward(ctx, weight_cache);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
@@ -81,7 +80,7 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
       db =
           dy.sum(0, /*keepdim=*/false, at::kFloat).to(ctx->saved_data["bias_dtype"].toScalarType());
     }
-    return {dx, dw, db, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {dx, dw, db, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -98,9 +97,10 @@ torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& wei
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
   // An undefined bias must not be a tensor argument of the autograd function.
   const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
-  const auto y = LinearFP8GlobalFunction::apply(x.reshape({-1, in_features}).contiguous(), weight,
-                                                optional_bias, layer, options.check_finite(),
-                                                options.weight_cache());
+  const auto y = LinearFP8GlobalFunction::apply(
+      x.reshape({-1, in_features}).contiguous(), weight, optional_bias, layer,
+      options.check_finite(), options.weight_cache(),
+      detail::should_store_weight(weight, options.weight_cache().get()));
   return y.view(detail::output_sizes(x, out_features));
 }
 

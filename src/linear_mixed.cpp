@@ -26,11 +26,12 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, int64_t G_in,
                                int64_t G_out, const std::string& layer, bool check_finite,
-                               const std::shared_ptr<WeightCache>& weight_cache) {
+                               const std::shared_ptr<WeightCache>& weight_cache,
+                               bool store_weight) {
     const auto x_q = quantize_per_group(x, Format::E4M3, G_in);
     // W's cast+transpose writes the row-major copy for this product and the K-major [K, N] one
     // that dx = dy W needs, in one pass.
-    const auto w_pair = detail::quantize_weight(weight, weight_cache.get());
+    const auto w_pair = detail::quantize_weight(weight, weight_cache.get(), store_weight);
     const auto& w_t = w_pair.transposed;
     // Fast accumulation forward; the backward product accumulates precisely.
     auto y = scaled_mm(x_q, w_pair.quantized, bias, x.scalar_type(), /*fast_accumulation=*/true);
@@ -81,6 +82,7 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
             torch::Tensor(),
             torch::Tensor(),
             torch::Tensor(),
+            torch::Tensor(),
             torch::Tensor()};
   }
 };
@@ -101,10 +103,10 @@ torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weig
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
   // An undefined bias must not be a tensor argument of the autograd function.
   const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
-  const auto y =
-      LinearFP8MixedFunction::apply(x.reshape({-1, in_features}).contiguous(), weight,
-                                    optional_bias, G_in, G_out, layer, options.check_finite(),
-                                    options.weight_cache());
+  const auto y = LinearFP8MixedFunction::apply(
+      x.reshape({-1, in_features}).contiguous(), weight, optional_bias, G_in, G_out, layer,
+      options.check_finite(), options.weight_cache(),
+      detail::should_store_weight(weight, options.weight_cache().get()));
   return y.view(detail::output_sizes(x, out_features));
 }
 

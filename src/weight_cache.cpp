@@ -27,8 +27,8 @@ unsigned long long capture_context(const torch::Tensor& t) {
     unsigned long long id = 0;
     const auto stream = at::cuda::getCurrentCUDAStream(t.device().index()).stream();
     const cudaError_t error = cudaStreamGetCaptureInfo(stream, &status, &id);
-    TORCH_CHECK(error == cudaSuccess, "fp8nn::WeightCache: cudaStreamGetCaptureInfo failed: ",
-                cudaGetErrorString(error));
+    TORCH_CHECK(error == cudaSuccess,
+                "fp8nn::WeightCache: cudaStreamGetCaptureInfo failed: ", cudaGetErrorString(error));
     return status == cudaStreamCaptureStatusActive ? id : 0;
   }
 #endif
@@ -106,7 +106,10 @@ int64_t WeightCache::misses() const {
 
 std::optional<QuantizedPair> WeightCache::find(const torch::Tensor& weight) const {
   const std::lock_guard<std::mutex> lock(mutex_);
-  if (slot_ == nullptr || !slot_->matches(weight)) return std::nullopt;
+  if (slot_ == nullptr || !slot_->matches(weight)) {
+    ++misses_;
+    return std::nullopt;
+  }
   ++hits_;
   return slot_->copies;
 }
@@ -115,7 +118,6 @@ void WeightCache::store(const torch::Tensor& weight, QuantizedPair copies) {
   auto slot = std::make_unique<Slot>(weight, std::move(copies));
   const std::lock_guard<std::mutex> lock(mutex_);
   slot_ = std::move(slot);
-  ++misses_;
 }
 
 }  // namespace fp8nn::functional

@@ -33,9 +33,9 @@ namespace functional {
 ///
 /// The version counter alone cannot see every optimizer: libtorch's torch::optim::SGD updates
 /// parameters through `p.data()`, which writes the storage without bumping the parameter's
-/// version. So by default a backward pass that computes the weight's gradient also drops the copies:
-/// forward calls with no weight gradient in between (inference, evaluation, several forwards
-/// before one backward) quantize the weight once, whatever the optimizer. For gradient
+/// version. So by default a backward pass that computes the weight's gradient also drops the
+/// copies: forward calls with no weight gradient in between (inference, evaluation, several
+/// forwards before one backward) quantize the weight once, whatever the optimizer. For gradient
 /// accumulation, set_reuse_across_backward(true) keeps the copies across backward passes too, until
 /// the version changes: only correct when every update of the weight goes through its version
 /// counter (torch::optim::Adam and AdamW do; SGD does not). Writes through `tensor.data()` or raw
@@ -55,22 +55,21 @@ class WeightCache {
   /// Called by the backward pass once it has computed the weight's gradient: drops the copies
   /// unless reuse_across_backward().
   void weight_gradient_computed();
-  /// Calls that reused the cached copies / that quantized the weight, since construction.
+  /// Lookups that found the copies valid / that did not (the call then quantized the weight).
   int64_t hits() const;
   int64_t misses() const;
 
-  /// For the linear functions: the cached E4M3 copies of `weight` if still valid (counted as a
-  /// hit), else nothing.
+  /// For the linear functions: the cached E4M3 copies of `weight` if still valid (a hit), else
+  /// nothing (a miss).
   std::optional<QuantizedPair> find(const torch::Tensor& weight) const;
-  /// Remembers `copies`, just made of `weight` (counted as a miss), replacing what was there.
+  /// Remembers `copies`, just made of `weight`, replacing what was there.
   void store(const torch::Tensor& weight, QuantizedPair copies);
 
  private:
   struct Slot;
   mutable std::mutex mutex_;
   std::unique_ptr<Slot> slot_;
-  mutable int64_t hits_ = 0;
-  int64_t misses_ = 0;
+  mutable int64_t hits_ = 0, misses_ = 0;
   bool reuse_across_backward_ = false;
 };
 

@@ -163,8 +163,8 @@ void warn_refusal(cublasStatus_t status, const char* where) {
 }
 
 // Returns nullptr when this cuBLASLt cannot express the scale mode.
-Descriptors* descriptors_for(const AlgoKey& key, cudaDataType_t lt_a_type,
-                             cudaDataType_t lt_b_type, cudaDataType_t d_type) {
+Descriptors* descriptors_for(const AlgoKey& key, cudaDataType_t lt_a_type, cudaDataType_t lt_b_type,
+                             cudaDataType_t d_type) {
   thread_local std::map<AlgoKey, Descriptors> cache;
   const auto found = cache.find(key);
   if (found != cache.end()) return &found->second;
@@ -253,8 +253,8 @@ bool autotuning_enabled() {
 bool stream_is_capturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   const cudaError_t error = cudaStreamIsCapturing(stream, &status);
-  TORCH_CHECK(error == cudaSuccess, "fp8nn::scaled_mm: cudaStreamIsCapturing failed: ",
-              cudaGetErrorString(error));
+  TORCH_CHECK(error == cudaSuccess,
+              "fp8nn::scaled_mm: cudaStreamIsCapturing failed: ", cudaGetErrorString(error));
   return status != cudaStreamCaptureStatusNone;
 }
 
@@ -425,10 +425,9 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
   }
   const float alpha = 1.0f;
   const float beta = 0.0f;
-  const cublasStatus_t status =
-      cublasLtMatmul(handle, d->desc.get(), &alpha, lt_a, d->a.get(), lt_b, d->b.get(), &beta,
-                     lt_d, d->d.get(), lt_d, d->d.get(), &chosen.algo, workspace_pointer,
-                     chosen.workspace_bytes, stream);
+  const cublasStatus_t status = cublasLtMatmul(
+      handle, d->desc.get(), &alpha, lt_a, d->a.get(), lt_b, d->b.get(), &beta, lt_d, d->d.get(),
+      lt_d, d->d.get(), &chosen.algo, workspace_pointer, chosen.workspace_bytes, stream);
   if (is_refusal(status)) {
     warn_refusal(status, "cublasLtMatmul");
     const std::lock_guard<std::mutex> lock(algo_cache_mutex);

@@ -20,8 +20,7 @@ using fp8nn::LinearFP8Options;
 
 // Aligned layers take cuBLASLt directly; the last one (N = 17) takes the padded path.
 torch::nn::Sequential make_model() {
-  return torch::nn::Sequential(fp8nn::LinearFP8Global(LinearFP8Options(64, 128)),
-                               torch::nn::ReLU(),
+  return torch::nn::Sequential(fp8nn::LinearFP8Global(LinearFP8Options(64, 128)), torch::nn::ReLU(),
                                fp8nn::LinearFP8Mixed(LinearFP8Options(128, 96).group_size_in(64)),
                                torch::nn::ReLU(), fp8nn::LinearFP8Global(LinearFP8Options(96, 17)));
 }
