@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <vector>
 
 namespace fp8nn {
 namespace detail {
@@ -41,9 +42,9 @@ void check_options(const LinearFP8Options& options, const char* layer) {
 // not a silently different layer.
 void check_parameters(const LinearFP8Options& options, const torch::Tensor& weight,
                       const torch::Tensor& bias, const char* layer) {
-  const auto weight_sizes = torch::IntArrayRef({options.out_features(), options.in_features()});
-  TORCH_CHECK_VALUE(weight.defined() && weight.sizes() == weight_sizes, layer,
-                    ": expected weight of shape ", weight_sizes, " (out_features=",
+  const std::vector<int64_t> weight_sizes = {options.out_features(), options.in_features()};
+  TORCH_CHECK_VALUE(weight.defined() && weight.sizes() == torch::IntArrayRef(weight_sizes), layer,
+                    ": expected weight of shape ", torch::IntArrayRef(weight_sizes), " (out_features=",
                     options.out_features(), ", in_features=", options.in_features(), "), got ",
                     weight.defined() ? weight.sizes() : torch::IntArrayRef{},
                     " (was the parameter replaced?)");

@@ -102,7 +102,9 @@ void check_random_layer_case(int index, torch::Device device) {
                                        Layout::EveryOtherColumn, Layout::ExpandedRows,
                                        Layout::ThreeD};
   const auto x_layout = pick_of(rng, layouts), dy_layout = pick_of(rng, layouts);
-  const double x_scale = std::pow(10.0, static_cast<double>(pick(rng, -3, 3)));
+  // fp16 tops out at 65504: there, x stays small enough for dW = dy^T x to fit.
+  const bool half = x_dtype == torch::kHalf || w_dtype == torch::kHalf;
+  const double x_scale = std::pow(10.0, static_cast<double>(pick(rng, -3, half ? 0 : 3)));
   CAPTURE(index, name_of(recipe), M, K, N, G_in, G_out, x_dtype, w_dtype, with_bias,
           layout_name(x_layout), layout_name(dy_layout), x_scale);
 

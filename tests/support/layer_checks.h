@@ -113,7 +113,8 @@ inline void check_recipe_matches(const LayerRun& run, fp8nn::Recipe recipe, int6
   REQUIRE(run.x.grad().defined());
   REQUIRE(run.weight.grad().defined());
   CHECK(tolerance_ratio(run.weight.grad(), ref.dw, unit_roundoff(x_dtype) + unit_roundoff(w_dtype),
-                        unit_roundoff(x_dtype)) <= 1.0);
+                        unit_roundoff(x_dtype),
+                        subnormal_half_step(x_dtype) + subnormal_half_step(w_dtype)) <= 1.0);
   const auto device = run.x.device();
   CHECK(tolerance_ratio(run.y.reshape({-1, run.out_features()}), ref.y, x_dtype,
                         accumulation_relative(device, run.in_features(), true)) <= 1.0);
