@@ -43,14 +43,14 @@ void check_options(const LinearFP8Options& options, const char* layer) {
 void check_parameters(const LinearFP8Options& options, const torch::Tensor& weight,
                       const torch::Tensor& bias, const char* layer) {
   const std::vector<int64_t> weight_sizes = {options.out_features(), options.in_features()};
-  TORCH_CHECK_VALUE(weight.defined() && weight.sizes() == torch::IntArrayRef(weight_sizes), layer,
-                    ": expected weight of shape ", torch::IntArrayRef(weight_sizes), " (out_features=",
-                    options.out_features(), ", in_features=", options.in_features(), "), got ",
-                    weight.defined() ? weight.sizes() : torch::IntArrayRef{},
-                    " (was the parameter replaced?)");
-  TORCH_CHECK_VALUE(bias.defined() == options.bias(), layer, ": expected ",
-                    options.bias() ? "a bias" : "no bias", " (bias=", options.bias() ? "true" : "false", "), got ",
-                    bias.defined() ? "a bias" : "none");
+  TORCH_CHECK_VALUE(
+      weight.defined() && weight.sizes() == torch::IntArrayRef(weight_sizes), layer,
+      ": expected weight of shape ", torch::IntArrayRef(weight_sizes),
+      " (out_features=", options.out_features(), ", in_features=", options.in_features(), "), got ",
+      weight.defined() ? weight.sizes() : torch::IntArrayRef{}, " (was the parameter replaced?)");
+  TORCH_CHECK_VALUE(
+      bias.defined() == options.bias(), layer, ": expected ", options.bias() ? "a bias" : "no bias",
+      " (bias=", options.bias() ? "true" : "false", "), got ", bias.defined() ? "a bias" : "none");
   TORCH_CHECK_VALUE(!bias.defined() || bias.sizes() == torch::IntArrayRef({options.out_features()}),
                     layer, ": expected bias of shape [", options.out_features(), "], got ",
                     bias.defined() ? bias.sizes() : torch::IntArrayRef{},

@@ -118,8 +118,8 @@ void check_random_layer_case(int index, torch::Device device) {
   x = x.detach().requires_grad_();  // a leaf with x's layout: its gradient is dx
   run.x = x;
   run.y = recipe_fn(recipe, G_in, G_out)(run.x, run.weight, run.bias);
-  auto dy = laid_out(spread_randn({M, N}), dy_layout == Layout::ThreeD ? Layout::Contiguous : dy_layout,
-                     x_dtype, device);
+  auto dy = laid_out(spread_randn({M, N}),
+                     dy_layout == Layout::ThreeD ? Layout::Contiguous : dy_layout, x_dtype, device);
   run.dy = dy.reshape(run.y.sizes());
   run.y.backward(run.dy);
   REQUIRE(run.y.sizes().back() == N);
@@ -142,7 +142,8 @@ std::pair<torch::Tensor, torch::Tensor> reference_quantize(const torch::Tensor& 
   const int64_t step = group == 0 ? std::max<int64_t>(cols, 1) : group;
   const int64_t groups = group == 0 ? 1 : (cols + group - 1) / group;
   auto data = torch::empty({rows, cols}, fp8);
-  auto scale_inv = torch::empty(group == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{rows, groups});
+  auto scale_inv =
+      torch::empty(group == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{rows, groups});
   const auto scale_of = [&](float amax) {
     if (amax == 0.0f) return 1.0f;
     const float scale = fmt_max / amax;
@@ -173,17 +174,20 @@ void check_random_quantize_case(int index, torch::Device device) {
   torch::manual_seed(10000 + index);
   const int dims = static_cast<int>(pick(rng, 1, 3));
   std::vector<int64_t> sizes;
-  for (int d = 0; d < dims; ++d) sizes.push_back(d + 1 == dims ? draw_size(rng, 600) : pick(rng, 1, 9));
+  for (int d = 0; d < dims; ++d)
+    sizes.push_back(d + 1 == dims ? draw_size(rng, 600) : pick(rng, 1, 9));
   if (pick(rng, 0, 24) == 0) sizes[0] = 0;
-  const auto dtype = pick_of<torch::ScalarType>(rng, {torch::kFloat, torch::kBFloat16, torch::kHalf});
-  const auto format = pick_of(rng, std::vector<fp8nn::Format>{fp8nn::Format::E4M3, fp8nn::Format::E5M2});
+  const auto dtype =
+      pick_of<torch::ScalarType>(rng, {torch::kFloat, torch::kBFloat16, torch::kHalf});
+  const auto format =
+      pick_of(rng, std::vector<fp8nn::Format>{fp8nn::Format::E4M3, fp8nn::Format::E5M2});
   const int64_t group = pick_of<int64_t>(rng, {0, 0, 16, 32, 64, 128, 7, 100, 4096});
   // Magnitudes over most of each dtype's range, so scales overflow to FLT_MAX and values saturate
   // and round to subnormals in places.
   const int exponent = dtype == torch::kHalf ? static_cast<int>(pick(rng, -6, 3))
                                              : static_cast<int>(pick(rng, -38, 30));
   auto values = spread_randn(sizes) * std::pow(10.0, exponent);
-  if (dtype == torch::kHalf) values.clamp_(-6e4, 6e4);  // finite in fp16
+  if (dtype == torch::kHalf) values.clamp_(-6e4, 6e4);                          // finite in fp16
   if (pick(rng, 0, 4) == 0 && values.numel() > 0) values.select(0, 0).zero_();  // a zero row
   const auto x = values.to(dtype).to(device);
   const bool with_transpose = group == 0 && dims == 2 && pick(rng, 0, 1) == 1;

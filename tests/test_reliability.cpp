@@ -8,8 +8,8 @@
 
 #include "layer_checks.h"
 
-#include <cmath>
 #include <array>
+#include <cmath>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -65,8 +65,8 @@ void check_all_finite(const LayerRun& run) {
 
 void check_degenerate_shapes(torch::Device device) {
   seed_torch();
-  const std::vector<LayerShape> shapes = {{{0, 16}, 8},  {{2, 0, 16}, 8}, {{0, 1}, 1},
-                                          {{5, 1}, 8},   {{5, 16}, 1},    {{1, 1}, 1},
+  const std::vector<LayerShape> shapes = {{{0, 16}, 8},   {{2, 0, 16}, 8}, {{0, 1}, 1},
+                                          {{5, 1}, 8},    {{5, 16}, 1},    {{1, 1}, 1},
                                           {{3, 4, 1}, 1}, {{1, 33}, 17}};
   for (const auto recipe : kRecipes) {
     for (const auto& shape : shapes) {
@@ -92,7 +92,8 @@ void check_unaligned_shapes(torch::Device device) {
   seed_torch();
   int index = 0;
   for (int64_t size : {1, 15, 17, 1000, 4097}) {
-    const std::vector<std::array<int64_t, 3>> mkn = {{size, 17, 15}, {15, size, 17}, {17, 15, size}};
+    const std::vector<std::array<int64_t, 3>> mkn = {
+        {size, 17, 15}, {15, size, 17}, {17, 15, size}};
     for (const auto& [M, K, N] : mkn) {
       for (const auto recipe : kRecipes) {
         for (int64_t group : {int64_t{0}, int64_t{16}}) {
@@ -416,8 +417,11 @@ void check_replaced_parameters(torch::Device device) {
   restore_and_check();
   // The input fits the replaced weight: without the check this would be a different layer.
   layer->weight.set_data(torch::randn({8, 17}, opts));
-  check_error<c10::ValueError>([&] { layer(torch::randn({4, 17}).to(device)); },
-                               {name, "weight of shape [8, 16]", "[8, 17]"});
+  check_error<c10::ValueError>(
+      [&] {
+        layer(torch::randn({4, 17}).to(device));
+      },
+      {name, "weight of shape [8, 16]", "[8, 17]"});
   restore_and_check();
   layer->weight.set_data(torch::randn({8, 16, 1}, opts));
   check_error<c10::ValueError>([&] { layer(x); }, {name, "weight of shape [8, 16]", "[8, 16, 1]"});
@@ -432,7 +436,8 @@ void check_replaced_parameters(torch::Device device) {
   // refuses set_data with an integer tensor on a parameter.)
   const auto member = layer->weight;
   layer->weight = weight.to(torch::kInt);
-  check_error<c10::TypeError>([&] { layer(x); }, {name, "weight", "float, half or bfloat16", "Int"});
+  check_error<c10::TypeError>([&] { layer(x); },
+                              {name, "weight", "float, half or bfloat16", "Int"});
   layer->weight = torch::randn({8, 15}, opts);
   check_error<c10::ValueError>([&] { layer(x); }, {name, "weight of shape [8, 16]", "[8, 15]"});
   layer->weight = member;
@@ -453,8 +458,11 @@ void check_load_of_other_size() {
   torch::save(other, stream);
   std::istringstream in(stream.str());
   torch::load(layer, in);
-  check_error<c10::ValueError>([&] { layer(torch::randn({4, 17})); },
-                               {name, "weight of shape [8, 16]", "[8, 17]"});
+  check_error<c10::ValueError>(
+      [&] {
+        layer(torch::randn({4, 17}));
+      },
+      {name, "weight of shape [8, 16]", "[8, 17]"});
 }
 
 // Module on cuda:0, input elsewhere (the CPU, another GPU), or the other way round: a c10::Error

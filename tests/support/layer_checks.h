@@ -81,8 +81,7 @@ inline LayerFn recipe_fn(fp8nn::Recipe recipe, int64_t G_in = 0, int64_t G_out =
   }
   return [=](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
     return functional::linear_fp8_mixed(x, w, b, G_in > 0 ? G_in : default_group_size(w.size(1)),
-                                        G_out > 0 ? G_out : default_group_size(w.size(0)),
-                                        options);
+                                        G_out > 0 ? G_out : default_group_size(w.size(0)), options);
   };
 }
 
