@@ -389,6 +389,46 @@ void check_mixed_dtypes(torch::Device device) {
   }
 }
 
+// ---- bad input ---------------------------------------------------------------------------------
+
+// 0-d, 1-d, wrong in_features and dtypes on the module's device: errors naming the layer, and
+// afterwards the module computes what it did, its gradients untouched.
+template <typename Layer>
+void check_bad_input(torch::Device device) {
+  const std::string name = name_of<Layer>();
+  Layer layer(16, 8);
+  layer->to(device);
+  const auto x = torch::randn({4, 16}).to(device);
+  layer(x).sum().backward();
+  const auto y_before = layer(x).detach();
+  const auto before = snapshot(*layer);
+  const auto on = torch::TensorOptions().device(device);
+  check_error<c10::ValueError>([&] { layer(torch::tensor(1.0f, on)); }, {name, "0-d"});
+  check_error<c10::ValueError>([&] { layer(torch::randn({16}, on)); }, {name, "1-d", "[16]"});
+  check_error<c10::ValueError>(
+      [&] {
+        layer(torch::randn({4, 15}, on));
+      },
+      {name, "in_features=16", "[4, 15]"});
+  check_error<c10::ValueError>(
+      [&] {
+        layer(torch::randn({0, 15}, on));
+      },
+      {name, "in_features=16", "[0, 15]"});
+  check_error<c10::TypeError>(
+      [&] {
+        layer(torch::zeros({4, 16}, on.dtype(torch::kDouble)));
+      },
+      {name, "float, half or bfloat16", "Double"});
+  check_error<c10::TypeError>(
+      [&] {
+        layer(torch::zeros({4, 16}, on.dtype(torch::kFloat8_e4m3fn)));
+      },
+      {name, "float, half or bfloat16", "Float8_e4m3fn"});
+  CHECK(unchanged(*layer, before));
+  CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+}
+
 // ---- modules: devices and replaced parameters --------------------------------------------------
 
 // A module whose parameters were replaced after construction (set_data, assignment, torch::load
@@ -558,6 +598,16 @@ TEST_CASE("mixed dtypes of x, weight and bias: output in x's dtype, gradients in
 TEST_CASE("CUDA: mixed dtypes of x, weight and bias: output in x's dtype, gradients in their own") {
   FP8NN_SKIP_WITHOUT_CUDA();
   check_mixed_dtypes(kCUDA);
+}
+
+TEST_CASE("0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works") {
+  check_bad_input<fp8nn::LinearFP8Global>(kCPU);
+  check_bad_input<fp8nn::LinearFP8Mixed>(kCPU);
+}
+TEST_CASE("CUDA: 0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  check_bad_input<fp8nn::LinearFP8Global>(kCUDA);
+  check_bad_input<fp8nn::LinearFP8Mixed>(kCUDA);
 }
 
 TEST_CASE("parameters replaced with the wrong shape or dtype raise at forward, naming the layer") {
