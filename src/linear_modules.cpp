@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <vector>
 
 namespace fp8nn {
 namespace detail {
@@ -34,6 +35,26 @@ void check_options(const LinearFP8Options& options, const char* layer) {
   TORCH_CHECK_VALUE(options.group_size_out() >= 0, layer,
                     ": expected group_size_out > 0 (or 0 for the default table), got ",
                     options.group_size_out());
+}
+
+// Parameters may be replaced after construction (set_data, torch::load of another layer's
+// checkpoint): forward checks them against the options, so a wrong shape is a clear error and
+// not a silently different layer.
+void check_parameters(const LinearFP8Options& options, const torch::Tensor& weight,
+                      const torch::Tensor& bias, const char* layer) {
+  const std::vector<int64_t> weight_sizes = {options.out_features(), options.in_features()};
+  TORCH_CHECK_VALUE(
+      weight.defined() && weight.sizes() == torch::IntArrayRef(weight_sizes), layer,
+      ": expected weight of shape ", torch::IntArrayRef(weight_sizes),
+      " (out_features=", options.out_features(), ", in_features=", options.in_features(), "), got ",
+      weight.defined() ? weight.sizes() : torch::IntArrayRef{}, " (was the parameter replaced?)");
+  TORCH_CHECK_VALUE(
+      bias.defined() == options.bias(), layer, ": expected ", options.bias() ? "a bias" : "no bias",
+      " (bias=", options.bias() ? "true" : "false", "), got ", bias.defined() ? "a bias" : "none");
+  TORCH_CHECK_VALUE(!bias.defined() || bias.sizes() == torch::IntArrayRef({options.out_features()}),
+                    layer, ": expected bias of shape [", options.out_features(), "], got ",
+                    bias.defined() ? bias.sizes() : torch::IntArrayRef{},
+                    " (was the parameter replaced?)");
 }
 
 }  // namespace
@@ -126,6 +147,7 @@ LinearFP8Options options_from(const torch::nn::Linear& linear, const LinearFP8Op
 }  // namespace detail
 
 torch::Tensor LinearFP8GlobalImpl::forward(const torch::Tensor& input) {
+  detail::check_parameters(options, weight, bias, "fp8nn::LinearFP8Global");
   return functional::linear_fp8_global(input, weight, bias, func_options());
 }
 
@@ -145,6 +167,7 @@ int64_t LinearFP8MixedImpl::group_size_out() const {
 }
 
 torch::Tensor LinearFP8MixedImpl::forward(const torch::Tensor& input) {
+  detail::check_parameters(options, weight, bias, "fp8nn::LinearFP8Mixed");
   return functional::linear_fp8_mixed(input, weight, bias, group_size_in(), group_size_out(),
                                       func_options());
 }

@@ -5,7 +5,7 @@
 
 #include <fp8nn/fp8nn.h>
 
-#include "test_support.h"
+#include "layer_checks.h"
 
 #include <cmath>
 #include <string>
@@ -15,54 +15,10 @@ namespace F = fp8nn::functional;
 
 namespace {
 
-// Runs `call`, which must throw `Error` whose message contains every fragment.
-template <typename Error, typename Call>
-void check_error(Call&& call, const std::vector<std::string>& fragments) {
-  bool thrown = false;
-  try {
-    call();
-  } catch (const Error& e) {
-    thrown = true;
-    const std::string message = e.what_without_backtrace();
-    INFO(message);
-    for (const auto& fragment : fragments) CHECK(message.find(fragment) != std::string::npos);
-  }
-  CHECK(thrown);
-}
-
-template <typename Layer>
-const char* name_of();
-template <>
-const char* name_of<fp8nn::LinearFP8Global>() {
-  return "fp8nn::LinearFP8Global";
-}
-template <>
-const char* name_of<fp8nn::LinearFP8Mixed>() {
-  return "fp8nn::LinearFP8Mixed";
-}
-
-struct Snapshot {
-  std::vector<torch::Tensor> values, grads;
-};
-
-Snapshot snapshot(const torch::nn::Module& module) {
-  Snapshot s;
-  for (const auto& p : module.parameters()) {
-    s.values.push_back(p.detach().clone());
-    s.grads.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
-  }
-  return s;
-}
-
-bool unchanged(const torch::nn::Module& module, const Snapshot& before) {
-  const auto params = module.parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!torch::equal(params[i], before.values[i])) return false;
-    if (params[i].grad().defined() != before.grads[i].defined()) return false;
-    if (before.grads[i].defined() && !torch::equal(params[i].grad(), before.grads[i])) return false;
-  }
-  return true;
-}
+using fp8nn::test::check_error;
+using fp8nn::test::name_of;
+using fp8nn::test::snapshot;
+using fp8nn::test::unchanged;
 
 template <typename Layer>
 void check_input_errors() {

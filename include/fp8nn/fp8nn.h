@@ -1,6 +1,7 @@
 #pragma once
 // fp8nn: FP8 training layers for the PyTorch C++ frontend. Include this one header.
 
+#include <fp8nn/checkpoint.h>
 #include <fp8nn/convert.h>
 #include <fp8nn/linear.h>
 #include <fp8nn/linear_functional.h>

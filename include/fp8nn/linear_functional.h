@@ -4,7 +4,8 @@
 //
 //   y[..., out] = x[..., in] W[out, in]^T + b[out]
 // x: fp32/fp16/bf16 with at least 2 dimensions; W and b: fp32/fp16/bf16 (high-precision master
-// copies). y comes back in x's dtype; gradients in the dtype of the tensor they belong to.
+// copies), each dtype independent of the others (both operands become FP8 anyway). y comes back in
+// x's dtype; gradients in the dtype of the tensor they belong to.
 // Nothing here synchronises with the host unless check_finite is on.
 
 #include <torch/arg.h>

@@ -26,8 +26,10 @@ inline torch::Tensor fake_quantize(const torch::Tensor& x2d, Fp8 format, int64_t
   for (int64_t begin = 0; begin < cols; begin += step) {
     const auto block = v.narrow(1, begin, std::min(step, cols - begin));
     // amax per row of the block (per group), or over everything (per tensor); fp32 throughout.
-    auto amax = group == 0 ? block.abs().amax().reshape({1, 1}) : block.abs().amax(1, true);
-    if (v.size(0) == 0) amax = torch::zeros({1, 1});
+    // (an empty tensor has amax 0: amax() itself refuses empty input)
+    const auto amax = v.size(0) == 0 ? torch::zeros({1, 1})
+                      : group == 0   ? block.abs().amax().reshape({1, 1})
+                                     : block.abs().amax(1, true);
     auto scale = torch::full_like(amax, fmt_max) / amax;
     scale = torch::where(torch::isposinf(scale), torch::full_like(scale, FLT_MAX), scale);
     scale = torch::where(amax == 0, torch::ones_like(scale), scale);
@@ -99,6 +101,19 @@ inline double unit_roundoff(torch::ScalarType dtype) {
   }
 }
 
+/// Half the smallest subnormal of a dtype: the absolute rounding error of a result that lands
+/// below its normal range, where the relative bound above does not hold (fp16 from 6.1e-5 down).
+inline double subnormal_half_step(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kBFloat16:
+      return 0x1p-134;
+    case torch::kHalf:
+      return 0x1p-25;
+    default:
+      return 0x1p-150;
+  }
+}
+
 // fp32 accumulation of K products differs from fp64 by a few ulp of the sum of |terms| in
 // practice (K * 2^-24 in the worst case, ~1e-5 at K = 5000 only for adversarial signs): 2^-16
 // leaves ample room for blocked/reordered sums while an FP8 rounding slip (>= 2^-4 of one term)
@@ -121,11 +136,14 @@ inline double accumulation_relative(const torch::Device& device, int64_t k, bool
 }
 
 /// The largest |got - ref| / tolerance, tolerance = accumulation error of the sum plus
-/// `roundoff` relative (the rounding of results stored in lower precision). <= 1 passes.
+/// `roundoff` relative (the rounding of results stored in lower precision) plus `absolute` (that
+/// rounding below the normal range). <= 1 passes.
 inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref, double roundoff,
-                              double accumulation = kAccumulationRelative) {
+                              double accumulation = kAccumulationRelative,
+                              double absolute = 1e-30) {
   if (ref.value.numel() == 0) return 0.0;
-  const auto tolerance = ref.magnitude * accumulation + ref.value.abs() * roundoff + 1e-30;
+  const auto tolerance =
+      ref.magnitude * accumulation + ref.value.abs() * roundoff + std::max(absolute, 1e-30);
   return ((f64(got) - ref.value).abs() / tolerance).max().item<double>();
 }
 
@@ -133,7 +151,7 @@ inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref, do
 inline double tolerance_ratio(const torch::Tensor& got, const Reference& ref,
                               torch::ScalarType dtype,
                               double accumulation = kAccumulationRelative) {
-  return tolerance_ratio(got, ref, unit_roundoff(dtype), accumulation);
+  return tolerance_ratio(got, ref, unit_roundoff(dtype), accumulation, subnormal_half_step(dtype));
 }
 
 /// ||got - ref||_F / ||ref||_F.

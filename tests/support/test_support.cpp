@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <random>
+#include <string>
 
 namespace fp8nn::test {
 
@@ -24,6 +25,11 @@ bool cuda_available() { return torch::cuda::is_available(); }
 
 void report_skip(const std::string& reason) {
   std::cout << "FP8NN-SKIPPED: " << reason << std::endl;
+}
+
+bool reduced_test_set() {
+  const char* value = std::getenv("FP8NN_TEST_REDUCED");
+  return value != nullptr && std::string(value) != "" && std::string(value) != "0";
 }
 
 int64_t count_bit_differences(const torch::Tensor& a, const torch::Tensor& b) {

@@ -23,6 +23,10 @@ bool cuda_available();
 /// Prints the marker ctest turns into "skipped" (SKIP_REGULAR_EXPRESSION) and the reason.
 void report_skip(const std::string& reason);
 
+/// True when FP8NN_TEST_REDUCED is set (to anything but 0): long tests run a reduced case set,
+/// e.g. under compute-sanitizer (scripts/gpu-check --sanitize).
+bool reduced_test_set();
+
 /// Number of elements whose bit patterns differ (same shape and dtype required).
 int64_t count_bit_differences(const torch::Tensor& a, const torch::Tensor& b);
 
