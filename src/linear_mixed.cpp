@@ -8,6 +8,7 @@
 
 #include <torch/autograd.h>
 
+#include "amax_group.h"
 #include "linear_common.h"
 
 namespace fp8nn::functional {
@@ -25,11 +26,12 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, int64_t G_in,
-                               int64_t G_out, const std::string& layer, bool check_finite) {
+                               int64_t G_out, const std::string& layer, bool check_finite,
+                               const detail::AmaxGroup& amax_group) {
     const auto x_q = quantize_per_group(x, Format::E4M3, G_in);
     // W's cast+transpose writes the row-major copy for this product and the K-major [K, N] one
     // that dx = dy W needs, in one pass.
-    const auto w_pair = quantize_with_transpose(weight, Format::E4M3);
+    const auto w_pair = detail::quantize_with_transpose(weight, Format::E4M3, amax_group);
     const auto& w_t = w_pair.transposed;
     // Fast accumulation forward; the backward product accumulates precisely.
     auto y = scaled_mm(x_q, w_pair.quantized, bias, x.scalar_type(), /*fast_accumulation=*/true);
@@ -70,7 +72,8 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
       db =
           dy.sum(0, /*keepdim=*/false, at::kFloat).to(ctx->saved_data["bias_dtype"].toScalarType());
     }
-    return {dx, dw, db, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {dx, dw, db, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -92,7 +95,8 @@ torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weig
   const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
   const auto y =
       LinearFP8MixedFunction::apply(x.reshape({-1, in_features}).contiguous(), weight,
-                                    optional_bias, G_in, G_out, layer, options.check_finite());
+                                    optional_bias, G_in, G_out, layer, options.check_finite(),
+                                    options.amax_group().get());
   return y.view(detail::output_sizes(x, out_features));
 }
 

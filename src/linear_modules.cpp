@@ -95,7 +95,8 @@ template <typename Derived>
 functional::LinearFP8FuncOptions LinearFP8ImplBase<Derived>::func_options() const {
   return functional::LinearFP8FuncOptions()
       .name(layer_name_of<Derived>())
-      .check_finite(options.check_finite());
+      .check_finite(options.check_finite())
+      .amax_group(options.amax_group());
 }
 
 template class LinearFP8ImplBase<LinearFP8GlobalImpl>;

@@ -39,6 +39,10 @@ struct LinearFP8Options {
   /// Raise an error naming the layer on NaN/Inf in input, weight or output gradient (a host
   /// synchronisation per check; for debugging).
   TORCH_ARG(bool, check_finite) = false;
+  /// Data parallelism: all-reduce the layer's per-tensor amaxes (MAX) over this c10d process
+  /// group so that every rank uses one scale (see functional::LinearFP8FuncOptions::amax_group).
+  /// Default: none, each process scales by its own amaxes.
+  TORCH_ARG(ProcessGroupRef, amax_group);
 };
 
 namespace detail {
