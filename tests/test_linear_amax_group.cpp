@@ -65,11 +65,11 @@ TEST_CASE("amax_group: Global ranks quantize x, W and dy with the combined batch
       return Reference{r.value.narrow(0, rank * rows, rows),
                        r.magnitude.narrow(0, rank * rows, rows)};
     };
-    CHECK(tolerance_ratio(results[rank].y, part(ref.y), torch::kFloat) <= 1.0);
-    CHECK(tolerance_ratio(results[rank].dx, part(ref.dx), torch::kFloat) <= 1.0);
+    REQUIRE(tolerance_ratio(results[rank].y, part(ref.y), torch::kFloat) <= 1.0);
+    REQUIRE(tolerance_ratio(results[rank].dx, part(ref.dx), torch::kFloat) <= 1.0);
   }
   // The ranks' weight gradients add up to the combined batch's (what data parallelism averages).
-  CHECK(tolerance_ratio(results[0].dw + results[1].dw, ref.dw, torch::kFloat) <= 1.0);
+  REQUIRE(tolerance_ratio(results[0].dw + results[1].dw, ref.dw, torch::kFloat) <= 1.0);
 }
 
 TEST_CASE("amax_group: off by default, each Global rank scales by its own amaxes") {
@@ -85,13 +85,13 @@ TEST_CASE("amax_group: off by default, each Global rank scales by its own amaxes
     CAPTURE(rank);
     const auto own =
         emulate_global(batch_of(rank, rows, in, 100), weight, bias, batch_of(rank, rows, out, 200));
-    CHECK(tolerance_ratio(results[rank].y, own.y, torch::kFloat) <= 1.0);
-    CHECK(tolerance_ratio(results[rank].dx, own.dx, torch::kFloat) <= 1.0);
+    REQUIRE(tolerance_ratio(results[rank].y, own.y, torch::kFloat) <= 1.0);
+    REQUIRE(tolerance_ratio(results[rank].dx, own.dx, torch::kFloat) <= 1.0);
   }
   // Rank 0's amaxes are 5x smaller than the combined ones: its FP8 copies round differently.
   const Reference rank0_part{combined.y.value.narrow(0, 0, rows),
                              combined.y.magnitude.narrow(0, 0, rows)};
-  CHECK(tolerance_ratio(results[0].y, rank0_part, torch::kFloat) > 10.0);
+  REQUIRE(tolerance_ratio(results[0].y, rank0_part, torch::kFloat) > 10.0);
 }
 
 TEST_CASE("amax_group: Mixed ranks with different weights share the weight's scale") {
@@ -118,11 +118,11 @@ TEST_CASE("amax_group: Mixed ranks with different weights share the weight's sca
                         .narrow(0, 0, out);
     const auto xq = fake_quantize(batch_of(rank, rows, in, 400), Fp8::E4M3, G_in);
     const auto dyq = fake_quantize(batch_of(rank, rows, out, 500), Fp8::E5M2, G_out);
-    CHECK(tolerance_ratio(results[rank].y, product(xq, wq), torch::kFloat) <= 1.0);
-    CHECK(tolerance_ratio(results[rank].dx, product(dyq, wq.t()), torch::kFloat) <= 1.0);
+    REQUIRE(tolerance_ratio(results[rank].y, product(xq, wq), torch::kFloat) <= 1.0);
+    REQUIRE(tolerance_ratio(results[rank].dx, product(dyq, wq.t()), torch::kFloat) <= 1.0);
   }
   // Rank 0's weight alone would have a 5x smaller amax and another scale.
   const auto own = fake_quantize(weights[0], Fp8::E4M3, 0);
   const auto xq = fake_quantize(batch_of(0, rows, in, 400), Fp8::E4M3, G_in);
-  CHECK(tolerance_ratio(results[0].y, product(xq, own), torch::kFloat) > 10.0);
+  REQUIRE(tolerance_ratio(results[0].y, product(xq, own), torch::kFloat) > 10.0);
 }

@@ -4,8 +4,8 @@
 //   train_mlp --linear global --width 4096 --depth 4 --batch 8192 --steps 500
 //   train_mlp --data mnist_dir/ | --data table.csv
 //   train_mlp --linear mixed --steps 200 --save ck.pt ; train_mlp --linear mixed --steps 400 --resume ck.pt
-//   bash scripts/launch 2 -- --linear global --sync-amax   # 2 processes; or --world-size, --rank,
-//                                                           # ... or torchrun's RANK, WORLD_SIZE, ...
+//   bash scripts/launch 2 -- --linear global --sync-amax   # 2 processes (data parallel); by hand:
+//   train_mlp --world-size 2 --rank R --master-addr A --master-port P, or torchrun's RANK, ...
 
 #include <cxxopts.hpp>
 #include <fmt/format.h>
@@ -82,6 +82,8 @@ cxxopts::Options make_options() {
       ("master-port", "its port (default: $MASTER_PORT, else 29500)", cxxopts::value<int>())
       ("sync-amax", "with several processes: FP8 layers all-reduce their per-tensor amaxes so "
                     "that every rank uses one scale")
+      ("bucket-mb", "with several processes: MiB of gradients per all-reduce bucket",
+       cxxopts::value<double>()->default_value("25"))
       ("h,help", "show this help");
   return options;
 }
@@ -211,6 +213,12 @@ int run(int argc, char** argv) {
   if (distributed) {
     config.group = make_process_group(*distributed, config.device);
     config.sync_amax = args.count("sync-amax") > 0;
+    const double bucket_mb = args["bucket-mb"].as<double>();
+    if (!(bucket_mb > 0)) {
+      throw std::invalid_argument(
+          fmt::format("--bucket-mb: expected a positive size, got {}", bucket_mb));
+    }
+    config.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
   } else if (args.count("sync-amax")) {
     throw std::invalid_argument("--sync-amax: expected several processes (--world-size)");
   }

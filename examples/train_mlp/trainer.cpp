@@ -143,7 +143,7 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
   if (group) {
     broadcast_parameters(*model, group);  // one initialisation, whatever each rank's seed did
     if (config.sync_amax) share_amax(model, group);
-    averager = std::make_unique<GradientAverager>(model->parameters(), group);
+    averager = std::make_unique<GradientAverager>(model->parameters(), group, config.bucket_bytes);
   }
   torch::optim::AdamW optimizer(
       model->parameters(),

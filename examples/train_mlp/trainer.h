@@ -30,6 +30,9 @@ struct TrainConfig {
   fp8nn::ProcessGroupRef group;
   /// With `group`: the FP8 layers all-reduce their per-tensor amaxes, so all ranks share scales.
   bool sync_amax = false;
+  /// With `group`: gradients are all-reduced in buckets of about this many bytes, each launched
+  /// as soon as backward has produced its gradients (torch DDP's default: 25 MiB).
+  int64_t bucket_bytes = int64_t{25} << 20;
   /// Called on every rank after each optimizer step (tests check the replicas with it).
   std::function<void(int64_t step, torch::nn::Sequential& model)> after_step;
 };
