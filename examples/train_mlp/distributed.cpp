@@ -23,14 +23,6 @@ bool is_loopback(const std::string& host) {
 
 }  // namespace
 
-bool has_nccl() {
-#ifdef FP8NN_C10D_NCCL
-  return true;
-#else
-  return false;
-#endif
-}
-
 fp8nn::ProcessGroupRef make_process_group(const DistributedSetup& setup,
                                           const torch::Device& device,
                                           std::chrono::milliseconds timeout) {

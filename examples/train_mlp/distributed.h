@@ -34,9 +34,6 @@ fp8nn::ProcessGroupRef make_process_group(
     const DistributedSetup& setup, const torch::Device& device,
     std::chrono::milliseconds timeout = std::chrono::minutes(5));
 
-/// Whether this build can make NCCL process groups (a CUDA libtorch and nccl.h were found).
-bool has_nccl();
-
 /// Copies rank 0's parameters and buffers of `module` to every rank of `group`.
 void broadcast_parameters(torch::nn::Module& module, const fp8nn::ProcessGroupRef& group);
 
