@@ -7,6 +7,7 @@
 
 #include <torch/autograd.h>
 
+#include "amax_group.h"
 #include "linear_common.h"
 
 namespace fp8nn::functional {
@@ -25,12 +26,16 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, const std::string& layer,
                                bool check_finite, const std::shared_ptr<WeightCache>& weight_cache,
-                               bool store_weight) {
+                               bool store_weight, const detail::AmaxGroup& amax_group) {
     // One fused cast+transpose per operand: the row-major copies feed this product, the
     // transposed ones (K-major for the backward products) are all that is saved.
     const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
-    const auto x_pair = quantize_with_transpose(x, Format::E4M3);
-    const auto w_pair = detail::quantize_weight(weight, weight_cache.get(), store_weight);
+    const auto x_pair = detail::quantize_with_transpose(x, Format::E4M3, amax_group);
+    // With a shared amax the ranks must quantize together, so the cache (a per-process decision)
+    // stays out of it.
+    const auto w_pair =
+        amax_group ? detail::quantize_with_transpose(weight, Format::E4M3, amax_group)
+                   : detail::quantize_weight(weight, weight_cache.get(), store_weight);
     // Fast accumulation forward (the forward error is dominated by E4M3 rounding anyway);
     // backward products accumulate precisely, since gradients sum over long reductions.
     auto y = scaled_mm(x_pair.quantized, w_pair.quantized, bias, x.scalar_type(),
@@ -45,6 +50,7 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
     if (want_dw) detail::keep_cache_for_backward(ctx, weight_cache);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
+    ctx->saved_data["amax_group"] = detail::to_ivalue(amax_group);
     ctx->saved_data["x_dtype"] = x.scalar_type();
     ctx->saved_data["weight_dtype"] = weight.scalar_type();
     ctx->saved_data["has_bias"] = bias.has_value();
@@ -62,7 +68,8 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
     const auto saved = ctx->get_saved_variables();
     torch::Tensor dx, dw, db;
     if (want_dx || want_dw) {
-      const auto dy_pair = quantize_with_transpose(dy, Format::E5M2);
+      const auto dy_pair = detail::quantize_with_transpose(
+          dy, Format::E5M2, detail::amax_group_of(ctx->saved_data["amax_group"]));
       if (want_dx) {
         const QuantizedTensor w_t{saved[2], saved[3], Format::E4M3, 0};
         dx = scaled_mm(dy_pair.quantized, w_t, c10::nullopt,
@@ -80,7 +87,14 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
       db =
           dy.sum(0, /*keepdim=*/false, at::kFloat).to(ctx->saved_data["bias_dtype"].toScalarType());
     }
-    return {dx, dw, db, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {dx,
+            dw,
+            db,
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -100,7 +114,8 @@ torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& wei
   const auto y = LinearFP8GlobalFunction::apply(
       x.reshape({-1, in_features}).contiguous(), weight, optional_bias, layer,
       options.check_finite(), options.weight_cache(),
-      detail::should_store_weight(weight, options.weight_cache().get()));
+      detail::should_store_weight(weight, options.weight_cache().get()),
+      options.amax_group().get());
   return y.view(detail::output_sizes(x, out_features));
 }
 

@@ -8,6 +8,7 @@
 
 #include <torch/autograd.h>
 
+#include "amax_group.h"
 #include "linear_common.h"
 
 namespace fp8nn::functional {
@@ -27,11 +28,14 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
                                const c10::optional<torch::Tensor>& bias, int64_t G_in,
                                int64_t G_out, const std::string& layer, bool check_finite,
                                const std::shared_ptr<WeightCache>& weight_cache,
-                               bool store_weight) {
+                               bool store_weight, const detail::AmaxGroup& amax_group) {
     const auto x_q = quantize_per_group(x, Format::E4M3, G_in);
     // W's cast+transpose writes the row-major copy for this product and the K-major [K, N] one
-    // that dx = dy W needs, in one pass.
-    const auto w_pair = detail::quantize_weight(weight, weight_cache.get(), store_weight);
+    // that dx = dy W needs, in one pass. With a shared amax the ranks must quantize together, so
+    // the cache (a per-process decision) stays out of it.
+    const auto w_pair =
+        amax_group ? detail::quantize_with_transpose(weight, Format::E4M3, amax_group)
+                   : detail::quantize_weight(weight, weight_cache.get(), store_weight);
     const auto& w_t = w_pair.transposed;
     // Fast accumulation forward; the backward product accumulates precisely.
     auto y = scaled_mm(x_q, w_pair.quantized, bias, x.scalar_type(), /*fast_accumulation=*/true);
@@ -83,6 +87,7 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
             torch::Tensor(),
             torch::Tensor(),
             torch::Tensor(),
+            torch::Tensor(),
             torch::Tensor()};
   }
 };
@@ -106,7 +111,8 @@ torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weig
   const auto y = LinearFP8MixedFunction::apply(
       x.reshape({-1, in_features}).contiguous(), weight, optional_bias, G_in, G_out, layer,
       options.check_finite(), options.weight_cache(),
-      detail::should_store_weight(weight, options.weight_cache().get()));
+      detail::should_store_weight(weight, options.weight_cache().get()),
+      options.amax_group().get());
   return y.view(detail::output_sizes(x, out_features));
 }
 

@@ -119,7 +119,8 @@ functional::LinearFP8FuncOptions LinearFP8ImplBase<Derived>::func_options() cons
   return functional::LinearFP8FuncOptions()
       .name(layer_name_of<Derived>())
       .check_finite(options.check_finite())
-      .weight_cache(weight_cache);
+      .weight_cache(weight_cache)
+      .amax_group(options.amax_group());
 }
 
 template class LinearFP8ImplBase<LinearFP8GlobalImpl>;

@@ -4,16 +4,21 @@
 //   train_mlp --linear global --width 4096 --depth 4 --batch 8192 --steps 500
 //   train_mlp --data mnist_dir/ | --data table.csv
 //   train_mlp --linear mixed --steps 200 --save ck.pt ; train_mlp --linear mixed --steps 400 --resume ck.pt
+//   bash scripts/launch 2 -- --linear global --sync-amax   # 2 processes (data parallel); by hand:
+//   train_mlp --world-size 2 --rank R --master-addr A --master-port P, or torchrun's RANK, ...
 
 #include <cxxopts.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 
 #include "data.h"
+#include "distributed.h"
 #include "model.h"
 #include "report.h"
 #include "trainer.h"
@@ -66,11 +71,70 @@ cxxopts::Options make_options() {
        cxxopts::value<std::string>())
       ("progress", "auto (a bar on a terminal, lines otherwise), bar, lines or none",
        cxxopts::value<std::string>()->default_value("auto"))
+      ("world-size", "data parallelism over this many processes, each training on its share of "
+                     "every batch (default: $WORLD_SIZE; without either, one process and no "
+                     "process group)", cxxopts::value<int>())
+      ("rank", "this process's rank in 0..world-size-1 (default: $RANK)", cxxopts::value<int>())
+      ("local-rank", "rank on this machine, picks the GPU (default: $LOCAL_RANK, else --rank)",
+       cxxopts::value<int>())
+      ("master-addr", "host of rank 0's rendezvous store (default: $MASTER_ADDR, else 127.0.0.1)",
+       cxxopts::value<std::string>())
+      ("master-port", "its port (default: $MASTER_PORT, else 29500)", cxxopts::value<int>())
+      ("sync-amax", "with several processes: FP8 layers all-reduce their per-tensor amaxes so "
+                    "that every rank uses one scale")
+      ("bucket-mb", "with several processes: MiB of gradients per all-reduce bucket",
+       cxxopts::value<double>()->default_value("25"))
       ("h,help", "show this help");
   return options;
 }
 
-torch::Device pick_device(const std::string& name) {
+// Several processes: the flags, else torchrun's environment variables. nullopt: one process.
+std::optional<DistributedSetup> pick_distributed(const cxxopts::ParseResult& args) {
+  const auto from = [&](const char* flag, const char* variable) -> std::optional<std::string> {
+    if (args.count(flag)) return args[flag].as<std::string>();
+    const char* value = std::getenv(variable);
+    if (value != nullptr && *value != '\0') return std::string(value);
+    return std::nullopt;
+  };
+  const auto number = [&](const char* flag, const char* variable) -> std::optional<int> {
+    if (args.count(flag)) return args[flag].as<int>();
+    const auto text = from(flag, variable);
+    if (!text) return std::nullopt;
+    try {
+      size_t used = 0;
+      const int value = std::stoi(*text, &used);
+      if (used == text->size()) return value;
+    } catch (const std::exception&) {
+    }
+    throw std::invalid_argument(fmt::format("${}: expected an integer, got '{}'", variable, *text));
+  };
+  const auto world_size = number("world-size", "WORLD_SIZE");
+  if (!world_size) return std::nullopt;
+  DistributedSetup setup;
+  setup.world_size = *world_size;
+  const auto rank = number("rank", "RANK");
+  if (!rank) throw std::invalid_argument("--world-size: expected --rank (or $RANK) as well");
+  setup.rank = *rank;
+  setup.local_rank = number("local-rank", "LOCAL_RANK").value_or(setup.rank);
+  setup.master_addr = from("master-addr", "MASTER_ADDR").value_or("127.0.0.1");
+  setup.master_port = number("master-port", "MASTER_PORT").value_or(29500);
+  if (setup.world_size < 1 || setup.rank < 0 || setup.rank >= setup.world_size) {
+    throw std::invalid_argument(fmt::format("--rank {}: expected 0 <= rank < world size {}",
+                                            setup.rank, setup.world_size));
+  }
+  return setup;
+}
+
+torch::Device pick_device(const std::string& name, const std::optional<DistributedSetup>& setup) {
+  // Several processes on one machine: each takes the GPU of its local rank.
+  if (setup && (name == "auto" || name == "cuda") && torch::cuda::is_available()) {
+    const auto gpus = static_cast<int>(torch::cuda::device_count());
+    if (setup->local_rank >= gpus) {
+      throw std::runtime_error(fmt::format("local rank {} needs GPU {}, but {} GPU(s) are visible",
+                                           setup->local_rank, setup->local_rank, gpus));
+    }
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(setup->local_rank));
+  }
   if (name == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
   torch::Device device(name);  // throws c10::Error on a bad name
   if (device.is_cuda() && !torch::cuda::is_available()) {
@@ -132,8 +196,9 @@ int run(int argc, char** argv) {
     throw std::invalid_argument("--save/--resume: expected a single --linear variant, got 'all'");
   }
 
+  const auto distributed = pick_distributed(args);
   TrainConfig config;
-  config.device = pick_device(args["device"].as<std::string>());
+  config.device = pick_device(args["device"].as<std::string>(), distributed);
   config.dtype = pick_dtype(args["dtype"].as<std::string>(), config.device);
   config.steps = args["steps"].as<int64_t>();
   config.batch = args["batch"].as<int64_t>();
@@ -145,6 +210,19 @@ int run(int argc, char** argv) {
   config.progress = pick_progress(args["progress"].as<std::string>());
   if (args.count("save")) config.save = args["save"].as<std::string>();
   if (args.count("resume")) config.resume = args["resume"].as<std::string>();
+  if (distributed) {
+    config.group = make_process_group(*distributed, config.device);
+    config.sync_amax = args.count("sync-amax") > 0;
+    const double bucket_mb = args["bucket-mb"].as<double>();
+    if (!(bucket_mb > 0)) {
+      throw std::invalid_argument(
+          fmt::format("--bucket-mb: expected a positive size, got {}", bucket_mb));
+    }
+    config.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
+  } else if (args.count("sync-amax")) {
+    throw std::invalid_argument("--sync-amax: expected several processes (--world-size)");
+  }
+  const bool main_rank = !distributed || distributed->rank == 0;
 
   const Dataset data =
       args.count("data")
@@ -160,11 +238,19 @@ int run(int argc, char** argv) {
   shape.depth = args["depth"].as<int64_t>();
   shape.activation = args["activation"].as<std::string>();
 
-  fmt::print("data: {}; {} train / {} val rows\n", data.description, data.train_x.size(0),
-             data.val_x.size(0));
-  fmt::print("model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows\n",
-             shape.depth, shape.width, shape.activation, config.device.str(),
-             c10::toString(config.dtype), config.steps, config.batch);
+  if (main_rank) {
+    fmt::print("data: {}; {} train / {} val rows\n", data.description, data.train_x.size(0),
+               data.val_x.size(0));
+    fmt::print("model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows\n",
+               shape.depth, shape.width, shape.activation, config.device.str(),
+               c10::toString(config.dtype), config.steps, config.batch);
+    if (distributed) {
+      fmt::print("processes: {} ({}), {} rows each per step{}\n", distributed->world_size,
+                 config.device.is_cuda() ? "nccl" : "gloo",
+                 config.batch / distributed->world_size,
+                 config.sync_amax ? ", FP8 amaxes shared" : "");
+    }
+  }
   torch::manual_seed(config.seed);
   const auto base = make_mlp(shape);  // one initialisation shared by every variant
 
@@ -172,11 +258,14 @@ int run(int argc, char** argv) {
   const std::string out_dir = args["out"].as<std::string>();
   for (auto kind : kinds) {
     runs.push_back(train(with_linear(base, kind), name_of(kind), data, config));
-    fmt::print("wrote {}\n", write_curve_csv(out_dir, runs.back()));
+    if (main_rank) fmt::print("wrote {}\n", write_curve_csv(out_dir, runs.back()));
   }
-  print_table(runs, config.batch);
-  fmt::print("plot: {}\n", write_plot_svg(out_dir, runs));
-  if (!config.save.empty()) fmt::print("checkpoint: {}\n", config.save);
+  if (main_rank) {
+    print_table(runs, config.batch);
+    fmt::print("plot: {}\n", write_plot_svg(out_dir, runs));
+    if (!config.save.empty()) fmt::print("checkpoint: {}\n", config.save);
+  }
+  shutdown(config.group);
   return 0;
 }
 

@@ -11,6 +11,9 @@
 #define TRAIN_MLP_HAS_CUDA_ALLOCATOR 1
 #endif
 #include <fmt/format.h>
+#include <fp8nn/linear.h>
+
+#include "distributed.h"
 
 #ifdef __unix__
 #include <unistd.h>
@@ -68,8 +71,16 @@ void report_progress(const TrainConfig& config, const std::string& name, int64_t
   }
 }
 
+void share_amax(torch::nn::Sequential& model, const fp8nn::ProcessGroupRef& group) {
+  for (const auto& module : model->modules(/*include_self=*/false)) {
+    if (auto* global = module->as<fp8nn::LinearFP8GlobalImpl>()) global->options.amax_group(group);
+    if (auto* mixed = module->as<fp8nn::LinearFP8MixedImpl>()) mixed->options.amax_group(group);
+  }
+}
+
 void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
-                     torch::optim::AdamW& optimizer, int64_t step, const RunResult& so_far) {
+                     torch::optim::AdamW& optimizer, int64_t step, const RunResult& so_far,
+                     int world_size) {
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
   model->save(model_archive);
   optimizer.save(optimizer_archive);
@@ -78,17 +89,27 @@ void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
   archive.write("step", torch::tensor(step));
   archive.write("train_loss", torch::tensor(so_far.train_loss, torch::kDouble));
   archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
+  archive.write("world_size", torch::tensor(int64_t{world_size}));
   archive.save_to(path);
 }
 
 int64_t load_checkpoint(const std::string& path, torch::nn::Sequential& model,
                         torch::optim::AdamW& optimizer, RunResult& so_far,
-                        const torch::Device& device) {
+                        const torch::Device& device, int world_size) {
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   try {
     archive.load_from(path, device);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  torch::Tensor saved_world_size;
+  const int64_t written_by =
+      archive.try_read("world_size", saved_world_size) ? saved_world_size.item<int64_t>() : 1;
+  if (written_by != world_size) {
+    throw std::runtime_error(fmt::format(
+        "checkpoint '{}' was written by {} process(es), this run has {}: resume with the same "
+        "world size",
+        path, written_by, world_size));
   }
   archive.read("model", model_archive);
   model->load(model_archive);
@@ -111,6 +132,19 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
                 const TrainConfig& config) {
   model->to(config.device, config.dtype);
   model->train();
+  const auto& group = config.group;
+  const int rank = group ? rank_of(group) : 0, world_size = group ? size_of(group) : 1;
+  if (config.batch % world_size != 0) {
+    throw std::invalid_argument(fmt::format("--batch {}: expected a multiple of the world size {}",
+                                            config.batch, world_size));
+  }
+  const bool main_rank = rank == 0;
+  std::unique_ptr<GradientAverager> averager;
+  if (group) {
+    broadcast_parameters(*model, group);  // one initialisation, whatever each rank's seed did
+    if (config.sync_amax) share_amax(model, group);
+    averager = std::make_unique<GradientAverager>(model->parameters(), group, config.bucket_bytes);
+  }
   torch::optim::AdamW optimizer(
       model->parameters(),
       torch::optim::AdamWOptions(config.lr).weight_decay(config.weight_decay));
@@ -118,7 +152,7 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
   result.name = name;
   int64_t step = 0;
   if (!config.resume.empty()) {
-    step = load_checkpoint(config.resume, model, optimizer, result, config.device);
+    step = load_checkpoint(config.resume, model, optimizer, result, config.device, world_size);
     if (step > config.steps) {
       throw std::runtime_error(fmt::format("checkpoint '{}' is at step {}, past --steps {}",
                                            config.resume, step, config.steps));
@@ -141,29 +175,41 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
   int64_t timed_from = first;
   while (step < config.steps) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(config.seed * 1000003ULL + step);
-    const auto index = torch::randint(n, {config.batch}, gen, torch::kLong).to(config.device);
+    auto index = torch::randint(n, {config.batch}, gen, torch::kLong);
+    if (world_size > 1) index = index.slice(0, rank, config.batch, world_size);  // this rank's rows
+    index = index.to(config.device);
     const auto x = train_x.index_select(0, index).to(config.dtype);
     const auto y = train_y.index_select(0, index);
     optimizer.zero_grad(true);
     const auto loss = torch::nn::functional::cross_entropy(model->forward(x).to(torch::kFloat), y);
     loss.backward();
+    if (averager) averager->finish();
     optimizer.step();
     losses[step].copy_(loss.detach());
     ++step;
+    if (config.after_step) config.after_step(step, model);
     if (step == first + warmup) {  // time from here: handles, caches and the allocator are warm
       synchronize(config.device);
       timed_start = Clock::now();
       timed_from = step;
     }
     if (step % config.log_every == 0 || step == config.steps) {
-      const double current = losses[step - 1].item<double>();  // syncs
+      auto last = losses.narrow(0, step - 1, 1);
+      if (group) last = mean_over_ranks(last, group);  // the whole batch's loss
+      const double current = last.item<double>();      // syncs
       const double seconds = std::chrono::duration<double>(Clock::now() - timed_start).count();
       const double rate = step > timed_from ? (step - timed_from) * config.batch / seconds : 0;
-      report_progress(config, name, step, current, rate,
-                      rate > 0 ? (config.steps - step) * config.batch / rate : 0);
+      if (main_rank) {
+        report_progress(config, name, step, current, rate,
+                        rate > 0 ? (config.steps - step) * config.batch / rate : 0);
+      }
     }
-    if (config.eval_every > 0 && (step % config.eval_every == 0 || step == config.steps)) {
-      result.evals.push_back(evaluate(model, val_x, val_y, step, config.dtype));
+    // Rank 0 records the evaluation. With shared amaxes every rank runs it too: the FP8 layers'
+    // amax all-reduces need all ranks in the same forward.
+    if ((main_rank || config.sync_amax) && config.eval_every > 0 &&
+        (step % config.eval_every == 0 || step == config.steps)) {
+      const auto point = evaluate(model, val_x, val_y, step, config.dtype);
+      if (main_rank) result.evals.push_back(point);
     }
   }
   synchronize(config.device);
@@ -178,11 +224,14 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
     result.peak_mib = stats.allocated_bytes[0].peak / double(1 << 20);
   }
 #endif
+  if (group) losses = mean_over_ranks(losses, group);
   const auto host_losses = losses.narrow(0, first, config.steps - first).to(torch::kDouble).cpu();
   for (int64_t i = 0; i < host_losses.numel(); ++i) {
     result.train_loss.push_back(host_losses[i].item<double>());
   }
-  if (!config.save.empty()) save_checkpoint(config.save, model, optimizer, step, result);
+  if (main_rank && !config.save.empty()) {
+    save_checkpoint(config.save, model, optimizer, step, result, world_size);
+  }
   return result;
 }
 

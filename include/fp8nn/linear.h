@@ -43,6 +43,10 @@ struct LinearFP8Options {
   /// its version counter; see functional::WeightCache). Costs one byte per weight element, twice,
   /// on the weight's device. Default: true.
   TORCH_ARG(bool, cache_weight) = true;
+  /// Data parallelism: all-reduce the layer's per-tensor amaxes (MAX) over this c10d process
+  /// group so that every rank uses one scale (see functional::LinearFP8FuncOptions::amax_group).
+  /// Default: none, each process scales by its own amaxes.
+  TORCH_ARG(ProcessGroupRef, amax_group);
 };
 
 namespace detail {

@@ -8,6 +8,7 @@
 // x's dtype; gradients in the dtype of the tensor they belong to.
 // Nothing here synchronises with the host unless check_finite is on.
 
+#include <c10/util/intrusive_ptr.h>
 #include <torch/arg.h>
 #include <torch/types.h>
 
@@ -19,7 +20,32 @@
 #include <optional>
 #include <string>
 
+namespace c10d {
+class ProcessGroup;
+}  // namespace c10d
+
 namespace fp8nn {
+
+/// A shared reference to a c10d::ProcessGroup, or none; converts implicitly from
+/// c10::intrusive_ptr<c10d::ProcessGroup>. Options hold one without including c10d's headers,
+/// which define logging macros (CHECK, LOG, ...) that clash with test frameworks.
+class ProcessGroupRef {
+ public:
+  ProcessGroupRef();
+  ProcessGroupRef(c10::intrusive_ptr<c10d::ProcessGroup> group);  // NOLINT: implicit on purpose
+  ProcessGroupRef(const ProcessGroupRef& other);
+  ProcessGroupRef(ProcessGroupRef&& other) noexcept;
+  ProcessGroupRef& operator=(const ProcessGroupRef& other);
+  ProcessGroupRef& operator=(ProcessGroupRef&& other) noexcept;
+  ~ProcessGroupRef();
+  /// Whether a group is held.
+  explicit operator bool() const;
+  /// The group (null when none).
+  c10::intrusive_ptr<c10d::ProcessGroup> get() const;
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+};
 
 /// The research layer's group size table: G(f) = min(4096, max(64, next_pow2(f))), f > 0.
 int64_t default_group_size(int64_t features);
@@ -86,6 +112,12 @@ struct LinearFP8FuncOptions {
   /// Where to keep the weight's FP8 copies between calls (see WeightCache); nullptr: quantize the
   /// weight on every call.
   TORCH_ARG(std::shared_ptr<WeightCache>, weight_cache) = nullptr;
+  /// Data parallelism: the per-tensor amaxes (Global: x, W and the output gradient; Mixed: W) are
+  /// all-reduced with MAX over this c10d process group before they become scales, so every rank
+  /// quantizes with the same scale. Every rank of the group must then run the layer (forward and
+  /// backward) in the same order. On CUDA (NCCL) the stream waits for the reduction, the host
+  /// does not. Null (the default): each process uses its own amaxes.
+  TORCH_ARG(ProcessGroupRef, amax_group);
 };
 
 /// Global recipe: x and W per-tensor E4M3, dy per-tensor E5M2; y, dx = dy W and dW = dy^T x are

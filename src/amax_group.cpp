@@ -1,0 +1,56 @@
+// Amax reduction across data-parallel ranks for the per-tensor FP8 scales.
+
+#include "amax_group.h"
+
+#include <utility>
+#include <vector>
+
+namespace fp8nn {
+
+// Out of line: copying or destroying the reference needs c10d::ProcessGroup's definition.
+ProcessGroupRef::ProcessGroupRef() = default;
+ProcessGroupRef::ProcessGroupRef(c10::intrusive_ptr<c10d::ProcessGroup> group)
+    : group_(std::move(group)) {}
+ProcessGroupRef::ProcessGroupRef(const ProcessGroupRef& other) = default;
+ProcessGroupRef::ProcessGroupRef(ProcessGroupRef&& other) noexcept = default;
+ProcessGroupRef& ProcessGroupRef::operator=(const ProcessGroupRef& other) = default;
+ProcessGroupRef& ProcessGroupRef::operator=(ProcessGroupRef&& other) noexcept = default;
+ProcessGroupRef::~ProcessGroupRef() = default;
+ProcessGroupRef::operator bool() const { return group_.defined(); }
+c10::intrusive_ptr<c10d::ProcessGroup> ProcessGroupRef::get() const { return group_; }
+
+namespace detail {
+
+torch::Tensor group_amax(const torch::Tensor& x, const AmaxGroup& group) {
+  auto amax = x.numel() == 0 ? torch::zeros({1}, x.options().dtype(at::kFloat))
+                             : x.abs().amax().to(at::kFloat).reshape({1});
+  if (group) {
+    std::vector<torch::Tensor> tensors{amax};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::MAX;
+    // NCCL: wait() makes the current stream wait for the reduction (no host synchronisation);
+    // Gloo (CPU tensors): it blocks until the reduced value is there.
+    group->allreduce(tensors, options)->wait();
+  }
+  return amax;
+}
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const AmaxGroup& group) {
+  if (!group) return functional::quantize_with_transpose(x2d, format);
+  return functional::quantize_with_transpose(x2d, format, group_amax(x2d, group));
+}
+
+// c10d::ProcessGroup is a torch::CustomClassHolder but not a registered TorchScript class, so it
+// travels in a capsule.
+c10::IValue to_ivalue(const AmaxGroup& group) {
+  return group ? c10::IValue::make_capsule(group) : c10::IValue();
+}
+
+AmaxGroup amax_group_of(const c10::IValue& saved) {
+  if (saved.isNone()) return {};
+  return c10::static_intrusive_pointer_cast<c10d::ProcessGroup>(saved.toCapsule());
+}
+
+}  // namespace detail
+}  // namespace fp8nn
