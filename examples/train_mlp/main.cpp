@@ -8,6 +8,7 @@
 //   train_mlp --world-size 2 --rank R --master-addr A --master-port P, or torchrun's RANK, ...
 
 #include <cxxopts.hpp>
+#include <fp8nn/scaled_mm.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -69,6 +70,9 @@ cxxopts::Options make_options() {
        cxxopts::value<std::string>())
       ("resume", "continue from a checkpoint written by --save, up to --steps (one variant)",
        cxxopts::value<std::string>())
+      ("gemm-autotune", "on the GPU, time cuBLASLt's candidate FP8 GEMM algorithms once per shape "
+       "and keep the fastest (fp8nn::functional::set_gemm_autotuning); false: heuristic's choice",
+       cxxopts::value<bool>()->default_value("true"))
       ("progress", "auto (a bar on a terminal, lines otherwise), bar, lines or none",
        cxxopts::value<std::string>()->default_value("auto"))
       ("world-size", "data parallelism over this many processes, each training on its share of "
@@ -208,6 +212,8 @@ int run(int argc, char** argv) {
   config.log_every = args["log-every"].as<int64_t>();
   config.seed = args["seed"].as<uint64_t>();
   config.progress = pick_progress(args["progress"].as<std::string>());
+  fp8nn::functional::set_gemm_autotuning(config.device.is_cuda() &&
+                                         args["gemm-autotune"].as<bool>());
   if (args.count("save")) config.save = args["save"].as<std::string>();
   if (args.count("resume")) config.resume = args["resume"].as<std::string>();
   if (distributed) {
