@@ -171,6 +171,15 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
                              const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype,
                              bool fast_accumulation) {
   const c10::cuda::CUDAGuard guard(a.data.device());
+  // A bias of another dtype than the output (e.g. fp32 master bias, bf16 activations) would be
+  // rounded to the output's dtype before an epilogue adds it: the product comes out in fp32
+  // instead, the bias is added there, and the sum is rounded once.
+  if (bias.has_value() && bias->defined() && bias->scalar_type() != out_dtype &&
+      out_dtype != at::kFloat) {
+    auto sum = scaled_mm_cuda(a, b, c10::nullopt, at::kFloat, fast_accumulation);
+    sum.add_(*bias);
+    return sum.to(out_dtype);
+  }
   const auto route = cuda::group_gemm_route();
   const int64_t K = a.data.size(1);
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
