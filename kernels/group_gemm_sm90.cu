@@ -387,6 +387,229 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // FP8NN_SM90_DEVICE_CODE
 }
 
+// ---- v2: two partial accumulators, one K-block stream across tiles -----------------------------
+//
+// Same tiles, ring, producer and promotion arithmetic as v1. What changes is the consumer's
+// schedule: v1 issues the 4 wgmmas of block k, waits for all of them (wait_group 0), then
+// promotes, so each consumer leaves the tensor cores idle during its promotion and epilogue, and
+// the two consumers (released by the same "full" barrier) tend to do that at the same time. v2
+// keeps two 64-register partials per thread (total + 2 partials = 192 accumulator registers):
+//   issue block k+1 into the other partial, wait_group 1 (block k done), free k's stage,
+//   promote block k; if k ends a tile, store that tile (while block k+1, the first of the next
+//   tile, is already on the tensor cores).
+// The blocks of all of a CTA's tiles form one stream (the producer's order), so there is no
+// pipeline drain between tiles. Scales of block k+1 are loaded when it is issued, a whole block
+// ahead of their use.
+#if FP8NN_SM90_DEVICE_CODE
+
+__device__ __forceinline__ void wgmma_wait_one() {
+  asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+}
+
+// Row scales of this thread's two rows (row0, row0 + 8) for K block kb of the tile at m_block.
+__device__ __forceinline__ void load_row_scales(const Sm90Params& p, int m_block, int kb,
+                                                int row_in_tile, float& scale0, float& scale1) {
+  const int row0 = m_block * kBlockM + row_in_tile;
+  const int group = kb / p.k_blocks_per_group;
+  scale0 = row0 < p.m ? __ldg(p.a_scale_inv + row0 * p.a_scale_row_stride + group) : 0.0f;
+  scale1 = row0 + 8 < p.m ? __ldg(p.a_scale_inv + (row0 + 8) * p.a_scale_row_stride + group) : 0.0f;
+}
+
+// c = total * sb + bias for this thread's fragment of the tile (as v1's epilogue).
+template <typename OutT>
+__device__ __forceinline__ void store_tile(const float (&total)[kAccumulators], const Sm90Params& p,
+                                           int m_block, int n_block, int row_in_tile,
+                                           int col_in_block, float b_scale) {
+  OutT* const c = static_cast<OutT*>(p.c);
+  const OutT* const bias = static_cast<const OutT*>(p.bias);
+  const int row0 = m_block * kBlockM + row_in_tile;
+  const int row1 = row0 + 8;
+  const int col_base = n_block * kBlockN + col_in_block;
+#pragma unroll
+  for (int j = 0; j < kAccumulators / 4; ++j) {
+    const int col = col_base + 8 * j;
+    if (col >= p.n) continue;
+    float2 bias_pair = make_float2(0.0f, 0.0f);
+    if (bias != nullptr) bias_pair = Pair<OutT>::load_float2(bias + col);
+    if (row0 < p.m) {
+      *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row0} * p.ldc + col) =
+          Pair<OutT>::make(fmaf(total[4 * j + 0], b_scale, bias_pair.x),
+                           fmaf(total[4 * j + 1], b_scale, bias_pair.y));
+    }
+    if (row1 < p.m) {
+      *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row1} * p.ldc + col) =
+          Pair<OutT>::make(fmaf(total[4 * j + 2], b_scale, bias_pair.x),
+                           fmaf(total[4 * j + 3], b_scale, bias_pair.y));
+    }
+  }
+}
+
+// The consumer's position in its K-block stream.
+struct BlockCursor {
+  int tile, kb, m_block, n_block;
+  float scale0, scale1;  // this thread's row scales for the block
+  int stage;             // ring stage the block was issued from
+};
+
+#endif  // FP8NN_SM90_DEVICE_CODE
+
+template <Fp8Format FormatA, typename OutT>
+__global__ void __launch_bounds__(kThreads, 1)
+    group_gemm_sm90_v2_kernel(const __grid_constant__ CUtensorMap map_a,
+                              const __grid_constant__ CUtensorMap map_b, const Sm90Params p) {
+#if FP8NN_SM90_DEVICE_CODE
+  __shared__ uint64_t full[kStages];
+  __shared__ uint64_t empty[kStages];
+  extern __shared__ uint8_t raw_shared[];
+  uint8_t* shared =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
+                                 ~uintptr_t{kSwizzleAlignment - 1});
+  auto tile_a = [&](int stage) { return shared + stage * kStageBytes; };
+  auto tile_b = [&](int stage) { return shared + stage * kStageBytes + kStageBytesA; };
+
+  const int warpgroup = threadIdx.x / 128;
+  const int thread_in_group = threadIdx.x % 128;
+  if (threadIdx.x == 0) {
+    prefetch_tensor_map(&map_a);
+    prefetch_tensor_map(&map_b);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(&full[s], 1);
+      barrier_init(&empty[s], kConsumerWarpgroups * 4);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  const int tiles = p.m_blocks * p.n_blocks;
+  if (warpgroup == 0) {  // producer: identical to v1
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegisters));
+    if (thread_in_group != 0) return;
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      int m_block, n_block;
+      tile_coordinates(tile, p, m_block, n_block);
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        barrier_wait(&empty[stage], phase ^ 1);
+        barrier_arrive_expect_bytes(&full[stage], kStageBytes);
+        tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * kBlockM);
+        tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegisters));
+  if (static_cast<int>(blockIdx.x) >= tiles) return;  // the launcher never makes such a CTA
+  const int consumer = warpgroup - 1;
+  const int warp = thread_in_group / 32;
+  const int lane = thread_in_group % 32;
+  const int row_in_tile = consumer * kRowsPerConsumer + warp * 16 + lane / 4;
+  const int col_in_block = (lane % 4) * 2;
+  const int a_offset = consumer * kRowsPerConsumer * kBlockK;
+  const float b_scale = *p.b_scale_inv;
+
+  // Next ring slot to issue from.
+  int stage = 0;
+  uint32_t phase = 0;
+  // Waits for the next ring slot and issues its 4 wgmmas into `acc` (fresh: scale-d 0 first).
+  auto issue = [&](float (&acc)[kAccumulators]) {
+    barrier_wait(&full[stage], phase);
+    const uint64_t desc_a = smem_descriptor(tile_a(stage) + a_offset);
+    const uint64_t desc_b = smem_descriptor(tile_b(stage));
+    fence_registers(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
+      wgmma_m64n128k32<FormatA>(acc, desc_a + 2 * step, desc_b + 2 * step, step > 0);
+    }
+    wgmma_commit();
+    fence_registers(acc);
+    const int issued = stage;
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+    return issued;
+  };
+
+  float total[kAccumulators];
+#pragma unroll
+  for (int i = 0; i < kAccumulators; ++i) total[i] = 0.0f;
+  float partial0[kAccumulators];
+  float partial1[kAccumulators];
+
+  // Frees `cur`'s stage and promotes its (finished) partial `current`; stores the tile when
+  // `cur` is the tile's last K block.
+  auto retire = [&](const BlockCursor& cur, float (&current)[kAccumulators]) {
+    fence_registers(current);
+    __syncwarp();
+    if (lane == 0) barrier_arrive(&empty[cur.stage]);
+#pragma unroll
+    for (int j = 0; j < kAccumulators / 4; ++j) {
+      total[4 * j + 0] = fmaf(current[4 * j + 0], cur.scale0, total[4 * j + 0]);
+      total[4 * j + 1] = fmaf(current[4 * j + 1], cur.scale0, total[4 * j + 1]);
+      total[4 * j + 2] = fmaf(current[4 * j + 2], cur.scale1, total[4 * j + 2]);
+      total[4 * j + 3] = fmaf(current[4 * j + 3], cur.scale1, total[4 * j + 3]);
+    }
+    if (cur.kb == p.k_blocks - 1) {
+      store_tile<OutT>(total, p, cur.m_block, cur.n_block, row_in_tile, col_in_block, b_scale);
+#pragma unroll
+      for (int i = 0; i < kAccumulators; ++i) total[i] = 0.0f;
+    }
+  };
+
+  // One step of the stream, for every block but the CTA's last: `current` holds block `cur`
+  // (issued, maybe unfinished). Issues the next block into `next`, waits for `cur` only, retires
+  // it and moves `cur` on. The issue is unconditional: a wgmma under a branch makes ptxas
+  // serialise the wgmmas (C7518), so the last block is peeled off below instead.
+  auto advance = [&](BlockCursor& cur, float (&current)[kAccumulators],
+                     float (&next)[kAccumulators]) {
+    BlockCursor nxt = cur;
+    nxt.kb = cur.kb + 1;
+    if (nxt.kb == p.k_blocks) {
+      nxt.kb = 0;
+      nxt.tile = cur.tile + gridDim.x;
+      tile_coordinates(nxt.tile, p, nxt.m_block, nxt.n_block);
+    }
+    load_row_scales(p, nxt.m_block, nxt.kb, row_in_tile, nxt.scale0, nxt.scale1);
+    nxt.stage = issue(next);
+    wgmma_wait_one();  // every group but the newest (next's) is done: cur's is
+    retire(cur, current);
+    cur = nxt;
+  };
+
+  // This CTA's tiles: blockIdx.x, + gridDim.x, ... (< tiles; at least one, see above).
+  const int my_tiles = (tiles - static_cast<int>(blockIdx.x) + gridDim.x - 1) / gridDim.x;
+  const int64_t my_blocks = int64_t{my_tiles} * p.k_blocks;
+  BlockCursor cur{};
+  cur.tile = blockIdx.x;
+  cur.kb = 0;
+  tile_coordinates(cur.tile, p, cur.m_block, cur.n_block);
+  load_row_scales(p, cur.m_block, 0, row_in_tile, cur.scale0, cur.scale1);
+  cur.stage = issue(partial0);
+  // Blocks 0 .. my_blocks - 2, unrolled by two so that each partial is a fixed register set;
+  // block i lives in partial (i % 2).
+  int64_t block = 0;
+  for (; block + 2 < my_blocks; block += 2) {
+    advance(cur, partial0, partial1);
+    advance(cur, partial1, partial0);
+  }
+  if (block + 1 < my_blocks) {  // one more step: the last block goes to partial1
+    advance(cur, partial0, partial1);
+    wgmma_wait_all();
+    retire(cur, partial1);
+  } else {  // the last block is in partial0
+    wgmma_wait_all();
+    retire(cur, partial0);
+  }
+#endif  // FP8NN_SM90_DEVICE_CODE
+}
+
 // ---- host side -------------------------------------------------------------------------------
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -422,8 +645,10 @@ cudaError_t encode_operand_map(CUtensorMap* map, const void* data, int64_t rows,
 }
 
 template <Fp8Format FormatA, typename OutT>
-cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int sm_count) {
-  const auto kernel = group_gemm_sm90_kernel<FormatA, OutT>;
+cudaError_t launch(const GroupGemmArgs& args, Sm90Version version, cudaStream_t stream,
+                   int sm_count) {
+  const auto kernel = version == Sm90Version::kV2 ? group_gemm_sm90_v2_kernel<FormatA, OutT>
+                                                  : group_gemm_sm90_kernel<FormatA, OutT>;
   CUtensorMap map_a, map_b;
   cudaError_t status = encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, kBlockM);
   if (status != cudaSuccess) return status;
@@ -456,14 +681,15 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int sm_count)
 }
 
 template <Fp8Format F>
-cudaError_t launch_for_output(const GroupGemmArgs& args, cudaStream_t stream, int sm_count) {
+cudaError_t launch_for_output(const GroupGemmArgs& args, Sm90Version version, cudaStream_t stream,
+                              int sm_count) {
   switch (args.out_type) {
     case HighPrecision::kFloat32:
-      return launch<F, float>(args, stream, sm_count);
+      return launch<F, float>(args, version, stream, sm_count);
     case HighPrecision::kFloat16:
-      return launch<F, __half>(args, stream, sm_count);
+      return launch<F, __half>(args, version, stream, sm_count);
     case HighPrecision::kBFloat16:
-      return launch<F, __nv_bfloat16>(args, stream, sm_count);
+      return launch<F, __nv_bfloat16>(args, version, stream, sm_count);
   }
   return cudaErrorInvalidValue;
 }
@@ -511,6 +737,12 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
 }
 
 cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
+  return group_gemm_sm90_version(args, kSm90DefaultVersion, stream);
+}
+
+cudaError_t group_gemm_sm90_version(const GroupGemmArgs& args, Sm90Version version,
+                                    cudaStream_t stream) {
+  if (version != Sm90Version::kV1 && version != Sm90Version::kV2) return cudaErrorInvalidValue;
   if (group_gemm_invalid_reason(args) != nullptr) return cudaErrorInvalidValue;
   int device = 0;
   cudaError_t status = cudaGetDevice(&device);
@@ -527,8 +759,8 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   if (!group_gemm_sm90_supported(args, major * 10 + minor)) return cudaErrorNotSupported;
   if (!real_kernel_loaded()) return cudaErrorNotSupported;
   return args.a_format == Fp8Format::kE4M3
-             ? launch_for_output<Fp8Format::kE4M3>(args, stream, sm_count)
-             : launch_for_output<Fp8Format::kE5M2>(args, stream, sm_count);
+             ? launch_for_output<Fp8Format::kE4M3>(args, version, stream, sm_count)
+             : launch_for_output<Fp8Format::kE5M2>(args, version, stream, sm_count);
 }
 
 }  // namespace fp8nn::kernels
