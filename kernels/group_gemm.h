@@ -74,8 +74,10 @@ bool group_gemm_sm90_compiled();
 ///    a K block before promoting them (measured correct on an H100, 0.52-0.63x cuBLASLt);
 ///  - kV2: same tiles and pipeline; each consumer keeps two partial accumulators and runs one
 ///    continuous stream of K blocks across its tiles, so the promotion of block k and the
-///    epilogue of a tile overlap the wgmmas of block k + 1 (not yet run on a GPU).
-enum class Sm90Version : int { kV1 = 1, kV2 = 2 };
+///    epilogue of a tile overlap the wgmmas of block k + 1 (not yet run on a GPU);
+///  - kV3: v2 in clusters of 2 CTAs along M sharing B's tile through TMA multicast (each CTA
+///    loads half of it), 0.75x v2's operand bytes from L2 per FLOP (not yet run on a GPU).
+enum class Sm90Version : int { kV1 = 1, kV2 = 2, kV3 = 3 };
 
 /// The version group_gemm_sm90 (and so the library) runs. Flip to Sm90Version::kV2 only once the
 /// probe (kernels/tools/group_gemm_probe.cu) shows v2 correct and faster on an H100.

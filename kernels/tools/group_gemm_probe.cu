@@ -10,9 +10,10 @@
 // (If libcublasLt is not in the toolkit, add -L<dir> -Xlinker -rpath,<dir> for the directory that
 // holds it, e.g. a torch wheel's site-packages/nvidia/cu13/lib; or build without the baseline:
 // -DPROBE_NO_CUBLASLT and no -lcublasLt.)
-// Run: ./group_gemm_probe [--quick] [--no-bench] [--no-v2] [--verbose] [--iters N]
-//   prints FAIL lines and per-kernel counts (PASS lines with --verbose); v1 then v2 of the sm90
-//   kernel, then one table of TFLOP/s: v1, v2, cuBLASLt tensorwise and block-scaled.
+// Run: ./group_gemm_probe [--quick] [--no-bench] [--no-v2] [--no-v3] [--verbose] [--iters N]
+//   prints FAIL lines and per-kernel counts (PASS lines with --verbose); sm90 v1 (checks, timing
+//   with cuBLASLt tensorwise and block-scaled), then v2, then v3, each after the previous one's
+//   results are printed (a trapping newer version cannot hide an older one's); tables of TFLOP/s.
 //   exit 0: every check passed; 1: a check failed; 2: a CUDA/cuBLASLt error; 3: watchdog timeout.
 //
 // (a) Correctness. Random FP8 operands (E4M3 or E5M2 a, E4M3 b), random positive scale_inv per
@@ -403,13 +404,18 @@ int device_sm() {
   return major * 10 + minor;
 }
 
-// Which kernels a pass of the checks runs. v2 runs in a later pass than v1, so that a v2 that
-// traps (its mbarrier watchdog) or faults cannot hide v1's results: they are printed by then.
-enum class Pass { kMmaAndV1, kV2 };
+// Which kernels a pass of the checks runs. v2 and v3 run in later passes than v1 (v3 last), so
+// that a newer version that traps (its mbarrier watchdog) or faults cannot hide the results of
+// the older ones: they are printed by then.
+enum class Pass { kMmaAndV1, kV2, kV3 };
 
 fp8nn::kernels::Sm90Version version_of(const char* kernel) {
-  return std::strcmp(kernel, "sm90v2") == 0 ? fp8nn::kernels::Sm90Version::kV2
-                                            : fp8nn::kernels::Sm90Version::kV1;
+  return std::strcmp(kernel, "sm90v3") == 0   ? fp8nn::kernels::Sm90Version::kV3
+         : std::strcmp(kernel, "sm90v2") == 0 ? fp8nn::kernels::Sm90Version::kV2
+                                              : fp8nn::kernels::Sm90Version::kV1;
+}
+const char* kernel_of(Pass pass) {
+  return pass == Pass::kV3 ? "sm90v3" : pass == Pass::kV2 ? "sm90v2" : "sm90v1";
 }
 
 bool g_verbose = false;
@@ -460,10 +466,10 @@ int correctness(bool quick, Pass pass) {
   const int sm = device_sm();
   const bool sm90 = fp8nn::kernels::group_gemm_sm90_compiled() && sm == 90;
   std::printf("== correctness, %s (device sm_%d; sm90 kernel %s)\n",
-              pass == Pass::kV2 ? "sm90v2" : "mma + sm90v1", sm,
+              pass == Pass::kMmaAndV1 ? "mma + sm90v1" : kernel_of(pass), sm,
               sm90 ? "runs" : "skipped: needs an sm_90 device and a 9.0a build");
-  if (pass == Pass::kV2 && !sm90) return 0;
-  Tally mma, sm90v1, sm90v2;
+  if (pass != Pass::kMmaAndV1 && !sm90) return 0;
+  Tally mma, sm90v1, sm90new;
   int unsupported = 0;
   uint64_t seed = 1234;
   const Fp8Format formats[2] = {Fp8Format::kE4M3, Fp8Format::kE5M2};
@@ -536,7 +542,7 @@ int correctness(bool quick, Pass pass) {
           if (pass == Pass::kMmaAndV1) {
             run_and_check("sm90v1", p, args, kSm90Accumulation, sm90v1);
           } else {
-            run_and_check("sm90v2", p, args, kSm90Accumulation, sm90v2);
+            run_and_check(kernel_of(pass), p, args, kSm90Accumulation, sm90new);
           }
         }
         if (pass == Pass::kMmaAndV1 && (!quick || f == 0)) {
@@ -552,8 +558,8 @@ int correctness(bool quick, Pass pass) {
     if (sm90) print_tally("sm90v1", sm90v1);
     failures += mma.failed + sm90v1.failed;
   } else {
-    print_tally("sm90v2", sm90v2);
-    failures += sm90v2.failed;
+    print_tally(kernel_of(pass), sm90new);
+    failures += sm90new.failed;
   }
   return failures;
 }
@@ -752,12 +758,13 @@ struct CublasLtBlockScaled {
 struct BenchRow {
   std::array<int64_t, 3> shape;  // M, K, N
   int64_t group;
-  double v1_tflops = 0, v2_tflops = 0, lt_tflops = 0, blk_tflops = 0;
-  bool v1_pass = false, v2_pass = false, v2_ran = false;
+  double v1_tflops = 0, v2_tflops = 0, v3_tflops = 0, lt_tflops = 0, blk_tflops = 0;
+  bool v1_pass = false, v2_pass = false, v2_ran = false, v3_pass = false, v3_ran = false;
 };
 
-// Pass kMmaAndV1 times sm90v1 and the cuBLASLt baselines and fills `rows`; pass kV2 times sm90v2
-// on the same problems (same seeds) and prints the side-by-side table. Returns failed checks.
+// Pass kMmaAndV1 times sm90v1 and the cuBLASLt baselines and fills `rows`; passes kV2 and kV3
+// time sm90v2 / sm90v3 on the same problems (same seeds) and print the side-by-side tables.
+// Returns failed checks.
 int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
   const int sm = device_sm();
   if (!(fp8nn::kernels::group_gemm_sm90_compiled() && sm == 90)) {
@@ -785,8 +792,7 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
       Buffers buf;
       const GroupGemmArgs args = make_problem(p, buf, seed++);
       const double flop = 2.0 * s[0] * s[1] * s[2];
-      const auto version = pass == Pass::kV2 ? fp8nn::kernels::Sm90Version::kV2
-                                             : fp8nn::kernels::Sm90Version::kV1;
+      const auto version = version_of(kernel_of(pass));
       // Correctness on a lattice of 64 x 64 sampled outputs, so a fast but wrong kernel shows.
       PROBE_CUDA(cudaMemset(args.c, 0xFF, args.m * args.ldc * 2));
       PROBE_CUDA(fp8nn::kernels::group_gemm_sm90_version(args, version, nullptr));
@@ -795,8 +801,8 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
       const bool ok = r.ratio <= rounding_of(args.out_type) + kSm90Accumulation;
       if (!ok) {
         ++failures;
-        std::printf("FAIL sm90v%d timed problem %ld,%ld,%ld group %ld: err/|sum|=%.3e\n",
-                    pass == Pass::kV2 ? 2 : 1, s[0], s[1], s[2], group, r.ratio);
+        std::printf("FAIL %s timed problem %ld,%ld,%ld group %ld: err/|sum|=%.3e\n",
+                    kernel_of(pass), s[0], s[1], s[2], group, r.ratio);
       }
       const double ms = median_ms(
           [&] { PROBE_CUDA(fp8nn::kernels::group_gemm_sm90_version(args, version, nullptr)); },
@@ -821,10 +827,14 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
         std::printf("   %ld,%ld,%ld %ld  %.1f / %.1f / %.1f%s\n", s[0], s[1], s[2], group,
                     row.v1_tflops, row.lt_tflops, row.blk_tflops, ok ? "" : "  v1 FAIL");
         rows.push_back(row);
-      } else if (index < rows.size()) {
+      } else if (index < rows.size() && pass == Pass::kV2) {
         rows[index].v2_tflops = flop / (ms * 1e9);
         rows[index].v2_pass = ok;
         rows[index].v2_ran = true;
+      } else if (index < rows.size()) {
+        rows[index].v3_tflops = flop / (ms * 1e9);
+        rows[index].v3_pass = ok;
+        rows[index].v3_ran = true;
       }
       ++index;
       std::fflush(stdout);
@@ -851,13 +861,29 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
                   !row.v2_ran ? "-" : row.v2_pass ? "PASS" : "FAIL");
     }
   }
+  if (pass == Pass::kV3) {
+    std::printf("== timing v3 (2-CTA clusters, B multicast), TFLOP/s\n");
+    std::printf("%-17s %5s %7s %6s %6s %-6s %s\n", "M,K,N", "group", "v3", "v3/Lt", "v3/v2",
+                "target", "check v3");
+    for (const BenchRow& row : rows) {
+      char shape[32];
+      std::snprintf(shape, sizeof(shape), "%ld,%ld,%ld", row.shape[0], row.shape[1],
+                    row.shape[2]);
+      const double target = row.group == 128 ? 0.85 : 0.90;
+      const double v3_ratio = row.lt_tflops > 0 ? row.v3_tflops / row.lt_tflops : 0.0;
+      std::printf("%-17s %5ld %7.1f %6.3f %6.3f %-6s %s\n", shape, row.group, row.v3_tflops,
+                  v3_ratio, row.v2_tflops > 0 ? row.v3_tflops / row.v2_tflops : 0.0,
+                  v3_ratio >= target ? "met" : "missed",
+                  !row.v3_ran ? "-" : row.v3_pass ? "PASS" : "FAIL");
+    }
+  }
   return failures;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, run_bench = true, run_v2 = true;
+  bool quick = false, run_bench = true, run_v2 = true, run_v3 = true;
   int iters = 30;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
@@ -866,12 +892,14 @@ int main(int argc, char** argv) {
       run_bench = false;
     } else if (std::strcmp(argv[i], "--no-v2") == 0) {
       run_v2 = false;
+    } else if (std::strcmp(argv[i], "--no-v3") == 0) {
+      run_v3 = false;
     } else if (std::strcmp(argv[i], "--verbose") == 0) {
       g_verbose = true;
     } else if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) {
       iters = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--no-bench] [--no-v2] [--verbose] [--iters N]\n",
+      std::fprintf(stderr, "usage: %s [--quick] [--no-bench] [--no-v2] [--no-v3] [--verbose] [--iters N]\n",
                    argv[0]);
       return 2;
     }
@@ -892,14 +920,18 @@ int main(int argc, char** argv) {
               fp8nn::kernels::group_gemm_sm90_compiled() ? "yes" : "no",
               static_cast<int>(fp8nn::kernels::kSm90DefaultVersion));
 
-  // v1 (and mma) first, printed as they finish; v2 (not yet run on a GPU) after, so a v2 that
-  // traps or faults (exit 2) leaves v1's results on the screen.
+  // v1 (and mma) first, printed as they finish; v2 then v3 (not yet run on a GPU) after, so one
+  // that traps or faults (exit 2) leaves the earlier results on the screen.
   std::vector<BenchRow> rows;
   int failures = correctness(quick, Pass::kMmaAndV1);
   if (run_bench) failures += bench(quick, iters, Pass::kMmaAndV1, rows);
   if (run_v2) {
     failures += correctness(quick, Pass::kV2);
     if (run_bench) failures += bench(quick, iters, Pass::kV2, rows);
+  }
+  if (run_v3) {
+    failures += correctness(quick, Pass::kV3);
+    if (run_bench) failures += bench(quick, iters, Pass::kV3, rows);
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
