@@ -43,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -779,16 +780,54 @@ struct CublasLtBlockScaled {
 };
 #endif  // PROBE_NO_CUBLASLT
 
+// Medians of several kernels timed in alternation (run i of each before run i + 1 of any), so
+// clock and thermal drift affect them alike and their ratios stay fair.
+std::vector<double> interleaved_median_ms(const std::vector<std::function<void()>>& fns,
+                                          int iters) {
+  for (const auto& fn : fns) {
+    for (int i = 0; i < 3; ++i) fn();  // warm-up
+  }
+  PROBE_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t start, stop;
+  PROBE_CUDA(cudaEventCreate(&start));
+  PROBE_CUDA(cudaEventCreate(&stop));
+  std::vector<std::vector<float>> times(fns.size());
+  for (int i = 0; i < iters; ++i) {
+    for (size_t f = 0; f < fns.size(); ++f) {
+      PROBE_CUDA(cudaEventRecord(start));
+      fns[f]();
+      PROBE_CUDA(cudaEventRecord(stop));
+      PROBE_CUDA(cudaEventSynchronize(stop));
+      float ms = 0;
+      PROBE_CUDA(cudaEventElapsedTime(&ms, start, stop));
+      times[f].push_back(ms);
+    }
+  }
+  PROBE_CUDA(cudaEventDestroy(start));
+  PROBE_CUDA(cudaEventDestroy(stop));
+  std::vector<double> medians;
+  for (auto& t : times) {
+    std::sort(t.begin(), t.end());
+    medians.push_back(t[t.size() / 2]);
+  }
+  return medians;
+}
+
 struct BenchRow {
   std::array<int64_t, 3> shape;  // M, K, N
   int64_t group;
-  double v1_tflops = 0, v2_tflops = 0, v3_tflops = 0, lt_tflops = 0, blk_tflops = 0;
+  // TFLOP/s per pass; within a pass the kernels were timed in alternation (ratios are fair).
+  double v1 = 0, lt = 0, blk = 0;           // pass 1: v1, cuBLASLt tensorwise, block-scaled
+  double p2_v1 = 0, p2_v2 = 0, p2_lt = 0;   // pass 2
+  double p3_v2 = 0, p3_v3 = 0, p3_lt = 0;   // pass 3
   bool v1_pass = false, v2_pass = false, v2_ran = false, v3_pass = false, v3_ran = false;
 };
 
-// Pass kMmaAndV1 times sm90v1 and the cuBLASLt baselines and fills `rows`; passes kV2 and kV3
-// time sm90v2 / sm90v3 on the same problems (same seeds) and print the side-by-side tables.
-// Returns failed checks.
+double ratio(double x, double y) { return y > 0 ? x / y : 0.0; }
+
+// Pass kMmaAndV1 times sm90v1 and the cuBLASLt baselines and fills `rows`; pass kV2 times v2
+// against v1 and cuBLASLt tensorwise again, pass kV3 v3 against v2 and cuBLASLt, on the same
+// problems (same seeds), and each prints its table. Returns failed checks.
 int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
   const int sm = device_sm();
   if (!(fp8nn::kernels::group_gemm_sm90_compiled() && sm == 90)) {
@@ -806,6 +845,7 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
     std::printf("== timing v1 (median of %d, bf16 out, no bias): M,K,N group v1 / Lt / LtBlk TF/s\n",
                 iters);
   }
+  using fp8nn::kernels::Sm90Version;
   int failures = 0;
   uint64_t seed = 99;
   size_t index = 0;
@@ -816,7 +856,7 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
       Buffers buf;
       const GroupGemmArgs args = make_problem(p, buf, seed++);
       const double flop = 2.0 * s[0] * s[1] * s[2];
-      const auto version = version_of(kernel_of(pass));
+      const Sm90Version version = version_of(kernel_of(pass));
       // Correctness on a lattice of 64 x 64 sampled outputs, so a fast but wrong kernel shows.
       PROBE_CUDA(cudaMemset(args.c, 0xFF, args.m * args.ldc * 2));
       PROBE_CUDA(fp8nn::kernels::group_gemm_sm90_version(args, version, nullptr));
@@ -828,47 +868,63 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
         std::printf("FAIL %s timed problem %ld,%ld,%ld group %ld: err/|sum|=%.3e\n",
                     kernel_of(pass), s[0], s[1], s[2], group, r.ratio);
       }
-      const double ms = median_ms(
-          [&] { PROBE_CUDA(fp8nn::kernels::group_gemm_sm90_version(args, version, nullptr)); },
-          iters);
+      auto sm90 = [&](Sm90Version v) {
+        return std::function<void()>(
+            [&args, v] { PROBE_CUDA(fp8nn::kernels::group_gemm_sm90_version(args, v, nullptr)); });
+      };
+      std::vector<std::function<void()>> fns;
+      if (pass == Pass::kMmaAndV1) fns = {sm90(Sm90Version::kV1)};
+      if (pass == Pass::kV2) fns = {sm90(Sm90Version::kV1), sm90(Sm90Version::kV2)};
+      if (pass == Pass::kV3) fns = {sm90(Sm90Version::kV2), sm90(Sm90Version::kV3)};
+#ifndef PROBE_NO_CUBLASLT
+      // Tensorwise: a's first scale stands for the whole tensor (same work, coarser scaling).
+      const CublasLtTensorwise lt(args, buf.sa);
+      fns.push_back([&lt] { lt.run(); });
+#endif
+      std::vector<double> ms = interleaved_median_ms(fns, iters);
+      ms.resize(3, 0.0);  // no cuBLASLt: its slot reads 0 (n/a)
+      auto tflops = [&](double t) { return t > 0 ? flop / (t * 1e9) : 0.0; };
       if (pass == Pass::kMmaAndV1) {
         BenchRow row;
         row.shape = s;
         row.group = group;
-        row.v1_tflops = flop / (ms * 1e9);
+        row.v1 = tflops(ms[0]);
+        row.lt = tflops(ms[1]);
         row.v1_pass = ok;
 #ifndef PROBE_NO_CUBLASLT
-        // Tensorwise: a's first scale stands for the whole tensor (same work, coarser scaling).
-        {
-          const CublasLtTensorwise lt(args, buf.sa);
-          row.lt_tflops = flop / (median_ms([&] { lt.run(); }, iters) * 1e9);
-        }
         if (group == 128) {
           const CublasLtBlockScaled blk(args);
-          row.blk_tflops = blk.ok ? flop / (median_ms([&] { blk.run(); }, iters) * 1e9) : 0.0;
+          row.blk = blk.ok ? tflops(median_ms([&] { blk.run(); }, iters)) : 0.0;
         }
 #endif
-        std::printf("   %ld,%ld,%ld %ld  %.1f / %.1f / %.1f%s\n", s[0], s[1], s[2], group,
-                    row.v1_tflops, row.lt_tflops, row.blk_tflops, ok ? "" : "  v1 FAIL");
+        std::printf("   %ld,%ld,%ld %ld  %.1f / %.1f / %.1f%s\n", s[0], s[1], s[2], group, row.v1,
+                    row.lt, row.blk, ok ? "" : "  v1 FAIL");
         rows.push_back(row);
       } else if (index < rows.size() && pass == Pass::kV2) {
-        rows[index].v2_tflops = flop / (ms * 1e9);
-        rows[index].v2_pass = ok;
-        rows[index].v2_ran = true;
+        BenchRow& row = rows[index];
+        row.p2_v1 = tflops(ms[0]);
+        row.p2_v2 = tflops(ms[1]);
+        row.p2_lt = tflops(ms[2]);
+        row.v2_pass = ok;
+        row.v2_ran = true;
       } else if (index < rows.size()) {
-        rows[index].v3_tflops = flop / (ms * 1e9);
-        rows[index].v3_pass = ok;
-        rows[index].v3_ran = true;
+        BenchRow& row = rows[index];
+        row.p3_v2 = tflops(ms[0]);
+        row.p3_v3 = tflops(ms[1]);
+        row.p3_lt = tflops(ms[2]);
+        row.v3_pass = ok;
+        row.v3_ran = true;
       }
       ++index;
       std::fflush(stdout);
       buf.release();
     }
   }
+  // Target (issue 6): >= 0.90x cuBLASLt tensorwise with groups of 4096, >= 0.85x with 128.
   if (pass == Pass::kV2) {
-    // Target (issue 6): v2 >= 0.90x Lt tensorwise with groups of 4096, >= 0.85x with 128.
-    std::printf("== timing, TFLOP/s (Lt = cuBLASLt tensorwise fast-accum, LtBlk = cuBLASLt "
-                "VEC128 x BLK128x128 precise, 0 = n/a)\n");
+    std::printf("== timing v2, TFLOP/s, v1/v2/Lt timed in alternation (Lt = cuBLASLt tensorwise "
+                "fast-accum; LtBlk = cuBLASLt VEC128 x BLK128x128 precise, from the v1 pass; 0 = "
+                "n/a)\n");
     std::printf("%-17s %5s %7s %7s %7s %7s %6s %6s %6s %-6s %s\n", "M,K,N", "group", "v1", "v2",
                 "Lt", "LtBlk", "v1/Lt", "v2/Lt", "v2/v1", "target", "check v1 v2");
     for (const BenchRow& row : rows) {
@@ -876,28 +932,27 @@ int bench(bool quick, int iters, Pass pass, std::vector<BenchRow>& rows) {
       std::snprintf(shape, sizeof(shape), "%ld,%ld,%ld", row.shape[0], row.shape[1],
                     row.shape[2]);
       const double target = row.group == 128 ? 0.85 : 0.90;
-      const double v2_ratio = row.lt_tflops > 0 ? row.v2_tflops / row.lt_tflops : 0.0;
       std::printf("%-17s %5ld %7.1f %7.1f %7.1f %7.1f %6.3f %6.3f %6.3f %-6s %s %s\n", shape,
-                  row.group, row.v1_tflops, row.v2_tflops, row.lt_tflops, row.blk_tflops,
-                  row.lt_tflops > 0 ? row.v1_tflops / row.lt_tflops : 0.0, v2_ratio,
-                  row.v1_tflops > 0 ? row.v2_tflops / row.v1_tflops : 0.0,
-                  v2_ratio >= target ? "met" : "missed", row.v1_pass ? "PASS" : "FAIL",
-                  !row.v2_ran ? "-" : row.v2_pass ? "PASS" : "FAIL");
+                  row.group, row.p2_v1, row.p2_v2, row.p2_lt, row.blk, ratio(row.p2_v1, row.p2_lt),
+                  ratio(row.p2_v2, row.p2_lt), ratio(row.p2_v2, row.p2_v1),
+                  ratio(row.p2_v2, row.p2_lt) >= target ? "met" : "missed",
+                  row.v1_pass ? "PASS" : "FAIL", !row.v2_ran ? "-" : row.v2_pass ? "PASS" : "FAIL");
     }
   }
   if (pass == Pass::kV3) {
-    std::printf("== timing v3 (2-CTA clusters, B multicast), TFLOP/s\n");
-    std::printf("%-17s %5s %7s %6s %6s %-6s %s\n", "M,K,N", "group", "v3", "v3/Lt", "v3/v2",
-                "target", "check v3");
+    std::printf("== timing v3 (2-CTA clusters, B multicast), TFLOP/s, v2/v3/Lt timed in "
+                "alternation\n");
+    std::printf("%-17s %5s %7s %7s %7s %6s %6s %-6s %s\n", "M,K,N", "group", "v2", "v3", "Lt",
+                "v3/Lt", "v3/v2", "target", "check v3");
     for (const BenchRow& row : rows) {
       char shape[32];
       std::snprintf(shape, sizeof(shape), "%ld,%ld,%ld", row.shape[0], row.shape[1],
                     row.shape[2]);
       const double target = row.group == 128 ? 0.85 : 0.90;
-      const double v3_ratio = row.lt_tflops > 0 ? row.v3_tflops / row.lt_tflops : 0.0;
-      std::printf("%-17s %5ld %7.1f %6.3f %6.3f %-6s %s\n", shape, row.group, row.v3_tflops,
-                  v3_ratio, row.v2_tflops > 0 ? row.v3_tflops / row.v2_tflops : 0.0,
-                  v3_ratio >= target ? "met" : "missed",
+      std::printf("%-17s %5ld %7.1f %7.1f %7.1f %6.3f %6.3f %-6s %s\n", shape, row.group,
+                  row.p3_v2, row.p3_v3, row.p3_lt, ratio(row.p3_v3, row.p3_lt),
+                  ratio(row.p3_v3, row.p3_v2),
+                  ratio(row.p3_v3, row.p3_lt) >= target ? "met" : "missed",
                   !row.v3_ran ? "-" : row.v3_pass ? "PASS" : "FAIL");
     }
   }
