@@ -68,10 +68,30 @@ inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) 
 /// sm_90); false where only the stub (or nothing) is loaded.
 bool group_gemm_sm90_compiled();
 
+/// Versions of the Hopper kernel (kernels/NOTES-group-gemm.md). Both take the same problems
+/// (group_gemm_sm90_unsupported_reason) and give the same accuracy:
+///  - kV1: one 128 x 128 tile at a time per CTA; each consumer warpgroup waits for its wgmmas of
+///    a K block before promoting them (measured correct on an H100, 0.52-0.63x cuBLASLt);
+///  - kV2: same tiles and pipeline; each consumer keeps two partial accumulators and runs one
+///    continuous stream of K blocks across its tiles, so the promotion of block k and the
+///    epilogue of a tile overlap the wgmmas of block k + 1 (not yet run on a GPU);
+///  - kV3: v2 in clusters of 2 CTAs along M sharing B's tile through TMA multicast (each CTA
+///    loads half of it), 0.75x v2's operand bytes from L2 per FLOP (not yet run on a GPU).
+enum class Sm90Version : int { kV1 = 1, kV2 = 2, kV3 = 3 };
+
+/// The version group_gemm_sm90 (and so the library) runs. Flip to Sm90Version::kV2 only once the
+/// probe (kernels/tools/group_gemm_probe.cu) shows v2 correct and faster on an H100.
+inline constexpr Sm90Version kSm90DefaultVersion = Sm90Version::kV1;
+
 /// Hopper kernel. cudaErrorNotSupported when !group_gemm_sm90_supported(args, sm of the current
 /// device), cudaErrorInvalidValue for invalid arguments, else the first failing CUDA/driver status
 /// (tensor-map encoding, attribute setting, launch). Never synchronises, allocates nothing (the
-/// tensor maps travel as __grid_constant__ kernel parameters).
+/// tensor maps travel as __grid_constant__ kernel parameters). Runs kSm90DefaultVersion.
 cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream);
+
+/// group_gemm_sm90 with an explicit version (the probe times them side by side);
+/// cudaErrorInvalidValue for a version that does not exist.
+cudaError_t group_gemm_sm90_version(const GroupGemmArgs& args, Sm90Version version,
+                                    cudaStream_t stream);
 
 }  // namespace fp8nn::kernels

@@ -237,15 +237,19 @@ struct Pair<__nv_bfloat16> {
 };
 
 // Tile t of the persistent sequence -> (m_block, n_block), raster columns of kRasterWidth N-blocks.
-__device__ __forceinline__ void tile_coordinates(int tile, const Sm90Params& p, int& m_block,
+__device__ __forceinline__ void tile_coordinates(int tile, int m_blocks, int n_blocks, int& m_block,
                                                  int& n_block) {
-  const int column_tiles = kRasterWidth * p.m_blocks;
+  const int column_tiles = kRasterWidth * m_blocks;
   const int column = tile / column_tiles;
   const int within = tile % column_tiles;
   const int first_n = column * kRasterWidth;
-  const int width = min(kRasterWidth, p.n_blocks - first_n);
+  const int width = min(kRasterWidth, n_blocks - first_n);
   m_block = within / width;
   n_block = first_n + within % width;
+}
+__device__ __forceinline__ void tile_coordinates(int tile, const Sm90Params& p, int& m_block,
+                                                 int& n_block) {
+  tile_coordinates(tile, p.m_blocks, p.n_blocks, m_block, n_block);
 }
 
 #endif  // FP8NN_SM90_DEVICE_CODE
@@ -387,6 +391,328 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // FP8NN_SM90_DEVICE_CODE
 }
 
+// ---- v2: two partial accumulators, one K-block stream across tiles -----------------------------
+//
+// Same tiles, ring, producer and promotion arithmetic as v1. What changes is the consumer's
+// schedule: v1 issues the 4 wgmmas of block k, waits for all of them (wait_group 0), then
+// promotes, so each consumer leaves the tensor cores idle during its promotion and epilogue, and
+// the two consumers (released by the same "full" barrier) tend to do that at the same time. v2
+// keeps two 64-register partials per thread (total + 2 partials = 192 accumulator registers):
+//   issue block k+1 into the other partial, wait_group 1 (block k done), free k's stage,
+//   promote block k; if k ends a tile, store that tile (while block k+1, the first of the next
+//   tile, is already on the tensor cores).
+// The blocks of all of a CTA's tiles form one stream (the producer's order), so there is no
+// pipeline drain between tiles. Scales of block k+1 are loaded when it is issued, a whole block
+// ahead of their use.
+#if FP8NN_SM90_DEVICE_CODE
+
+__device__ __forceinline__ void wgmma_wait_one() {
+  asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+}
+
+// ---- v3 (2-CTA clusters) helpers
+__device__ __forceinline__ int cluster_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return static_cast<int>(rank);
+}
+
+// All threads of both CTAs (also a CTA-wide barrier); release/acquire orders the mbarrier inits.
+__device__ __forceinline__ void cluster_sync_all() {
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n"
+      "barrier.cluster.wait.acquire.aligned;" ::
+          : "memory");
+}
+
+// Arrives on the mbarrier at the same shared-memory offset as `barrier` in CTA `cta` of the
+// cluster (this CTA included).
+__device__ __forceinline__ void barrier_arrive_cluster(uint64_t* barrier, int cta) {
+  asm volatile(
+      "{\n .reg .b32 remote;\n mapa.shared::cluster.u32 remote, %0, %1;\n"
+      " mbarrier.arrive.shared::cluster.b64 _, [remote];\n}" ::"r"(
+          smem_address(barrier)),
+      "r"(cta)
+      : "memory");
+}
+
+// TMA load whose box lands at the same offset in every CTA of `cta_mask`, completing bytes on
+// each one's mbarrier at `barrier`'s offset.
+__device__ __forceinline__ void tma_load_2d_multicast(void* destination, const CUtensorMap* map,
+                                                      uint64_t* barrier, int inner, int outer,
+                                                      uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(smem_address(destination)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_address(barrier)),
+      "h"(cta_mask)
+      : "memory");
+}
+
+// Row scales of this thread's two rows (row0, row0 + 8) for K block kb of the tile at m_block.
+__device__ __forceinline__ void load_row_scales(const Sm90Params& p, int m_block, int kb,
+                                                int row_in_tile, float& scale0, float& scale1) {
+  const int row0 = m_block * kBlockM + row_in_tile;
+  const int group = kb / p.k_blocks_per_group;
+  scale0 = row0 < p.m ? __ldg(p.a_scale_inv + row0 * p.a_scale_row_stride + group) : 0.0f;
+  scale1 = row0 + 8 < p.m ? __ldg(p.a_scale_inv + (row0 + 8) * p.a_scale_row_stride + group) : 0.0f;
+}
+
+// c = total * sb + bias for this thread's fragment of the tile (as v1's epilogue).
+template <typename OutT>
+__device__ __forceinline__ void store_tile(const float (&total)[kAccumulators], const Sm90Params& p,
+                                           int m_block, int n_block, int row_in_tile,
+                                           int col_in_block, float b_scale) {
+  OutT* const c = static_cast<OutT*>(p.c);
+  const OutT* const bias = static_cast<const OutT*>(p.bias);
+  const int row0 = m_block * kBlockM + row_in_tile;
+  const int row1 = row0 + 8;
+  const int col_base = n_block * kBlockN + col_in_block;
+#pragma unroll
+  for (int j = 0; j < kAccumulators / 4; ++j) {
+    const int col = col_base + 8 * j;
+    if (col >= p.n) continue;
+    float2 bias_pair = make_float2(0.0f, 0.0f);
+    if (bias != nullptr) bias_pair = Pair<OutT>::load_float2(bias + col);
+    if (row0 < p.m) {
+      *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row0} * p.ldc + col) =
+          Pair<OutT>::make(fmaf(total[4 * j + 0], b_scale, bias_pair.x),
+                           fmaf(total[4 * j + 1], b_scale, bias_pair.y));
+    }
+    if (row1 < p.m) {
+      *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row1} * p.ldc + col) =
+          Pair<OutT>::make(fmaf(total[4 * j + 2], b_scale, bias_pair.x),
+                           fmaf(total[4 * j + 3], b_scale, bias_pair.y));
+    }
+  }
+}
+
+// The consumer's position in its K-block stream.
+struct BlockCursor {
+  int tile, kb, m_block, n_block;  // tile: the work unit (v2 a tile, v3 a pair of tiles)
+  float scale0, scale1;  // this thread's row scales for the block
+  int stage;             // ring stage the block was issued from
+};
+
+#endif  // FP8NN_SM90_DEVICE_CODE
+
+// kMulticast (v3): launched in clusters of 2 CTAs along M. The two CTAs of a cluster work on the
+// tiles (2u, n) and (2u + 1, n) of the same work unit u, so they share B's tile: each loads its
+// own A tile and one 64-row half of B, multicast into both CTAs' shared memory (B traffic from
+// L2 halves: 0.75x the bytes per FLOP of v2). A stage may be refilled only once the consumers of
+// both CTAs are done with it (their "empty" barriers count the arrivals of both CTAs' consumer
+// warps, 16), and a CTA may not exit while its peer can still arrive on its barriers (the
+// producer drains the ring before exiting). A second CTA whose tile lies past M (M-blocks odd)
+// loads no A and stores nothing, but still loads and multicasts its half of B.
+template <Fp8Format FormatA, typename OutT, bool kMulticast>
+__global__ void __launch_bounds__(kThreads, 1)
+    group_gemm_sm90_v2_kernel(const __grid_constant__ CUtensorMap map_a,
+                              const __grid_constant__ CUtensorMap map_b, const Sm90Params p) {
+#if FP8NN_SM90_DEVICE_CODE
+  __shared__ uint64_t full[kStages];
+  __shared__ uint64_t empty[kStages];
+  extern __shared__ uint8_t raw_shared[];
+  uint8_t* shared =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
+                                 ~uintptr_t{kSwizzleAlignment - 1});
+  auto tile_a = [&](int stage) { return shared + stage * kStageBytes; };
+  auto tile_b = [&](int stage) { return shared + stage * kStageBytes + kStageBytesA; };
+
+  const int warpgroup = threadIdx.x / 128;
+  const int thread_in_group = threadIdx.x % 128;
+  if (threadIdx.x == 0) {
+    prefetch_tensor_map(&map_a);
+    prefetch_tensor_map(&map_b);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(&full[s], 1);
+      barrier_init(&empty[s], (kMulticast ? 2 : 1) * kConsumerWarpgroups * 4);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  if constexpr (kMulticast) {
+    cluster_sync_all();  // the peer's barriers exist before anything reaches them
+  } else {
+    __syncthreads();
+  }
+
+  // Work units: v2 one tile each, CTA i takes units i, i + grid, ...; v3 one pair of M-adjacent
+  // tiles each, cluster c takes units c, c + clusters, ..., its CTA of rank r the tile 2u + r.
+  const int rank = kMulticast ? cluster_rank() : 0;
+  const int first_unit = kMulticast ? static_cast<int>(blockIdx.x / 2) : blockIdx.x;
+  const int unit_stride = kMulticast ? static_cast<int>(gridDim.x / 2) : gridDim.x;
+  const int m_units = kMulticast ? (p.m_blocks + 1) / 2 : p.m_blocks;
+  const int units = m_units * p.n_blocks;
+  auto unit_coordinates = [&](int unit, int& m_block, int& n_block) {
+    tile_coordinates(unit, m_units, p.n_blocks, m_block, n_block);
+    if constexpr (kMulticast) m_block = 2 * m_block + rank;
+  };
+
+  if (warpgroup == 0) {  // producer (v2: as v1)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegisters));
+    if (thread_in_group != 0) return;
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int unit = first_unit; unit < units; unit += unit_stride) {
+      int m_block, n_block;
+      unit_coordinates(unit, m_block, n_block);
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        barrier_wait(&empty[stage], phase ^ 1);
+        if constexpr (kMulticast) {
+          // No box lies wholly outside its matrix (a boxes partly outside fill zeros, as in v1):
+          // a tile past M loads no A; a second B half past N is not loaded (both CTAs know it and
+          // expect only the bytes that come). Rows/columns not loaded are never stored.
+          const bool load_a = m_block < p.m_blocks;
+          const bool second_half = n_block * kBlockN + kBlockN / 2 < p.n;
+          const int b_bytes = second_half ? kStageBytesB : kStageBytesB / 2;
+          barrier_arrive_expect_bytes(&full[stage], (load_a ? kStageBytesA : 0) + b_bytes);
+          if (load_a) {
+            tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * kBlockM);
+          }
+          // map_b's box is 64 rows here: this CTA's half of the B tile, to both CTAs.
+          if (rank == 0 || second_half) {
+            tma_load_2d_multicast(tile_b(stage) + rank * (kBlockN / 2) * kBlockK, &map_b,
+                                  &full[stage], kb * kBlockK,
+                                  n_block * kBlockN + rank * (kBlockN / 2), 0x3);
+          }
+        } else {
+          barrier_arrive_expect_bytes(&full[stage], kStageBytes);
+          tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * kBlockM);
+          tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+        }
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    if constexpr (kMulticast) {
+      // Drain: wait until both CTAs' consumers have released every stage, so that no arrival of
+      // the peer's consumers can reach this CTA's barriers after it exits.
+      for (int i = 0; i < kStages; ++i) {
+        barrier_wait(&empty[stage], phase ^ 1);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegisters));
+  if (first_unit >= units) return;  // the launcher never makes such a CTA
+  const int consumer = warpgroup - 1;
+  const int warp = thread_in_group / 32;
+  const int lane = thread_in_group % 32;
+  const int row_in_tile = consumer * kRowsPerConsumer + warp * 16 + lane / 4;
+  const int col_in_block = (lane % 4) * 2;
+  const int a_offset = consumer * kRowsPerConsumer * kBlockK;
+  const float b_scale = *p.b_scale_inv;
+
+  // Next ring slot to issue from.
+  int stage = 0;
+  uint32_t phase = 0;
+  // Waits for the next ring slot and issues its 4 wgmmas into `acc` (fresh: scale-d 0 first).
+  auto issue = [&](float (&acc)[kAccumulators]) {
+    barrier_wait(&full[stage], phase);
+    const uint64_t desc_a = smem_descriptor(tile_a(stage) + a_offset);
+    const uint64_t desc_b = smem_descriptor(tile_b(stage));
+    fence_registers(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
+      wgmma_m64n128k32<FormatA>(acc, desc_a + 2 * step, desc_b + 2 * step, step > 0);
+    }
+    wgmma_commit();
+    fence_registers(acc);
+    const int issued = stage;
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+    return issued;
+  };
+
+  float total[kAccumulators];
+#pragma unroll
+  for (int i = 0; i < kAccumulators; ++i) total[i] = 0.0f;
+  float partial0[kAccumulators];
+  float partial1[kAccumulators];
+
+  // Frees `cur`'s stage and promotes its (finished) partial `current`; stores the tile when
+  // `cur` is the tile's last K block.
+  auto retire = [&](const BlockCursor& cur, float (&current)[kAccumulators]) {
+    fence_registers(current);
+    __syncwarp();
+    if (lane == 0) {
+      if constexpr (kMulticast) {  // the stage's B halves came from both CTAs: free it in both
+        barrier_arrive_cluster(&empty[cur.stage], 0);
+        barrier_arrive_cluster(&empty[cur.stage], 1);
+      } else {
+        barrier_arrive(&empty[cur.stage]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kAccumulators / 4; ++j) {
+      total[4 * j + 0] = fmaf(current[4 * j + 0], cur.scale0, total[4 * j + 0]);
+      total[4 * j + 1] = fmaf(current[4 * j + 1], cur.scale0, total[4 * j + 1]);
+      total[4 * j + 2] = fmaf(current[4 * j + 2], cur.scale1, total[4 * j + 2]);
+      total[4 * j + 3] = fmaf(current[4 * j + 3], cur.scale1, total[4 * j + 3]);
+    }
+    if (cur.kb == p.k_blocks - 1) {
+      store_tile<OutT>(total, p, cur.m_block, cur.n_block, row_in_tile, col_in_block, b_scale);
+#pragma unroll
+      for (int i = 0; i < kAccumulators; ++i) total[i] = 0.0f;
+    }
+  };
+
+  // One step of the stream, for every block but the CTA's last: `current` holds block `cur`
+  // (issued, maybe unfinished). Issues the next block into `next`, waits for `cur` only, retires
+  // it and moves `cur` on. The issue is unconditional: a wgmma under a branch makes ptxas
+  // serialise the wgmmas (C7518), so the last block is peeled off below instead.
+  auto advance = [&](BlockCursor& cur, float (&current)[kAccumulators],
+                     float (&next)[kAccumulators]) {
+    BlockCursor nxt = cur;
+    nxt.kb = cur.kb + 1;
+    if (nxt.kb == p.k_blocks) {
+      nxt.kb = 0;
+      nxt.tile = cur.tile + unit_stride;
+      unit_coordinates(nxt.tile, nxt.m_block, nxt.n_block);
+    }
+    load_row_scales(p, nxt.m_block, nxt.kb, row_in_tile, nxt.scale0, nxt.scale1);
+    nxt.stage = issue(next);
+    wgmma_wait_one();  // every group but the newest (next's) is done: cur's is
+    retire(cur, current);
+    cur = nxt;
+  };
+
+  // This CTA's units: first_unit, + unit_stride, ... (< units; at least one, see above).
+  const int my_tiles = (units - first_unit + unit_stride - 1) / unit_stride;
+  const int64_t my_blocks = int64_t{my_tiles} * p.k_blocks;
+  BlockCursor cur{};
+  cur.tile = first_unit;
+  cur.kb = 0;
+  unit_coordinates(cur.tile, cur.m_block, cur.n_block);
+  load_row_scales(p, cur.m_block, 0, row_in_tile, cur.scale0, cur.scale1);
+  cur.stage = issue(partial0);
+  // Blocks 0 .. my_blocks - 2, unrolled by two so that each partial is a fixed register set;
+  // block i lives in partial (i % 2).
+  int64_t block = 0;
+  for (; block + 2 < my_blocks; block += 2) {
+    advance(cur, partial0, partial1);
+    advance(cur, partial1, partial0);
+  }
+  if (block + 1 < my_blocks) {  // one more step: the last block goes to partial1
+    advance(cur, partial0, partial1);
+    wgmma_wait_all();
+    retire(cur, partial1);
+  } else {  // the last block is in partial0
+    wgmma_wait_all();
+    retire(cur, partial0);
+  }
+#endif  // FP8NN_SM90_DEVICE_CODE
+}
+
 // ---- host side -------------------------------------------------------------------------------
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -422,12 +748,18 @@ cudaError_t encode_operand_map(CUtensorMap* map, const void* data, int64_t rows,
 }
 
 template <Fp8Format FormatA, typename OutT>
-cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int sm_count) {
-  const auto kernel = group_gemm_sm90_kernel<FormatA, OutT>;
+cudaError_t launch(const GroupGemmArgs& args, Sm90Version version, cudaStream_t stream,
+                   int sm_count) {
+  const auto kernel = version == Sm90Version::kV3   ? group_gemm_sm90_v2_kernel<FormatA, OutT, true>
+                      : version == Sm90Version::kV2 ? group_gemm_sm90_v2_kernel<FormatA, OutT, false>
+                                                    : group_gemm_sm90_kernel<FormatA, OutT>;
+  const bool multicast = version == Sm90Version::kV3;
   CUtensorMap map_a, map_b;
   cudaError_t status = encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, kBlockM);
   if (status != cudaSuccess) return status;
-  status = encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN);
+  // v3: each CTA of a cluster loads one 64-row half of B's tile.
+  status = encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb,
+                              multicast ? kBlockN / 2 : kBlockN);
   if (status != cudaSuccess) return status;
 
   Sm90Params p{};
@@ -450,20 +782,46 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int sm_count)
   status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
   if (status != cudaSuccess) return status;
   const int64_t tiles = int64_t{p.m_blocks} * p.n_blocks;
-  const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
-  kernel<<<grid, kThreads, kSharedBytes, stream>>>(map_a, map_b, p);
-  return cudaGetLastError();
+  if (!multicast) {
+    const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
+    kernel<<<grid, kThreads, kSharedBytes, stream>>>(map_a, map_b, p);
+    return cudaGetLastError();
+  }
+  // v3: clusters of 2 CTAs along M, one per work unit (pair of M-adjacent tiles) up to the
+  // number of clusters that fit at once (GPCs may leave an SM unpaired).
+  const int64_t units = int64_t{(p.m_blocks + 1) / 2} * p.n_blocks;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = 2;
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config{};
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = kSharedBytes;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  config.gridDim = dim3(static_cast<unsigned>(2 * (sm_count / 2)));
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess || clusters < 1) {
+    cudaGetLastError();  // not sticky; fall back to one cluster per SM pair
+    clusters = sm_count / 2;
+  }
+  if (clusters < 1) clusters = 1;
+  config.gridDim = dim3(static_cast<unsigned>(2 * (units < clusters ? units : clusters)));
+  return cudaLaunchKernelEx(&config, kernel, map_a, map_b, p);
 }
 
 template <Fp8Format F>
-cudaError_t launch_for_output(const GroupGemmArgs& args, cudaStream_t stream, int sm_count) {
+cudaError_t launch_for_output(const GroupGemmArgs& args, Sm90Version version, cudaStream_t stream,
+                              int sm_count) {
   switch (args.out_type) {
     case HighPrecision::kFloat32:
-      return launch<F, float>(args, stream, sm_count);
+      return launch<F, float>(args, version, stream, sm_count);
     case HighPrecision::kFloat16:
-      return launch<F, __half>(args, stream, sm_count);
+      return launch<F, __half>(args, version, stream, sm_count);
     case HighPrecision::kBFloat16:
-      return launch<F, __nv_bfloat16>(args, stream, sm_count);
+      return launch<F, __nv_bfloat16>(args, version, stream, sm_count);
   }
   return cudaErrorInvalidValue;
 }
@@ -511,6 +869,14 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
 }
 
 cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
+  return group_gemm_sm90_version(args, kSm90DefaultVersion, stream);
+}
+
+cudaError_t group_gemm_sm90_version(const GroupGemmArgs& args, Sm90Version version,
+                                    cudaStream_t stream) {
+  if (version != Sm90Version::kV1 && version != Sm90Version::kV2 && version != Sm90Version::kV3) {
+    return cudaErrorInvalidValue;
+  }
   if (group_gemm_invalid_reason(args) != nullptr) return cudaErrorInvalidValue;
   int device = 0;
   cudaError_t status = cudaGetDevice(&device);
@@ -527,8 +893,8 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   if (!group_gemm_sm90_supported(args, major * 10 + minor)) return cudaErrorNotSupported;
   if (!real_kernel_loaded()) return cudaErrorNotSupported;
   return args.a_format == Fp8Format::kE4M3
-             ? launch_for_output<Fp8Format::kE4M3>(args, stream, sm_count)
-             : launch_for_output<Fp8Format::kE5M2>(args, stream, sm_count);
+             ? launch_for_output<Fp8Format::kE4M3>(args, version, stream, sm_count)
+             : launch_for_output<Fp8Format::kE5M2>(args, version, stream, sm_count);
 }
 
 }  // namespace fp8nn::kernels
