@@ -19,7 +19,7 @@ torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
 
 /// cuBLASLt algorithm choice per problem shape. Off (the default): the heuristic's first choice,
 /// no host synchronisation ever. On: the first call of each new problem (shape, types, alignment)
-/// outside a CUDA-graph capture times up to 8 of the heuristic's candidates on its own operands
+/// outside a CUDA-graph capture times up to 16 of the heuristic's candidates on its own operands
 /// and keeps the fastest: one host synchronisation per new problem, then none. The environment
 /// variable FP8NN_GEMM_AUTOTUNE=1 turns it on at start-up. Without CUDA this does nothing.
 void set_gemm_autotuning(bool enabled);

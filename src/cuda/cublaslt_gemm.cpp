@@ -236,6 +236,9 @@ std::vector<cublasLtMatmulHeuristicResult_t> heuristic_candidates(cublasLtHandle
   return results;
 }
 
+// How many of the heuristic's candidates autotuning times.
+constexpr int kAutotuneCandidates = 16;
+
 std::atomic<int> autotuning_setting{-1};  // -1: not decided yet (FP8NN_GEMM_AUTOTUNE decides)
 
 bool autotuning_enabled() {
@@ -394,7 +397,7 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
     const bool autotune = autotuning_enabled();
     const bool capturing = autotune && stream_is_capturing(stream);
     const bool tune = autotune && !capturing;
-    const auto candidates = heuristic_candidates(handle, key, *d, tune ? 8 : 1);
+    const auto candidates = heuristic_candidates(handle, key, *d, tune ? kAutotuneCandidates : 1);
     if (!candidates.empty()) {
       size_t pick = 0;
       if (tune && candidates.size() > 1) {
