@@ -177,7 +177,11 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
     auto gen = at::make_generator<at::CPUGeneratorImpl>(config.seed * 1000003ULL + step);
     auto index = torch::randint(n, {config.batch}, gen, torch::kLong);
     if (world_size > 1) index = index.slice(0, rank, config.batch, world_size);  // this rank's rows
-    index = index.to(config.device);
+    // From pinned memory the copy is asynchronous; from pageable memory it would wait for the
+    // GPU to drain every step, exposing the host's launch time.
+    index = config.device.is_cuda()
+                ? index.contiguous().pin_memory().to(config.device, /*non_blocking=*/true)
+                : index.to(config.device);
     const auto x = train_x.index_select(0, index).to(config.dtype);
     const auto y = train_y.index_select(0, index);
     optimizer.zero_grad(true);
