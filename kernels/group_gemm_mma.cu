@@ -21,7 +21,6 @@
 
 #include "cuda_check.h"
 #include "group_gemm.h"
-#include "quantize_common.cuh"  // to_float / from_float
 
 namespace fp8nn::kernels {
 namespace {
@@ -41,6 +40,28 @@ constexpr int kWarpMmasN = kWarpTileN / kMmaN;  // 4
 // Each thread stages 16 bytes of one operand row per chunk: 64 rows x 32 bytes / 128 threads.
 constexpr int kBytesPerThread = kTileM * kChunkK / kThreads;
 static_assert(kBytesPerThread == 16 && kTileM == kTileN, "staging assumes 16 bytes per thread");
+
+template <typename T>
+__device__ __forceinline__ float out_to_float(T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __half2float(v);
+  } else {
+    return __bfloat162float(v);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T float_to_out(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __float2half_rn(v);
+  } else {
+    return __float2bfloat16_rn(v);
+  }
+}
 
 __device__ __forceinline__ __half fp8_to_half(uint8_t byte, __nv_fp8_interpretation_t format) {
   return __half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(byte), format));
@@ -190,8 +211,8 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t col = n0 + warp_n + j * kMmaN + quad_col + e % 2;
         if (row < a.rows && col < b.rows) {
           float value = total[i][j][e];
-          if (bias != nullptr) value += to_float(bias[col]);
-          c[row * ldc + col] = from_float<OutT>(value);
+          if (bias != nullptr) value += out_to_float(bias[col]);
+          c[row * ldc + col] = float_to_out<OutT>(value);
         }
       }
     }

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <string>
 
-#include "cuda/kernel_types.h"
 #include "group_gemm.h"
 
 namespace fp8nn::cuda {
@@ -28,6 +27,24 @@ GroupGemmRoute parse_route(const char* value) {
   if (text == "sm90") return GroupGemmRoute::Sm90;
   TORCH_CHECK_VALUE(false, "fp8nn: FP8NN_GROUP_GEMM must be cublaslt, mma, sm90 or auto, got '",
                     text, "'");
+}
+
+kernels::HighPrecision output_type_of(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return kernels::HighPrecision::kFloat32;
+    case at::kHalf:
+      return kernels::HighPrecision::kFloat16;
+    case at::kBFloat16:
+      return kernels::HighPrecision::kBFloat16;
+    default:
+      TORCH_CHECK_TYPE(false, "fp8nn::scaled_mm: expected float, half or bfloat16 output, got ",
+                       dtype);
+  }
+}
+
+kernels::Fp8Format fp8_format_of(Format format) {
+  return format == Format::E4M3 ? kernels::Fp8Format::kE4M3 : kernels::Fp8Format::kE5M2;
 }
 
 // FP8 data as [rows, K] with unit stride along K; the leading dim is the row stride.
@@ -82,7 +99,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.ldc = std::max<int64_t>(N, 1);
   args.a_format = fp8_format_of(a.format);
   args.b_format = fp8_format_of(b.format);
-  args.out_type = high_precision_of(out_dtype, "fp8nn::scaled_mm (output)");
+  args.out_type = output_type_of(out_dtype);
   const char* invalid = kernels::group_gemm_invalid_reason(args);
   TORCH_INTERNAL_ASSERT(invalid == nullptr, "fp8nn: group GEMM arguments: ", invalid);
 

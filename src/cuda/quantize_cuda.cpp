@@ -9,12 +9,29 @@
 #include "amax.h"
 #include "cast.h"
 #include "cast_transpose.h"
-#include "cuda/kernel_types.h"
 #include "dequantize.h"
 #include "quantize_per_group.h"
 
 namespace fp8nn::cuda {
 namespace {
+
+kernels::HighPrecision high_precision_of(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return kernels::HighPrecision::kFloat32;
+    case at::kHalf:
+      return kernels::HighPrecision::kFloat16;
+    case at::kBFloat16:
+      return kernels::HighPrecision::kBFloat16;
+    default:
+      break;
+  }
+  TORCH_CHECK_TYPE(false, "fp8nn: expected float, half or bfloat16, got ", dtype);
+}
+
+kernels::Fp8Format fp8_format_of(Format format) {
+  return format == Format::E4M3 ? kernels::Fp8Format::kE4M3 : kernels::Fp8Format::kE5M2;
+}
 
 uint8_t* bytes_of(const torch::Tensor& t) { return static_cast<uint8_t*>(t.data_ptr()); }
 
@@ -49,7 +66,7 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
   auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
   auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
   launch("quantize", [&] {
-    const auto type = high_precision_of(input.scalar_type(), "fp8nn::quantize");
+    const auto type = high_precision_of(input.scalar_type());
     if (!amax_given.defined()) {
       kernels::amax_per_tensor(input.data_ptr(), type, input.numel(), amax.data_ptr<float>(),
                                stream);
@@ -69,8 +86,7 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   auto scale_inv = at::empty({rows, groups}, input.options().dtype(at::kFloat));
   auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
   launch("quantize_per_group", [&] {
-    kernels::quantize_per_group(input.data_ptr(),
-                                high_precision_of(input.scalar_type(), "fp8nn::quantize"), rows,
+    kernels::quantize_per_group(input.data_ptr(), high_precision_of(input.scalar_type()), rows,
                                 cols, group_size, fp8_format_of(format), bytes_of(data),
                                 scale_inv.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
   });
@@ -89,7 +105,7 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   auto data = at::empty({rows, cols}, fp8);
   auto data_t = at::empty({cols, rows}, fp8);
   launch("quantize_with_transpose", [&] {
-    const auto type = high_precision_of(input.scalar_type(), "fp8nn::quantize");
+    const auto type = high_precision_of(input.scalar_type());
     if (!amax_given.defined()) {
       kernels::amax_per_tensor(input.data_ptr(), type, input.numel(), amax.data_ptr<float>(),
                                stream);
@@ -113,8 +129,7 @@ torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
       q.group_size == 0 ? std::pair<int64_t, int64_t>{1, data.numel()} : rows_cols_of(data);
   launch("dequantize", [&] {
     kernels::dequantize(bytes_of(data), fp8_format_of(q.format), rows, cols, q.group_size,
-                        scale_inv.data_ptr<float>(), out.data_ptr(),
-                        high_precision_of(dtype, "fp8nn::dequantize"),
+                        scale_inv.data_ptr<float>(), out.data_ptr(), high_precision_of(dtype),
                         at::cuda::getCurrentCUDAStream());
   });
   return out;
