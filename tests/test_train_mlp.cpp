@@ -11,6 +11,7 @@
 #include "data.h"
 #include "files.h"
 #include "model.h"
+#include "optimizer.h"
 #include "report.h"
 #include "trainer.h"
 
@@ -108,13 +109,21 @@ TEST_CASE("train_mlp: the loss CSV and the SVG plot are written") {
 TEST_CASE("train_mlp: train 2N steps == train N, save, resume N more") {
   const auto dir = scratch_dir("resume");
   const auto checkpoint = join_path(dir, "ck.pt");
-  for (auto kind : {LinearKind::Global, LinearKind::Mixed}) {
-    CAPTURE(name_of(kind));
-    const auto whole = train(with_linear(small_mlp(), kind), "whole", small_task(), small_config(40));
+  const std::pair<LinearKind, OptimizerKind> cases[] = {
+      {LinearKind::Global, OptimizerKind::AdamW},
+      {LinearKind::Mixed, OptimizerKind::AdamW},
+      {LinearKind::Global, OptimizerKind::FusedAdamW}};
+  for (const auto& [kind, optimizer] : cases) {
+    CAPTURE(name_of(kind), name_of(optimizer));
+    auto whole_config = small_config(40);
+    whole_config.optimizer = optimizer;
+    const auto whole = train(with_linear(small_mlp(), kind), "whole", small_task(), whole_config);
     auto first_half = small_config(20);
+    first_half.optimizer = optimizer;
     first_half.save = checkpoint;
     train(with_linear(small_mlp(), kind), "first", small_task(), first_half);
     auto second_half = small_config(40);
+    second_half.optimizer = optimizer;
     second_half.resume = checkpoint;
     // A differently initialised model: everything must come from the checkpoint.
     torch::manual_seed(999);
@@ -142,4 +151,93 @@ TEST_CASE("train_mlp: a truncated checkpoint is a clear error") {
     CHECK(std::string(e.what()).find("broken.pt") != std::string::npos);
   }
   remove_tree(dir);
+}
+
+namespace {
+
+// Runs `steps` AdamW steps of `kind` on a copy of `params` with fixed random gradients; returns
+// the parameters after them.
+std::vector<torch::Tensor> adamw_steps(OptimizerKind kind, const std::vector<torch::Tensor>& start,
+                                       const std::vector<std::vector<torch::Tensor>>& grads) {
+  std::vector<torch::Tensor> params;
+  for (const auto& p : start) params.push_back(p.detach().clone().requires_grad_(true));
+  auto optimizer = make_optimizer(kind, params, /*lr=*/1e-2, /*weight_decay=*/0.05);
+  for (const auto& step_grads : grads) {
+    for (size_t i = 0; i < params.size(); ++i) params[i].mutable_grad() = step_grads[i].clone();
+    optimizer->step();
+  }
+  return params;
+}
+
+void check_fused_matches_adamw(const torch::Device& device) {
+  fp8nn::test::seed_torch();
+  const auto on = torch::TensorOptions().device(device);
+  const std::vector<torch::Tensor> start = {torch::randn({37, 19}, on), torch::randn({19}, on),
+                                            torch::randn({5, 3, 2}, on)};
+  std::vector<std::vector<torch::Tensor>> grads(12);
+  for (auto& step : grads) {
+    for (const auto& p : start) step.push_back(torch::randn_like(p) * 0.3);
+  }
+  const auto reference = adamw_steps(OptimizerKind::AdamW, start, grads);
+  const auto fused = adamw_steps(OptimizerKind::FusedAdamW, start, grads);
+  for (size_t i = 0; i < start.size(); ++i) {
+    CAPTURE(i);
+    // Both compute AdamW in fp32; only the order of a few operations differs.
+    constexpr double kFp32OrderTolerance = 1e-5;
+    const double moved = (reference[i] - start[i]).abs().max().item<double>();
+    CHECK(moved > 1e-2);  // the steps did move the parameters
+    CHECK(torch::allclose(fused[i], reference[i], kFp32OrderTolerance, kFp32OrderTolerance));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("train_mlp: FusedAdamW takes the same steps as torch::optim::AdamW (CPU, fp32)") {
+  check_fused_matches_adamw(torch::kCPU);
+}
+
+TEST_CASE("train_mlp: FusedAdamW takes the same steps as torch::optim::AdamW (CUDA, fp32)") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  check_fused_matches_adamw(torch::kCUDA);
+}
+
+TEST_CASE("train_mlp: a torch::optim::AdamW checkpoint continues under FusedAdamW") {
+  // Same state layout: 20 steps of AdamW, saved, 20 more fused == 20 + 20 AdamW within fp32.
+  const auto dir = scratch_dir("optimizer_switch");
+  const auto checkpoint = join_path(dir, "ck.pt");
+  const auto whole = train(with_linear(small_mlp(), LinearKind::HighPrecision), "whole",
+                           small_task(), small_config(40));
+  auto first_half = small_config(20);
+  first_half.save = checkpoint;
+  train(with_linear(small_mlp(), LinearKind::HighPrecision), "first", small_task(), first_half);
+  auto second_half = small_config(40);
+  second_half.resume = checkpoint;
+  second_half.optimizer = OptimizerKind::FusedAdamW;
+  const auto resumed = train(with_linear(small_mlp(), LinearKind::HighPrecision), "resumed",
+                             small_task(), second_half);
+  REQUIRE(resumed.train_loss.size() == 40);
+  for (size_t i = 0; i < 20; ++i) CHECK(resumed.train_loss[i] == whole.train_loss[i]);
+  // Had the step counts restarted at 0, the bias correction would change the first steps a lot.
+  for (size_t i = 20; i < 40; ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(resumed.train_loss[i] - whole.train_loss[i]) <= 1e-4 * whole.train_loss[i] + 1e-5);
+  }
+  remove_tree(dir);
+}
+
+TEST_CASE("train_mlp: the synthetic task drawn on the GPU is reproducible and learnable") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  const auto a = make_synthetic(32, 4, 4096, 512, 7, torch::kCUDA);
+  const auto b = make_synthetic(32, 4, 4096, 512, 7, torch::kCUDA);
+  CHECK(a.train_x.is_cuda());
+  CHECK(torch::equal(a.train_x, b.train_x));
+  CHECK(torch::equal(a.train_y, b.train_y));
+  const auto counts = torch::bincount(a.train_y, {}, 4).cpu();
+  for (int64_t c = 0; c < 4; ++c) CHECK(counts[c].item<int64_t>() > 4096 / 20);  // every class
+  auto config = small_config(120);
+  config.device = torch::kCUDA;
+  config.optimizer = OptimizerKind::FusedAdamW;
+  const auto run = train(with_linear(small_mlp(), LinearKind::Global), "global", a, config);
+  CHECK(mean(run.train_loss, 110, 120) < 0.8 * mean(run.train_loss, 0, 10));
+  CHECK(run.evals.at(0).accuracy > 0.5);
 }

@@ -2,6 +2,12 @@
 
 #include "files.h"
 
+#if __has_include(<ATen/cuda/CUDAGeneratorImpl.h>)
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#define TRAIN_MLP_HAS_CUDA_GENERATOR 1
+#endif
+
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -12,6 +18,18 @@ namespace {
 
 torch::Generator generator(uint64_t seed) {
   return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+torch::Generator generator_on(const torch::Device& device, uint64_t seed) {
+  if (device.is_cpu()) return generator(seed);
+#ifdef TRAIN_MLP_HAS_CUDA_GENERATOR
+  if (device.is_cuda()) {
+    auto gen = at::make_generator<at::CUDAGeneratorImpl>(device.index() < 0 ? 0 : device.index());
+    gen.set_current_seed(seed);
+    return gen;
+  }
+#endif
+  throw std::runtime_error("synthetic task: cannot draw random numbers on " + device.str());
 }
 
 [[noreturn]] void fail(const std::string& message) { throw std::runtime_error(message); }
@@ -122,20 +140,29 @@ Dataset load_mnist(const std::string& dir) {
 }  // namespace
 
 Dataset make_synthetic(int64_t features, int64_t classes, int64_t train_size, int64_t val_size,
-                       uint64_t seed) {
-  auto gen = generator(seed);
+                       uint64_t seed, const torch::Device& device) {
+  auto gen = generator_on(device, seed);
+  const auto on_device = torch::TensorOptions().device(device);
   const int64_t n = train_size + val_size;
   const int64_t hidden = 4 * features;
-  const auto w1 = torch::randn({features, hidden}, gen) / std::sqrt(double(features));
-  const auto w2 = torch::randn({hidden, classes}, gen) / std::sqrt(double(hidden));
-  const auto x = torch::randn({n, features}, gen);
-  const auto logits = torch::tanh(x.matmul(w1)).matmul(w2) * 4.0;
+  const auto w1 = torch::randn({features, hidden}, gen, on_device) / std::sqrt(double(features));
+  const auto w2 = torch::randn({hidden, classes}, gen, on_device) / std::sqrt(double(hidden));
+  const auto x = torch::randn({n, features}, gen, on_device);
+  // The teacher in slices of rows, so that its hidden activations never take n * hidden floats.
+  auto logits = torch::empty({n, classes}, on_device);
+  constexpr int64_t kTeacherRows = 1 << 16;
+  for (int64_t begin = 0; begin < n; begin += kTeacherRows) {
+    const int64_t rows = std::min(kTeacherRows, n - begin);
+    logits.narrow(0, begin, rows)
+        .copy_(torch::tanh(x.narrow(0, begin, rows).matmul(w1)).matmul(w2) * 4.0);
+  }
   // Noise on the teacher's logits: about one label in ten disagrees with the clean teacher.
-  const auto y = (logits + torch::randn({n, classes}, gen) * 0.5).argmax(1);
+  const auto y = (logits + torch::randn({n, classes}, gen, on_device) * 0.5).argmax(1);
   return {x.narrow(0, 0, train_size), y.narrow(0, 0, train_size), x.narrow(0, train_size, val_size),
           y.narrow(0, train_size, val_size), classes,
           "synthetic teacher task (" + std::to_string(features) + " features, " +
-              std::to_string(classes) + " classes, seed " + std::to_string(seed) + ")"};
+              std::to_string(classes) + " classes, seed " + std::to_string(seed) + ", drawn on " +
+              device.str() + ")"};
 }
 
 Dataset load_dataset(const std::string& path, double val_fraction, uint64_t seed) {

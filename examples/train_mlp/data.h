@@ -16,9 +16,12 @@ struct Dataset {
 };
 
 /// A fixed random teacher network labels Gaussian inputs (with label noise): learnable, not
-/// trivial, and the same for the same seed on every machine. No download.
+/// trivial, and no download. It is drawn on `device` (a training set of millions of rows, large
+/// enough not to be memorised, is made in a second on a GPU), from a generator of that device
+/// seeded with `seed`: the same on every CPU for one seed, and the same on every run on one
+/// GPU model, but the CPU's draw and a GPU's are different data.
 Dataset make_synthetic(int64_t features, int64_t classes, int64_t train_size, int64_t val_size,
-                       uint64_t seed);
+                       uint64_t seed, const torch::Device& device = torch::kCPU);
 
 /// `path` is a CSV file (features..., label; an optional header line) or a folder with the MNIST
 /// IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-...). Throws

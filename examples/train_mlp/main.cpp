@@ -51,12 +51,15 @@ cxxopts::Options make_options() {
                "files; default: the built-in synthetic task", cxxopts::value<std::string>())
       ("features", "synthetic task: input features", cxxopts::value<int64_t>()->default_value("64"))
       ("classes", "synthetic task: classes", cxxopts::value<int64_t>()->default_value("10"))
-      ("train-size", "synthetic task: training rows", cxxopts::value<int64_t>()->default_value("32768"))
+      ("train-size", "synthetic task: training rows (generated on the training device)", cxxopts::value<int64_t>()->default_value("32768"))
       ("val-size", "synthetic task: validation rows", cxxopts::value<int64_t>()->default_value("4096"))
       ("val-fraction", "CSV data: fraction held out for validation",
        cxxopts::value<double>()->default_value("0.2"))
       ("steps", "total optimizer steps", cxxopts::value<int64_t>()->default_value("300"))
       ("batch", "rows per step", cxxopts::value<int64_t>()->default_value("256"))
+      ("optimizer", "fused: AdamW in one fused pass per step (at::_fused_adamw_, Python's "
+                    "AdamW(fused=True)); adamw: torch::optim::AdamW (about ten passes)",
+       cxxopts::value<std::string>()->default_value("fused"))
       ("lr", "AdamW learning rate", cxxopts::value<double>()->default_value("0.001"))
       ("weight-decay", "AdamW weight decay", cxxopts::value<double>()->default_value("0.01"))
       ("eval-every", "validate every N steps (and at the end)",
@@ -208,6 +211,7 @@ int run(int argc, char** argv) {
   config.batch = args["batch"].as<int64_t>();
   config.lr = args["lr"].as<double>();
   config.weight_decay = args["weight-decay"].as<double>();
+  config.optimizer = parse_optimizer_kind(args["optimizer"].as<std::string>());
   config.eval_every = args["eval-every"].as<int64_t>();
   config.log_every = args["log-every"].as<int64_t>();
   config.seed = args["seed"].as<uint64_t>();
@@ -236,7 +240,7 @@ int run(int argc, char** argv) {
                          config.seed)
           : make_synthetic(args["features"].as<int64_t>(), args["classes"].as<int64_t>(),
                            args["train-size"].as<int64_t>(), args["val-size"].as<int64_t>(),
-                           config.seed);
+                           config.seed, config.device);
   MlpShape shape;
   shape.features = data.train_x.size(1);
   shape.classes = data.classes;
@@ -247,9 +251,10 @@ int run(int argc, char** argv) {
   if (main_rank) {
     fmt::print("data: {}; {} train / {} val rows\n", data.description, data.train_x.size(0),
                data.val_x.size(0));
-    fmt::print("model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows\n",
+    fmt::print("model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows, "
+               "optimizer {}\n",
                shape.depth, shape.width, shape.activation, config.device.str(),
-               c10::toString(config.dtype), config.steps, config.batch);
+               c10::toString(config.dtype), config.steps, config.batch, name_of(config.optimizer));
     if (distributed) {
       fmt::print("processes: {} ({}), {} rows each per step{}\n", distributed->world_size,
                  config.device.is_cuda() ? "nccl" : "gloo",

@@ -122,18 +122,25 @@ std::string write_plot_svg(const std::string& dir, const std::vector<RunResult>&
 }
 
 void print_table(const std::vector<RunResult>& runs, int64_t batch) {
-  fmt::print("\n{:<8} {:>11} {:>9} {:>8} {:>12} {:>9} {:>8} {:>9}\n", "linear", "train loss",
-             "val loss", "val acc", "samples/s", "ms/step", "speedup", "peak MiB");
+  fmt::print("\n{:<8} {:>11} {:>9} {:>9} {:>8} {:>12} {:>9} {:>8} {:>9}\n", "linear",
+             "train loss", "val loss", "val vs 1st", "val acc", "samples/s", "ms/step", "speedup",
+             "peak MiB");
   const double base = runs.empty() ? 0 : runs[0].samples_per_s;
+  const auto last_eval = [](const RunResult& run) {
+    return run.evals.empty() ? EvalPoint{0, NAN, NAN} : run.evals.back();
+  };
+  const double base_val = runs.empty() ? NAN : last_eval(runs[0]).loss;
   for (const auto& run : runs) {
-    const auto& last = run.evals.empty() ? EvalPoint{0, NAN, NAN} : run.evals.back();
-    fmt::print("{:<8} {:>11.4f} {:>9.4f} {:>7.2f}% {:>12.0f} {:>9.3f} {:>7.2f}x {:>9}\n", run.name,
-               final_train_loss(run), last.loss, 100 * last.accuracy, run.samples_per_s,
-               run.ms_per_step, base > 0 ? run.samples_per_s / base : 0.0,
+    const auto last = last_eval(run);
+    fmt::print("{:<8} {:>11.4f} {:>9.4f} {:>+8.2f}% {:>7.2f}% {:>12.0f} {:>9.3f} {:>7.2f}x {:>9}\n",
+               run.name, final_train_loss(run), last.loss, 100 * (last.loss / base_val - 1),
+               100 * last.accuracy, run.samples_per_s, run.ms_per_step,
+               base > 0 ? run.samples_per_s / base : 0.0,
                run.peak_mib < 0 ? std::string("-") : fmt::format("{:.0f}", run.peak_mib));
   }
-  fmt::print("(batch {}; train loss: mean of the last 10% of steps; speedup: samples/s over {})\n",
-             batch, runs.empty() ? "" : runs[0].name);
+  fmt::print("(batch {}; train loss: mean of the last 10% of steps; val vs 1st: final validation "
+             "loss against {}'s; speedup: samples/s over {})\n",
+             batch, runs.empty() ? "" : runs[0].name, runs.empty() ? "" : runs[0].name);
 }
 
 }  // namespace train_mlp

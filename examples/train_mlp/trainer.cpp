@@ -79,7 +79,7 @@ void share_amax(torch::nn::Sequential& model, const fp8nn::ProcessGroupRef& grou
 }
 
 void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
-                     torch::optim::AdamW& optimizer, int64_t step, const RunResult& so_far,
+                     torch::optim::Optimizer& optimizer, int64_t step, const RunResult& so_far,
                      int world_size) {
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
   model->save(model_archive);
@@ -94,7 +94,7 @@ void save_checkpoint(const std::string& path, torch::nn::Sequential& model,
 }
 
 int64_t load_checkpoint(const std::string& path, torch::nn::Sequential& model,
-                        torch::optim::AdamW& optimizer, RunResult& so_far,
+                        torch::optim::Optimizer& optimizer, RunResult& so_far,
                         const torch::Device& device, int world_size) {
   torch::serialize::InputArchive archive, model_archive, optimizer_archive;
   try {
@@ -145,9 +145,9 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
     if (config.sync_amax) share_amax(model, group);
     averager = std::make_unique<GradientAverager>(model->parameters(), group, config.bucket_bytes);
   }
-  torch::optim::AdamW optimizer(
-      model->parameters(),
-      torch::optim::AdamWOptions(config.lr).weight_decay(config.weight_decay));
+  const auto optimizer_holder =
+      make_optimizer(config.optimizer, model->parameters(), config.lr, config.weight_decay);
+  auto& optimizer = *optimizer_holder;
   RunResult result;
   result.name = name;
   int64_t step = 0;

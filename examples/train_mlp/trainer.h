@@ -11,6 +11,7 @@
 
 #include "data.h"
 #include "model.h"
+#include "optimizer.h"
 
 namespace train_mlp {
 
@@ -19,6 +20,7 @@ enum class Progress { Bar, Lines, Quiet };
 struct TrainConfig {
   int64_t steps = 300, batch = 256, eval_every = 100, log_every = 50;
   double lr = 1e-3, weight_decay = 0.01;
+  OptimizerKind optimizer = OptimizerKind::AdamW;
   uint64_t seed = 0;
   torch::Device device = torch::kCPU;
   torch::ScalarType dtype = torch::kFloat;  ///< parameter and activation dtype

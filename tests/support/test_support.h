@@ -6,6 +6,14 @@
 
 #include <torch/torch.h>
 
+// c10/util/Logging.h (inside torch/torch.h) redefines CHECK as a glog-style check that aborts
+// the process on failure, losing Catch2's report (expression, values, CAPTURE) and every later
+// check of the test. The tests mean Catch2's CHECK: restore it. Logging.h is include-guarded, so
+// torch headers included after this one do not redefine it again.
+#undef CHECK
+#define CHECK(...) \
+  INTERNAL_CATCH_TEST("CHECK", Catch::ResultDisposition::ContinueOnFailure, __VA_ARGS__)
+
 #include <cstdint>
 #include <string>
 
