@@ -241,3 +241,90 @@ TEST_CASE("train_mlp: the synthetic task drawn on the GPU is reproducible and le
   CHECK(mean(run.train_loss, 110, 120) < 0.8 * mean(run.train_loss, 0, 10));
   CHECK(run.evals.at(0).accuracy > 0.5);
 }
+
+TEST_CASE("train_mlp: --cuda-graph is refused on the CPU and without the fused optimizer") {
+  auto config = small_config(10);
+  config.cuda_graph = true;
+  config.optimizer = OptimizerKind::FusedAdamW;
+  try {
+    train(with_linear(small_mlp(), LinearKind::Global), "x", small_task(), config);
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()).find("--cuda-graph: expected a CUDA device") != std::string::npos);
+  }
+  if (!fp8nn::test::cuda_available()) return;
+  config.device = torch::kCUDA;
+  config.optimizer = OptimizerKind::AdamW;
+  try {
+    train(with_linear(small_mlp(), LinearKind::Global), "x", small_task(), config);
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()).find("expected --optimizer fused") != std::string::npos);
+  }
+}
+
+TEST_CASE("train_mlp: steps replayed from a CUDA graph equal eager steps, and checkpoint") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  const auto dir = scratch_dir("graph");
+  const auto checkpoint = join_path(dir, "graph.pt");
+  const auto data = make_synthetic(32, 4, 4096, 512, 7, torch::kCUDA);
+  for (auto kind : {LinearKind::HighPrecision, LinearKind::Global, LinearKind::Mixed}) {
+    CAPTURE(name_of(kind));
+    auto config = small_config(30);
+    config.device = torch::kCUDA;
+    config.optimizer = OptimizerKind::FusedAdamW;
+    config.eval_every = 10;  // evaluations between replays read the current weights
+    const auto eager = train(with_linear(small_mlp(), kind), "eager", data, config);
+    config.cuda_graph = true;
+    config.save = checkpoint;
+    const auto graphed = train(with_linear(small_mlp(), kind), "graphed", data, config);
+    REQUIRE(graphed.train_loss.size() == eager.train_loss.size());
+    int64_t bitwise_equal = 0;
+    for (size_t i = 0; i < eager.train_loss.size(); ++i) {
+      CAPTURE(i);
+      // The same kernels on the same data: equal up to fp32 reassociation at most.
+      constexpr double kReplayTolerance = 1e-5;
+      CHECK(std::abs(graphed.train_loss[i] - eager.train_loss[i]) <=
+            kReplayTolerance * eager.train_loss[i]);
+      bitwise_equal += graphed.train_loss[i] == eager.train_loss[i];
+    }
+    INFO("steps with bitwise-equal losses: " << bitwise_equal << " of 30");
+    CHECK(bitwise_equal >= 5);  // the eager warm-up steps at least
+    REQUIRE(graphed.evals.size() == eager.evals.size());
+    for (size_t e = 0; e < eager.evals.size(); ++e) {
+      CAPTURE(e);  // stale FP8 weight copies would show here
+      CHECK(std::abs(graphed.evals[e].loss - eager.evals[e].loss) <= 1e-4 * eager.evals[e].loss);
+    }
+    // The checkpoint of the graphed run counts every step, the replayed ones included (AdamW's
+    // bias correction depends on it), and continues like the eager run.
+    {
+      auto model = with_linear(small_mlp(), kind);
+      model->to(torch::kCUDA);
+      torch::optim::AdamW reader(model->parameters());
+      torch::serialize::InputArchive archive, optimizer_archive;
+      archive.load_from(checkpoint, torch::kCUDA);
+      archive.read("optimizer", optimizer_archive);
+      reader.load(optimizer_archive);
+      REQUIRE(!reader.state().empty());
+      for (const auto& [key, state] : reader.state()) {
+        CHECK(static_cast<const torch::optim::AdamWParamState&>(*state).step() == 30);
+      }
+    }
+    auto more = config;
+    more.steps = 40;
+    more.cuda_graph = false;
+    more.save.clear();
+    more.resume = checkpoint;
+    const auto resumed = train(with_linear(small_mlp(), kind), "resumed", data, more);
+    auto whole_config = config;
+    whole_config.steps = 40;
+    whole_config.cuda_graph = false;
+    whole_config.save.clear();
+    const auto whole = train(with_linear(small_mlp(), kind), "whole", data, whole_config);
+    for (size_t i = 30; i < 40; ++i) {
+      CAPTURE(i);
+      CHECK(std::abs(resumed.train_loss[i] - whole.train_loss[i]) <= 1e-4 * whole.train_loss[i]);
+    }
+  }
+  remove_tree(dir);
+}

@@ -60,6 +60,8 @@ cxxopts::Options make_options() {
       ("optimizer", "fused: AdamW in one fused pass per step (at::_fused_adamw_, Python's "
                     "AdamW(fused=True)); adamw: torch::optim::AdamW (about ten passes)",
        cxxopts::value<std::string>()->default_value("fused"))
+      ("cuda-graph", "on the GPU (one process, --optimizer fused): after 5 warm-up steps, capture "
+                     "one training step in a CUDA graph and replay it for the rest")
       ("lr", "AdamW learning rate", cxxopts::value<double>()->default_value("0.001"))
       ("weight-decay", "AdamW weight decay", cxxopts::value<double>()->default_value("0.01"))
       ("eval-every", "validate every N steps (and at the end)",
@@ -212,6 +214,7 @@ int run(int argc, char** argv) {
   config.lr = args["lr"].as<double>();
   config.weight_decay = args["weight-decay"].as<double>();
   config.optimizer = parse_optimizer_kind(args["optimizer"].as<std::string>());
+  config.cuda_graph = args.count("cuda-graph") > 0;
   config.eval_every = args["eval-every"].as<int64_t>();
   config.log_every = args["log-every"].as<int64_t>();
   config.seed = args["seed"].as<uint64_t>();
@@ -252,9 +255,10 @@ int run(int argc, char** argv) {
     fmt::print("data: {}; {} train / {} val rows\n", data.description, data.train_x.size(0),
                data.val_x.size(0));
     fmt::print("model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows, "
-               "optimizer {}\n",
+               "optimizer {}{}\n",
                shape.depth, shape.width, shape.activation, config.device.str(),
-               c10::toString(config.dtype), config.steps, config.batch, name_of(config.optimizer));
+               c10::toString(config.dtype), config.steps, config.batch, name_of(config.optimizer),
+               config.cuda_graph ? ", steps replayed from a CUDA graph" : "");
     if (distributed) {
       fmt::print("processes: {} ({}), {} rows each per step{}\n", distributed->world_size,
                  config.device.is_cuda() ? "nccl" : "gloo",

@@ -77,6 +77,20 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   return loss;
 }
 
+void FusedAdamW::graph_replayed(int64_t replays) {
+  const int64_t steps = replays - 1;
+  for (auto& group : param_groups()) {
+    for (auto& p : group.params()) {
+      const auto slot = state().find(p.unsafeGetTensorImpl());
+      const auto device_step = device_steps_.find(p.unsafeGetTensorImpl());
+      if (slot == state().end() || device_step == device_steps_.end()) continue;
+      auto& param_state = static_cast<torch::optim::AdamWParamState&>(*slot->second);
+      param_state.step(param_state.step() + steps);
+      device_step->second.value += steps;
+    }
+  }
+}
+
 std::unique_ptr<torch::optim::AdamW> make_optimizer(OptimizerKind kind,
                                                     std::vector<torch::Tensor> params, double lr,
                                                     double weight_decay) {

@@ -29,6 +29,10 @@ class FusedAdamW : public torch::optim::AdamW {
  public:
   FusedAdamW(std::vector<torch::Tensor> params, torch::optim::AdamWOptions options);
   torch::Tensor step(LossClosure closure = nullptr) override;
+  /// After a CUDA graph captured one step() and was replayed `replays` times: the capture
+  /// counted one step on the host that only the first replay ran, and the later replays advanced
+  /// the device's counts unseen; this brings the host's counts (what save() writes) to match.
+  void graph_replayed(int64_t replays);
 
  private:
   struct DeviceStep {

@@ -3,12 +3,19 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 
 #include <ATen/CPUGeneratorImpl.h>
 #if __has_include(<c10/cuda/CUDACachingAllocator.h>)
 #include <c10/cuda/CUDACachingAllocator.h>
 #define TRAIN_MLP_HAS_CUDA_ALLOCATOR 1
+#endif
+#if __has_include(<ATen/cuda/CUDAGraph.h>)
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#define TRAIN_MLP_HAS_CUDA_GRAPH 1
 #endif
 #include <fmt/format.h>
 #include <fp8nn/linear.h>
@@ -68,6 +75,49 @@ void report_progress(const TrainConfig& config, const std::string& name, int64_t
   } else {
     fmt::print("{:<7} step {:>6}/{} loss {:.4f} {:.0f} samples/s ETA {}\n", name, step,
                config.steps, loss, samples_per_s, eta(seconds_left));
+  }
+}
+
+// FP8 layers keep FP8 copies of their weights for evaluation; graph replays change weights
+// without the version counter that would invalidate them, so graph mode clears them first.
+void clear_weight_caches(torch::nn::Sequential& model) {
+  for (const auto& module : model->modules(/*include_self=*/false)) {
+    if (auto* global = module->as<fp8nn::LinearFP8GlobalImpl>()) {
+      if (global->weight_cache) global->weight_cache->clear();
+    }
+    if (auto* mixed = module->as<fp8nn::LinearFP8MixedImpl>()) {
+      if (mixed->weight_cache) mixed->weight_cache->clear();
+    }
+  }
+}
+
+#ifdef TRAIN_MLP_HAS_CUDA_GRAPH
+// One captured training step: its input (the batch's row indices) and output (the loss) are
+// fixed tensors that each replay reads and writes.
+struct GraphedStep {
+  at::cuda::CUDAGraph graph;
+  torch::Tensor index, loss;
+};
+#else
+struct GraphedStep {};
+#endif
+
+void check_graph_mode(const TrainConfig& config, int world_size) {
+  if (!config.cuda_graph) return;
+#ifndef TRAIN_MLP_HAS_CUDA_GRAPH
+  throw std::invalid_argument("--cuda-graph: this libtorch has no CUDA");
+#endif
+  if (!config.device.is_cuda()) {
+    throw std::invalid_argument("--cuda-graph: expected a CUDA device, got " + config.device.str());
+  }
+  if (world_size > 1) {
+    throw std::invalid_argument("--cuda-graph: expected one process, got " +
+                                std::to_string(world_size));
+  }
+  if (config.optimizer != OptimizerKind::FusedAdamW) {
+    // torch::optim::AdamW computes its bias correction on the host: a replay would repeat it.
+    throw std::invalid_argument("--cuda-graph: expected --optimizer fused, got " +
+                                name_of(config.optimizer));
   }
 }
 
@@ -158,7 +208,8 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
                                            config.resume, step, config.steps));
     }
   }
-  const auto train_x = data.train_x.to(config.device);
+  // Stored in the training dtype once, so a step gathers its batch with no conversion.
+  const auto train_x = data.train_x.to(config.device, config.dtype);
   const auto train_y = data.train_y.to(config.device);
   const auto val_x = data.val_x.to(config.device);
   const auto val_y = data.val_y.to(config.device);
@@ -170,29 +221,68 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
   if (config.device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device_index);
 #endif
 
+  check_graph_mode(config, world_size);
+  std::unique_ptr<GraphedStep> graphed;
+  int64_t replays = 0;
+#ifdef TRAIN_MLP_HAS_CUDA_GRAPH
+  // Graph capture needs a stream of its own; warm-up, capture and replays all run on it.
+  std::optional<c10::cuda::CUDAStreamGuard> graph_stream;
+  if (config.cuda_graph) {
+    synchronize(config.device);  // the data and parameters, made on the default stream, are ready
+    graph_stream.emplace(at::cuda::getStreamFromPool(false, device_index));
+  }
+#endif
+  // The batch gather, forward, backward and optimizer step; the loss, detached.
+  const auto train_step = [&](const torch::Tensor& index) {
+    const auto x = train_x.index_select(0, index);
+    const auto y = train_y.index_select(0, index);
+    const auto loss = torch::nn::functional::cross_entropy(model->forward(x).to(torch::kFloat), y);
+    loss.backward();
+    if (averager) averager->finish();
+    optimizer.step();
+    return loss.detach();
+  };
+
   const int64_t first = step, warmup = std::min<int64_t>(5, config.steps - first);
   Clock::time_point timed_start = Clock::now();
   int64_t timed_from = first;
+  double eval_seconds = 0;  // inside the timed span, left out of the throughput
   while (step < config.steps) {
     auto gen = at::make_generator<at::CPUGeneratorImpl>(config.seed * 1000003ULL + step);
     auto index = torch::randint(n, {config.batch}, gen, torch::kLong);
     if (world_size > 1) index = index.slice(0, rank, config.batch, world_size);  // this rank's rows
     // From pinned memory the copy is asynchronous; from pageable memory it would wait for the
     // GPU to drain every step, exposing the host's launch time.
-    index = config.device.is_cuda()
-                ? index.contiguous().pin_memory().to(config.device, /*non_blocking=*/true)
-                : index.to(config.device);
-    const auto x = train_x.index_select(0, index).to(config.dtype);
-    const auto y = train_y.index_select(0, index);
-    optimizer.zero_grad(true);
-    const auto loss = torch::nn::functional::cross_entropy(model->forward(x).to(torch::kFloat), y);
-    loss.backward();
-    if (averager) averager->finish();
-    optimizer.step();
-    losses[step].copy_(loss.detach());
+    if (config.device.is_cuda()) index = index.contiguous().pin_memory();
+    torch::Tensor loss;
+#ifdef TRAIN_MLP_HAS_CUDA_GRAPH
+    if (graphed) {
+      graphed->index.copy_(index, /*non_blocking=*/true);
+      graphed->graph.replay();
+      loss = graphed->loss;
+      ++replays;
+    }
+#endif
+    if (!graphed) {
+      optimizer.zero_grad(true);
+      loss = train_step(index.to(config.device, /*non_blocking=*/true));
+    }
+    losses[step].copy_(loss);
     ++step;
     if (config.after_step) config.after_step(step, model);
     if (step == first + warmup) {  // time from here: handles, caches and the allocator are warm
+#ifdef TRAIN_MLP_HAS_CUDA_GRAPH
+      if (config.cuda_graph && step < config.steps) {
+        graphed = std::make_unique<GraphedStep>();
+        graphed->index = torch::zeros({config.batch}, torch::TensorOptions()
+                                                          .dtype(torch::kLong)
+                                                          .device(config.device));
+        optimizer.zero_grad(true);  // the captured backward then makes the gradients in its pool
+        graphed->graph.capture_begin();
+        graphed->loss = train_step(graphed->index);
+        graphed->graph.capture_end();
+      }
+#endif
       synchronize(config.device);
       timed_start = Clock::now();
       timed_from = step;
@@ -212,12 +302,20 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
     // amax all-reduces need all ranks in the same forward.
     if ((main_rank || config.sync_amax) && config.eval_every > 0 &&
         (step % config.eval_every == 0 || step == config.steps)) {
-      const auto point = evaluate(model, val_x, val_y, step, config.dtype);
+      synchronize(config.device);
+      const auto eval_start = Clock::now();
+      if (graphed) clear_weight_caches(model);
+      const auto point = evaluate(model, val_x, val_y, step, config.dtype);  // ends synchronised
+      if (step > timed_from) {
+        eval_seconds += std::chrono::duration<double>(Clock::now() - eval_start).count();
+      }
       if (main_rank) result.evals.push_back(point);
     }
   }
   synchronize(config.device);
-  const double seconds = std::chrono::duration<double>(Clock::now() - timed_start).count();
+  if (graphed) dynamic_cast<FusedAdamW&>(optimizer).graph_replayed(replays);
+  const double seconds =
+      std::chrono::duration<double>(Clock::now() - timed_start).count() - eval_seconds;
   const int64_t timed_steps = step - timed_from;
   result.ms_per_step = timed_steps > 0 ? 1e3 * seconds / timed_steps : 0;
   result.samples_per_s = timed_steps > 0 ? timed_steps * config.batch / seconds : 0;

@@ -26,6 +26,10 @@ struct TrainConfig {
   torch::ScalarType dtype = torch::kFloat;  ///< parameter and activation dtype
   std::string save, resume;                 ///< checkpoint files ("" = none)
   Progress progress = Progress::Lines;
+  /// CUDA only, one process, FusedAdamW: after the warm-up steps one training step (batch
+  /// gather, forward, backward, optimizer step) is captured in a CUDA graph and replayed for the
+  /// remaining steps, which takes the host's launch work out of the step.
+  bool cuda_graph = false;
   /// Data parallelism (null: one process). Each rank trains on rows rank, rank + world_size, ...
   /// of every batch of `batch` rows (so N ranks compute what one process does with the whole
   /// batch), gradients are averaged over the group, and only rank 0 reports, evaluates and saves.
@@ -48,7 +52,8 @@ struct RunResult {
   std::string name;
   std::vector<double> train_loss;  ///< one per step, from step 1
   std::vector<EvalPoint> evals;
-  double samples_per_s = 0, ms_per_step = 0, peak_mib = 0;  ///< peak: -1 on the CPU
+  /// Timed over the steps after the warm-up, evaluations left out. peak: -1 on the CPU.
+  double samples_per_s = 0, ms_per_step = 0, peak_mib = 0;
 };
 
 /// Trains `model` (already converted to its variant) on `data` for config.steps steps in total,
