@@ -170,7 +170,7 @@ int64_t load_checkpoint(const std::string& path, torch::nn::Sequential& model,
   archive.read("train_loss", losses);
   archive.read("rng", rng);
   at::Generator generator = at::detail::getDefaultCPUGenerator();
-  generator.set_state(rng);
+  generator.set_state(rng.cpu());  // load_from(path, device) put it on the training device
   losses = losses.cpu().contiguous();
   so_far.train_loss.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
   return step.item<int64_t>();
