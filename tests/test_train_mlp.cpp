@@ -81,8 +81,8 @@ TEST_CASE("train_mlp: the loss CSV and the SVG plot are written") {
   const auto dir = scratch_dir("report");
   std::vector<RunResult> runs;
   for (auto kind : {LinearKind::HighPrecision, LinearKind::Mixed}) {
-    runs.push_back(train(with_linear(small_mlp(), kind), name_of(kind), small_task(),
-                         small_config(20)));
+    runs.push_back(
+        train(with_linear(small_mlp(), kind), name_of(kind), small_task(), small_config(20)));
   }
   const auto csv = write_curve_csv(dir, runs[1]);
   std::ifstream in(csv);
@@ -99,7 +99,8 @@ TEST_CASE("train_mlp: the loss CSV and the SVG plot are written") {
   CHECK(svg.find("</svg>") != std::string::npos);
   // One curve per panel plus the grey reference curve in the second panel.
   size_t polylines = 0;
-  for (size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) {
+  for (size_t at = svg.find("<polyline"); at != std::string::npos;
+       at = svg.find("<polyline", at + 1)) {
     ++polylines;
   }
   CHECK(polylines == 3);
@@ -220,7 +221,8 @@ TEST_CASE("train_mlp: a torch::optim::AdamW checkpoint continues under FusedAdam
   // Had the step counts restarted at 0, the bias correction would change the first steps a lot.
   for (size_t i = 20; i < 40; ++i) {
     CAPTURE(i);
-    CHECK(std::abs(resumed.train_loss[i] - whole.train_loss[i]) <= 1e-4 * whole.train_loss[i] + 1e-5);
+    CHECK(std::abs(resumed.train_loss[i] - whole.train_loss[i]) <=
+          1e-4 * whole.train_loss[i] + 1e-5);
   }
   remove_tree(dir);
 }

@@ -52,8 +52,9 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       auto& device_step = device_steps_[p.unsafeGetTensorImpl()];
       if (!device_step.count.defined() || device_step.value != param_state.step() ||
           device_step.count.device() != p.device()) {
-        device_step.count = torch::full({}, static_cast<double>(param_state.step()),
-                                        torch::TensorOptions().dtype(torch::kFloat).device(p.device()));
+        device_step.count =
+            torch::full({}, static_cast<double>(param_state.step()),
+                        torch::TensorOptions().dtype(torch::kFloat).device(p.device()));
       }
       device_step.value = param_state.step() + 1;
       param_state.step(param_state.step() + 1);

@@ -24,7 +24,8 @@ std::string name_of(OptimizerKind kind);
 /// write of each parameter and moment, in fp32 arithmetic, instead of ten passes rounded to the
 /// parameter dtype after each. Options, parameter state, save() and load() are AdamW's, so
 /// checkpoints move between the two. Step counts also live on the device (advanced there, and the
-/// fused kernel computes the bias corrections from them): no host synchronisation. amsgrad is refused.
+/// fused kernel computes the bias corrections from them): no host synchronisation. amsgrad is
+/// refused.
 class FusedAdamW : public torch::optim::AdamW {
  public:
   FusedAdamW(std::vector<torch::Tensor> params, torch::optim::AdamWOptions options);

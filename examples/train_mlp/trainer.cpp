@@ -274,9 +274,8 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
 #ifdef TRAIN_MLP_HAS_CUDA_GRAPH
       if (config.cuda_graph && step < config.steps) {
         graphed = std::make_unique<GraphedStep>();
-        graphed->index = torch::zeros({config.batch}, torch::TensorOptions()
-                                                          .dtype(torch::kLong)
-                                                          .device(config.device));
+        graphed->index = torch::zeros(
+            {config.batch}, torch::TensorOptions().dtype(torch::kLong).device(config.device));
         optimizer.zero_grad(true);  // the captured backward then makes the gradients in its pool
         graphed->graph.capture_begin();
         graphed->loss = train_step(graphed->index);

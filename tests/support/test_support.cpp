@@ -32,6 +32,10 @@ bool reduced_test_set() {
   return value != nullptr && std::string(value) != "" && std::string(value) != "0";
 }
 
+bool skipped_when_reduced(int64_t size, int64_t limit) {
+  return reduced_test_set() && size > limit;
+}
+
 int64_t count_bit_differences(const torch::Tensor& a, const torch::Tensor& b) {
   REQUIRE(a.sizes() == b.sizes());
   REQUIRE(a.scalar_type() == b.scalar_type());

@@ -35,6 +35,11 @@ void report_skip(const std::string& reason);
 /// e.g. under compute-sanitizer (scripts/gpu-check --sanitize).
 bool reduced_test_set();
 
+/// Under reduced_test_set(): true for a case of more than `limit` elements (or multiply-adds),
+/// which the loops over shapes then skip. The edge and ragged shapes, which exercise the bounds
+/// that compute-sanitizer checks, are small and stay; large ones only add time under it.
+bool skipped_when_reduced(int64_t size, int64_t limit);
+
 /// Number of elements whose bit patterns differ (same shape and dtype required).
 int64_t count_bit_differences(const torch::Tensor& a, const torch::Tensor& b);
 
