@@ -244,25 +244,29 @@ TEST_CASE("train_mlp: the synthetic task drawn on the GPU is reproducible and le
   CHECK(run.evals.at(0).accuracy > 0.5);
 }
 
+namespace {
+
+// train() with `config` throws std::invalid_argument whose message contains `expected`.
+void check_refused(const TrainConfig& config, const std::string& expected) {
+  try {
+    train(with_linear(small_mlp(), LinearKind::Global), "x", small_task(), config);
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()).find(expected) != std::string::npos);
+  }
+}
+
+}  // namespace
+
 TEST_CASE("train_mlp: --cuda-graph is refused on the CPU and without the fused optimizer") {
   auto config = small_config(10);
   config.cuda_graph = true;
   config.optimizer = OptimizerKind::FusedAdamW;
-  try {
-    train(with_linear(small_mlp(), LinearKind::Global), "x", small_task(), config);
-    FAIL("expected an error");
-  } catch (const std::invalid_argument& e) {
-    CHECK(std::string(e.what()).find("--cuda-graph: expected a CUDA device") != std::string::npos);
-  }
+  check_refused(config, "--cuda-graph: expected a CUDA device");
   if (!fp8nn::test::cuda_available()) return;
   config.device = torch::kCUDA;
   config.optimizer = OptimizerKind::AdamW;
-  try {
-    train(with_linear(small_mlp(), LinearKind::Global), "x", small_task(), config);
-    FAIL("expected an error");
-  } catch (const std::invalid_argument& e) {
-    CHECK(std::string(e.what()).find("expected --optimizer fused") != std::string::npos);
-  }
+  check_refused(config, "expected --optimizer fused");
 }
 
 TEST_CASE("train_mlp: steps replayed from a CUDA graph equal eager steps, and checkpoint") {
