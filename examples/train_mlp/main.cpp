@@ -76,7 +76,8 @@ cxxopts::Options make_options() {
       ("resume", "continue from a checkpoint written by --save, up to --steps (one variant)",
        cxxopts::value<std::string>())
       ("gemm-autotune", "on the GPU, time cuBLASLt's candidate FP8 GEMM algorithms once per shape "
-       "and keep the fastest (fp8nn::functional::set_gemm_autotuning); false: heuristic's choice",
+       "and keep the fastest (fp8nn::functional::set_gemm_autotuning); --gemm-autotune=false: "
+       "the heuristic's choice",
        cxxopts::value<bool>()->default_value("true"))
       ("progress", "auto (a bar on a terminal, lines otherwise), bar, lines or none",
        cxxopts::value<std::string>()->default_value("auto"))
