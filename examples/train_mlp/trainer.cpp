@@ -305,7 +305,7 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
       const auto eval_start = Clock::now();
       if (graphed) clear_weight_caches(model);
       const auto point = evaluate(model, val_x, val_y, step, config.dtype);  // ends synchronised
-      if (step > timed_from) {
+      if (step >= first + warmup) {  // after the timed span began (it may begin at this step)
         eval_seconds += std::chrono::duration<double>(Clock::now() - eval_start).count();
       }
       if (main_rank) result.evals.push_back(point);
