@@ -36,9 +36,12 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
     };
     std::map<std::tuple<int, int, int>, Lists> by_device_and_dtype;
+    for (const auto& p : group.params()) {  // checked before any state changes
+      TORCH_CHECK_VALUE(!p.grad().defined() || !p.grad().is_sparse(),
+                        "FusedAdamW: expected dense gradients, got a sparse one");
+    }
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      TORCH_CHECK_VALUE(!p.grad().is_sparse(), "FusedAdamW: expected dense gradients");
       auto& slot = state()[p.unsafeGetTensorImpl()];
       if (!slot) {
         auto fresh = std::make_unique<torch::optim::AdamWParamState>();
