@@ -17,6 +17,12 @@ namespace F = fp8nn::functional;
 
 namespace {
 
+// FP8NN_TEST_REDUCED=1 (compute-sanitizer runs): only products of {M, K, N, ...} with at most
+// 2^24 multiply-adds.
+bool skipped_product(const std::vector<int64_t>& shape) {
+  return fp8nn::test::skipped_when_reduced(shape[0] * shape[1] * shape[2], int64_t{1} << 24);
+}
+
 // ---- error bounds -------------------------------------------------------------------------------
 // Dequantized values q * scale_inv are exact in fp64 (4 + 24 significant bits), so `truth`, the
 // fp64 product, is the exact answer, and S = sum_k |a_ik b_jk| + |bias_j| bounds every partial sum.
@@ -175,9 +181,6 @@ TEST_CASE("CPU reference equals the exact product of the dequantized operands wi
   fp8nn::test::seed_torch();
   const std::vector<std::vector<int64_t>> shapes = {{1, 1, 1}, {17, 33, 15}, {64, 130, 48}};
   for (const auto& shape : shapes) {
-    // FP8NN_TEST_REDUCED=1 (compute-sanitizer runs): products of at most 2^24 multiply-adds.
-    if (fp8nn::test::skipped_when_reduced(shape[0] * shape[1] * shape[2], int64_t{1} << 24))
-      continue;
     for (const auto& [fa, fb] : kFormatPairs) {
       for (const auto& bias_dtype : kBiasDtypes) {
         const auto p = make_problem(shape[0], shape[1], shape[2], fa, fb, 0, 0, bias_dtype);
@@ -255,9 +258,7 @@ TEST_CASE(
   const std::vector<std::vector<int64_t>> shapes = {
       {1, 1, 1}, {17, 33, 15}, {64, 4097, 48}, {256, 512, 128}, {1000, 1024, 1000}};
   for (const auto& shape : shapes) {
-    // FP8NN_TEST_REDUCED=1 (compute-sanitizer runs): products of at most 2^24 multiply-adds.
-    if (fp8nn::test::skipped_when_reduced(shape[0] * shape[1] * shape[2], int64_t{1} << 24))
-      continue;
+    if (skipped_product(shape)) continue;
     for (const auto& [fa, fb] : kFormatPairs) {
       for (const auto& bias_dtype : kBiasDtypes) {
         const auto p = make_problem(shape[0], shape[1], shape[2], fa, fb, 0, 0, bias_dtype);
@@ -286,9 +287,7 @@ TEST_CASE("CUDA per-row scaled operands (group >= K) match the exact product") {
   const std::vector<std::vector<int64_t>> shapes = {
       {17, 33, 15}, {256, 512, 128}, {1000, 1024, 1000}, {64, 4096, 48}};
   for (const auto& shape : shapes) {
-    // FP8NN_TEST_REDUCED=1 (compute-sanitizer runs): products of at most 2^24 multiply-adds.
-    if (fp8nn::test::skipped_when_reduced(shape[0] * shape[1] * shape[2], int64_t{1} << 24))
-      continue;
+    if (skipped_product(shape)) continue;
     const int64_t K = shape[1];
     // Mixed's forward (rows of a), and both operands per row; a group of exactly K, and a larger
     // one.
