@@ -153,20 +153,20 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
 
     torch::nn::Linear linear(torch::nn::LinearOptions(k, n).bias(false));
     linear->to(device, torch::kBFloat16);
-    // Default modules: every step's backward drops the weight's FP8 copies (an optimizer step
-    // may follow), so each forward quantizes W, as in training. The -mb variants keep the copies
-    // across backward (reuse_across_backward): the micro-batches of gradient accumulation, where W
-    // is unchanged between steps, quantize W once.
+    // Default modules quantize W at every forward (the weight cache reuses nothing unless asked),
+    // as in training, where each step changes W. The -mb variants reuse W's copies while its
+    // version counter stands (WeightReuse::UntilVersionChange; W never changes here), as the
+    // micro-batches of a gradient-accumulation step inside a WeightReuseGuard do.
     LinearFP8Global global(LinearFP8Options(k, n).bias(false));
     global->to(device, torch::kBFloat16);
     LinearFP8Global global_mb(LinearFP8Options(k, n).bias(false));
     global_mb->to(device, torch::kBFloat16);
-    global_mb->weight_cache->set_reuse_across_backward(true);
+    global_mb->weight_cache->set_reuse(fp8nn::functional::WeightReuse::UntilVersionChange);
     LinearFP8Mixed mixed(LinearFP8Options(k, n).bias(false));
     mixed->to(device, torch::kBFloat16);
     LinearFP8Mixed mixed_mb(LinearFP8Options(k, n).bias(false));
     mixed_mb->to(device, torch::kBFloat16);
-    mixed_mb->weight_cache->set_reuse_across_backward(true);
+    mixed_mb->weight_cache->set_reuse(fp8nn::functional::WeightReuse::UntilVersionChange);
     auto naive_weight = linear->weight.detach().clone().requires_grad_();
 
     const std::vector<Variant> variants = {
@@ -204,7 +204,7 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
   }
   fmt::print(
       "# ×: speedup over bf16 (higher is better); -mb: micro-batches (W's FP8 copies "
-      "kept across backward; the default re-quantizes W every step); sv: MiB saved for backward "
+      "reused while W is unchanged; the default re-quantizes W every step); sv: MiB saved for backward "
       "beyond the output (x included where the graph "
       "keeps it; a weight copy the cache already held is not counted); pk: peak MiB allocated "
       "during backward; host: µs of host time to enqueue one step\n");

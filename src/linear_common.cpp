@@ -69,46 +69,37 @@ void check_finite(const torch::Tensor& t, const char* what, const std::string& l
                     " contains NaN or Inf (check_finite is on)");
 }
 
-QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
-                              bool store) {
-  if (cache != nullptr) {
-    if (auto copies = cache->find(weight)) return *std::move(copies);
-  }
-  auto copies = functional::quantize_with_transpose(weight, Format::E4M3);
-  if (cache != nullptr && store) cache->store(weight, copies);
-  return copies;
-}
-
-bool should_store_weight(const torch::Tensor& weight, const functional::WeightCache* cache) {
-  if (cache == nullptr) return false;
-  const bool records_weight_grad = torch::GradMode::is_enabled() && weight.requires_grad();
-  return !records_weight_grad || cache->reuse_across_backward();
-}
-
 namespace {
 
-// The cache, as autograd's saved_data can hold it: weakly, so a graph outliving its module keeps
-// nothing alive.
-struct CacheHandle : torch::CustomClassHolder {
-  std::weak_ptr<functional::WeightCache> cache;
-  explicit CacheHandle(std::weak_ptr<functional::WeightCache> c) : cache(std::move(c)) {}
-};
-
-constexpr const char* kCacheKey = "weight_cache";
+// The byte patterns of two FP8 copies (and their scales) are equal.
+bool same_copy(const QuantizedTensor& a, const QuantizedTensor& b) {
+  return torch::equal(a.data.view(at::kByte), b.data.view(at::kByte)) &&
+         torch::equal(a.scale_inv, b.scale_inv);
+}
 
 }  // namespace
 
-void keep_cache_for_backward(torch::autograd::AutogradContext* ctx,
-                             const std::shared_ptr<functional::WeightCache>& cache) {
-  if (cache == nullptr) return;
-  ctx->saved_data[kCacheKey] = c10::IValue::make_capsule(c10::make_intrusive<CacheHandle>(cache));
-}
-
-void weight_gradient_computed(torch::autograd::AutogradContext* ctx) {
-  const auto found = ctx->saved_data.find(kCacheKey);
-  if (found == ctx->saved_data.end()) return;
-  const auto handle = c10::static_intrusive_pointer_cast<CacheHandle>(found->second.toCapsule());
-  if (const auto cache = handle->cache.lock()) cache->weight_gradient_computed();
+QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
+                              const std::string& layer) {
+  const bool may_reuse = cache != nullptr && cache->reuse_allowed();
+  if (may_reuse) {
+    if (auto copies = cache->find(weight)) {
+      if (cache->verify()) {
+        const auto fresh = functional::quantize_with_transpose(weight, Format::E4M3);
+        TORCH_CHECK(same_copy(fresh.quantized, copies->quantized) &&
+                        same_copy(fresh.transposed, copies->transposed),
+                    layer,
+                    ": the weight cache holds FP8 copies of an older weight: it was written "
+                    "without bumping its version counter (torch::optim::SGD, tensor.data(), a "
+                    "CUDA-graph replay) while reuse was on. Call weight_cache->clear() after such "
+                    "writes, keep them outside a WeightReuseGuard, or use WeightReuse::Never");
+      }
+      return *std::move(copies);
+    }
+  }
+  auto copies = functional::quantize_with_transpose(weight, Format::E4M3);
+  if (may_reuse) cache->store(weight, copies);
+  return copies;
 }
 
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features) {

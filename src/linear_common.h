@@ -4,10 +4,7 @@
 
 #include <fp8nn/linear_functional.h>
 
-#include <torch/autograd.h>
 #include <torch/types.h>
-
-#include <memory>
 
 #include <string>
 #include <vector>
@@ -28,21 +25,12 @@ void check_group_size(int64_t group_size, const char* which, const std::string& 
 /// Opt-in NaN/Inf check (one host synchronisation): a c10::ValueError naming `layer` and `what`.
 void check_finite(const torch::Tensor& t, const char* what, const std::string& layer);
 
-/// The weight's per-tensor E4M3 copies (row-major and transposed): from `cache` when it holds
-/// them for this very weight, else quantized now (and stored in `cache` when `store`).
+/// The weight's per-tensor E4M3 copies (row-major and transposed): from `cache` when reuse is
+/// allowed now and it holds them for this very weight (checked anew when cache->verify(), a
+/// c10::Error naming `layer` if stale), else quantized now (and kept in `cache` when reuse is
+/// allowed).
 QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
-                              bool store);
-
-/// Whether a call should leave the weight's copies in `cache`: not when autograd records the
-/// weight's gradient, since that backward drops them again (unless reuse_across_backward) and
-/// keeping them would only hold memory between forward and backward.
-bool should_store_weight(const torch::Tensor& weight, const functional::WeightCache* cache);
-
-/// Forward: lets the backward pass reach `cache` (weakly; nothing when it is null).
-void keep_cache_for_backward(torch::autograd::AutogradContext* ctx,
-                             const std::shared_ptr<functional::WeightCache>& cache);
-/// Backward, once the weight's gradient is computed: tells the cache (see WeightCache).
-void weight_gradient_computed(torch::autograd::AutogradContext* ctx);
+                              const std::string& layer);
 
 /// The output's shape: x's leading dims, then out_features.
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features);

@@ -26,7 +26,7 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias, const std::string& layer,
                                bool check_finite, const std::shared_ptr<WeightCache>& weight_cache,
-                               bool store_weight, const detail::AmaxGroup& amax_group) {
+                               const detail::AmaxGroup& amax_group) {
     // One fused cast+transpose per operand: the row-major copies feed this product, the
     // transposed ones (K-major for the backward products) are all that is saved.
     const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
@@ -35,7 +35,7 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
     // stays out of it.
     const auto w_pair =
         amax_group ? detail::quantize_with_transpose(weight, Format::E4M3, amax_group)
-                   : detail::quantize_weight(weight, weight_cache.get(), store_weight);
+                   : detail::quantize_weight(weight, weight_cache.get(), layer);
     // Fast accumulation forward (the forward error is dominated by E4M3 rounding anyway);
     // backward products accumulate precisely, since gradients sum over long reductions.
     auto y = scaled_mm(x_pair.quantized, w_pair.quantized, bias, x.scalar_type(),
@@ -47,7 +47,6 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
     ctx->save_for_backward(
         {want_dw ? x_t.data : torch::Tensor(), want_dw ? x_t.scale_inv : torch::Tensor(),
          want_dx ? w_t.data : torch::Tensor(), want_dx ? w_t.scale_inv : torch::Tensor()});
-    if (want_dw) detail::keep_cache_for_backward(ctx, weight_cache);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
     ctx->saved_data["amax_group"] = detail::to_ivalue(amax_group);
@@ -79,8 +78,6 @@ class LinearFP8GlobalFunction : public torch::autograd::Function<LinearFP8Global
         const QuantizedTensor x_t{saved[0], saved[1], Format::E4M3, 0};
         dw = scaled_mm(dy_pair.transposed, x_t, c10::nullopt,
                        ctx->saved_data["weight_dtype"].toScalarType());
-        // An optimizer step may follow, possibly one the version counter cannot see.
-        detail::weight_gradient_computed(ctx);
       }
     }
     if (want_db) {
@@ -114,7 +111,6 @@ torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& wei
   const auto y = LinearFP8GlobalFunction::apply(
       x.reshape({-1, in_features}).contiguous(), weight, optional_bias, layer,
       options.check_finite(), options.weight_cache(),
-      detail::should_store_weight(weight, options.weight_cache().get()),
       options.amax_group().get());
   return y.view(detail::output_sizes(x, out_features));
 }

@@ -28,14 +28,14 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
                                const c10::optional<torch::Tensor>& bias, int64_t G_in,
                                int64_t G_out, const std::string& layer, bool check_finite,
                                const std::shared_ptr<WeightCache>& weight_cache,
-                               bool store_weight, const detail::AmaxGroup& amax_group) {
+                               const detail::AmaxGroup& amax_group) {
     const auto x_q = quantize_per_group(x, Format::E4M3, G_in);
     // W's cast+transpose writes the row-major copy for this product and the K-major [K, N] one
     // that dx = dy W needs, in one pass. With a shared amax the ranks must quantize together, so
     // the cache (a per-process decision) stays out of it.
     const auto w_pair =
         amax_group ? detail::quantize_with_transpose(weight, Format::E4M3, amax_group)
-                   : detail::quantize_weight(weight, weight_cache.get(), store_weight);
+                   : detail::quantize_weight(weight, weight_cache.get(), layer);
     const auto& w_t = w_pair.transposed;
     // Fast accumulation forward; the backward product accumulates precisely.
     auto y = scaled_mm(x_q, w_pair.quantized, bias, x.scalar_type(), /*fast_accumulation=*/true);
@@ -46,7 +46,6 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
     ctx->save_for_backward({want_dw ? x : torch::Tensor(), want_dx ? w_t.data : torch::Tensor(),
                             want_dx ? w_t.scale_inv : torch::Tensor()});
     ctx->saved_data["G_out"] = G_out;
-    if (want_dw) detail::keep_cache_for_backward(ctx, weight_cache);
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["check_finite"] = check_finite;
     ctx->saved_data["x_dtype"] = x.scalar_type();
@@ -72,8 +71,6 @@ class LinearFP8MixedFunction : public torch::autograd::Function<LinearFP8MixedFu
     if (ctx->needs_input_grad(kWeight)) {
       // In x's dtype, as a high-precision torch::nn::Linear would compute it (fp32 accumulation).
       dw = at::matmul(dy.t(), saved[0]).to(ctx->saved_data["weight_dtype"].toScalarType());
-      // An optimizer step may follow, possibly one the version counter cannot see.
-      detail::weight_gradient_computed(ctx);
     }
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(kBias)) {
       db =
@@ -111,7 +108,6 @@ torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weig
   const auto y = LinearFP8MixedFunction::apply(
       x.reshape({-1, in_features}).contiguous(), weight, optional_bias, G_in, G_out, layer,
       options.check_finite(), options.weight_cache(),
-      detail::should_store_weight(weight, options.weight_cache().get()),
       options.amax_group().get());
   return y.view(detail::output_sizes(x, out_features));
 }

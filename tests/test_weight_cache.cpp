@@ -1,10 +1,16 @@
-// The FP8 weight cache: the weight is quantized once while it is known unchanged (inference,
-// evaluation; micro-batches when asked), an optimizer step never leaves stale copies (SGD, which
-// bypasses the version counter, included), and cached results equal uncached ones bit for bit.
+// Opt-in reuse of the weight's FP8 copies. By default nothing is reused (test_weight_cache_sequences
+// shows that every sequence then equals an uncached layer); a WeightReuseGuard reuses the copies
+// while it lives, whatever the optimizer outside it; WeightReuse::UntilVersionChange reuses them
+// while the version counter stands, which is right for optimizers that bump it and is caught by
+// set_verify(true) for those that do not. Every reuse is compared with an uncached twin bit for bit.
 
 #include <fp8nn/fp8nn.h>
 
+#include "cache_twins.h"
+#include "layer_checks.h"
 #include "test_support.h"
+
+#include <c10/core/InferenceMode.h>
 
 #include <memory>
 #include <string>
@@ -13,175 +19,247 @@
 namespace {
 
 using fp8nn::LinearFP8Options;
+using fp8nn::WeightReuseGuard;
+using fp8nn::functional::WeightReuse;
+using namespace fp8nn::test;  // NOLINT: the twins harness
 
-torch::Device device_for(bool cuda) { return cuda ? torch::Device(torch::kCUDA) : torch::kCPU; }
+constexpr int kMicroBatches = 3, kEvaluations = 4;
 
-// Forward with the cache, then writes that bypass the version counter (tensor.data()) show the
-// cache at work: the output keeps using the old copies until a versioned write invalidates them.
+// The default: no lookups, nothing kept, whatever the forwards.
 template <typename Layer>
-void check_reuse_and_invalidation(bool cuda) {
-  fp8nn::test::seed_torch();
-  const auto device = device_for(cuda);
-  Layer layer(LinearFP8Options(96, 48));
-  layer->to(device);
-  const auto x = torch::randn({32, 96}, torch::TensorOptions(device));
-  REQUIRE(layer->weight_cache != nullptr);
-
-  // While autograd records the weight's gradient, the copies are not kept: the backward would
-  // drop them anyway, and holding them until then only costs memory.
-  layer(x);
-  layer(x);
-  CHECK(layer->weight_cache->misses() == 2);
-  CHECK(layer->weight_cache->hits() == 0);
-
-  // Inference: quantized once, then reused.
-  torch::NoGradGuard no_grad;
-  const auto y1 = layer(x);
-  CHECK(layer->weight_cache->misses() == 3);
-  const auto y2 = layer(x);
-  CHECK(layer->weight_cache->hits() == 1);
-  CHECK(torch::equal(y1, y2));
-
-  // An unversioned write: the cache cannot see it, so the old FP8 copies are still used.
-  layer->weight.data().mul_(2);
-  const auto stale = layer(x);
-  CHECK(layer->weight_cache->hits() == 2);
-  CHECK(torch::equal(stale, y1));
-
-  // A versioned in-place write (what Adam/AdamW do) makes the next call quantize again.
-  layer->weight.mul_(1);
-  const auto fresh = layer(x);
-  CHECK(layer->weight_cache->misses() == 4);
-  CHECK_FALSE(torch::equal(fresh, y1));
-  // ... and it equals a layer without a cache on the same (doubled) weight.
-  Layer uncached(LinearFP8Options(96, 48).cache_weight(false));
-  uncached->to(device);
-  CHECK(uncached->weight_cache == nullptr);
-  uncached->weight.copy_(layer->weight);
-  uncached->bias.copy_(layer->bias);
-  CHECK(torch::equal(uncached(x), fresh));
-
-  // clear() forgets the copies; so do reset() and clone() (each starts with its own cache).
-  layer->weight_cache->clear();
-  layer(x);
-  CHECK(layer->weight_cache->misses() == 5);
-  const auto copy = std::dynamic_pointer_cast<typename Layer::Impl>(layer->clone());
-  REQUIRE(copy != nullptr);
-  CHECK(copy->weight_cache != layer->weight_cache);
-  CHECK(copy->weight_cache->misses() == 0);
+void check_default_keeps_nothing(bool cuda) {
+  seed_torch();
+  Twins<Layer> twins(cuda);
+  REQUIRE(twins.cached->weight_cache != nullptr);
+  CHECK(twins.cached->weight_cache->reuse() == WeightReuse::Never);
+  CHECK_FALSE(twins.cached->weight_cache->reuse_across_backward());
+  for (int i = 0; i < kEvaluations; ++i) twins.probe("without a guard");
+  twins.forward_backward("without a guard");
+  CHECK(twins.cached->weight_cache->hits() == 0);
+  CHECK(twins.cached->weight_cache->misses() == 0);
 }
 
-enum class Optimizer { SGD, AdamW };
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(Optimizer kind,
-                                                        std::vector<torch::Tensor> params) {
-  if (kind == Optimizer::SGD) {
-    return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.1).momentum(0.9));
+// An evaluation loop in a guard quantizes once; after the guard, writes through .data() (which
+// the version counter misses) are seen, because the guard's copies are retired with it.
+template <typename Layer>
+void check_guard_evaluation(bool cuda) {
+  seed_torch();
+  Twins<Layer> twins(cuda);
+  const auto& cache = twins.cached->weight_cache;
+  const auto x = twins.input();
+  for (int round = 0; round < 2; ++round) {
+    CAPTURE(round);
+    const int64_t hits = cache->hits(), misses = cache->misses();
+    {
+      WeightReuseGuard reuse;
+      CHECK(WeightReuseGuard::is_active());
+      torch::NoGradGuard no_grad;
+      for (int i = 0; i < kEvaluations; ++i) twins.check_forward(x, "in a guard");
+    }
+    CHECK_FALSE(WeightReuseGuard::is_active());
+    CHECK(cache->misses() == misses + 1);
+    CHECK(cache->hits() == hits + kEvaluations - 1);
+    const auto delta = torch::randn_like(twins.cached->weight);
+    twins.cached->weight.data().add_(delta);
+    twins.plain->weight.data().add_(delta);
   }
-  return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(1e-2));
+  torch::NoGradGuard no_grad;
+  twins.check_forward(x, "after the guard");
 }
 
-// Training: every optimizer step changes the weight, and the whole run equals the same run without
-// a cache bit for bit. By default a backward pass drops the copies (libtorch's SGD writes through
-// p.data(), unseen by the version counter), so with micro-batches each forward quantizes; with
-// reuse_across_backward and an optimizer that bumps versions (AdamW), the micro-batches of one
-// step share one quantization. Evaluation forwards (no gradient) reuse the copies in both modes.
+// Micro-batches of each step inside a guard, the optimizer's step after it: one quantization per
+// step, and the run equals the uncached one with every optimizer (SGD's p.data() writes included).
 template <typename Layer>
-void check_training_matches_uncached(bool cuda, Optimizer kind, bool reuse_across_backward) {
-  fp8nn::test::seed_torch();
-  const auto device = device_for(cuda);
-  const auto options = LinearFP8Options(64, 32);
-  Layer cached(options), uncached(LinearFP8Options(options).cache_weight(false));
-  cached->to(device);
-  uncached->to(device);
-  cached->weight_cache->set_reuse_across_backward(reuse_across_backward);
+void check_guard_micro_batches(bool cuda, OptimizerKind kind) {
+  seed_torch();
+  Twins<Layer> twins(cuda);
+  auto opt_cached = make_optimizer(kind, twins.cached->parameters());
+  auto opt_plain = make_optimizer(kind, twins.plain->parameters());
+  for (int step = 0; step < kSteps; ++step) {
+    CAPTURE(step);
+    opt_cached->zero_grad();
+    opt_plain->zero_grad();
+    {
+      WeightReuseGuard reuse;
+      for (int micro = 0; micro < kMicroBatches; ++micro) {
+        twins.forward_backward("micro-batch " + std::to_string(micro));
+      }
+    }
+    opt_cached->step();
+    opt_plain->step();
+    twins.check_parameters("after the step");
+    twins.probe("after the step");
+  }
+  // Per step: the first training forward quantizes, the others (and the probes between forward
+  // and backward under NoGradGuard) reuse; InferenceMode probes quantize their own copies.
+  CHECK(twins.cached->weight_cache->hits() > 0);
+}
+
+// Inside a guard: a versioned write is seen, and copies made under InferenceMode (inference
+// tensors) never reach a forward that autograd records.
+template <typename Layer>
+void check_guard_limits(bool cuda) {
+  seed_torch();
+  Twins<Layer> twins(cuda);
+  const auto& cache = twins.cached->weight_cache;
+  WeightReuseGuard reuse;
+  WeightReuseGuard nested;  // joins the outer guard
+  const auto x = twins.input();
   {
     torch::NoGradGuard no_grad;
-    uncached->weight.copy_(cached->weight);
-    uncached->bias.copy_(cached->bias);
+    twins.check_forward(x, "first");
+    twins.cached->weight.mul_(0.5);
+    twins.plain->weight.mul_(0.5);
+    const int64_t misses = cache->misses();
+    twins.check_forward(x, "after a versioned write");
+    CHECK(cache->misses() == misses + 1);
   }
-  auto opt_cached = make_optimizer(kind, cached->parameters());
-  auto opt_uncached = make_optimizer(kind, uncached->parameters());
-  const int steps = 5, micro_batches = 3, evaluations = 2;
-  const auto probe = torch::randn({8, 64}, torch::TensorOptions(device));
-  for (int step = 0; step < steps; ++step) {
-    opt_cached->zero_grad();
-    opt_uncached->zero_grad();
-    for (int micro = 0; micro < micro_batches; ++micro) {
-      const auto x = torch::randn({16, 64}, torch::TensorOptions(device));
-      const auto target = torch::randn({16, 32}, torch::TensorOptions(device));
-      torch::mse_loss(cached(x), target).backward();
-      torch::mse_loss(uncached(x), target).backward();
-    }
-    CHECK(torch::equal(cached->weight.grad(), uncached->weight.grad()));
-    opt_cached->step();
-    opt_uncached->step();
-    CHECK(torch::equal(cached->weight, uncached->weight));
-    // Evaluation between steps: the first forward quantizes (after the step), the rest reuse.
-    torch::NoGradGuard no_grad;
-    for (int e = 0; e < evaluations; ++e) CHECK(torch::equal(cached(probe), uncached(probe)));
+  {
+    c10::InferenceMode inference;
+    twins.check_forward(x, "under InferenceMode");
+    twins.check_forward(x, "under InferenceMode again");
   }
-  // Each step's evaluation quantizes once (the weight changed) and reuses after that; the next
-  // step's first micro-batch reuses the evaluation's copies (nothing changed in between). Without
-  // reuse across backward, the other micro-batches quantize; with it, only the very first does.
-  const int eval_misses = steps, eval_hits = steps * (evaluations - 1);
-  const int train_misses = reuse_across_backward ? 1 : 1 + steps * (micro_batches - 1);
-  const int train_hits = steps * micro_batches - train_misses;
-  CHECK(cached->weight_cache->misses() == train_misses + eval_misses);
-  CHECK(cached->weight_cache->hits() == train_hits + eval_hits);
+  REQUIRE_NOTHROW(twins.forward_backward("after InferenceMode"));
 }
 
+// UntilVersionChange with optimizers that write through the version counter, checked by
+// set_verify: the full probed sequence equals the uncached one, and copies are reused.
 template <typename Layer>
-void check_training_all_modes(bool cuda) {
-  check_training_matches_uncached<Layer>(cuda, Optimizer::SGD, false);
-  check_training_matches_uncached<Layer>(cuda, Optimizer::AdamW, false);
-  check_training_matches_uncached<Layer>(cuda, Optimizer::AdamW, true);
+void check_version_policy(bool cuda, OptimizerKind kind) {
+  seed_torch();
+  Twins<Layer> twins(cuda);
+  twins.cached->weight_cache->set_reuse(WeightReuse::UntilVersionChange);
+  twins.cached->weight_cache->set_verify(true);
+  run_optimizer_steps(twins, kind);
+  CHECK(twins.cached->weight_cache->hits() > 0);
 }
 
-// A functional caller passing a new weight tensor each time (here: a temporary of the same shape,
-// often at the same address) never gets another tensor's copies.
+// UntilVersionChange with SGD, whose p.data() writes the counter misses: set_verify catches it.
+template <typename Layer>
+void check_version_policy_catches_sgd(bool cuda) {
+  seed_torch();
+  Layer layer(twin_options());
+  layer->to(cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU));
+  layer->weight_cache->set_reuse_across_backward(true);  // the older name of UntilVersionChange
+  CHECK(layer->weight_cache->reuse() == WeightReuse::UntilVersionChange);
+  layer->weight_cache->set_verify(true);
+  torch::optim::SGD sgd(layer->parameters(), torch::optim::SGDOptions(0.5));
+  const auto x = torch::randn({kRows, kIn}, torch::TensorOptions(layer->weight.device()));
+  layer(x).square().mean().backward();
+  torch::NoGradGuard no_grad;
+  layer(x);  // reuses the training forward's copies: the weight has not moved
+  const auto weight_before = layer->weight.detach().clone();
+  sgd.step();  // the weight moves through p.data(): its version counter does not
+  REQUIRE_FALSE(torch::equal(layer->weight, weight_before));
+  check_error<c10::Error>([&] { layer(x); },
+                          {"fp8nn::LinearFP8", "FP8 copies of an older weight", "clear()"});
+  // After clear(), as the message says, the layer computes with the current weight again.
+  layer->weight_cache->clear();
+  Layer fresh(LinearFP8Options(twin_options()).cache_weight(false));
+  fresh->to(layer->weight.device());
+  fresh->weight.copy_(layer->weight);
+  fresh->bias.copy_(layer->bias);
+  check_bitwise_equal(layer(x), fresh(x), "output after clear()");
+}
+
+// A functional caller passing a new weight tensor each time (a temporary of the same shape, often
+// at the same address) never gets another tensor's copies.
 void check_functional_temporaries(bool cuda) {
-  fp8nn::test::seed_torch();
-  const auto device = device_for(cuda);
+  seed_torch();
+  const auto device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   const auto cache = std::make_shared<fp8nn::functional::WeightCache>();
+  cache->set_reuse(WeightReuse::UntilVersionChange);
   const auto options = fp8nn::functional::LinearFP8FuncOptions().weight_cache(cache);
   const auto x = torch::randn({8, 32}, torch::TensorOptions(device));
   const auto base = torch::randn({16, 32}, torch::TensorOptions(device));
   for (int i = 1; i <= 4; ++i) {
     const auto weight = base * static_cast<double>(i);
     const auto y = fp8nn::functional::linear_fp8_global(x, weight, {}, options);
-    CHECK(torch::equal(y, fp8nn::functional::linear_fp8_global(x, weight)));
+    check_bitwise_equal(y, fp8nn::functional::linear_fp8_global(x, weight), "output");
   }
   CHECK(cache->hits() == 0);
   CHECK(cache->misses() == 4);
 }
 
+// clear(), set_reuse(Never), reset() and clone() each leave no copies behind.
+template <typename Layer>
+void check_lifecycle(bool cuda) {
+  seed_torch();
+  Layer layer(twin_options());
+  layer->to(cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU));
+  const auto x = torch::randn({kRows, kIn}, torch::TensorOptions(layer->weight.device()));
+  const auto& cache = layer->weight_cache;
+  cache->set_reuse(WeightReuse::UntilVersionChange);
+  torch::NoGradGuard no_grad;
+  layer(x);
+  layer(x);
+  CHECK(cache->hits() == 1);
+  cache->clear();
+  layer(x);
+  CHECK(cache->misses() == 2);
+  cache->set_reuse(WeightReuse::Never);
+  cache->set_reuse(WeightReuse::UntilVersionChange);
+  layer(x);
+  CHECK(cache->misses() == 3);
+  const auto copy = std::dynamic_pointer_cast<typename Layer::Impl>(layer->clone());
+  REQUIRE(copy != nullptr);
+  CHECK(copy->weight_cache != layer->weight_cache);
+  CHECK(copy->weight_cache->misses() == 0);
+  CHECK(copy->weight_cache->reuse() == WeightReuse::Never);
+  Layer uncached(LinearFP8Options(twin_options()).cache_weight(false));
+  CHECK(uncached->weight_cache == nullptr);
+}
+
+template <typename Run>
+void on_both_layers(const Run& run) {
+  SECTION("LinearFP8Global") { run(fp8nn::LinearFP8Global(twin_options())); }
+  SECTION("LinearFP8Mixed") { run(fp8nn::LinearFP8Mixed(twin_options())); }
+}
+
 }  // namespace
 
-TEST_CASE("Weight cache reuses the FP8 weight until a versioned write, on the CPU") {
-  check_reuse_and_invalidation<fp8nn::LinearFP8Global>(false);
-  check_reuse_and_invalidation<fp8nn::LinearFP8Mixed>(false);
-}
+#define FP8NN_CACHE_TEST(title, body)                                  \
+  TEST_CASE("Weight cache: " title ", on the CPU") {                   \
+    const bool cuda = false;                                           \
+    on_both_layers([&](auto layer) { body; });                         \
+  }                                                                    \
+  TEST_CASE("Weight cache: " title ", on CUDA") {                      \
+    FP8NN_SKIP_WITHOUT_CUDA();                                         \
+    const bool cuda = true;                                            \
+    on_both_layers([&](auto layer) { body; });                         \
+  }
 
-TEST_CASE("Weight cache training with SGD and AdamW equals uncached training, on the CPU") {
-  check_training_all_modes<fp8nn::LinearFP8Global>(false);
-  check_training_all_modes<fp8nn::LinearFP8Mixed>(false);
-}
+#define FP8NN_RUN(fn, ...) fn<decltype(layer)>(cuda, ##__VA_ARGS__)
+
+FP8NN_CACHE_TEST("by default nothing is looked up or kept", FP8NN_RUN(check_default_keeps_nothing))
+FP8NN_CACHE_TEST("a guard's evaluation loop quantizes once, and its copies end with it",
+                 FP8NN_RUN(check_guard_evaluation))
+FP8NN_CACHE_TEST("guarded micro-batches with SGD equal no cache",
+                 FP8NN_RUN(check_guard_micro_batches, OptimizerKind::SGD))
+FP8NN_CACHE_TEST("guarded micro-batches with SGD and momentum equal no cache",
+                 FP8NN_RUN(check_guard_micro_batches, OptimizerKind::SGDMomentum))
+FP8NN_CACHE_TEST("guarded micro-batches with AdamW equal no cache",
+                 FP8NN_RUN(check_guard_micro_batches, OptimizerKind::AdamW))
+FP8NN_CACHE_TEST("guarded micro-batches with Adagrad equal no cache",
+                 FP8NN_RUN(check_guard_micro_batches, OptimizerKind::Adagrad))
+FP8NN_CACHE_TEST("a guard sees versioned writes and keeps inference copies from autograd",
+                 FP8NN_RUN(check_guard_limits))
+FP8NN_CACHE_TEST("UntilVersionChange with Adam equals no cache",
+                 FP8NN_RUN(check_version_policy, OptimizerKind::Adam))
+FP8NN_CACHE_TEST("UntilVersionChange with AdamW equals no cache",
+                 FP8NN_RUN(check_version_policy, OptimizerKind::AdamW))
+FP8NN_CACHE_TEST("UntilVersionChange with RMSprop equals no cache",
+                 FP8NN_RUN(check_version_policy, OptimizerKind::RMSprop))
+FP8NN_CACHE_TEST("UntilVersionChange with Adagrad equals no cache",
+                 FP8NN_RUN(check_version_policy, OptimizerKind::Adagrad))
+FP8NN_CACHE_TEST("UntilVersionChange with LBFGS equals no cache",
+                 FP8NN_RUN(check_version_policy, OptimizerKind::LBFGS))
+FP8NN_CACHE_TEST("UntilVersionChange with SGD is caught by set_verify",
+                 FP8NN_RUN(check_version_policy_catches_sgd))
+FP8NN_CACHE_TEST("clear, set_reuse, clone and cache_weight(false)", FP8NN_RUN(check_lifecycle))
 
 TEST_CASE("Weight cache never hands out another tensor's copies, on the CPU") {
   check_functional_temporaries(false);
-}
-
-TEST_CASE("Weight cache reuses the FP8 weight until a versioned write, on CUDA") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_reuse_and_invalidation<fp8nn::LinearFP8Global>(true);
-  check_reuse_and_invalidation<fp8nn::LinearFP8Mixed>(true);
-}
-
-TEST_CASE("Weight cache training with SGD and AdamW equals uncached training, on CUDA") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_training_all_modes<fp8nn::LinearFP8Global>(true);
-  check_training_all_modes<fp8nn::LinearFP8Mixed>(true);
 }
 
 TEST_CASE("Weight cache never hands out another tensor's copies, on CUDA") {

@@ -39,6 +39,9 @@ void synchronize(const torch::Device& device) {
 EvalPoint evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y,
                    int64_t step, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
+  // The weights do not change during an evaluation: the FP8 layers quantize each weight once for
+  // all its chunks (the copies end with the guard, so no later step can see them).
+  const fp8nn::WeightReuseGuard reuse_weights;
   model->eval();
   double loss_sum = 0, correct = 0;
   const int64_t n = x.size(0), chunk = 8192;
@@ -75,19 +78,6 @@ void report_progress(const TrainConfig& config, const std::string& name, int64_t
   } else {
     fmt::print("{:<7} step {:>6}/{} loss {:.4f} {:.0f} samples/s ETA {}\n", name, step,
                config.steps, loss, samples_per_s, eta(seconds_left));
-  }
-}
-
-// FP8 layers keep FP8 copies of their weights for evaluation; graph replays change weights
-// without the version counter that would invalidate them, so graph mode clears them first.
-void clear_weight_caches(torch::nn::Sequential& model) {
-  for (const auto& module : model->modules(/*include_self=*/false)) {
-    if (auto* global = module->as<fp8nn::LinearFP8GlobalImpl>()) {
-      if (global->weight_cache) global->weight_cache->clear();
-    }
-    if (auto* mixed = module->as<fp8nn::LinearFP8MixedImpl>()) {
-      if (mixed->weight_cache) mixed->weight_cache->clear();
-    }
   }
 }
 
@@ -303,7 +293,6 @@ RunResult train(torch::nn::Sequential model, const std::string& name, const Data
         (step % config.eval_every == 0 || step == config.steps)) {
       synchronize(config.device);
       const auto eval_start = Clock::now();
-      if (graphed) clear_weight_caches(model);
       const auto point = evaluate(model, val_x, val_y, step, config.dtype);  // ends synchronised
       if (step >= first + warmup) {  // after the timed span began (it may begin at this step)
         eval_seconds += std::chrono::duration<double>(Clock::now() - eval_start).count();

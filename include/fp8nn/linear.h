@@ -39,9 +39,10 @@ struct LinearFP8Options {
   /// Raise an error naming the layer on NaN/Inf in input, weight or output gradient (a host
   /// synchronisation per check; for debugging).
   TORCH_ARG(bool, check_finite) = false;
-  /// Keep the weight's FP8 copies between forward calls while the weight is unchanged (keyed on
-  /// its version counter; see functional::WeightCache). Costs one byte per weight element, twice,
-  /// on the weight's device. Default: true.
+  /// Give the layer a functional::WeightCache, which reuses the weight's FP8 copies between calls
+  /// only where reuse is asked for (a WeightReuseGuard, or weight_cache->set_reuse(...)); by
+  /// default every forward quantizes the weight. Reused copies cost one byte per weight element,
+  /// twice, on the weight's device. Default: true.
   TORCH_ARG(bool, cache_weight) = true;
   /// Data parallelism: all-reduce the layer's per-tensor amaxes (MAX) over this c10d process
   /// group so that every rank uses one scale (see functional::LinearFP8FuncOptions::amax_group).
@@ -71,8 +72,9 @@ class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
   torch::Tensor weight;
   /// The learned bias, [out_features]; undefined when options.bias() is false.
   torch::Tensor bias;
-  /// The weight's FP8 copies between calls (nullptr when options.cache_weight() is false). Not a
-  /// parameter or buffer: save/load and optimizers never see it; reset() and clone() start empty.
+  /// The weight's FP8 copies between calls, where reuse is asked for (nullptr when
+  /// options.cache_weight() is false). Not a parameter or buffer: save/load and optimizers never
+  /// see it; reset() and clone() start with a new, empty one (policy WeightReuse::Never).
   std::shared_ptr<functional::WeightCache> weight_cache;
 
  protected:

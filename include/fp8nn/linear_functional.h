@@ -50,23 +50,53 @@ class ProcessGroupRef {
 /// The research layer's group size table: G(f) = min(4096, max(64, next_pow2(f))), f > 0.
 int64_t default_group_size(int64_t features);
 
+/// Asks the FP8 layers to quantize each weight once and reuse the copies, on this thread, while
+/// the guard lives: an evaluation loop, or the micro-batches of one gradient-accumulation step.
+/// The promise it stands for: no weight is written while it lives (the optimizer's step comes
+/// after it ends). Writes through the version counter are still seen (the weight is quantized
+/// again); writes through tensor.data() are not, so WeightCache::set_verify checks the promise.
+/// Copies made inside a guard are never reused after it ends (their memory is released at the
+/// layer's next call or clear()). A guard inside another joins the outer one.
+///
+///   { fp8nn::WeightReuseGuard reuse; for (auto& mb : micro_batches) loss(model(mb)).backward(); }
+///   optimizer.step();
+class WeightReuseGuard {
+ public:
+  WeightReuseGuard();
+  ~WeightReuseGuard();
+  WeightReuseGuard(const WeightReuseGuard&) = delete;
+  WeightReuseGuard& operator=(const WeightReuseGuard&) = delete;
+  /// Whether a guard is active on this thread.
+  static bool is_active();
+
+ private:
+  bool outermost_;
+};
+
 namespace functional {
 
+/// When a WeightCache may hand a forward the weight's FP8 copies made by an earlier call.
+enum class WeightReuse {
+  /// Never (the default): every forward quantizes the weight and nothing is kept between calls,
+  /// so no write to the weight, however it is made, can leave a stale copy. Reuse is then asked
+  /// for where it is safe, with a WeightReuseGuard.
+  Never,
+  /// While the weight is the same tensor with the same version counter (and storage, data
+  /// pointer, dtype, shape, strides, capture context). An opt-in: correct only when every write
+  /// to the weight bumps its version counter, as in-place ops and torch::optim::Adam, AdamW,
+  /// RMSprop, Adagrad and LBFGS do. torch::optim::SGD (it writes through p.data()), any other
+  /// write through tensor.data() or raw pointers, and CUDA-graph replays do not: after them call
+  /// clear(), or turn on set_verify(true) to have each reuse checked.
+  UntilVersionChange,
+};
+
 /// A weight's per-tensor E4M3 copies (row-major and transposed, one scale), kept between calls
-/// and reused while the weight is known to be unchanged. An entry is reused only for the same live
-/// tensor (same TensorImpl, data pointer, version counter, dtype, shape and strides) and, on CUDA,
-/// from the same stream-capture context (eager calls never see copies written inside a CUDA graph,
-/// and a graph never captures a read of a copy made outside it).
-///
-/// The version counter alone cannot see every optimizer: libtorch's torch::optim::SGD updates
-/// parameters through `p.data()`, which writes the storage without bumping the parameter's
-/// version. So by default a backward pass that computes the weight's gradient also drops the
-/// copies: forward calls with no weight gradient in between (inference, evaluation, several
-/// forwards before one backward) quantize the weight once, whatever the optimizer. For gradient
-/// accumulation, set_reuse_across_backward(true) keeps the copies across backward passes too, until
-/// the version changes: only correct when every update of the weight goes through its version
-/// counter (torch::optim::Adam and AdamW do; SGD does not). Writes through `tensor.data()` or raw
-/// pointers are never seen: call clear() after them. Thread-safe.
+/// when reuse is asked for: inside a WeightReuseGuard (any policy), or always with
+/// WeightReuse::UntilVersionChange. An entry is only ever reused for the same live tensor (same
+/// TensorImpl, storage, data pointer, version counter, dtype, shape and strides), from the same
+/// stream-capture context (eager calls never see copies written inside a CUDA graph, and a graph
+/// never captures a read of a copy made outside it), and copies made under c10::InferenceMode
+/// only under InferenceMode (autograd never receives an inference tensor). Thread-safe.
 class WeightCache {
  public:
   WeightCache();
@@ -76,28 +106,40 @@ class WeightCache {
 
   /// Drops the cached copies (their memory returns to the allocator once no graph holds them).
   void clear();
-  /// Keep the copies across backward passes (see above); default false.
+  /// When copies may be reused outside a WeightReuseGuard (see WeightReuse); default Never.
+  void set_reuse(WeightReuse reuse);
+  WeightReuse reuse() const;
+  /// The same as set_reuse(reuse ? UntilVersionChange : Never).
   void set_reuse_across_backward(bool reuse);
   bool reuse_across_backward() const;
-  /// Called by the backward pass once it has computed the weight's gradient: drops the copies
-  /// unless reuse_across_backward().
+  /// Checks every reuse: the weight is quantized anew and compared with the cached copies bit for
+  /// bit (one host synchronisation per reuse: for debugging); a difference is a c10::Error naming
+  /// the layer (the weight was written without bumping its version counter). Default false.
+  void set_verify(bool verify);
+  bool verify() const;
+  /// Drops the copies unless reuse() is UntilVersionChange (what a backward pass used to signal).
   void weight_gradient_computed();
   /// Lookups that found the copies valid / that did not (the call then quantized the weight).
+  /// Calls that may not reuse (policy Never, no guard) make no lookup.
   int64_t hits() const;
   int64_t misses() const;
 
-  /// For the linear functions: the cached E4M3 copies of `weight` if still valid (a hit), else
-  /// nothing (a miss).
+  /// For the linear functions: the cached E4M3 copies of `weight` if they may be reused now (a
+  /// hit), else nothing (a miss, which also drops copies that can no longer be reused).
   std::optional<QuantizedPair> find(const torch::Tensor& weight) const;
-  /// Remembers `copies`, just made of `weight`, replacing what was there.
+  /// Remembers `copies`, just made of `weight`, replacing what was there, when reuse is allowed
+  /// now (a guard is active on this thread, or reuse() is UntilVersionChange); else does nothing.
   void store(const torch::Tensor& weight, QuantizedPair copies);
+  /// Whether a call made now on this thread may reuse copies (find/store would act).
+  bool reuse_allowed() const;
 
  private:
   struct Slot;
   mutable std::mutex mutex_;
-  std::unique_ptr<Slot> slot_;
+  mutable std::unique_ptr<Slot> slot_;
   mutable int64_t hits_ = 0, misses_ = 0;
-  bool reuse_across_backward_ = false;
+  WeightReuse reuse_ = WeightReuse::Never;
+  bool verify_ = false;
 };
 
 /// Options shared by linear_fp8_global and linear_fp8_mixed. New knobs (e.g. fast accumulation)

@@ -10,6 +10,7 @@
 
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <vector>
@@ -19,10 +20,14 @@ namespace {
 using fp8nn::LinearFP8Options;
 
 // Aligned layers take cuBLASLt directly; the last one (N = 17) takes the padded path.
-torch::nn::Sequential make_model() {
-  return torch::nn::Sequential(fp8nn::LinearFP8Global(LinearFP8Options(64, 128)), torch::nn::ReLU(),
-                               fp8nn::LinearFP8Mixed(LinearFP8Options(128, 96).group_size_in(64)),
-                               torch::nn::ReLU(), fp8nn::LinearFP8Global(LinearFP8Options(96, 17)));
+torch::nn::Sequential make_model(bool cache_weight = true) {
+  return torch::nn::Sequential(
+      fp8nn::LinearFP8Global(LinearFP8Options(64, 128).cache_weight(cache_weight)),
+      torch::nn::ReLU(),
+      fp8nn::LinearFP8Mixed(
+          LinearFP8Options(128, 96).group_size_in(64).cache_weight(cache_weight)),
+      torch::nn::ReLU(),
+      fp8nn::LinearFP8Global(LinearFP8Options(96, 17).cache_weight(cache_weight)));
 }
 
 // SGD with momentum keeps its state on the device and takes no per-step host scalars (AdamW's
@@ -111,4 +116,68 @@ TEST_CASE("A training step of both FP8 layers replays from a CUDA graph identica
   }
   // The parameters moved: the steps did train.
   CHECK_FALSE(torch::equal(graphed_params[0], initial_weight));
+}
+
+// Replays write the parameters without bumping their version counters. Eager forwards between
+// replays (evaluation under NoGradGuard or InferenceMode, one of them made before the capture)
+// must use the replayed weights: with the default weight cache they equal a model without one.
+TEST_CASE("Eager forwards between CUDA-graph replays use the replayed weights") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  const auto device = torch::Device(torch::kCUDA);
+  auto cached = make_model(true), plain = make_model(false);
+  cached->to(device);
+  plain->to(device);
+  {
+    torch::NoGradGuard no_grad;
+    const auto from = cached->parameters(), to = plain->parameters();
+    for (size_t p = 0; p < from.size(); ++p) to[p].copy_(from[p]);
+  }
+  auto cached_opt = make_optimizer(cached), plain_opt = make_optimizer(plain);
+  const auto probe = torch::randn({64, 64}, torch::TensorOptions(device));
+  const auto check_eager = [&](const char* where) {
+    CAPTURE(where);
+    {
+      torch::NoGradGuard no_grad;
+      CHECK(torch::equal(cached->forward(probe), plain->forward(probe)));
+    }
+    c10::InferenceMode inference;
+    CHECK(torch::equal(cached->forward(probe), plain->forward(probe)));
+  };
+  const auto static_x = torch::randn({256, 64}, torch::TensorOptions(device));
+  const auto static_target = torch::randn({256, 17}, torch::TensorOptions(device));
+  const auto side = at::cuda::getStreamFromPool();
+  torch::cuda::synchronize();
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    for (int i = 0; i < 3; ++i) {
+      step(cached, cached_opt, static_x, static_target);
+      step(plain, plain_opt, static_x, static_target);
+    }
+  }
+  torch::cuda::synchronize();
+  check_eager("before the capture");
+  at::cuda::CUDAGraph graph;
+  cached_opt.zero_grad();
+  plain_opt.zero_grad();
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    graph.capture_begin();
+    step(cached, cached_opt, static_x, static_target);
+    step(plain, plain_opt, static_x, static_target);
+    graph.capture_end();
+  }
+  const auto before = cached->parameters()[0].detach().clone();
+  for (int replay = 0; replay < 4; ++replay) {
+    CAPTURE(replay);
+    static_x.normal_();
+    graph.replay();
+    torch::cuda::synchronize();
+    check_eager("after a replay");
+  }
+  CHECK_FALSE(torch::equal(cached->parameters()[0], before));
+  const auto cached_params = cached->parameters(), plain_params = plain->parameters();
+  for (size_t p = 0; p < cached_params.size(); ++p) {
+    CHECK(torch::equal(cached_params[p], plain_params[p]));
+  }
 }
