@@ -161,6 +161,8 @@ c10::optional<torch::Tensor> k_split_product(const QuantizedTensor& a, const Qua
       sum = std::move(part);
     }
   }
+  // group_a or group_b is a group size below K, so K > 0 and the loop ran at least once.
+  TORCH_INTERNAL_ASSERT(sum.has_value(), "fp8nn::scaled_mm: K split of an empty K");
   if (bias.has_value() && bias->defined()) sum->add_(*bias);
   return sum->to(out_dtype);
 }
@@ -194,7 +196,11 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
   }
   // The kernels are built for the FP8 architectures only (8.9, 9.0a), like the rest of kernels/.
   if (route != cuda::GroupGemmRoute::CublasLt && has_fp8_tensor_cores(a.data.device().index())) {
-    return *cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
+    auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
+    // Only a kernel that refuses the problem gives nullopt, and group_gemm_mma takes every one.
+    TORCH_INTERNAL_ASSERT(out.has_value(), "fp8nn::scaled_mm: group_gemm_mma refused a ",
+                          a.data.sizes(), " x ", b.data.sizes(), "^T product");
+    return *out;
   }
   return scaled_mm_reference(a, b, bias, out_dtype);
 }
