@@ -1,7 +1,8 @@
 // The group-scaled FP8 GEMM kernels (kernels/group_gemm.h), called directly and through
 // functional::scaled_mm with FP8NN_GROUP_GEMM, against the CPU reference (scaled_mm on CPU tensors)
-// on ragged shapes, group sizes, both formats of a and every output dtype. Outputs start as NaN
-// (0xff bytes), so an element the kernel never writes fails the comparison.
+// on ragged shapes, group sizes, both formats of a and every output dtype; and the path scaled_mm
+// takes for each setting. Outputs start as NaN (0xff bytes), so an element the kernel never writes
+// fails the comparison.
 
 #include <fp8nn/fp8nn.h>
 
@@ -9,6 +10,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "cuda/scaled_mm_cuda.h"
 #include "group_gemm.h"
 #include "test_support.h"
 
@@ -22,6 +24,7 @@ using fp8nn::Format;
 using fp8nn::QuantizedTensor;
 namespace F = fp8nn::functional;
 namespace K = fp8nn::kernels;
+using Path = F::ScaledMmPath;
 
 namespace {
 
@@ -147,6 +150,43 @@ bool sm90_available() {
   return properties->major == 9 && properties->minor == 0 && K::group_gemm_sm90_compiled();
 }
 
+// cuBLASLt FP8 and the hand-written kernels need Ada (8.9) or later.
+bool fp8_tensor_cores() {
+  const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
+  return properties->major * 10 + properties->minor >= 89;
+}
+
+// The path scaled_mm took in `product`, which must make exactly one CUDA scaled_mm call (read from
+// the per-path call counters of src/cuda/scaled_mm_cuda.h).
+template <typename Product>
+Path path_of(Product&& product) {
+  std::array<int64_t, F::kScaledMmPathCount> before{};
+  for (int p = 0; p < F::kScaledMmPathCount; ++p) before[p] = F::scaled_mm_path_count(Path(p));
+  product();
+  int taken = -1, calls = 0;
+  for (int p = 0; p < F::kScaledMmPathCount; ++p) {
+    const int64_t added = F::scaled_mm_path_count(Path(p)) - before[p];
+    if (added > 0) taken = p;
+    calls += static_cast<int>(added);
+  }
+  REQUIRE(calls == 1);
+  return Path(taken);
+}
+
+// The path scaled_mm_cuda.cpp sends a Case to under FP8NN_GROUP_GEMM=`route`, for a group-scaled a
+// whose groups split rows (b is per tensor E4M3, as check_case makes it).
+Path expected_group_path(const Case& c, const std::string& route) {
+  if (!fp8_tensor_cores()) return Path::Reference;
+  // auto means sm90 (kAutoGroupGemmRoute). The sm90 kernel's conditions for these operands
+  // (group_gemm_sm90_unsupported_reason): K and N multiples of 16, groups multiples of 128.
+  const bool sm90_takes =
+      sm90_available() && c.K % 16 == 0 && c.N % 16 == 0 && c.group_a % 128 == 0;
+  if ((route == "sm90" || route == "auto") && sm90_takes) return Path::GroupGemmSm90;
+  // The K split slices at group boundaries: cuBLASLt needs them at multiples of 16.
+  if (route != "mma" && c.group_a % 16 == 0) return Path::CublasLtKSplit;
+  return route == "cublaslt" ? Path::Reference : Path::GroupGemmMma;
+}
+
 // Sets FP8NN_GROUP_GEMM for the scope of a test and restores it after.
 struct ScopedRoute {
   std::string previous;
@@ -213,15 +253,39 @@ TEST_CASE("scaled_mm routes group-scaled products to the kernel FP8NN_GROUP_GEMM
   FP8NN_SKIP_WITHOUT_CUDA();
   fp8nn::test::seed_torch();
   const std::vector<Case> cases = {
-      {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},  // K split on cuBLASLt today
-      {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},     // reference today
-      {200, 256, 1024, 256, Format::E5M2, torch::kHalf, true},
+      {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},  // sm90, else the K split
+      {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},     // mma, else the reference
+      {200, 256, 1024, 256, Format::E5M2, torch::kHalf, true},    // sm90, else the K split
   };
   for (const char* route : {"mma", "sm90", "cublaslt", "auto"}) {
     const ScopedRoute scoped(route);
     for (const auto& c : cases) {
-      CAPTURE(route);
-      check_case(c, Kernel::AnyRoute, /*use_api=*/true);
+      CAPTURE(route, c.M, c.N, c.K, c.group_a);
+      const Path taken = path_of([&] { check_case(c, Kernel::AnyRoute, /*use_api=*/true); });
+      CHECK(std::string(F::path_name(taken)) == F::path_name(expected_group_path(c, route)));
+    }
+  }
+}
+
+TEST_CASE("scaled_mm takes cuBLASLt for per-tensor and per-row operands under every route") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!fp8_tensor_cores()) FP8NN_SKIP_TEST("needs FP8 tensor cores (compute capability 8.9+)");
+  fp8nn::test::seed_torch();
+  // Aligned (multiples of 16) per tensor, and groups that cover whole rows (per-row scales,
+  // cuBLASLt's OUTER_VEC mode); then a ragged per-tensor shape, which cuBLASLt takes on padded
+  // copies. None of them is for the hand-written kernels, whichever FP8NN_GROUP_GEMM says.
+  const std::vector<Case> cases = {
+      {64, 128, 256, 0, Format::E4M3, torch::kBFloat16, true},
+      {128, 256, 512, 512, Format::E4M3, torch::kFloat, false},
+      {32, 64, 128, 4096, Format::E5M2, torch::kHalf, true},
+      {17, 33, 100, 0, Format::E5M2, torch::kBFloat16, true},
+  };
+  for (const char* route : {"mma", "sm90", "cublaslt", "auto"}) {
+    const ScopedRoute scoped(route);
+    for (const auto& c : cases) {
+      CAPTURE(route, c.M, c.N, c.K, c.group_a);
+      const Path taken = path_of([&] { check_case(c, Kernel::AnyRoute, /*use_api=*/true); });
+      CHECK(std::string(F::path_name(taken)) == F::path_name(Path::CublasLt));
     }
   }
 }
