@@ -9,7 +9,8 @@
 //   group_size == G: [rows, ceil(K / G)] contiguous, sa(m, k) = a_scale_inv[m * ceil(K/G) + k / G]
 //   (a row of length K <= G is one group: per-row scaling; the last group of a row may be short).
 // Accumulation: each K-chunk that lies inside one group of both operands is summed by the tensor
-// cores from zero, then promoted: total += partial * (sa * sb) in fp32 (DeepGEMM-style).
+// cores from zero, then promoted: total += (partial * sa) * sb in fp32 (DeepGEMM-style; never
+// sa * sb first, which can overflow or lose bits where the reference's (a * sa)(b * sb) does not).
 //
 // Two implementations:
 //  - group_gemm_mma: portable (sm_80+ tensor cores via exact FP8 -> fp16 conversion), any M, N, K

@@ -1,8 +1,8 @@
 // The group-scaled FP8 GEMM kernels (kernels/group_gemm.h), called directly and through
 // functional::scaled_mm with FP8NN_GROUP_GEMM, against the CPU reference (scaled_mm on CPU tensors)
-// on ragged shapes, group sizes, both formats of a and every output dtype; and the path scaled_mm
-// takes for each setting. Outputs start as NaN (0xff bytes), so an element the kernel never writes
-// fails the comparison.
+// on ragged shapes, group sizes, both formats of a, every output dtype and extreme scales; and the
+// path scaled_mm takes for each setting. Outputs start as NaN (0xff bytes), so an element the
+// kernel never writes fails the comparison.
 
 #include <fp8nn/fp8nn.h>
 
@@ -15,6 +15,7 @@
 #include "test_support.h"
 
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -114,6 +115,16 @@ struct Case {
   bool bias;
 };
 
+// Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
+void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
+                   const c10::optional<torch::Tensor>& bias, torch::Tensor& out) {
+  const auto args = args_for(a, b, bias, out);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaError_t status =
+      kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
+  REQUIRE(std::string(cudaGetErrorString(status)) == cudaGetErrorString(cudaSuccess));
+}
+
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
 void check_case(const Case& c, Kernel kernel, bool use_api) {
   CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, use_api);
@@ -133,11 +144,7 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
   } else {
     got = torch::full({c.M, c.N}, std::numeric_limits<float>::quiet_NaN(),
                       torch::dtype(c.out).device(torch::kCUDA));
-    const auto args = args_for(a_gpu, b_gpu, bias_gpu, got);
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    const cudaError_t status =
-        kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
-    REQUIRE(std::string(cudaGetErrorString(status)) == cudaGetErrorString(cudaSuccess));
+    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got);
   }
   const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
   const auto allowed = magnitude_sum(a, b, bias) * relative_bound(kernel, c.K, c.out) + 0x1p-24;
@@ -244,6 +251,83 @@ TEST_CASE("group_gemm_sm90 matches the CPU reference on aligned K and N with rag
         const Case c{s[0], s[1], s[2], group, format, kOutDtypes[index % 3], index % 4 != 3};
         ++index;
         check_case(c, Kernel::Sm90, /*use_api=*/false);
+      }
+    }
+  }
+}
+
+namespace {
+
+// rows x K data drawn from `values` (each exact in `format`) with every scale_inv equal to
+// `scale_inv`: one for the tensor (group_size 0) or one per group.
+QuantizedTensor with_scale_inv(const std::vector<float>& values, int64_t rows, int64_t K,
+                               Format format, int64_t group_size, float scale_inv) {
+  const auto table = torch::tensor(values);
+  const auto picks = torch::randint(static_cast<int64_t>(values.size()), {rows, K}, torch::kLong);
+  const auto data = table.index({picks}).to(fp8nn::dtype_of(format));
+  const int64_t groups = group_size == 0 ? 1 : (K + group_size - 1) / group_size;
+  const auto scales =
+      group_size == 0 ? torch::full({}, scale_inv) : torch::full({rows, groups}, scale_inv);
+  return {data, scales, format, group_size};
+}
+
+}  // namespace
+
+TEST_CASE("the kernels apply extreme scales like the CPU reference: finite, and to fp32 accuracy") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  constexpr float kFloatMax = std::numeric_limits<float>::max();
+  struct Extreme {
+    const char* what;
+    std::vector<float> a_values, b_values;
+    Format format_a;
+    float a_scale_inv, b_scale_inv;
+  };
+  const std::vector<Extreme> extremes = {
+      // sa = FLT_MAX / 448 (what an amax of FLT_MAX quantizes to), sb = 512: sa * sb overflows
+      // fp32, while every dequantized value, product and sum stays below 2^127 (values <= 2^-5,
+      // K = 256). Applying sa * sb as one factor gives Inf.
+      {"sa * sb overflows",
+       {0x1p-9f, 0x3p-9f, 0x1p-6f, 0x1.8p-6f, 0x1p-5f},
+       {0x1p-9f, 0x3p-9f, 0x1p-6f, 0x1.8p-6f, 0x1p-5f},
+       Format::E4M3,
+       kFloatMax / 448.0f,
+       512.0f},
+      // sa = 1 / FLT_MAX (what a tiny amax quantizes to, itself subnormal: 2^-128), sb ~ 1.6e-4:
+      // sa * sb = 1.3 2^-141 keeps 9 bits in the subnormals (off by 6e-4 relative), while every
+      // dequantized value, product and sum is a normal fp32 number (products >= 2^-119).
+      {"sa * sb rounds in the subnormals",
+       {0x1p14f, 0x1.8p14f, 0x1p15f, 0x1.8p15f, 0x1.cp15f},
+       {256.0f, 288.0f, 320.0f, 384.0f, 448.0f},
+       Format::E5M2,
+       1.0f / kFloatMax,
+       std::ldexp(1.3f, -13)},
+  };
+  std::vector<Kernel> kernels = {Kernel::Mma};
+  if (sm90_available()) kernels.push_back(Kernel::Sm90);
+  constexpr int64_t M = 40, N = 48, K_size = 256;  // sm90: N and K multiples of 16
+  for (const auto& extreme : extremes) {
+    for (int64_t group_a : {int64_t{0}, int64_t{128}}) {
+      const auto a = with_scale_inv(extreme.a_values, M, K_size, extreme.format_a, group_a,
+                                    extreme.a_scale_inv);
+      const auto b =
+          with_scale_inv(extreme.b_values, N, K_size, Format::E4M3, 0, extreme.b_scale_inv);
+      const auto expected = F::scaled_mm(a, b, c10::nullopt, torch::kFloat);
+      REQUIRE(torch::isfinite(expected).all().item<bool>());
+      // Every term is positive, so the result is its own magnitude sum and is compared with no
+      // absolute floor (the second case's results are ~2^-110).
+      const auto magnitude = magnitude_sum(a, b, c10::nullopt);
+      for (Kernel kernel : kernels) {
+        CAPTURE(extreme.what, group_a, kernel == Kernel::Sm90 ? "sm90" : "mma");
+        auto got = torch::full({M, N}, std::numeric_limits<float>::quiet_NaN(),
+                               torch::dtype(torch::kFloat).device(torch::kCUDA));
+        const auto a_gpu = to_cuda(a);
+        const auto b_gpu = to_cuda(b);
+        launch_kernel(kernel, a_gpu, b_gpu, c10::nullopt, got);
+        CHECK(torch::isfinite(got).all().item<bool>());
+        const auto error = (got.cpu().to(torch::kDouble) - expected.to(torch::kDouble)).abs();
+        const auto allowed = magnitude * relative_bound(kernel, K_size, torch::kFloat);
+        CHECK((error <= allowed).all().item<bool>());
       }
     }
   }
