@@ -9,7 +9,8 @@
 //   group_size == G: [rows, ceil(K / G)] contiguous, sa(m, k) = a_scale_inv[m * ceil(K/G) + k / G]
 //   (a row of length K <= G is one group: per-row scaling; the last group of a row may be short).
 // Accumulation: each K-chunk that lies inside one group of both operands is summed by the tensor
-// cores from zero, then promoted: total += partial * (sa * sb) in fp32 (DeepGEMM-style).
+// cores from zero, then promoted: total += (partial * sa) * sb in fp32 (DeepGEMM-style; never
+// sa * sb first, which can overflow or lose bits where the reference's (a * sa)(b * sb) does not).
 //
 // Two implementations:
 //  - group_gemm_mma: portable (sm_80+ tensor cores via exact FP8 -> fp16 conversion), any M, N, K
@@ -65,7 +66,8 @@ inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) 
 }
 
 /// True when the current device runs the real sm_90a kernel (the build had 9.0a and the device is
-/// sm_90); false where only the stub (or nothing) is loaded.
+/// sm_90); false where only the stub (or nothing) is loaded. A CUDA error already pending on the
+/// thread (which the query would otherwise clear) throws std::runtime_error (FP8NN_CUDA_CHECK).
 bool group_gemm_sm90_compiled();
 
 /// Versions of the Hopper kernel (kernels/NOTES-group-gemm.md). Both take the same problems
@@ -85,8 +87,9 @@ inline constexpr Sm90Version kSm90DefaultVersion = Sm90Version::kV1;
 
 /// Hopper kernel. cudaErrorNotSupported when !group_gemm_sm90_supported(args, sm of the current
 /// device), cudaErrorInvalidValue for invalid arguments, else the first failing CUDA/driver status
-/// (tensor-map encoding, attribute setting, launch). Never synchronises, allocates nothing (the
-/// tensor maps travel as __grid_constant__ kernel parameters). Runs kSm90DefaultVersion.
+/// (an error already pending on the thread, tensor-map encoding, attribute setting, launch). Never
+/// synchronises, allocates nothing (the tensor maps travel as __grid_constant__ kernel parameters).
+/// Runs kSm90DefaultVersion.
 cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream);
 
 /// group_gemm_sm90 with an explicit version (the probe times them side by side);

@@ -5,7 +5,7 @@
 // pair is excluded and every product is exact. K is walked in chunks of at most kChunkK that never
 // cross a group boundary of either operand (so any group size works, even one that is not a
 // multiple of anything); each chunk is summed from zero on the tensor cores and promoted,
-// total += partial * (sa[row] * sb[col]), in fp32.
+// total += (partial * sa[row]) * sb[col], in fp32.
 //
 // Loads are byte-granular with bounds checks, upgraded to one 16-byte load where a chunk row is
 // whole and aligned, so ragged shapes, odd leading dims and unaligned pointers need no padding.
@@ -185,6 +185,8 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     // Promotion: C fragment element e sits at row quad_row (+8 for e >= 2), col quad_col + e % 2.
+    // NOTES: (partial * sa) * sb, the reference's order ((a * sa)(b * sb)): sa * sb alone can
+    // overflow, or round in the subnormals, where the product itself is finite and normal.
 #pragma unroll
     for (int i = 0; i < kWarpMmasM; ++i) {
 #pragma unroll
@@ -193,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int e = 0; e < 4; ++e) {
           const int row = warp_m + i * kMmaM + quad_row + (e / 2) * 8;
           const int col = warp_n + j * kMmaN + quad_col + e % 2;
-          total[i][j][e] = fmaf(partial[i][j][e], a_scales[row] * b_scales[col], total[i][j][e]);
+          total[i][j][e] = fmaf(partial[i][j][e] * a_scales[row], b_scales[col], total[i][j][e]);
         }
       }
     }

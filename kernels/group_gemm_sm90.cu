@@ -802,11 +802,14 @@ cudaError_t launch(const GroupGemmArgs& args, Sm90Version version, cudaStream_t 
   config.attrs = &attribute;
   config.numAttrs = 1;
   config.gridDim = dim3(static_cast<unsigned>(2 * (sm_count / 2)));
+  // A failed occupancy query is not fatal (one cluster per SM pair then), but it leaves its error
+  // as the thread's last error, to be cleared; an error pending from earlier work would be cleared
+  // with it, so that one is returned first.
+  if ((status = cudaPeekAtLastError()) != cudaSuccess) return status;
   int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess || clusters < 1) {
-    cudaGetLastError();  // not sticky; fall back to one cluster per SM pair
-    clusters = sm_count / 2;
-  }
+  const cudaError_t occupancy = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+  if (occupancy != cudaSuccess) static_cast<void>(cudaGetLastError());  // the query's own error
+  if (occupancy != cudaSuccess || clusters < 1) clusters = sm_count / 2;
   if (clusters < 1) clusters = 1;
   config.gridDim = dim3(static_cast<unsigned>(2 * (units < clusters ? units : clusters)));
   return cudaLaunchKernelEx(&config, kernel, map_a, map_b, p);
@@ -828,21 +831,34 @@ cudaError_t launch_for_output(const GroupGemmArgs& args, Sm90Version version, cu
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Whether the current device runs the real kernel: only it has static shared memory (its
-// mbarriers); the stub compiled for other targets has none.
-bool real_kernel_loaded() {
+// Sets `loaded` to whether the current device runs the real kernel: only it has static shared
+// memory (its mbarriers); the stub compiled for other targets has none. On a device the build has
+// no image for, the query fails (loaded = false) and leaves its error as the thread's last error,
+// to be cleared; an error pending from earlier work would be cleared with it, so that one is
+// returned first, as is any other failure of the query.
+cudaError_t real_kernel_loaded(bool& loaded) {
+  loaded = false;
+  cudaError_t status = cudaPeekAtLastError();
+  if (status != cudaSuccess) return status;
   cudaFuncAttributes attributes{};
-  if (cudaFuncGetAttributes(&attributes, group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16>) !=
-      cudaSuccess) {
-    cudaGetLastError();  // the error is not sticky: clear it so the caller starts clean
-    return false;
+  status =
+      cudaFuncGetAttributes(&attributes, group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16>);
+  if (status == cudaErrorInvalidDeviceFunction || status == cudaErrorNoKernelImageForDevice) {
+    static_cast<void>(cudaGetLastError());  // the query's own error: nothing else was pending
+    return cudaSuccess;
   }
-  return attributes.sharedSizeBytes > 0;
+  if (status != cudaSuccess) return status;
+  loaded = attributes.sharedSizeBytes > 0;
+  return cudaSuccess;
 }
 
 }  // namespace
 
-bool group_gemm_sm90_compiled() { return real_kernel_loaded(); }
+bool group_gemm_sm90_compiled() {
+  bool loaded = false;
+  FP8NN_CUDA_CHECK(real_kernel_loaded(loaded));
+  return loaded;
+}
 
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm) {
   if (const char* invalid = group_gemm_invalid_reason(args)) return invalid;
@@ -891,7 +907,9 @@ cudaError_t group_gemm_sm90_version(const GroupGemmArgs& args, Sm90Version versi
     return status;
   }
   if (!group_gemm_sm90_supported(args, major * 10 + minor)) return cudaErrorNotSupported;
-  if (!real_kernel_loaded()) return cudaErrorNotSupported;
+  bool loaded = false;
+  if ((status = real_kernel_loaded(loaded)) != cudaSuccess) return status;
+  if (!loaded) return cudaErrorNotSupported;
   return args.a_format == Fp8Format::kE4M3
              ? launch_for_output<Fp8Format::kE4M3>(args, version, stream, sm_count)
              : launch_for_output<Fp8Format::kE5M2>(args, version, stream, sm_count);

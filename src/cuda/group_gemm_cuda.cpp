@@ -4,6 +4,7 @@
 #include <ATen/cuda/CUDAContext.h>
 
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "group_gemm.h"
@@ -64,6 +65,15 @@ int device_sm(c10::DeviceIndex device) {
   return properties->major * 10 + properties->minor;
 }
 
+// group_gemm_sm90_compiled, its report of a CUDA error pending from earlier work as c10::Error.
+bool sm90_kernel_compiled() {
+  try {
+    return kernels::group_gemm_sm90_compiled();
+  } catch (const std::runtime_error& e) {
+    TORCH_CHECK(false, "fp8nn::scaled_mm: ", e.what());
+  }
+}
+
 }  // namespace
 
 GroupGemmRoute group_gemm_route() { return parse_route(std::getenv("FP8NN_GROUP_GEMM")); }
@@ -107,8 +117,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(device).stream();
   cudaError_t status;
   if (kernel == GroupGemmKernel::Sm90) {
-    if (!kernels::group_gemm_sm90_supported(args, device_sm(device)) ||
-        !kernels::group_gemm_sm90_compiled()) {
+    if (!kernels::group_gemm_sm90_supported(args, device_sm(device)) || !sm90_kernel_compiled()) {
       return c10::nullopt;
     }
     status = kernels::group_gemm_sm90(args, stream);

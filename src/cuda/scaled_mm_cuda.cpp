@@ -22,10 +22,19 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <array>
 #include <cstdint>
 
 namespace fp8nn::functional {
 namespace {
+
+thread_local std::array<int64_t, kScaledMmPathCount> path_counts{};
+
+// Counts the call under `path` (scaled_mm_path_count) and returns its result.
+torch::Tensor counted(ScaledMmPath path, torch::Tensor out) {
+  ++path_counts[static_cast<size_t>(path)];
+  return out;
+}
 
 // cuBLASLt FP8: K and N multiples of 16, buffers 16-byte aligned.
 constexpr int64_t kDimMultiple = 16;
@@ -161,6 +170,8 @@ c10::optional<torch::Tensor> k_split_product(const QuantizedTensor& a, const Qua
       sum = std::move(part);
     }
   }
+  // group_a or group_b is a group size below K, so K > 0 and the loop ran at least once.
+  TORCH_INTERNAL_ASSERT(sum.has_value(), "fp8nn::scaled_mm: K split of an empty K");
   if (bias.has_value() && bias->defined()) sum->add_(*bias);
   return sum->to(out_dtype);
 }
@@ -185,18 +196,44 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
   if (route == cuda::GroupGemmRoute::Sm90 && a_split_by_groups) {
     if (auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {
-      return *out;
+      return counted(ScaledMmPath::GroupGemmSm90, *out);
     }
   }
-  if (auto out = tensor_core_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
+  if (auto out = tensor_core_product(a, b, bias, out_dtype, fast_accumulation)) {
+    return counted(ScaledMmPath::CublasLt, *out);
+  }
   if (route != cuda::GroupGemmRoute::Mma) {
-    if (auto out = k_split_product(a, b, bias, out_dtype, fast_accumulation)) return *out;
+    if (auto out = k_split_product(a, b, bias, out_dtype, fast_accumulation)) {
+      return counted(ScaledMmPath::CublasLtKSplit, *out);
+    }
   }
   // The kernels are built for the FP8 architectures only (8.9, 9.0a), like the rest of kernels/.
   if (route != cuda::GroupGemmRoute::CublasLt && has_fp8_tensor_cores(a.data.device().index())) {
-    return *cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
+    auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
+    // Only a kernel that refuses the problem gives nullopt, and group_gemm_mma takes every one.
+    TORCH_INTERNAL_ASSERT(out.has_value(), "fp8nn::scaled_mm: group_gemm_mma refused a ",
+                          a.data.sizes(), " x ", b.data.sizes(), "^T product");
+    return counted(ScaledMmPath::GroupGemmMma, *out);
   }
-  return scaled_mm_reference(a, b, bias, out_dtype);
+  return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
+}
+
+int64_t scaled_mm_path_count(ScaledMmPath path) { return path_counts[static_cast<size_t>(path)]; }
+
+const char* path_name(ScaledMmPath path) {
+  switch (path) {
+    case ScaledMmPath::CublasLt:
+      return "cublaslt";
+    case ScaledMmPath::CublasLtKSplit:
+      return "cublaslt_k_split";
+    case ScaledMmPath::GroupGemmSm90:
+      return "group_gemm_sm90";
+    case ScaledMmPath::GroupGemmMma:
+      return "group_gemm_mma";
+    case ScaledMmPath::Reference:
+      return "reference";
+  }
+  return "unknown";
 }
 
 }  // namespace fp8nn::functional

@@ -1,7 +1,8 @@
 // The group-scaled FP8 GEMM kernels (kernels/group_gemm.h), called directly and through
 // functional::scaled_mm with FP8NN_GROUP_GEMM, against the CPU reference (scaled_mm on CPU tensors)
-// on ragged shapes, group sizes, both formats of a and every output dtype. Outputs start as NaN
-// (0xff bytes), so an element the kernel never writes fails the comparison.
+// on ragged shapes, group sizes, both formats of a, every output dtype and extreme scales; and the
+// path scaled_mm takes for each setting. Outputs start as NaN (0xff bytes), so an element the
+// kernel never writes fails the comparison.
 
 #include <fp8nn/fp8nn.h>
 
@@ -9,10 +10,12 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "cuda/scaled_mm_cuda.h"
 #include "group_gemm.h"
 #include "test_support.h"
 
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -22,6 +25,7 @@ using fp8nn::Format;
 using fp8nn::QuantizedTensor;
 namespace F = fp8nn::functional;
 namespace K = fp8nn::kernels;
+using Path = F::ScaledMmPath;
 
 namespace {
 
@@ -111,6 +115,16 @@ struct Case {
   bool bias;
 };
 
+// Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
+void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
+                   const c10::optional<torch::Tensor>& bias, torch::Tensor& out) {
+  const auto args = args_for(a, b, bias, out);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaError_t status =
+      kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
+  REQUIRE(std::string(cudaGetErrorString(status)) == cudaGetErrorString(cudaSuccess));
+}
+
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
 void check_case(const Case& c, Kernel kernel, bool use_api) {
   CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, use_api);
@@ -130,11 +144,7 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
   } else {
     got = torch::full({c.M, c.N}, std::numeric_limits<float>::quiet_NaN(),
                       torch::dtype(c.out).device(torch::kCUDA));
-    const auto args = args_for(a_gpu, b_gpu, bias_gpu, got);
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    const cudaError_t status =
-        kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
-    REQUIRE(std::string(cudaGetErrorString(status)) == cudaGetErrorString(cudaSuccess));
+    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got);
   }
   const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
   const auto allowed = magnitude_sum(a, b, bias) * relative_bound(kernel, c.K, c.out) + 0x1p-24;
@@ -145,6 +155,43 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
 bool sm90_available() {
   const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
   return properties->major == 9 && properties->minor == 0 && K::group_gemm_sm90_compiled();
+}
+
+// cuBLASLt FP8 and the hand-written kernels need Ada (8.9) or later.
+bool fp8_tensor_cores() {
+  const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
+  return properties->major * 10 + properties->minor >= 89;
+}
+
+// The path scaled_mm took in `product`, which must make exactly one CUDA scaled_mm call (read from
+// the per-path call counters of src/cuda/scaled_mm_cuda.h).
+template <typename Product>
+Path path_of(Product&& product) {
+  std::array<int64_t, F::kScaledMmPathCount> before{};
+  for (int p = 0; p < F::kScaledMmPathCount; ++p) before[p] = F::scaled_mm_path_count(Path(p));
+  product();
+  int taken = -1, calls = 0;
+  for (int p = 0; p < F::kScaledMmPathCount; ++p) {
+    const int64_t added = F::scaled_mm_path_count(Path(p)) - before[p];
+    if (added > 0) taken = p;
+    calls += static_cast<int>(added);
+  }
+  REQUIRE(calls == 1);
+  return Path(taken);
+}
+
+// The path scaled_mm_cuda.cpp sends a Case to under FP8NN_GROUP_GEMM=`route`, for a group-scaled a
+// whose groups split rows (b is per tensor E4M3, as check_case makes it).
+Path expected_group_path(const Case& c, const std::string& route) {
+  if (!fp8_tensor_cores()) return Path::Reference;
+  // auto means sm90 (kAutoGroupGemmRoute). The sm90 kernel's conditions for these operands
+  // (group_gemm_sm90_unsupported_reason): K and N multiples of 16, groups multiples of 128.
+  const bool sm90_takes =
+      sm90_available() && c.K % 16 == 0 && c.N % 16 == 0 && c.group_a % 128 == 0;
+  if ((route == "sm90" || route == "auto") && sm90_takes) return Path::GroupGemmSm90;
+  // The K split slices at group boundaries: cuBLASLt needs them at multiples of 16.
+  if (route != "mma" && c.group_a % 16 == 0) return Path::CublasLtKSplit;
+  return route == "cublaslt" ? Path::Reference : Path::GroupGemmMma;
 }
 
 // Sets FP8NN_GROUP_GEMM for the scope of a test and restores it after.
@@ -209,19 +256,120 @@ TEST_CASE("group_gemm_sm90 matches the CPU reference on aligned K and N with rag
   }
 }
 
+namespace {
+
+// rows x K data drawn from `values` (each exact in `format`) with every scale_inv equal to
+// `scale_inv`: one for the tensor (group_size 0) or one per group.
+QuantizedTensor with_scale_inv(const std::vector<float>& values, int64_t rows, int64_t K,
+                               Format format, int64_t group_size, float scale_inv) {
+  const auto table = torch::tensor(values);
+  const auto picks = torch::randint(static_cast<int64_t>(values.size()), {rows, K}, torch::kLong);
+  const auto data = table.index({picks}).to(fp8nn::dtype_of(format));
+  const int64_t groups = group_size == 0 ? 1 : (K + group_size - 1) / group_size;
+  const auto scales =
+      group_size == 0 ? torch::full({}, scale_inv) : torch::full({rows, groups}, scale_inv);
+  return {data, scales, format, group_size};
+}
+
+}  // namespace
+
+TEST_CASE("the kernels apply extreme scales like the CPU reference: finite, and to fp32 accuracy") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  constexpr float kFloatMax = std::numeric_limits<float>::max();
+  struct Extreme {
+    const char* what;
+    std::vector<float> a_values, b_values;
+    Format format_a;
+    float a_scale_inv, b_scale_inv;
+  };
+  const std::vector<Extreme> extremes = {
+      // sa = FLT_MAX / 448 (what an amax of FLT_MAX quantizes to), sb = 512: sa * sb overflows
+      // fp32, while every dequantized value, product and sum stays below 2^127 (values <= 2^-5,
+      // K = 256). Applying sa * sb as one factor gives Inf.
+      {"sa * sb overflows",
+       {0x1p-9f, 0x3p-9f, 0x1p-6f, 0x1.8p-6f, 0x1p-5f},
+       {0x1p-9f, 0x3p-9f, 0x1p-6f, 0x1.8p-6f, 0x1p-5f},
+       Format::E4M3,
+       kFloatMax / 448.0f,
+       512.0f},
+      // sa = 1 / FLT_MAX (what a tiny amax quantizes to, itself subnormal: 2^-128), sb ~ 1.6e-4:
+      // sa * sb = 1.3 2^-141 keeps 9 bits in the subnormals (off by 6e-4 relative), while every
+      // dequantized value, product and sum is a normal fp32 number (products >= 2^-119).
+      {"sa * sb rounds in the subnormals",
+       {0x1p14f, 0x1.8p14f, 0x1p15f, 0x1.8p15f, 0x1.cp15f},
+       {256.0f, 288.0f, 320.0f, 384.0f, 448.0f},
+       Format::E5M2,
+       1.0f / kFloatMax,
+       std::ldexp(1.3f, -13)},
+  };
+  std::vector<Kernel> kernels = {Kernel::Mma};
+  if (sm90_available()) kernels.push_back(Kernel::Sm90);
+  constexpr int64_t M = 40, N = 48, K_size = 256;  // sm90: N and K multiples of 16
+  for (const auto& extreme : extremes) {
+    for (int64_t group_a : {int64_t{0}, int64_t{128}}) {
+      const auto a = with_scale_inv(extreme.a_values, M, K_size, extreme.format_a, group_a,
+                                    extreme.a_scale_inv);
+      const auto b =
+          with_scale_inv(extreme.b_values, N, K_size, Format::E4M3, 0, extreme.b_scale_inv);
+      const auto expected = F::scaled_mm(a, b, c10::nullopt, torch::kFloat);
+      REQUIRE(torch::isfinite(expected).all().item<bool>());
+      // Every term is positive, so the result is its own magnitude sum and is compared with no
+      // absolute floor (the second case's results are ~2^-110).
+      const auto magnitude = magnitude_sum(a, b, c10::nullopt);
+      for (Kernel kernel : kernels) {
+        CAPTURE(extreme.what, group_a, kernel == Kernel::Sm90 ? "sm90" : "mma");
+        auto got = torch::full({M, N}, std::numeric_limits<float>::quiet_NaN(),
+                               torch::dtype(torch::kFloat).device(torch::kCUDA));
+        const auto a_gpu = to_cuda(a);
+        const auto b_gpu = to_cuda(b);
+        launch_kernel(kernel, a_gpu, b_gpu, c10::nullopt, got);
+        CHECK(torch::isfinite(got).all().item<bool>());
+        const auto error = (got.cpu().to(torch::kDouble) - expected.to(torch::kDouble)).abs();
+        const auto allowed = magnitude * relative_bound(kernel, K_size, torch::kFloat);
+        CHECK((error <= allowed).all().item<bool>());
+      }
+    }
+  }
+}
+
 TEST_CASE("scaled_mm routes group-scaled products to the kernel FP8NN_GROUP_GEMM names") {
   FP8NN_SKIP_WITHOUT_CUDA();
   fp8nn::test::seed_torch();
   const std::vector<Case> cases = {
-      {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},  // K split on cuBLASLt today
-      {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},     // reference today
-      {200, 256, 1024, 256, Format::E5M2, torch::kHalf, true},
+      {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},  // sm90, else the K split
+      {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},     // mma, else the reference
+      {200, 256, 1024, 256, Format::E5M2, torch::kHalf, true},    // sm90, else the K split
   };
   for (const char* route : {"mma", "sm90", "cublaslt", "auto"}) {
     const ScopedRoute scoped(route);
     for (const auto& c : cases) {
-      CAPTURE(route);
-      check_case(c, Kernel::AnyRoute, /*use_api=*/true);
+      CAPTURE(route, c.M, c.N, c.K, c.group_a);
+      const Path taken = path_of([&] { check_case(c, Kernel::AnyRoute, /*use_api=*/true); });
+      CHECK(std::string(F::path_name(taken)) == F::path_name(expected_group_path(c, route)));
+    }
+  }
+}
+
+TEST_CASE("scaled_mm takes cuBLASLt for per-tensor and per-row operands under every route") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!fp8_tensor_cores()) FP8NN_SKIP_TEST("needs FP8 tensor cores (compute capability 8.9+)");
+  fp8nn::test::seed_torch();
+  // Aligned (multiples of 16) per tensor, and groups that cover whole rows (per-row scales,
+  // cuBLASLt's OUTER_VEC mode); then a ragged per-tensor shape, which cuBLASLt takes on padded
+  // copies. None of them is for the hand-written kernels, whichever FP8NN_GROUP_GEMM says.
+  const std::vector<Case> cases = {
+      {64, 128, 256, 0, Format::E4M3, torch::kBFloat16, true},
+      {128, 256, 512, 512, Format::E4M3, torch::kFloat, false},
+      {32, 64, 128, 4096, Format::E5M2, torch::kHalf, true},
+      {17, 33, 100, 0, Format::E5M2, torch::kBFloat16, true},
+  };
+  for (const char* route : {"mma", "sm90", "cublaslt", "auto"}) {
+    const ScopedRoute scoped(route);
+    for (const auto& c : cases) {
+      CAPTURE(route, c.M, c.N, c.K, c.group_a);
+      const Path taken = path_of([&] { check_case(c, Kernel::AnyRoute, /*use_api=*/true); });
+      CHECK(std::string(F::path_name(taken)) == F::path_name(Path::CublasLt));
     }
   }
 }
