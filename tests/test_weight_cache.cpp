@@ -1,8 +1,9 @@
-// Opt-in reuse of the weight's FP8 copies. By default nothing is reused (test_weight_cache_sequences
-// shows that every sequence then equals an uncached layer); a WeightReuseGuard reuses the copies
-// while it lives, whatever the optimizer outside it; WeightReuse::UntilVersionChange reuses them
-// while the version counter stands, which is right for optimizers that bump it and is caught by
-// set_verify(true) for those that do not. Every reuse is compared with an uncached twin bit for bit.
+// Opt-in reuse of the weight's FP8 copies. By default nothing is reused
+// (test_weight_cache_sequences shows that every sequence then equals an uncached layer); a
+// WeightReuseGuard reuses the copies while it lives, whatever the optimizer outside it;
+// WeightReuse::UntilVersionChange reuses them while the version counter stands, which is right for
+// optimizers that bump it and is caught by set_verify(true) for those that do not. Every reuse is
+// compared with an uncached twin bit for bit.
 
 #include <fp8nn/fp8nn.h>
 
@@ -210,26 +211,9 @@ void check_lifecycle(bool cuda) {
   CHECK(uncached->weight_cache == nullptr);
 }
 
-template <typename Run>
-void on_both_layers(const Run& run) {
-  SECTION("LinearFP8Global") { run(fp8nn::LinearFP8Global(twin_options())); }
-  SECTION("LinearFP8Mixed") { run(fp8nn::LinearFP8Mixed(twin_options())); }
-}
-
 }  // namespace
 
-#define FP8NN_CACHE_TEST(title, body)                                  \
-  TEST_CASE("Weight cache: " title ", on the CPU") {                   \
-    const bool cuda = false;                                           \
-    on_both_layers([&](auto layer) { body; });                         \
-  }                                                                    \
-  TEST_CASE("Weight cache: " title ", on CUDA") {                      \
-    FP8NN_SKIP_WITHOUT_CUDA();                                         \
-    const bool cuda = true;                                            \
-    on_both_layers([&](auto layer) { body; });                         \
-  }
-
-#define FP8NN_RUN(fn, ...) fn<decltype(layer)>(cuda, ##__VA_ARGS__)
+#define FP8NN_CACHE_TEST(title, body) FP8NN_CACHE_CASE("Weight cache: ", title, body)
 
 FP8NN_CACHE_TEST("by default nothing is looked up or kept", FP8NN_RUN(check_default_keeps_nothing))
 FP8NN_CACHE_TEST("a guard's evaluation loop quantizes once, and its copies end with it",

@@ -171,12 +171,6 @@ void run_micro_batches(bool cuda) {
   }
 }
 
-template <typename Run>
-void on_both_layers(const Run& run) {
-  SECTION("LinearFP8Global") { run(fp8nn::LinearFP8Global(twin_options())); }
-  SECTION("LinearFP8Mixed") { run(fp8nn::LinearFP8Mixed(twin_options())); }
-}
-
 }  // namespace
 
 // The reproductions of the two reported defects, as a user wrote them.
@@ -235,18 +229,8 @@ TEST_CASE("Weight cache: evaluation under InferenceMode, then a training step, w
 
 // The sequence matrix, on the CPU and on CUDA, each on both layers.
 
-#define FP8NN_CACHE_SEQUENCE_TEST(title, body)                                         \
-  TEST_CASE("Weight cache equals no cache: " title ", on the CPU") {                   \
-    const bool cuda = false;                                                           \
-    on_both_layers([&](auto layer) { body; });                                         \
-  }                                                                                    \
-  TEST_CASE("Weight cache equals no cache: " title ", on CUDA") {                      \
-    FP8NN_SKIP_WITHOUT_CUDA();                                                         \
-    const bool cuda = true;                                                            \
-    on_both_layers([&](auto layer) { body; });                                         \
-  }
-
-#define FP8NN_RUN(fn, ...) fn<decltype(layer)>(cuda, ##__VA_ARGS__)
+#define FP8NN_CACHE_SEQUENCE_TEST(title, body) \
+  FP8NN_CACHE_CASE("Weight cache equals no cache: ", title, body)
 
 FP8NN_CACHE_SEQUENCE_TEST("SGD", FP8NN_RUN(run_optimizer, OptimizerKind::SGD))
 FP8NN_CACHE_SEQUENCE_TEST("SGD with momentum", FP8NN_RUN(run_optimizer, OptimizerKind::SGDMomentum))

@@ -26,7 +26,7 @@ inline LinearFP8Options twin_options() {
 }
 
 inline void check_bitwise_equal(const torch::Tensor& cached, const torch::Tensor& plain,
-                         const std::string& what) {
+                                const std::string& what) {
   CAPTURE(what);
   REQUIRE(cached.defined() == plain.defined());
   if (!cached.defined()) return;
@@ -98,8 +98,8 @@ struct Twins {
 
 enum class OptimizerKind { SGD, SGDMomentum, Adam, AdamW, RMSprop, Adagrad, LBFGS };
 
-inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(OptimizerKind kind,
-                                                        const std::vector<torch::Tensor>& params) {
+inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(
+    OptimizerKind kind, const std::vector<torch::Tensor>& params) {
   switch (kind) {
     case OptimizerKind::SGD:
       return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.5));
@@ -162,4 +162,27 @@ void run_optimizer_steps(Twins<Layer>& twins, OptimizerKind kind) {
   }
 }
 
+// Runs `run` on a default LinearFP8Global and a default LinearFP8Mixed, each in its own SECTION.
+template <typename Run>
+void on_both_layers(const Run& run) {
+  SECTION("LinearFP8Global") { run(fp8nn::LinearFP8Global(twin_options())); }
+  SECTION("LinearFP8Mixed") { run(fp8nn::LinearFP8Mixed(twin_options())); }
+}
+
 }  // namespace fp8nn::test
+
+// Declares the test case `prefix title` twice, on the CPU and on CUDA (skipped without a GPU). In
+// `body`, `layer` is a default layer of each kind and `cuda` says the device; FP8NN_RUN(fn, args)
+// calls fn<decltype(layer)>(cuda, args).
+#define FP8NN_CACHE_CASE(prefix, title, body)               \
+  TEST_CASE(prefix title ", on the CPU") {                  \
+    const bool cuda = false;                                \
+    fp8nn::test::on_both_layers([&](auto layer) { body; }); \
+  }                                                         \
+  TEST_CASE(prefix title ", on CUDA") {                     \
+    FP8NN_SKIP_WITHOUT_CUDA();                              \
+    const bool cuda = true;                                 \
+    fp8nn::test::on_both_layers([&](auto layer) { body; }); \
+  }
+
+#define FP8NN_RUN(fn, ...) fn<decltype(layer)>(cuda, ##__VA_ARGS__)
