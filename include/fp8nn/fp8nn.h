@@ -6,5 +6,6 @@
 #include <fp8nn/linear.h>
 #include <fp8nn/linear_functional.h>
 #include <fp8nn/quantize.h>
+#include <fp8nn/recipe.h>
 #include <fp8nn/scaled_mm.h>
 #include <fp8nn/version.h>

@@ -1,14 +1,19 @@
 #pragma once
-// The FP8 linear layers as torch::nn modules, drop-in for torch::nn::Linear (DESIGN.md §1):
+// The FP8 linear layers as torch::nn modules, drop-in for torch::nn::Linear:
 //
+//   fp8nn::LinearFP8 l(fp8nn::LinearFP8Options(1024, 4096).recipe(fp8nn::Recipe::mixed(128)));
 //   fp8nn::LinearFP8Global g(fp8nn::LinearFP8Options(1024, 4096).bias(true));
 //   fp8nn::LinearFP8Mixed m(fp8nn::LinearFP8Options(1024, 4096).group_size_in(128));
 //   torch::Tensor y = g(x);  // x: [..., 1024] fp32/fp16/bf16 -> y: [..., 4096], x's dtype
+//
+// LinearFP8 runs any Recipe; LinearFP8Global and LinearFP8Mixed are the same engine with a
+// preset (their names, options, printing and checkpoints are those of earlier versions).
 //
 // weight [out, in] and bias [out] are ordinary high-precision parameters (fp32, or bf16/fp16
 // after ->to(dtype)); FP8 copies exist only inside forward/backward.
 
 #include <fp8nn/linear_functional.h>
+#include <fp8nn/recipe.h>
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
@@ -17,11 +22,12 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 
 namespace fp8nn {
 
-/// Options of LinearFP8Global and LinearFP8Mixed.
+/// Options of LinearFP8, LinearFP8Global and LinearFP8Mixed.
 struct LinearFP8Options {
   LinearFP8Options(int64_t in_features, int64_t out_features)
       : in_features_(in_features), out_features_(out_features) {}
@@ -31,6 +37,9 @@ struct LinearFP8Options {
   TORCH_ARG(int64_t, out_features);
   /// Learn an additive bias. Default: true.
   TORCH_ARG(bool, bias) = true;
+  /// LinearFP8 only: the recipe (default Recipe::global()). LinearFP8Global and LinearFP8Mixed
+  /// have theirs fixed and refuse one here.
+  TORCH_ARG(std::optional<Recipe>, recipe);
   /// Mixed only: elements of an input row sharing one scale; 0 = default_group_size(in_features).
   TORCH_ARG(int64_t, group_size_in) = 0;
   /// Mixed only: elements of an output-gradient row sharing one scale; 0 =
@@ -52,7 +61,8 @@ struct LinearFP8Options {
 
 namespace detail {
 
-/// What both layers share: options, parameters, initialisation (that of torch::nn::Linear).
+/// What the layers share: options, parameters, initialisation (that of torch::nn::Linear), and
+/// forward through functional::linear_fp8 with Derived::recipe().
 template <typename Derived>
 class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
  public:
@@ -78,11 +88,42 @@ class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
   std::shared_ptr<functional::WeightCache> weight_cache;
 
  protected:
-  /// Options for the functional op: the layer's name and check_finite.
-  functional::LinearFP8FuncOptions func_options() const;
+  /// y = x W^T + b through functional::linear_fp8 with the layer's recipe.
+  torch::Tensor forward_fp8(const torch::Tensor& input);
+};
+
+/// The holders: TORCH_MODULE(X) written out, plus `from`, which TORCH_MODULE cannot add.
+template <typename Holder, typename Impl>
+class LinearFP8HolderBase : public torch::nn::ModuleHolder<Impl> {
+ public:
+  using torch::nn::ModuleHolder<Impl>::ModuleHolder;
+
+  /// An FP8 layer computing what `linear` computes, sharing its weight and bias tensors (an
+  /// optimizer step on one is seen by the other).
+  static Holder from(const torch::nn::Linear& linear);
+  /// The same with more options (recipe, group sizes, check_finite, ...); their features and bias
+  /// must match `linear`'s.
+  static Holder from(const torch::nn::Linear& linear, const LinearFP8Options& options);
 };
 
 }  // namespace detail
+
+/// Any recipe (options.recipe(), default Recipe::global()). Construction refuses
+/// (c10::ValueError) a recipe that check_recipe refuses, and group_size_in/out (the recipe holds
+/// the group sizes).
+class LinearFP8Impl : public detail::LinearFP8ImplBase<LinearFP8Impl> {
+ public:
+  using LinearFP8ImplBase::LinearFP8ImplBase;
+  LinearFP8Impl(int64_t in_features, int64_t out_features)
+      : LinearFP8Impl(LinearFP8Options(in_features, out_features)) {}
+
+  /// y = x W^T + b through functional::linear_fp8.
+  torch::Tensor forward(const torch::Tensor& input);
+  /// fp8nn::LinearFP8(in_features=…, out_features=…, bias=…, recipe=…)
+  void pretty_print(std::ostream& stream) const override;
+  /// The recipe in use, group sizes of 0 resolved from the default table.
+  Recipe recipe() const;
+};
 
 /// Global recipe: per-tensor E4M3 input and weight, per-tensor E5M2 output gradient; forward,
 /// input gradient and weight gradient are all FP8 products.
@@ -92,10 +133,12 @@ class LinearFP8GlobalImpl : public detail::LinearFP8ImplBase<LinearFP8GlobalImpl
   LinearFP8GlobalImpl(int64_t in_features, int64_t out_features)
       : LinearFP8GlobalImpl(LinearFP8Options(in_features, out_features)) {}
 
-  /// y = x W^T + b through functional::linear_fp8_global.
+  /// y = x W^T + b through functional::linear_fp8 with Recipe::global().
   torch::Tensor forward(const torch::Tensor& input);
   /// fp8nn::LinearFP8Global(in_features=…, out_features=…, bias=…)
   void pretty_print(std::ostream& stream) const override;
+  /// Recipe::global().
+  Recipe recipe() const;
 };
 
 /// Mixed recipe: E4M3 input with a scale per group of group_size_in elements of a row, per-tensor
@@ -107,7 +150,7 @@ class LinearFP8MixedImpl : public detail::LinearFP8ImplBase<LinearFP8MixedImpl> 
   LinearFP8MixedImpl(int64_t in_features, int64_t out_features)
       : LinearFP8MixedImpl(LinearFP8Options(in_features, out_features)) {}
 
-  /// y = x W^T + b through functional::linear_fp8_mixed.
+  /// y = x W^T + b through functional::linear_fp8 with recipe().
   torch::Tensor forward(const torch::Tensor& input);
   /// fp8nn::LinearFP8Mixed(in_features=…, out_features=…, bias=…, group_size_in=…,
   /// group_size_out=…)
@@ -116,35 +159,29 @@ class LinearFP8MixedImpl : public detail::LinearFP8ImplBase<LinearFP8MixedImpl> 
   /// The group sizes in use: the options', or the table's (default_group_size) where they are 0.
   int64_t group_size_in() const;
   int64_t group_size_out() const;
+  /// Recipe::mixed(group_size_in(), group_size_out()).
+  Recipe recipe() const;
 };
 
-// The holders are TORCH_MODULE(LinearFP8Global) / TORCH_MODULE(LinearFP8Mixed) written out, plus
-// `from`, which TORCH_MODULE cannot add.
-
-/// Holder of LinearFP8GlobalImpl (shared-pointer semantics, like torch::nn::Linear).
-class LinearFP8Global : public torch::nn::ModuleHolder<LinearFP8GlobalImpl> {
+/// Holder of LinearFP8Impl (shared-pointer semantics, like torch::nn::Linear).
+class LinearFP8 : public detail::LinearFP8HolderBase<LinearFP8, LinearFP8Impl> {
  public:
-  using torch::nn::ModuleHolder<LinearFP8GlobalImpl>::ModuleHolder;
+  using LinearFP8HolderBase::LinearFP8HolderBase;
+  using Impl = LinearFP8Impl;
+};
+
+/// Holder of LinearFP8GlobalImpl.
+class LinearFP8Global : public detail::LinearFP8HolderBase<LinearFP8Global, LinearFP8GlobalImpl> {
+ public:
+  using LinearFP8HolderBase::LinearFP8HolderBase;
   using Impl = LinearFP8GlobalImpl;
-
-  /// An FP8 layer computing what `linear` computes, sharing its weight and bias tensors (an
-  /// optimizer step on one is seen by the other).
-  static LinearFP8Global from(const torch::nn::Linear& linear);
-  /// The same with more options (check_finite); their features and bias must match `linear`'s.
-  static LinearFP8Global from(const torch::nn::Linear& linear, const LinearFP8Options& options);
 };
 
-/// Holder of LinearFP8MixedImpl (shared-pointer semantics, like torch::nn::Linear).
-class LinearFP8Mixed : public torch::nn::ModuleHolder<LinearFP8MixedImpl> {
+/// Holder of LinearFP8MixedImpl.
+class LinearFP8Mixed : public detail::LinearFP8HolderBase<LinearFP8Mixed, LinearFP8MixedImpl> {
  public:
-  using torch::nn::ModuleHolder<LinearFP8MixedImpl>::ModuleHolder;
+  using LinearFP8HolderBase::LinearFP8HolderBase;
   using Impl = LinearFP8MixedImpl;
-
-  /// An FP8 layer computing what `linear` computes, sharing its weight and bias tensors.
-  static LinearFP8Mixed from(const torch::nn::Linear& linear);
-  /// The same with more options (group sizes, check_finite); their features and bias must match
-  /// `linear`'s.
-  static LinearFP8Mixed from(const torch::nn::Linear& linear, const LinearFP8Options& options);
 };
 
 }  // namespace fp8nn

@@ -1,6 +1,7 @@
 #pragma once
-// The FP8 linear layers as functions (DESIGN.md §1), with their gradients through
-// torch::autograd::Function. The modules in linear.h are a few lines around these.
+// The FP8 linear layers as functions, with their gradients through torch::autograd::Function:
+// linear_fp8 runs any Recipe (recipe.h); linear_fp8_global and linear_fp8_mixed are its presets.
+// The modules in linear.h are a few lines around these.
 //
 //   y[..., out] = x[..., in] W[out, in]^T + b[out]
 // x: fp32/fp16/bf16 with at least 2 dimensions; W and b: fp32/fp16/bf16 (high-precision master
@@ -13,6 +14,7 @@
 #include <torch/types.h>
 
 #include <fp8nn/quantize.h>
+#include <fp8nn/recipe.h>
 
 #include <cstdint>
 #include <memory>
@@ -142,8 +144,7 @@ class WeightCache {
   bool verify_ = false;
 };
 
-/// Options shared by linear_fp8_global and linear_fp8_mixed. New knobs (e.g. fast accumulation)
-/// join here, so existing calls keep compiling.
+/// Options of linear_fp8, linear_fp8_global and linear_fp8_mixed (what is not the recipe).
 struct LinearFP8FuncOptions {
   /// Who is calling, for error messages (e.g. "fp8nn::LinearFP8Global"); empty: the function name.
   TORCH_ARG(std::string, name);
@@ -154,22 +155,31 @@ struct LinearFP8FuncOptions {
   /// Where to keep the weight's FP8 copies between calls (see WeightCache); nullptr: quantize the
   /// weight on every call.
   TORCH_ARG(std::shared_ptr<WeightCache>, weight_cache) = nullptr;
-  /// Data parallelism: the per-tensor amaxes (Global: x, W and the output gradient; Mixed: W) are
-  /// all-reduced with MAX over this c10d process group before they become scales, so every rank
-  /// quantizes with the same scale. Every rank of the group must then run the layer (forward and
+  /// Data parallelism: the amaxes of the recipe's per-tensor operands (Global: x, W and the
+  /// output gradient; Mixed: W) are all-reduced with MAX over this c10d process group before they
+  /// become scales, so every rank quantizes with the same scale. Every rank of the group must then run the layer (forward and
   /// backward) in the same order. On CUDA (NCCL) the stream waits for the reduction, the host
   /// does not. Null (the default): each process uses its own amaxes.
   TORCH_ARG(ProcessGroupRef, amax_group);
 };
 
-/// Global recipe: x and W per-tensor E4M3, dy per-tensor E5M2; y, dx = dy W and dW = dy^T x are
+/// y = x W^T + b with the products and quantizations `recipe` asks for (see Recipe). Only what
+/// the backward products need is kept for backward (FP8 copies for FP8 products). bias may be
+/// undefined; its gradient is dy summed over rows in fp32. A recipe check_recipe refuses is a
+/// c10::ValueError; group sizes of 0 take default_group_size of the row (x: in_features, dy:
+/// out_features).
+torch::Tensor linear_fp8(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, const Recipe& recipe,
+                         const LinearFP8FuncOptions& options = {});
+
+/// linear_fp8 with Recipe::global(): x and W per-tensor E4M3, dy per-tensor E5M2; y, dx = dy W and dW = dy^T x are
 /// all FP8 products of the quantized copies (only those are kept for backward). bias may be
 /// undefined; its gradient is dy summed over rows in fp32.
 torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& weight,
                                 const torch::Tensor& bias = {},
                                 const LinearFP8FuncOptions& options = {});
 
-/// Mixed recipe: x E4M3 with one scale per G_in consecutive elements of a row, W per-tensor
+/// linear_fp8 with Recipe::mixed(G_in, G_out): x E4M3 with one scale per G_in consecutive elements of a row, W per-tensor
 /// E4M3; dx = dy W with dy E5M2 per G_out elements of a row; dW = dy^T x in high precision (x's
 /// dtype, from the unquantized x and dy). G_in, G_out > 0 (see default_group_size).
 torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weight,

@@ -1,11 +1,12 @@
-// LinearFP8Global and LinearFP8Mixed: parameters and initialisation as torch::nn::Linear, forward
-// through the functional ops.
+// LinearFP8, LinearFP8Global and LinearFP8Mixed: parameters and initialisation as
+// torch::nn::Linear, forward through functional::linear_fp8 with each layer's recipe.
 
 #include <fp8nn/linear.h>
 
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace fp8nn {
@@ -23,7 +24,30 @@ template <>
 const char* layer_name_of<LinearFP8MixedImpl>() {
   return "fp8nn::LinearFP8Mixed";
 }
+template <>
+const char* layer_name_of<LinearFP8Impl>() {
+  return "fp8nn::LinearFP8";
+}
 
+// The recipe option: LinearFP8's must be runnable (and group sizes belong to it); the presets
+// have their own.
+template <typename Derived>
+void check_recipe_option(const LinearFP8Options& options, const char* layer) {
+  if (std::is_same<Derived, LinearFP8Impl>::value) {
+    check_recipe(options.recipe().value_or(Recipe::global()), layer);
+    TORCH_CHECK_VALUE(options.group_size_in() == 0 && options.group_size_out() == 0, layer,
+                      ": expected group sizes in the recipe (Recipe::mixed(G_in, G_out) or "
+                      "OperandRecipe::group_size), got group_size_in=",
+                      options.group_size_in(), ", group_size_out=", options.group_size_out());
+  } else {
+    TORCH_CHECK_VALUE(!options.recipe().has_value(), layer,
+                      ": expected no recipe option (this "
+                      "layer's recipe is fixed; fp8nn::LinearFP8 takes one), got ",
+                      to_string(*options.recipe()));
+  }
+}
+
+template <typename Derived>
 void check_options(const LinearFP8Options& options, const char* layer) {
   TORCH_CHECK_VALUE(options.in_features() > 0, layer, ": expected in_features > 0, got ",
                     options.in_features());
@@ -35,6 +59,7 @@ void check_options(const LinearFP8Options& options, const char* layer) {
   TORCH_CHECK_VALUE(options.group_size_out() >= 0, layer,
                     ": expected group_size_out > 0 (or 0 for the default table), got ",
                     options.group_size_out());
+  check_recipe_option<Derived>(options, layer);
 }
 
 // Parameters may be replaced after construction (set_data, torch::load of another layer's
@@ -62,7 +87,7 @@ void check_parameters(const LinearFP8Options& options, const torch::Tensor& weig
 template <typename Derived>
 LinearFP8ImplBase<Derived>::LinearFP8ImplBase(const LinearFP8Options& options_)
     : options(options_) {
-  check_options(options, layer_name_of<Derived>());
+  check_options<Derived>(options, layer_name_of<Derived>());
   reset();
 }
 
@@ -72,7 +97,7 @@ LinearFP8ImplBase<Derived>::LinearFP8ImplBase(const LinearFP8Options& options_,
                                               const torch::Tensor& bias_)
     : options(options_) {
   const char* layer = layer_name_of<Derived>();
-  check_options(options, layer);
+  check_options<Derived>(options, layer);
   TORCH_CHECK_VALUE(
       weight_.defined() &&
           weight_.sizes() == torch::IntArrayRef({options.out_features(), options.in_features()}),
@@ -115,14 +140,18 @@ void LinearFP8ImplBase<Derived>::reset_parameters() {
 }
 
 template <typename Derived>
-functional::LinearFP8FuncOptions LinearFP8ImplBase<Derived>::func_options() const {
-  return functional::LinearFP8FuncOptions()
-      .name(layer_name_of<Derived>())
-      .check_finite(options.check_finite())
-      .weight_cache(weight_cache)
-      .amax_group(options.amax_group());
+torch::Tensor LinearFP8ImplBase<Derived>::forward_fp8(const torch::Tensor& input) {
+  const char* layer = layer_name_of<Derived>();
+  check_parameters(options, weight, bias, layer);
+  return functional::linear_fp8(input, weight, bias, static_cast<const Derived*>(this)->recipe(),
+                                functional::LinearFP8FuncOptions()
+                                    .name(layer)
+                                    .check_finite(options.check_finite())
+                                    .weight_cache(weight_cache)
+                                    .amax_group(options.amax_group()));
 }
 
+template class LinearFP8ImplBase<LinearFP8Impl>;
 template class LinearFP8ImplBase<LinearFP8GlobalImpl>;
 template class LinearFP8ImplBase<LinearFP8MixedImpl>;
 
@@ -145,12 +174,41 @@ LinearFP8Options options_from(const torch::nn::Linear& linear, const LinearFP8Op
   return *extra;
 }
 
+// The holders' `from`.
+template <typename Holder, typename Impl>
+Holder LinearFP8HolderBase<Holder, Impl>::from(const torch::nn::Linear& linear) {
+  const auto options = options_from(linear, nullptr, layer_name_of<Impl>());
+  return Holder(options, linear->weight, linear->bias);
+}
+
+template <typename Holder, typename Impl>
+Holder LinearFP8HolderBase<Holder, Impl>::from(const torch::nn::Linear& linear,
+                                               const LinearFP8Options& options) {
+  options_from(linear, &options, layer_name_of<Impl>());
+  return Holder(options, linear->weight, linear->bias);
+}
+
+template class LinearFP8HolderBase<LinearFP8, LinearFP8Impl>;
+template class LinearFP8HolderBase<LinearFP8Global, LinearFP8GlobalImpl>;
+template class LinearFP8HolderBase<LinearFP8Mixed, LinearFP8MixedImpl>;
+
 }  // namespace detail
 
-torch::Tensor LinearFP8GlobalImpl::forward(const torch::Tensor& input) {
-  detail::check_parameters(options, weight, bias, "fp8nn::LinearFP8Global");
-  return functional::linear_fp8_global(input, weight, bias, func_options());
+torch::Tensor LinearFP8Impl::forward(const torch::Tensor& input) { return forward_fp8(input); }
+
+Recipe LinearFP8Impl::recipe() const { return options.recipe().value_or(Recipe::global()); }
+
+void LinearFP8Impl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "fp8nn::LinearFP8(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", bias=" << options.bias()
+         << ", recipe=" << recipe() << ")";
 }
+
+torch::Tensor LinearFP8GlobalImpl::forward(const torch::Tensor& input) {
+  return forward_fp8(input);
+}
+
+Recipe LinearFP8GlobalImpl::recipe() const { return Recipe::global(); }
 
 void LinearFP8GlobalImpl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "fp8nn::LinearFP8Global(in_features=" << options.in_features()
@@ -167,38 +225,16 @@ int64_t LinearFP8MixedImpl::group_size_out() const {
                                       : default_group_size(options.out_features());
 }
 
-torch::Tensor LinearFP8MixedImpl::forward(const torch::Tensor& input) {
-  detail::check_parameters(options, weight, bias, "fp8nn::LinearFP8Mixed");
-  return functional::linear_fp8_mixed(input, weight, bias, group_size_in(), group_size_out(),
-                                      func_options());
+torch::Tensor LinearFP8MixedImpl::forward(const torch::Tensor& input) { return forward_fp8(input); }
+
+Recipe LinearFP8MixedImpl::recipe() const {
+  return Recipe::mixed(group_size_in(), group_size_out());
 }
 
 void LinearFP8MixedImpl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "fp8nn::LinearFP8Mixed(in_features=" << options.in_features()
          << ", out_features=" << options.out_features() << ", bias=" << options.bias()
          << ", group_size_in=" << group_size_in() << ", group_size_out=" << group_size_out() << ")";
-}
-
-LinearFP8Global LinearFP8Global::from(const torch::nn::Linear& linear) {
-  const auto options = detail::options_from(linear, nullptr, "fp8nn::LinearFP8Global");
-  return LinearFP8Global(options, linear->weight, linear->bias);
-}
-
-LinearFP8Global LinearFP8Global::from(const torch::nn::Linear& linear,
-                                      const LinearFP8Options& options) {
-  detail::options_from(linear, &options, "fp8nn::LinearFP8Global");
-  return LinearFP8Global(options, linear->weight, linear->bias);
-}
-
-LinearFP8Mixed LinearFP8Mixed::from(const torch::nn::Linear& linear) {
-  const auto options = detail::options_from(linear, nullptr, "fp8nn::LinearFP8Mixed");
-  return LinearFP8Mixed(options, linear->weight, linear->bias);
-}
-
-LinearFP8Mixed LinearFP8Mixed::from(const torch::nn::Linear& linear,
-                                    const LinearFP8Options& options) {
-  detail::options_from(linear, &options, "fp8nn::LinearFP8Mixed");
-  return LinearFP8Mixed(options, linear->weight, linear->bias);
 }
 
 }  // namespace fp8nn

@@ -23,23 +23,31 @@ std::shared_ptr<Impl> exactly(const std::shared_ptr<torch::nn::Module>& module) 
                                                    : nullptr;
 }
 
-torch::nn::Sequential convert_sequential(const torch::nn::Sequential& model, Recipe recipe,
+torch::nn::Sequential convert_sequential(const torch::nn::Sequential& model, const Recipe& recipe,
                                          const ConvertFilter& filter, const std::string& prefix);
-torch::nn::ModuleList convert_list(const torch::nn::ModuleList& model, Recipe recipe,
+torch::nn::ModuleList convert_list(const torch::nn::ModuleList& model, const Recipe& recipe,
                                    const ConvertFilter& filter, const std::string& prefix);
 
 // The FP8 layer replacing `child`, or an empty AnyModule when it stays.
 torch::nn::AnyModule converted_linear(const std::shared_ptr<torch::nn::Module>& child,
-                                      Recipe recipe, const ConvertFilter& filter,
+                                      const Recipe& recipe, const ConvertFilter& filter,
                                       const std::string& path) {
   const auto linear = exactly<torch::nn::LinearImpl>(child);
   if (!linear || !filter(path, *linear)) return {};
   const torch::nn::Linear holder(linear);
-  if (recipe == Recipe::Global) return torch::nn::AnyModule(LinearFP8Global::from(holder));
-  return torch::nn::AnyModule(LinearFP8Mixed::from(holder));
+  const auto& lin = linear->options;
+  const auto options = LinearFP8Options(lin.in_features(), lin.out_features()).bias(lin.bias());
+  if (recipe == Recipe::global()) return torch::nn::AnyModule(LinearFP8Global::from(holder));
+  if (recipe.is_mixed()) {
+    return torch::nn::AnyModule(
+        LinearFP8Mixed::from(holder, LinearFP8Options(options)
+                                         .group_size_in(recipe.x.group_size)
+                                         .group_size_out(recipe.grad_output.group_size)));
+  }
+  return torch::nn::AnyModule(LinearFP8::from(holder, LinearFP8Options(options).recipe(recipe)));
 }
 
-torch::nn::Sequential convert_sequential(const torch::nn::Sequential& model, Recipe recipe,
+torch::nn::Sequential convert_sequential(const torch::nn::Sequential& model, const Recipe& recipe,
                                          const ConvertFilter& filter, const std::string& prefix) {
   torch::nn::Sequential result;
   const auto names = model->named_children().keys();
@@ -52,7 +60,7 @@ torch::nn::Sequential convert_sequential(const torch::nn::Sequential& model, Rec
   return result;
 }
 
-torch::nn::ModuleList convert_list(const torch::nn::ModuleList& model, Recipe recipe,
+torch::nn::ModuleList convert_list(const torch::nn::ModuleList& model, const Recipe& recipe,
                                    const ConvertFilter& filter, const std::string& prefix) {
   torch::nn::ModuleList result;
   size_t index = 0;
@@ -77,17 +85,19 @@ bool features_multiple_of_16(const std::string& /*path*/, const torch::nn::Linea
   return linear.options.in_features() % 16 == 0 && linear.options.out_features() % 16 == 0;
 }
 
-torch::nn::Sequential convert(const torch::nn::Sequential& model, Recipe recipe,
+torch::nn::Sequential convert(const torch::nn::Sequential& model, const Recipe& recipe,
                               const ConvertFilter& filter) {
   TORCH_CHECK_VALUE(!model.is_empty(),
                     "fp8nn::convert: expected a Sequential, got an empty holder");
+  check_recipe(recipe, "fp8nn::convert");
   return convert_sequential(model, recipe, filter, "");
 }
 
-torch::nn::ModuleList convert(const torch::nn::ModuleList& model, Recipe recipe,
+torch::nn::ModuleList convert(const torch::nn::ModuleList& model, const Recipe& recipe,
                               const ConvertFilter& filter) {
   TORCH_CHECK_VALUE(!model.is_empty(),
                     "fp8nn::convert: expected a ModuleList, got an empty holder");
+  check_recipe(recipe, "fp8nn::convert");
   return convert_list(model, recipe, filter, "");
 }
 

@@ -1,12 +1,11 @@
 #pragma once
 // Amax reduction across data-parallel ranks (LinearFP8FuncOptions::amax_group): the per-tensor
 // quantizations of the linear functions, with the amax all-reduced (MAX) over a c10d process
-// group when one is given, and the group's passage through an autograd context to backward.
+// group when one is given.
 
 #include <fp8nn/linear_functional.h>
 #include <fp8nn/quantize.h>
 
-#include <ATen/core/ivalue.h>
 #include <torch/types.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
@@ -23,8 +22,7 @@ torch::Tensor group_amax(const torch::Tensor& x, const AmaxGroup& group);
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
                                       const AmaxGroup& group);
 
-/// The group as an IValue for AutogradContext::saved_data (None when null), and back.
-c10::IValue to_ivalue(const AmaxGroup& group);
-AmaxGroup amax_group_of(const c10::IValue& saved);
+/// functional::quantize(x, format), with the amax reduced over `group` when it is not null.
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const AmaxGroup& group);
 
 }  // namespace fp8nn::detail

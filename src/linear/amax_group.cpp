@@ -41,15 +41,9 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   return functional::quantize_with_transpose(x2d, format, group_amax(x2d, group));
 }
 
-// c10d::ProcessGroup is a torch::CustomClassHolder but not a registered TorchScript class, so it
-// travels in a capsule.
-c10::IValue to_ivalue(const AmaxGroup& group) {
-  return group ? c10::IValue::make_capsule(group) : c10::IValue();
-}
-
-AmaxGroup amax_group_of(const c10::IValue& saved) {
-  if (saved.isNone()) return {};
-  return c10::static_intrusive_pointer_cast<c10d::ProcessGroup>(saved.toCapsule());
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const AmaxGroup& group) {
+  if (!group) return functional::quantize(x, format);
+  return functional::quantize(x, format, group_amax(x, group));
 }
 
 }  // namespace detail

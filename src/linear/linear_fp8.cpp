@@ -1,0 +1,215 @@
+// The FP8 linear engine: one autograd function that runs any supported Recipe. Forward quantizes
+// x and W as the recipe says and multiplies them with functional::scaled_mm; backward branches
+// on the recipe it saved. linear_fp8_global and linear_fp8_mixed are this function with a preset.
+// docs/design.md ("The data path") follows one call through it.
+
+#include <fp8nn/linear_functional.h>
+#include <fp8nn/quantize.h>
+#include <fp8nn/recipe.h>
+#include <fp8nn/scaled_mm.h>
+
+#include <torch/autograd.h>
+#include <torch/custom_class.h>
+
+#include "amax_group.h"
+#include "linear_checks.h"
+
+namespace fp8nn::functional {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Indices of needs_input_grad: it counts tensor arguments only (bias only when present).
+enum Input : size_t { kX = 0, kWeight = 1, kBias = 2 };
+
+// What a call needs besides its tensors: the recipe with its group sizes resolved, and the
+// options. Backward receives the same object (one capsule in the context, no string keys).
+struct LinearPlan : torch::CustomClassHolder {
+  Recipe recipe;
+  std::string layer;
+  bool check_finite = false;
+  std::shared_ptr<WeightCache> weight_cache;
+  detail::AmaxGroup amax_group;
+  // Filled by forward: the dtypes the gradients come back in.
+  at::ScalarType x_dtype = at::kFloat, weight_dtype = at::kFloat, bias_dtype = at::kFloat;
+  bool has_bias = false;
+};
+
+bool is_fp8(const ProductRecipe& product) { return product.precision == Precision::FP8; }
+bool fast(const ProductRecipe& product) { return product.accumulation == Accumulation::Fast; }
+
+// A per-tensor operand's quantization: with its transpose when a backward product needs it, the
+// amax reduced over the plan's group when there is one.
+QuantizedPair quantize_per_tensor(const torch::Tensor& t, Format format, bool with_transpose,
+                                  const detail::AmaxGroup& group) {
+  if (with_transpose) return detail::quantize_with_transpose(t, format, group);
+  return {detail::quantize(t, format, group), {}};
+}
+
+QuantizedTensor quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
+                                 const detail::AmaxGroup& group) {
+  if (operand.scaling == Scaling::PerGroup) {
+    return quantize_per_group(t, operand.format, operand.group_size);
+  }
+  return quantize_per_tensor(t, operand.format, false, group).quantized;
+}
+
+// x: [M, K], weight: [N, K], bias: [N] or none.
+class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight,
+                               const c10::optional<torch::Tensor>& bias,
+                               c10::intrusive_ptr<LinearPlan> plan) {
+    const Recipe& recipe = plan->recipe;
+    // needs_input_grad needs a recorded graph; requires_grad is the same question asked early
+    // (under NoGradGuard it over-asks, and the node holding the copies is dropped at once).
+    const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
+    const bool fp8_dgrad = is_fp8(recipe.grad_input), fp8_dgrad_w = fp8_dgrad && want_dx;
+    const bool fp8_wgrad = is_fp8(recipe.grad_weight) && want_dw;
+
+    // A per-tensor x gets its K-major copy (the B operand of dW = dy^T x) in the same pass.
+    QuantizedPair x_q;
+    if (recipe.x.scaling == Scaling::PerGroup) {
+      x_q.quantized = quantize_per_group(x, recipe.x.format, recipe.x.group_size);
+    } else {
+      x_q = quantize_per_tensor(x, recipe.x.format, fp8_wgrad, plan->amax_group);
+    }
+    // W's row-major copy feeds this product, its [K, N] copy dx = dy W. With a shared amax the
+    // ranks must quantize together, so the cache (a per-process decision) stays out of it.
+    const auto w_q = plan->amax_group
+                         ? detail::quantize_with_transpose(weight, Format::E4M3, plan->amax_group)
+                         : detail::quantize_weight(weight, plan->weight_cache.get(), plan->layer);
+    auto y = scaled_mm(x_q.quantized, w_q.quantized, bias, x.scalar_type(), fast(recipe.forward));
+
+    // Only what the backward products read is kept: FP8 copies for FP8 products, the
+    // high-precision tensors for the others.
+    torch::Tensor x_saved, x_scale_inv, w_saved, w_scale_inv;
+    if (want_dw) {
+      x_saved = fp8_wgrad ? x_q.transposed.data : x;
+      if (fp8_wgrad) x_scale_inv = x_q.transposed.scale_inv;
+    }
+    if (want_dx) {
+      w_saved = fp8_dgrad_w ? w_q.transposed.data : weight;
+      if (fp8_dgrad_w) w_scale_inv = w_q.transposed.scale_inv;
+    }
+    ctx->save_for_backward({x_saved, x_scale_inv, w_saved, w_scale_inv});
+    plan->x_dtype = x.scalar_type();
+    plan->weight_dtype = weight.scalar_type();
+    plan->has_bias = bias.has_value();
+    plan->bias_dtype = bias.has_value() ? bias->scalar_type() : weight.scalar_type();
+    ctx->saved_data[kPlan] = c10::IValue::make_capsule(std::move(plan));
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto plan =
+        c10::static_intrusive_pointer_cast<LinearPlan>(ctx->saved_data[kPlan].toCapsule());
+    const Recipe& recipe = plan->recipe;
+    const auto dy = grad_outputs[0].contiguous();  // [M, N], x's dtype
+    const bool want_dx = ctx->needs_input_grad(kX), want_dw = ctx->needs_input_grad(kWeight);
+    const bool want_db = plan->has_bias && ctx->needs_input_grad(kBias);
+    if (plan->check_finite) detail::check_finite(dy, "the output gradient", plan->layer);
+    const auto saved = ctx->get_saved_variables();
+    const bool fp8_dgrad = want_dx && is_fp8(recipe.grad_input);
+    const bool fp8_wgrad = want_dw && is_fp8(recipe.grad_weight);
+
+    // dy's copies: row-major (A of dx = dy W; per group, the groups run along N, dx's K) and,
+    // for an FP8 weight gradient, K-major (A of dW = dy^T x) from the same pass.
+    QuantizedPair dy_q;
+    if (fp8_wgrad) {
+      dy_q = quantize_per_tensor(dy, recipe.grad_output.format, true, plan->amax_group);
+    } else if (fp8_dgrad) {
+      dy_q.quantized = quantize_operand(dy, recipe.grad_output, plan->amax_group);
+    }
+    torch::Tensor dx, dw, db;
+    if (want_dx) {
+      if (fp8_dgrad) {
+        const QuantizedTensor w_t{saved[2], saved[3], recipe.weight.format, 0};
+        dx = scaled_mm(dy_q.quantized, w_t, c10::nullopt, plan->x_dtype, fast(recipe.grad_input));
+      } else {
+        dx = at::matmul(dy, saved[2].to(dy.scalar_type()));
+      }
+    }
+    if (want_dw) {
+      if (fp8_wgrad) {
+        const QuantizedTensor x_t{saved[0], saved[1], recipe.x.format, 0};
+        dw = scaled_mm(dy_q.transposed, x_t, c10::nullopt, plan->weight_dtype,
+                       fast(recipe.grad_weight));
+      } else {
+        // In x's dtype, as a high-precision torch::nn::Linear computes it (fp32 accumulation).
+        dw = at::matmul(dy.t(), saved[0]).to(plan->weight_dtype);
+      }
+    }
+    if (want_db) {
+      db = dy.sum(0, /*keepdim=*/false, at::kFloat).to(plan->bias_dtype);
+    }
+    return {dx, dw, db, torch::Tensor()};
+  }
+
+ private:
+  static constexpr const char* kPlan = "plan";
+};
+
+// The recipe with each group size of 0 replaced by the default table's for its row length.
+Recipe resolve(Recipe recipe, int64_t in_features, int64_t out_features) {
+  if (recipe.x.scaling == Scaling::PerGroup && recipe.x.group_size == 0) {
+    recipe.x.group_size = default_group_size(in_features);
+  }
+  if (recipe.grad_output.scaling == Scaling::PerGroup && recipe.grad_output.group_size == 0) {
+    recipe.grad_output.group_size = default_group_size(out_features);
+  }
+  return recipe;
+}
+
+torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, const Recipe& recipe,
+                         const LinearFP8FuncOptions& options, const std::string& layer) {
+  if (options.check_finite()) {
+    detail::check_finite(x, "the input", layer);
+    detail::check_finite(weight, "the weight", layer);
+  }
+  const int64_t in_features = weight.size(1), out_features = weight.size(0);
+  auto plan = c10::make_intrusive<LinearPlan>();
+  plan->recipe = resolve(recipe, in_features, out_features);
+  plan->layer = layer;
+  plan->check_finite = options.check_finite();
+  plan->weight_cache = options.weight_cache();
+  plan->amax_group = options.amax_group().get();
+  // An undefined bias must not be a tensor argument of the autograd function.
+  const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
+  const auto y = LinearFP8Function::apply(x.reshape({-1, in_features}).contiguous(), weight,
+                                          optional_bias, std::move(plan));
+  return y.view(detail::output_sizes(x, out_features));
+}
+
+}  // namespace
+
+torch::Tensor linear_fp8(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, const Recipe& recipe,
+                         const LinearFP8FuncOptions& options) {
+  const auto layer = detail::layer_name(options, "fp8nn::functional::linear_fp8");
+  check_recipe(recipe, layer);
+  detail::check_linear_args(x, weight, bias, layer);
+  return run_linear(x, weight, bias, recipe, options, layer);
+}
+
+torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& weight,
+                                const torch::Tensor& bias, const LinearFP8FuncOptions& options) {
+  const auto layer = detail::layer_name(options, "fp8nn::functional::linear_fp8_global");
+  detail::check_linear_args(x, weight, bias, layer);
+  return run_linear(x, weight, bias, Recipe::global(), options, layer);
+}
+
+torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, int64_t G_in, int64_t G_out,
+                               const LinearFP8FuncOptions& options) {
+  const auto layer = detail::layer_name(options, "fp8nn::functional::linear_fp8_mixed");
+  detail::check_linear_args(x, weight, bias, layer);
+  detail::check_group_size(G_in, "G_in", layer);
+  detail::check_group_size(G_out, "G_out", layer);
+  return run_linear(x, weight, bias, Recipe::mixed(G_in, G_out), options, layer);
+}
+
+}  // namespace fp8nn::functional

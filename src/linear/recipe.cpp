@@ -1,0 +1,89 @@
+// What the engine can run of a Recipe, and how a recipe prints.
+
+#include <fp8nn/recipe.h>
+
+#include <c10/util/Exception.h>
+
+#include <sstream>
+
+namespace fp8nn {
+namespace {
+
+const char* name_of(Scaling scaling) {
+  switch (scaling) {
+    case Scaling::PerTensor:
+      return "per-tensor";
+    case Scaling::PerGroup:
+      return "per-group";
+    case Scaling::Block128x128:
+      return "128x128-block";
+  }
+  return "?";
+}
+
+std::string describe(const OperandRecipe& operand) {
+  std::ostringstream out;
+  out << name_of(operand.format) << " " << name_of(operand.scaling);
+  if (operand.scaling == Scaling::PerGroup) {
+    out << " " << (operand.group_size > 0 ? std::to_string(operand.group_size) : "default");
+  }
+  return out.str();
+}
+
+std::string describe(const ProductRecipe& product) {
+  if (product.precision == Precision::High) return "high";
+  return product.accumulation == Accumulation::Fast ? "fp8 fast" : "fp8 precise";
+}
+
+void check_operand(const OperandRecipe& operand, const char* which, const std::string& who) {
+  TORCH_CHECK_VALUE(operand.scaling != Scaling::Block128x128, who, ": unsupported recipe: ", which,
+                    " scaled per 128x128 block has no kernel yet (supported: per tensor, and per "
+                    "group for x and the output gradient)");
+  TORCH_CHECK_VALUE(operand.group_size >= 0, who, ": expected ", which,
+                    " group_size > 0 (or 0 for the default table), got ", operand.group_size);
+}
+
+}  // namespace
+
+void check_recipe(const Recipe& recipe, const std::string& who) {
+  check_operand(recipe.x, "x", who);
+  check_operand(recipe.weight, "the weight", who);
+  check_operand(recipe.grad_output, "the output gradient", who);
+  TORCH_CHECK_VALUE(recipe.forward.precision == Precision::FP8, who,
+                    ": unsupported recipe: a high-precision forward product (use torch::nn::Linear"
+                    " for a layer without FP8)");
+  TORCH_CHECK_VALUE(recipe.x.format == Format::E4M3, who,
+                    ": unsupported recipe: x in e5m2 (the forward product takes e4m3 x)");
+  TORCH_CHECK_VALUE(
+      recipe.weight.format == Format::E4M3 && recipe.weight.scaling == Scaling::PerTensor, who,
+      ": unsupported recipe: the weight as ", describe(recipe.weight),
+      " (supported: e4m3 per-tensor)");
+  TORCH_CHECK_VALUE(recipe.grad_weight.precision == Precision::High ||
+                        (recipe.x.scaling == Scaling::PerTensor &&
+                         recipe.grad_output.scaling == Scaling::PerTensor),
+                    who,
+                    ": unsupported recipe: an FP8 weight gradient needs per-tensor x and output "
+                    "gradient (it reduces over rows, across their groups), got x ",
+                    describe(recipe.x), " and output gradient ", describe(recipe.grad_output),
+                    "; use grad_weight = ProductRecipe::high_precision()");
+}
+
+std::string to_string(const Recipe& recipe) {
+  std::ostringstream out;
+  if (recipe == Recipe::global()) return "Recipe::global()";
+  if (recipe.is_mixed()) {
+    out << "Recipe::mixed(" << recipe.x.group_size << ", " << recipe.grad_output.group_size << ")";
+    return out.str();
+  }
+  out << "Recipe(x=" << describe(recipe.x) << ", weight=" << describe(recipe.weight)
+      << ", grad_output=" << describe(recipe.grad_output)
+      << ", forward=" << describe(recipe.forward) << ", grad_input=" << describe(recipe.grad_input)
+      << ", grad_weight=" << describe(recipe.grad_weight) << ")";
+  return out.str();
+}
+
+std::ostream& operator<<(std::ostream& stream, const Recipe& recipe) {
+  return stream << to_string(recipe);
+}
+
+}  // namespace fp8nn
