@@ -67,6 +67,8 @@ template <typename Derived>
 class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
  public:
   explicit LinearFP8ImplBase(const LinearFP8Options& options);
+  LinearFP8ImplBase(int64_t in_features, int64_t out_features)
+      : LinearFP8ImplBase(LinearFP8Options(in_features, out_features)) {}
   /// Adopts existing parameter tensors (shared, not copied): see LinearFP8Global::from.
   LinearFP8ImplBase(const LinearFP8Options& options, const torch::Tensor& weight,
                     const torch::Tensor& bias);
@@ -87,9 +89,8 @@ class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
   /// see it; reset() and clone() start with a new, empty one (policy WeightReuse::Never).
   std::shared_ptr<functional::WeightCache> weight_cache;
 
- protected:
-  /// y = x W^T + b through functional::linear_fp8 with the layer's recipe.
-  torch::Tensor forward_fp8(const torch::Tensor& input);
+  /// y = x W^T + b through functional::linear_fp8 with Derived::recipe().
+  torch::Tensor forward(const torch::Tensor& input);
 };
 
 /// The holders: TORCH_MODULE(X) written out, plus `from`, which TORCH_MODULE cannot add.
@@ -114,11 +115,7 @@ class LinearFP8HolderBase : public torch::nn::ModuleHolder<Impl> {
 class LinearFP8Impl : public detail::LinearFP8ImplBase<LinearFP8Impl> {
  public:
   using LinearFP8ImplBase::LinearFP8ImplBase;
-  LinearFP8Impl(int64_t in_features, int64_t out_features)
-      : LinearFP8Impl(LinearFP8Options(in_features, out_features)) {}
 
-  /// y = x W^T + b through functional::linear_fp8.
-  torch::Tensor forward(const torch::Tensor& input);
   /// fp8nn::LinearFP8(in_features=…, out_features=…, bias=…, recipe=…)
   void pretty_print(std::ostream& stream) const override;
   /// The recipe in use, group sizes of 0 resolved from the default table.
@@ -130,11 +127,7 @@ class LinearFP8Impl : public detail::LinearFP8ImplBase<LinearFP8Impl> {
 class LinearFP8GlobalImpl : public detail::LinearFP8ImplBase<LinearFP8GlobalImpl> {
  public:
   using LinearFP8ImplBase::LinearFP8ImplBase;
-  LinearFP8GlobalImpl(int64_t in_features, int64_t out_features)
-      : LinearFP8GlobalImpl(LinearFP8Options(in_features, out_features)) {}
 
-  /// y = x W^T + b through functional::linear_fp8 with Recipe::global().
-  torch::Tensor forward(const torch::Tensor& input);
   /// fp8nn::LinearFP8Global(in_features=…, out_features=…, bias=…)
   void pretty_print(std::ostream& stream) const override;
   /// Recipe::global().
@@ -147,11 +140,7 @@ class LinearFP8GlobalImpl : public detail::LinearFP8ImplBase<LinearFP8GlobalImpl
 class LinearFP8MixedImpl : public detail::LinearFP8ImplBase<LinearFP8MixedImpl> {
  public:
   using LinearFP8ImplBase::LinearFP8ImplBase;
-  LinearFP8MixedImpl(int64_t in_features, int64_t out_features)
-      : LinearFP8MixedImpl(LinearFP8Options(in_features, out_features)) {}
 
-  /// y = x W^T + b through functional::linear_fp8 with recipe().
-  torch::Tensor forward(const torch::Tensor& input);
   /// fp8nn::LinearFP8Mixed(in_features=…, out_features=…, bias=…, group_size_in=…,
   /// group_size_out=…)
   void pretty_print(std::ostream& stream) const override;

@@ -9,6 +9,7 @@
 // x's dtype; gradients in the dtype of the tensor they belong to.
 // Nothing here synchronises with the host unless check_finite is on.
 
+#include <c10/macros/Macros.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -66,8 +67,7 @@ class WeightReuseGuard {
  public:
   WeightReuseGuard();
   ~WeightReuseGuard();
-  WeightReuseGuard(const WeightReuseGuard&) = delete;
-  WeightReuseGuard& operator=(const WeightReuseGuard&) = delete;
+  C10_DISABLE_COPY_AND_ASSIGN(WeightReuseGuard);
   /// Whether a guard is active on this thread.
   static bool is_active();
 
@@ -103,8 +103,7 @@ class WeightCache {
  public:
   WeightCache();
   ~WeightCache();
-  WeightCache(const WeightCache&) = delete;
-  WeightCache& operator=(const WeightCache&) = delete;
+  C10_DISABLE_COPY_AND_ASSIGN(WeightCache);
 
   /// Drops the cached copies (their memory returns to the allocator once no graph holds them).
   void clear();
@@ -157,9 +156,9 @@ struct LinearFP8FuncOptions {
   TORCH_ARG(std::shared_ptr<WeightCache>, weight_cache) = nullptr;
   /// Data parallelism: the amaxes of the recipe's per-tensor operands (Global: x, W and the
   /// output gradient; Mixed: W) are all-reduced with MAX over this c10d process group before they
-  /// become scales, so every rank quantizes with the same scale. Every rank of the group must then run the layer (forward and
-  /// backward) in the same order. On CUDA (NCCL) the stream waits for the reduction, the host
-  /// does not. Null (the default): each process uses its own amaxes.
+  /// become scales, so every rank quantizes with the same scale. Every rank of the group must then
+  /// run the layer (forward and backward) in the same order. On CUDA (NCCL) the stream waits for
+  /// the reduction, the host does not. Null (the default): each process uses its own amaxes.
   TORCH_ARG(ProcessGroupRef, amax_group);
 };
 
@@ -172,16 +171,17 @@ torch::Tensor linear_fp8(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, const Recipe& recipe,
                          const LinearFP8FuncOptions& options = {});
 
-/// linear_fp8 with Recipe::global(): x and W per-tensor E4M3, dy per-tensor E5M2; y, dx = dy W and dW = dy^T x are
-/// all FP8 products of the quantized copies (only those are kept for backward). bias may be
-/// undefined; its gradient is dy summed over rows in fp32.
+/// linear_fp8 with Recipe::global(): x and W per-tensor E4M3, dy per-tensor E5M2; y, dx = dy W and
+/// dW = dy^T x are all FP8 products of the quantized copies (only those are kept for backward).
+/// bias may be undefined; its gradient is dy summed over rows in fp32.
 torch::Tensor linear_fp8_global(const torch::Tensor& x, const torch::Tensor& weight,
                                 const torch::Tensor& bias = {},
                                 const LinearFP8FuncOptions& options = {});
 
-/// linear_fp8 with Recipe::mixed(G_in, G_out): x E4M3 with one scale per G_in consecutive elements of a row, W per-tensor
-/// E4M3; dx = dy W with dy E5M2 per G_out elements of a row; dW = dy^T x in high precision (x's
-/// dtype, from the unquantized x and dy). G_in, G_out > 0 (see default_group_size).
+/// linear_fp8 with Recipe::mixed(G_in, G_out): x E4M3 with one scale per G_in consecutive elements
+/// of a row, W per-tensor E4M3; dx = dy W with dy E5M2 per G_out elements of a row; dW = dy^T x in
+/// high precision (x's dtype, from the unquantized x and dy). G_in, G_out > 0 (see
+/// default_group_size).
 torch::Tensor linear_fp8_mixed(const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias, int64_t G_in, int64_t G_out,
                                const LinearFP8FuncOptions& options = {});

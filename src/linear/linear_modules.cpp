@@ -140,7 +140,7 @@ void LinearFP8ImplBase<Derived>::reset_parameters() {
 }
 
 template <typename Derived>
-torch::Tensor LinearFP8ImplBase<Derived>::forward_fp8(const torch::Tensor& input) {
+torch::Tensor LinearFP8ImplBase<Derived>::forward(const torch::Tensor& input) {
   const char* layer = layer_name_of<Derived>();
   check_parameters(options, weight, bias, layer);
   return functional::linear_fp8(input, weight, bias, static_cast<const Derived*>(this)->recipe(),
@@ -194,18 +194,12 @@ template class LinearFP8HolderBase<LinearFP8Mixed, LinearFP8MixedImpl>;
 
 }  // namespace detail
 
-torch::Tensor LinearFP8Impl::forward(const torch::Tensor& input) { return forward_fp8(input); }
-
 Recipe LinearFP8Impl::recipe() const { return options.recipe().value_or(Recipe::global()); }
 
 void LinearFP8Impl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "fp8nn::LinearFP8(in_features=" << options.in_features()
          << ", out_features=" << options.out_features() << ", bias=" << options.bias()
          << ", recipe=" << recipe() << ")";
-}
-
-torch::Tensor LinearFP8GlobalImpl::forward(const torch::Tensor& input) {
-  return forward_fp8(input);
 }
 
 Recipe LinearFP8GlobalImpl::recipe() const { return Recipe::global(); }
@@ -224,8 +218,6 @@ int64_t LinearFP8MixedImpl::group_size_out() const {
   return options.group_size_out() > 0 ? options.group_size_out()
                                       : default_group_size(options.out_features());
 }
-
-torch::Tensor LinearFP8MixedImpl::forward(const torch::Tensor& input) { return forward_fp8(input); }
 
 Recipe LinearFP8MixedImpl::recipe() const {
   return Recipe::mixed(group_size_in(), group_size_out());

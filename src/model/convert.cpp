@@ -79,6 +79,12 @@ torch::nn::ModuleList convert_list(const torch::nn::ModuleList& model, const Rec
   return result;
 }
 
+// Before anything is built: the model holder and the recipe.
+void check_convert_args(bool empty_holder, const char* expected, const Recipe& recipe) {
+  TORCH_CHECK_VALUE(!empty_holder, "fp8nn::convert: expected ", expected, ", got an empty holder");
+  check_recipe(recipe, "fp8nn::convert");
+}
+
 }  // namespace
 
 bool features_multiple_of_16(const std::string& /*path*/, const torch::nn::LinearImpl& linear) {
@@ -87,17 +93,13 @@ bool features_multiple_of_16(const std::string& /*path*/, const torch::nn::Linea
 
 torch::nn::Sequential convert(const torch::nn::Sequential& model, const Recipe& recipe,
                               const ConvertFilter& filter) {
-  TORCH_CHECK_VALUE(!model.is_empty(),
-                    "fp8nn::convert: expected a Sequential, got an empty holder");
-  check_recipe(recipe, "fp8nn::convert");
+  check_convert_args(model.is_empty(), "a Sequential", recipe);
   return convert_sequential(model, recipe, filter, "");
 }
 
 torch::nn::ModuleList convert(const torch::nn::ModuleList& model, const Recipe& recipe,
                               const ConvertFilter& filter) {
-  TORCH_CHECK_VALUE(!model.is_empty(),
-                    "fp8nn::convert: expected a ModuleList, got an empty holder");
-  check_recipe(recipe, "fp8nn::convert");
+  check_convert_args(model.is_empty(), "a ModuleList", recipe);
   return convert_list(model, recipe, filter, "");
 }
 
