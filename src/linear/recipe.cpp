@@ -9,17 +9,10 @@
 namespace fp8nn {
 namespace {
 
-const char* name_of(Scaling scaling) {
-  switch (scaling) {
-    case Scaling::PerTensor:
-      return "per-tensor";
-    case Scaling::PerGroup:
-      return "per-group";
-    case Scaling::Block128x128:
-      return "128x128-block";
-  }
-  return "?";
-}
+// Indexed by Scaling.
+constexpr const char* kScalingNames[] = {"per-tensor", "per-group", "128x128-block"};
+
+const char* name_of(Scaling scaling) { return kScalingNames[static_cast<int>(scaling)]; }
 
 std::string describe(const OperandRecipe& operand) {
   std::ostringstream out;
