@@ -8,6 +8,9 @@
 
 #include "kernels/common/fp8_format.h"
 
+// Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
+// status (kernels/common/cuda_error.h).
+
 namespace fp8nn::kernels {
 
 /// amax[0] = max |x[i]| over `numel` contiguous elements (0 when numel == 0). Zeroes amax with

@@ -8,6 +8,9 @@
 
 #include "kernels/common/fp8_format.h"
 
+// Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
+// status (kernels/common/cuda_error.h).
+
 namespace fp8nn::kernels {
 
 /// out[i] = fp8(clamp(x[i] * scale, -max, max)) for `numel` contiguous elements, with

@@ -9,6 +9,9 @@
 
 #include "kernels/common/fp8_format.h"
 
+// Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
+// status (kernels/common/cuda_error.h).
+
 namespace fp8nn::kernels {
 
 /// x: [rows, cols] row-major, any shape. out: rows * cols bytes, out_t: cols * rows bytes, both

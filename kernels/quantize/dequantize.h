@@ -8,6 +8,9 @@
 
 #include "kernels/common/fp8_format.h"
 
+// Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
+// status (kernels/common/cuda_error.h).
+
 namespace fp8nn::kernels {
 
 /// out[r][c] = to_type(float(q[r][c]) * scale_inv[s]) for q [rows, cols] row-major, where s = 0

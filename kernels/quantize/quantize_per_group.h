@@ -9,6 +9,9 @@
 
 #include "kernels/common/fp8_format.h"
 
+// Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
+// status (kernels/common/cuda_error.h).
+
 namespace fp8nn::kernels {
 
 /// One pass: per group, amax, scale, the FP8 cast into `out` (rows * cols bytes) and scale_inv
