@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include "cuda_check.h"
+#include "common/error.h"
 
 namespace fp8nn::bench {
 

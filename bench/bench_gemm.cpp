@@ -1,6 +1,6 @@
-// Bare FP8 GEMM benchmark (issue 5): fp8nn::functional::scaled_mm with bf16 output, fast
+// Bare FP8 GEMM benchmark: fp8nn::functional::scaled_mm with bf16 output, fast
 // accumulation on and off, against at::_scaled_mm with tensorwise scales (same two accumulation
-// modes) and bf16 at::matmul, on the issue's (M, K, N) shapes. Entry points:
+// modes) and bf16 at::matmul, on the benchmark's (M, K, N) shapes. Entry points:
 // fp8nn::bench::run_gemm_bench() (bench_gemm.h), called by the bench binary's main.
 //
 // Method: per method and shape, `warmup` untimed runs, then `iters` runs each bracketed by CUDA

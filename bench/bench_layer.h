@@ -4,7 +4,8 @@
 #include <vector>
 
 namespace fp8nn::bench {
-/// The (M, K, N) shapes of issue 5.
+/// The (M, K, N) shapes the layer benchmark uses by default (a small one and the layer sizes of a
+/// 4096-wide transformer MLP with batch 8192).
 inline const std::vector<std::array<int64_t, 3>> kLayerShapes = {
     {1024, 1024, 1024}, {8192, 4096, 4096}, {8192, 4096, 14336}, {8192, 14336, 4096},
     {16384, 8192, 8192}};

@@ -24,12 +24,12 @@
 #include <string>
 #include <vector>
 
-#include "amax.h"
 #include "bench.h"
-#include "cast.h"
-#include "cast_transpose.h"
-#include "cuda_check.h"
-#include "quantize_per_group.h"
+#include "common/error.h"
+#include "kernels/quantize/amax.h"
+#include "kernels/quantize/cast.h"
+#include "kernels/quantize/cast_transpose.h"
+#include "kernels/quantize/quantize_per_group.h"
 
 namespace fp8nn::bench {
 namespace {
@@ -109,40 +109,46 @@ void run_quantize(const Options& options) {
     const double copy_gbps = 2.0 * in_bytes / (copy_us * 1e3);
     print_row(shape, "D2D copy", copy_us, 2.0 * in_bytes, 2.0 * in_bytes, copy_gbps);
 
-    const double amax_us = median_us(
-        options, stream, [&](int i) { kernels::amax_per_tensor(x[i], bf16, n, amax, stream); });
+    const double amax_us = median_us(options, stream, [&](int i) {
+      FP8NN_CUDA_CHECK(kernels::amax_per_tensor(x[i], bf16, n, amax, stream));
+    });
     print_row(shape, "amax", amax_us, in_bytes, in_bytes, copy_gbps);
 
     const double cast_us = median_us(options, stream, [&](int i) {
-      kernels::amax_per_tensor(x[i], bf16, n, amax, stream);
-      kernels::cast_per_tensor(x[i], bf16, n, e4m3, amax, u8(out[i]), scale_inv, stream);
+      FP8NN_CUDA_CHECK(kernels::amax_per_tensor(x[i], bf16, n, amax, stream));
+      FP8NN_CUDA_CHECK(
+          kernels::cast_per_tensor(x[i], bf16, n, e4m3, amax, u8(out[i]), scale_inv, stream));
     });
     print_row(shape, "cast (amax + cast)", cast_us, in_bytes + n, 2.0 * in_bytes + n, copy_gbps);
 
     const double cast_alone_us = median_us(options, stream, [&](int i) {
-      kernels::cast_per_tensor(x[i], bf16, n, e4m3, amax, u8(out[i]), scale_inv, stream);
+      FP8NN_CUDA_CHECK(
+          kernels::cast_per_tensor(x[i], bf16, n, e4m3, amax, u8(out[i]), scale_inv, stream));
     });
     print_row(shape, "cast, amax given", cast_alone_us, in_bytes + n, in_bytes + n, copy_gbps);
 
     const double ct_us = median_us(options, stream, [&](int i) {
-      kernels::amax_per_tensor(x[i], bf16, n, amax, stream);
-      kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3, amax, u8(out[i]),
-                                         u8(out_t[i]), scale_inv, stream);
+      FP8NN_CUDA_CHECK(kernels::amax_per_tensor(x[i], bf16, n, amax, stream));
+      FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3,
+                                                          amax, u8(out[i]), u8(out_t[i]), scale_inv,
+                                                          stream));
     });
     print_row(shape, "cast+transpose (+amax)", ct_us, in_bytes + 2.0 * n, 2.0 * in_bytes + 2.0 * n,
               copy_gbps);
 
     const double ct_alone_us = median_us(options, stream, [&](int i) {
-      kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3, amax, u8(out[i]),
-                                         u8(out_t[i]), scale_inv, stream);
+      FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3,
+                                                          amax, u8(out[i]), u8(out_t[i]), scale_inv,
+                                                          stream));
     });
     print_row(shape, "cast+transpose, amax given", ct_alone_us, in_bytes + 2.0 * n,
               in_bytes + 2.0 * n, copy_gbps);
 
     const double scale_bytes = 4.0 * shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);
     const double group_us = median_us(options, stream, [&](int i) {
-      kernels::quantize_per_group(x[i], bf16, shape.rows, shape.cols, kGroupSize, e4m3, u8(out[i]),
-                                  static_cast<float*>(group_scales[i]), stream);
+      FP8NN_CUDA_CHECK(kernels::quantize_per_group(x[i], bf16, shape.rows, shape.cols, kGroupSize,
+                                                   e4m3, u8(out[i]),
+                                                   static_cast<float*>(group_scales[i]), stream));
     });
     print_row(shape, "per-group G=128", group_us, in_bytes + n + scale_bytes,
               in_bytes + n + scale_bytes, copy_gbps);

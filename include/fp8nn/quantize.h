@@ -1,5 +1,5 @@
 #pragma once
-// FP8 quantization: the one definition every device and layer uses (DESIGN.md §1).
+// FP8 quantization: the one definition every device and layer uses (docs/design.md).
 //
 // For a set S of values (a whole tensor, or a group of G consecutive elements of one row):
 //   amax = max |v| over S (fp32);  scale = fmt_max / amax, 1 when amax == 0, FLT_MAX where the
@@ -66,6 +66,10 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 
 /// data * scale_inv in fp32, returned as `dtype` (fp32/fp16/bf16).
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype = at::kFloat);
+
+/// The transpose of a per-tensor quantized 2-d tensor: [R, C] -> [C, R], contiguous, same scale.
+/// (FP8 products take K-major operands; backward products need the forward copies transposed.)
+QuantizedTensor transpose(const QuantizedTensor& q);
 
 }  // namespace functional
 }  // namespace fp8nn

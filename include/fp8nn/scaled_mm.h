@@ -4,7 +4,7 @@
 // a and b are each quantized per tensor or per group along K (their last dimension).
 // CPU: the reference, fp32 products of the dequantized values. CUDA: FP8 tensor cores.
 
-#include <fp8nn/quantize.h>
+#include <fp8nn/quantize.h>  // QuantizedTensor; also functional::transpose
 
 #include <c10/util/Optional.h>
 
@@ -25,9 +25,5 @@ torch::Tensor scaled_mm(const QuantizedTensor& a, const QuantizedTensor& b,
 void set_gemm_autotuning(bool enabled);
 /// Whether autotuning is on.
 bool gemm_autotuning();
-
-/// The transpose of a per-tensor quantized 2-d tensor: [R, C] -> [C, R], contiguous, same scale.
-/// (The product's operands must be K-major; backward products need the forward copies transposed.)
-QuantizedTensor transpose(const QuantizedTensor& q);
 
 }  // namespace fp8nn::functional

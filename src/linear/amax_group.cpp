@@ -1,6 +1,6 @@
 // Amax reduction across data-parallel ranks for the per-tensor FP8 scales.
 
-#include "amax_group.h"
+#include "linear/amax_group.h"
 
 #include <utility>
 #include <vector>

@@ -1,6 +1,6 @@
 // Argument checks shared by linear_fp8_global and linear_fp8_mixed, and the group size table.
 
-#include "linear_checks.h"
+#include "linear/linear_checks.h"
 
 #include <c10/util/Exception.h>
 

@@ -11,8 +11,8 @@
 #include <torch/autograd.h>
 #include <torch/custom_class.h>
 
-#include "amax_group.h"
-#include "linear_checks.h"
+#include "linear/amax_group.h"
+#include "linear/linear_checks.h"
 
 namespace fp8nn::functional {
 namespace {

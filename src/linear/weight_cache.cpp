@@ -16,6 +16,8 @@
 #ifdef FP8NN_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <cuda_runtime_api.h>
+
+#include "common/error.h"
 #endif
 
 namespace fp8nn {
@@ -32,9 +34,7 @@ unsigned long long capture_context(const torch::Tensor& t) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
     unsigned long long id = 0;
     const auto stream = at::cuda::getCurrentCUDAStream(t.device().index()).stream();
-    const cudaError_t error = cudaStreamGetCaptureInfo(stream, &status, &id);
-    TORCH_CHECK(error == cudaSuccess,
-                "fp8nn::WeightCache: cudaStreamGetCaptureInfo failed: ", cudaGetErrorString(error));
+    FP8NN_CUDA_CHECK(cudaStreamGetCaptureInfo(stream, &status, &id));
     return status == cudaStreamCaptureStatusActive ? id : 0;
   }
 #endif

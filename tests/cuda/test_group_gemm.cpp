@@ -10,8 +10,8 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "cuda/scaled_mm_cuda.h"
-#include "group_gemm.h"
+#include "gemm/cuda/scaled_mm_cuda.h"
+#include "kernels/gemm/group_gemm.h"
 #include "test_support.h"
 
 #include <array>
@@ -154,7 +154,9 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
 
 bool sm90_available() {
   const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
-  return properties->major == 9 && properties->minor == 0 && K::group_gemm_sm90_compiled();
+  bool compiled = false;
+  REQUIRE(K::group_gemm_sm90_compiled(&compiled) == cudaSuccess);
+  return properties->major == 9 && properties->minor == 0 && compiled;
 }
 
 // cuBLASLt FP8 and the hand-written kernels need Ada (8.9) or later.

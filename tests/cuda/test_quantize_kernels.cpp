@@ -8,11 +8,11 @@
 
 #include <ATen/cuda/CUDAContext.h>
 
-#include "amax.h"
-#include "cast.h"
-#include "cast_transpose.h"
-#include "dequantize.h"
-#include "quantize_per_group.h"
+#include "kernels/quantize/amax.h"
+#include "kernels/quantize/cast.h"
+#include "kernels/quantize/cast_transpose.h"
+#include "kernels/quantize/dequantize.h"
+#include "kernels/quantize/quantize_per_group.h"
 #include "test_support.h"
 
 #include <vector>

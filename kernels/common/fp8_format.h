@@ -1,0 +1,45 @@
+#pragma once
+// The FP8 formats and the scale rule of docs/design.md (Quantization), in the one header that host
+// C++ (the CPU reference, compiled by g++ without CUDA) and device code (nvcc) both compile. Plain
+// C++ otherwise: no CUDA headers, no libtorch.
+
+#include <cfloat>
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define FP8NN_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define FP8NN_HOST_DEVICE inline
+#endif
+
+namespace fp8nn::kernels {
+
+/// Element type of a high-precision tensor (kernel input, dequantize and GEMM output).
+enum class HighPrecision { kFloat32, kFloat16, kBFloat16 };
+
+/// FP8 storage format: E4M3 (NaN 0x7f/0xff, no Inf) or E5M2 (with Inf).
+enum class Fp8Format { kE4M3, kE5M2 };
+
+/// Largest finite values of the two formats.
+inline constexpr float kE4M3Max = 448.0f;
+inline constexpr float kE5M2Max = 57344.0f;
+
+FP8NN_HOST_DEVICE constexpr float fp8_max(Fp8Format format) {
+  return format == Fp8Format::kE4M3 ? kE4M3Max : kE5M2Max;
+}
+
+/// scale = fmt_max / amax; 1 when amax == 0; FLT_MAX where the division overflows (tiny amax).
+/// A NaN amax gives a NaN scale and amax = Inf a zero scale, so non-finite input never becomes
+/// finite output. The division is IEEE round-to-nearest on both sides (nvcc's __fdiv_rn, which
+/// --use_fast_math cannot relax), so host and device agree bit for bit.
+FP8NN_HOST_DEVICE float scale_from_amax(float amax, float fmt_max) {
+  if (amax == 0.0f) return 1.0f;
+#if defined(__CUDA_ARCH__)
+  const float scale = __fdiv_rn(fmt_max, amax);
+#else
+  const float scale = fmt_max / amax;
+#endif
+  return scale == INFINITY ? FLT_MAX : scale;
+}
+
+}  // namespace fp8nn::kernels

@@ -1,0 +1,79 @@
+#pragma once
+// FP8 GEMM with the scales applied inside the K loop, TN form:
+//   c[m][n] = sum_k (a[m][k] * sa(m, k)) * (b[n][k] * sb(n, k))  (+ bias[n])
+// a: M x K FP8 (E4M3 or E5M2), b: N x K FP8, both K-major (row-major with leading dims lda, ldb);
+// c: M x N row-major (leading dim ldc), bf16/fp16/fp32; bias: N values of c's type, or null.
+// Scales are fp32 scale_inv values in device memory (read by the kernel: no host synchronisation,
+// graph capturable, nothing allocated), laid out as QuantizedTensor's (include/fp8nn/quantize.h):
+//   group_size == 0: one value for the whole operand;
+//   group_size == G: [rows, ceil(K / G)] contiguous, sa(m, k) = a_scale_inv[m * ceil(K/G) + k / G]
+//   (a row of length K <= G is one group: per-row scaling; the last group of a row may be short).
+// Accumulation: each K-chunk that lies inside one group of both operands is summed by the tensor
+// cores from zero, then promoted: total += (partial * sa) * sb in fp32 (DeepGEMM-style; never
+// sa * sb first, which can overflow or lose bits where the reference's (a * sa)(b * sb) does not).
+//
+// Two implementations:
+//  - group_gemm_mma: portable (sm_80+ tensor cores via exact FP8 -> fp16 conversion), any M, N, K
+//    (0 and 1 included), any group sizes on either operand, any pointer alignment and leading dims,
+//    either format on either operand. The correctness fallback.
+//  - group_gemm_sm90: Hopper (sm_90a) wgmma + TMA, warp-specialised and persistent. Narrower: see
+//    group_gemm_sm90_unsupported_reason. Compiled to a stub (returns cudaErrorNotSupported) when
+//    the build has no sm_90a target.
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/common/fp8_format.h"
+
+namespace fp8nn::kernels {
+
+struct GroupGemmArgs {
+  const void* a = nullptr;             ///< M x K FP8, a_format
+  const void* b = nullptr;             ///< N x K FP8, b_format
+  const float* a_scale_inv = nullptr;  ///< see the layout above
+  const float* b_scale_inv = nullptr;
+  int64_t a_group_size = 0;  ///< 0: per tensor; G > 0: per (row, group of G along K)
+  int64_t b_group_size = 0;
+  void* c = nullptr;           ///< M x N, out_type
+  const void* bias = nullptr;  ///< N values of out_type, or null
+  int64_t m = 0, n = 0, k = 0;
+  int64_t lda = 0, ldb = 0, ldc = 0;  ///< in elements; >= k, >= k, >= n
+  Fp8Format a_format = Fp8Format::kE4M3;
+  Fp8Format b_format = Fp8Format::kE4M3;
+  HighPrecision out_type = HighPrecision::kBFloat16;
+};
+
+/// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
+/// pointers present where sizes need them, group sizes >= 0); else what is wrong.
+const char* group_gemm_invalid_reason(const GroupGemmArgs& args);
+
+/// Portable kernel. cudaErrorInvalidValue for invalid arguments (group_gemm_invalid_reason), else
+/// the launch status. Enqueues on `stream`; never synchronises.
+cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
+
+/// Null when group_gemm_sm90 can run this problem on a device of compute capability
+/// `device_sm` (e.g. 90); else the reason, e.g. "k must be a multiple of 16 (pad K or use
+/// group_gemm_mma)". A pure check of the arguments (whether this build has the sm_90a kernel is
+/// group_gemm_sm90_compiled's question). Needs: device_sm == 90, K % 16 == 0,
+/// N % 16 == 0 (TMA row pitch and the epilogue), lda/ldb multiples of 16, ldc a multiple of 8,
+/// a/b/c/bias 16-byte aligned, b E4M3 per tensor, a per tensor or with groups that are multiples
+/// of 128 (or cover the row), M, N >= 1. M is free (TMA fills out-of-range rows with zeros).
+const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm);
+
+inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) {
+  return group_gemm_sm90_unsupported_reason(args, device_sm) == nullptr;
+}
+
+/// Sets *compiled to whether the current device runs the real sm_90a kernel (the build had 9.0a and
+/// the device is sm_90); false where only the stub (or nothing) is loaded. Returns a CUDA error
+/// already pending on the thread (which the query would otherwise clear), else cudaSuccess.
+cudaError_t group_gemm_sm90_compiled(bool* compiled);
+
+/// Hopper kernel. cudaErrorNotSupported when !group_gemm_sm90_supported(args, sm of the current
+/// device), cudaErrorInvalidValue for invalid arguments, else the first failing CUDA/driver status
+/// (an error already pending on the thread, tensor-map encoding, attribute setting, launch). Never
+/// synchronises, allocates nothing (the tensor maps travel as __grid_constant__ kernel parameters).
+cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream);
+
+}  // namespace fp8nn::kernels

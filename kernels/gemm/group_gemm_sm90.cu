@@ -1,0 +1,531 @@
+// Hopper group-scaled FP8 GEMM (see group_gemm.h), sm_90a only.
+//
+//   c = (a * sa) (b * sb)^T (+ bias): a M x K FP8 (E4M3/E5M2) with scale_inv per tensor, per row
+//   or per (row, group of G = 128 * j along K); b N x K E4M3 with one scale_inv.
+//
+// Design (DeepGEMM-style promotion on a CUTLASS-style warp-specialised persistent pipeline):
+//  - one CTA per SM (persistent), 3 warpgroups: WG 0 produces (one thread issues the TMA loads,
+//    registers given back with setmaxnreg.dec), WGs 1 and 2 consume (setmaxnreg.inc), each owning
+//    64 rows of the 128 x 128 output tile;
+//  - K in blocks of 128 bytes: a kStages-deep ring of (A 128x128, B 128x128) FP8 tiles in shared
+//    memory, filled by cp.async.bulk.tensor (128-byte swizzle, out-of-range rows and columns read
+//    as zeros) and guarded by "full" / "empty" mbarriers;
+//  - per K block a consumer runs 4 wgmma m64n128k32 (FP8 x FP8 -> fp32) into a fresh `partial`,
+//    waits for them, frees the stage, and promotes: total += partial * sa[row, group]. A K block
+//    never crosses a group (G % 128 == 0), so every block has one scale per row. sb is a single
+//    value, applied once in the epilogue: c = total * sb + bias;
+//  - the epilogue stores straight from registers (2 elements per store).
+// Tile order: columns of kRasterWidth N-blocks, M-blocks down each column, so a wave of CTAs
+// shares both operand slices in L2.
+//
+// The 8.9 (and any non-sm_90a) compilation of this file gets an empty kernel; the host side tells
+// the two apart by the kernel's static shared memory (the mbarriers live there only in the real
+// one).
+
+#include <cuda.h>  // CUtensorMap and its enums (types only: the driver is reached through cudart)
+#include <cudaTypedefs.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <mutex>
+
+#include "kernels/common/cuda_error.h"
+#include "kernels/common/dtypes.cuh"
+#include "kernels/gemm/group_gemm.h"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FP8NN_SM90_DEVICE_CODE 1
+#else
+#define FP8NN_SM90_DEVICE_CODE 0
+#endif
+
+namespace fp8nn::kernels {
+namespace {
+
+constexpr int kBlockM = 128;
+constexpr int kBlockN = 128;
+constexpr int kBlockK = 128;  // bytes of K per stage row = one 128-byte swizzle atom
+constexpr int kStages = 6;
+constexpr int kConsumerWarpgroups = 2;
+constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
+constexpr int kProducerRegisters = 40;
+constexpr int kConsumerRegisters = 232;
+constexpr int kStageBytesA = kBlockM * kBlockK;
+constexpr int kStageBytesB = kBlockN * kBlockK;
+constexpr int kStageBytes = kStageBytesA + kStageBytesB;
+constexpr int kSwizzleAlignment = 1024;  // 128B swizzle repeats every 8 rows of 128 bytes
+constexpr int kSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+static_assert(kSharedBytes <= 227 * 1024, "pipeline does not fit in shared memory");
+static_assert(kProducerRegisters * 128 + kConsumerRegisters * 256 <= 65536, "register budget");
+
+struct Sm90Params {
+  const float* a_scale_inv;
+  const float* b_scale_inv;
+  void* c;
+  const void* bias;
+  int m, n, k;
+  int64_t ldc;
+  int64_t a_scale_row_stride;  // 0 per tensor, else groups per row
+  int k_blocks_per_group;      // K blocks sharing one scale column (huge when per row/tensor)
+  int m_blocks, n_blocks, k_blocks;
+};
+
+// ---- device helpers (PTX) ----------------------------------------------------------------------
+#if FP8NN_SM90_DEVICE_CODE
+
+constexpr int kWgmmaK = 32;
+constexpr int kRowsPerConsumer = kBlockM / kConsumerWarpgroups;  // 64: one wgmma m64
+constexpr int kAccumulators = kBlockN / 2;                       // m64n128 f32: 64 per thread
+constexpr int kRasterWidth = 16;                                 // N-blocks per raster column
+constexpr unsigned long long kWaitTimeoutNs = 10ull * 1000 * 1000 * 1000;
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void barrier_init(uint64_t* barrier, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_address(barrier)), "r"(count));
+}
+
+__device__ __forceinline__ bool barrier_try_wait(uint32_t address, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      " selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(address), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Waits for the phase of `parity` to complete. A pipeline bug would otherwise hang the GPU: after
+// kWaitTimeoutNs the kernel traps, and the host sees a launch failure instead.
+__device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
+  const uint32_t address = smem_address(barrier);
+  if (barrier_try_wait(address, parity)) return;
+  const uint64_t start = global_timer_ns();
+  while (!barrier_try_wait(address, parity)) {
+    if (global_timer_ns() - start > kWaitTimeoutNs) __trap();
+  }
+}
+
+__device__ __forceinline__ void barrier_arrive(uint64_t* barrier) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_address(barrier)) : "memory");
+}
+
+__device__ __forceinline__ void barrier_arrive_expect_bytes(uint64_t* barrier, uint32_t bytes) {
+  asm volatile(
+      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_address(barrier)),
+      "r"(bytes)
+      : "memory");
+}
+
+__device__ __forceinline__ void tma_load_2d(void* destination, const CUtensorMap* map,
+                                            uint64_t* barrier, int inner, int outer) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_address(destination)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_address(barrier))
+      : "memory");
+}
+
+__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+
+// Shared-memory matrix descriptor of a K-major tile with 128-byte swizzle: rows of 128 bytes,
+// 8-row groups 1024 bytes apart (stride byte offset); the leading byte offset is unused for this
+// layout. Fields are in 16-byte units; bits 62-63 = 1 selects the 128-byte swizzle.
+__device__ __forceinline__ uint64_t smem_descriptor(const void* tile) {
+  const uint64_t address = smem_address(tile);
+  uint64_t descriptor = (address & 0x3FFFF) >> 4;
+  descriptor |= uint64_t{1} << 16;          // leading byte offset: 16 bytes (ignored)
+  descriptor |= uint64_t{1024 >> 4} << 32;  // stride byte offset
+  descriptor |= uint64_t{1} << 62;          // SWIZZLE_128B
+  return descriptor;
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+}
+
+// Keeps the compiler from moving accumulator reads/writes across wgmma issue and wait.
+__device__ __forceinline__ void fence_registers(float (&d)[kAccumulators]) {
+#pragma unroll
+  for (int i = 0; i < kAccumulators; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define FP8NN_WGMMA_OPERANDS                                                                      \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
+      "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
+      "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),  \
+      "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),  \
+      "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),  \
+      "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),  \
+      "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),  \
+      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+#define FP8NN_WGMMA_REGISTERS                                                                   \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
+  "%56, %57, %58, %59, %60, %61, %62, %63}"
+
+// d (+)= A (64 x 32, smem) * B (128 x 32, smem)^T; accumulate when `accumulate`, else overwrite.
+template <Fp8Format FormatA>
+__device__ __forceinline__ void wgmma_m64n128k32(float (&d)[kAccumulators], uint64_t desc_a,
+                                                 uint64_t desc_b, int accumulate) {
+  if constexpr (FormatA == Fp8Format::kE4M3) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
+        " wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " FP8NN_WGMMA_REGISTERS
+        ", %64, %65, p, 1, 1;\n}\n"
+        : FP8NN_WGMMA_OPERANDS
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+  } else {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
+        " wgmma.mma_async.sync.aligned.m64n128k32.f32.e5m2.e4m3 " FP8NN_WGMMA_REGISTERS
+        ", %64, %65, p, 1, 1;\n}\n"
+        : FP8NN_WGMMA_OPERANDS
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+  }
+}
+
+template <typename T>
+struct Pair;
+template <>
+struct Pair<float> {
+  using type = float2;
+  static __device__ __forceinline__ float2 make(float x, float y) { return make_float2(x, y); }
+  static __device__ __forceinline__ float2 load_float2(const float* p) {
+    return *reinterpret_cast<const float2*>(p);
+  }
+};
+template <>
+struct Pair<__half> {
+  using type = __half2;
+  static __device__ __forceinline__ __half2 make(float x, float y) {
+    return __floats2half2_rn(x, y);
+  }
+  static __device__ __forceinline__ float2 load_float2(const __half* p) {
+    return __half22float2(*reinterpret_cast<const __half2*>(p));
+  }
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+  static __device__ __forceinline__ __nv_bfloat162 make(float x, float y) {
+    return __floats2bfloat162_rn(x, y);
+  }
+  static __device__ __forceinline__ float2 load_float2(const __nv_bfloat16* p) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+  }
+};
+
+// Tile t of the persistent sequence -> (m_block, n_block), raster columns of kRasterWidth N-blocks.
+__device__ __forceinline__ void tile_coordinates(int tile, int m_blocks, int n_blocks, int& m_block,
+                                                 int& n_block) {
+  const int column_tiles = kRasterWidth * m_blocks;
+  const int column = tile / column_tiles;
+  const int within = tile % column_tiles;
+  const int first_n = column * kRasterWidth;
+  const int width = min(kRasterWidth, n_blocks - first_n);
+  m_block = within / width;
+  n_block = first_n + within % width;
+}
+__device__ __forceinline__ void tile_coordinates(int tile, const Sm90Params& p, int& m_block,
+                                                 int& n_block) {
+  tile_coordinates(tile, p.m_blocks, p.n_blocks, m_block, n_block);
+}
+
+#endif  // FP8NN_SM90_DEVICE_CODE
+
+template <Fp8Format FormatA, typename OutT>
+__global__ void __launch_bounds__(kThreads, 1)
+    group_gemm_sm90_kernel(const __grid_constant__ CUtensorMap map_a,
+                           const __grid_constant__ CUtensorMap map_b, const Sm90Params p) {
+#if FP8NN_SM90_DEVICE_CODE
+  // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
+  __shared__ uint64_t full[kStages];
+  __shared__ uint64_t empty[kStages];
+  extern __shared__ uint8_t raw_shared[];
+  uint8_t* shared =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
+                                 ~uintptr_t{kSwizzleAlignment - 1});
+  auto tile_a = [&](int stage) { return shared + stage * kStageBytes; };
+  auto tile_b = [&](int stage) { return shared + stage * kStageBytes + kStageBytesA; };
+
+  const int warpgroup = threadIdx.x / 128;
+  const int thread_in_group = threadIdx.x % 128;
+  if (threadIdx.x == 0) {
+    prefetch_tensor_map(&map_a);
+    prefetch_tensor_map(&map_b);
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(&full[s], 1);  // the producer's arrive.expect_tx; TMA completes the bytes
+      barrier_init(&empty[s], kConsumerWarpgroups * 4);  // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  const int tiles = p.m_blocks * p.n_blocks;
+  if (warpgroup == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegisters));
+    if (thread_in_group != 0) return;
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      int m_block, n_block;
+      tile_coordinates(tile, p, m_block, n_block);
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        barrier_wait(&empty[stage], phase ^ 1);
+        barrier_arrive_expect_bytes(&full[stage], kStageBytes);
+        tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * kBlockM);
+        tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegisters));
+  const int consumer = warpgroup - 1;
+  const int warp = thread_in_group / 32;
+  const int lane = thread_in_group % 32;
+  // wgmma m64 accumulator layout: warp w holds rows 16w..16w+15; lane l rows l/4 and l/4 + 8,
+  // columns 8j + 2(l%4) + {0, 1} for j = 0..15 (registers 4j..4j+3).
+  const int row_in_tile = consumer * kRowsPerConsumer + warp * 16 + lane / 4;
+  const int col_in_block = (lane % 4) * 2;
+  const float b_scale = *p.b_scale_inv;
+  OutT* const c = static_cast<OutT*>(p.c);
+  const OutT* const bias = static_cast<const OutT*>(p.bias);
+
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    int m_block, n_block;
+    tile_coordinates(tile, p, m_block, n_block);
+    const int row0 = m_block * kBlockM + row_in_tile;
+    const int row1 = row0 + 8;
+    // Scale rows of this thread (rows past M read nothing: their results are never stored).
+    const float* scale_row0 = row0 < p.m ? p.a_scale_inv + row0 * p.a_scale_row_stride : nullptr;
+    const float* scale_row1 = row1 < p.m ? p.a_scale_inv + row1 * p.a_scale_row_stride : nullptr;
+
+    float total[kAccumulators];
+#pragma unroll
+    for (int i = 0; i < kAccumulators; ++i) total[i] = 0.0f;
+    float partial[kAccumulators];
+
+    for (int kb = 0; kb < p.k_blocks; ++kb) {
+      // Scales first: their global-load latency hides behind the barrier wait and the wgmmas.
+      const int group = kb / p.k_blocks_per_group;
+      const float scale0 = scale_row0 != nullptr ? __ldg(scale_row0 + group) : 0.0f;
+      const float scale1 = scale_row1 != nullptr ? __ldg(scale_row1 + group) : 0.0f;
+
+      barrier_wait(&full[stage], phase);
+      const uint64_t desc_a =
+          smem_descriptor(tile_a(stage) + consumer * kRowsPerConsumer * kBlockK);
+      const uint64_t desc_b = smem_descriptor(tile_b(stage));
+      fence_registers(partial);
+      wgmma_fence();
+#pragma unroll
+      for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
+        // +32 bytes along K inside the swizzle atom = +2 in the 16-byte address field.
+        wgmma_m64n128k32<FormatA>(partial, desc_a + 2 * step, desc_b + 2 * step, step > 0);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_registers(partial);
+      __syncwarp();
+      if (lane == 0) barrier_arrive(&empty[stage]);
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+#pragma unroll
+      for (int j = 0; j < kAccumulators / 4; ++j) {
+        total[4 * j + 0] = fmaf(partial[4 * j + 0], scale0, total[4 * j + 0]);
+        total[4 * j + 1] = fmaf(partial[4 * j + 1], scale0, total[4 * j + 1]);
+        total[4 * j + 2] = fmaf(partial[4 * j + 2], scale1, total[4 * j + 2]);
+        total[4 * j + 3] = fmaf(partial[4 * j + 3], scale1, total[4 * j + 3]);
+      }
+    }
+
+    // Epilogue: c = total * sb + bias, two adjacent columns per store (N even, ldc % 8 == 0).
+    const int col_base = n_block * kBlockN + col_in_block;
+#pragma unroll
+    for (int j = 0; j < kAccumulators / 4; ++j) {
+      const int col = col_base + 8 * j;
+      if (col >= p.n) continue;
+      float2 bias_pair = make_float2(0.0f, 0.0f);
+      if (bias != nullptr) bias_pair = Pair<OutT>::load_float2(bias + col);
+      if (row0 < p.m) {
+        *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row0} * p.ldc + col) =
+            Pair<OutT>::make(fmaf(total[4 * j + 0], b_scale, bias_pair.x),
+                             fmaf(total[4 * j + 1], b_scale, bias_pair.y));
+      }
+      if (row1 < p.m) {
+        *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row1} * p.ldc + col) =
+            Pair<OutT>::make(fmaf(total[4 * j + 2], b_scale, bias_pair.x),
+                             fmaf(total[4 * j + 3], b_scale, bias_pair.y));
+      }
+    }
+  }
+#endif  // FP8NN_SM90_DEVICE_CODE
+}
+
+// ---- host side -------------------------------------------------------------------------------
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encoder = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
+                                         cudaEnableDefault, &found) == cudaSuccess &&
+        found == cudaDriverEntryPointSuccess) {
+      encoder = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
+    }
+  });
+  return encoder;
+}
+
+// A rows x cols FP8 matrix (row pitch ld bytes) read in kBlockK x 128-row boxes, 128-byte swizzle,
+// zeros outside the matrix.
+cudaError_t encode_operand_map(CUtensorMap* map, const void* data, int64_t rows, int64_t cols,
+                               int64_t ld, int box_rows) {
+  const auto encode = tensor_map_encoder();
+  if (encode == nullptr) return cudaErrorNotSupported;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld)};
+  const cuuint32_t box[2] = {kBlockK, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult result =
+      encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(data), dims, strides, box,
+             element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return result == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+template <Fp8Format FormatA, typename OutT>
+cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int sm_count) {
+  const auto kernel = group_gemm_sm90_kernel<FormatA, OutT>;
+  CUtensorMap map_a, map_b;
+  FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, kBlockM));
+  FP8NN_KERNELS_TRY(encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN));
+
+  Sm90Params p{};
+  p.a_scale_inv = args.a_scale_inv;
+  p.b_scale_inv = args.b_scale_inv;
+  p.c = args.c;
+  p.bias = args.bias;
+  p.m = static_cast<int>(args.m);
+  p.n = static_cast<int>(args.n);
+  p.k = static_cast<int>(args.k);
+  p.ldc = args.ldc;
+  const int64_t g = args.a_group_size;
+  const bool one_column = g == 0 || g >= args.k;  // per tensor or per row
+  p.a_scale_row_stride = g == 0 ? 0 : (args.k + g - 1) / g;
+  p.k_blocks_per_group = one_column ? (1 << 30) : static_cast<int>(g / kBlockK);
+  p.m_blocks = static_cast<int>((args.m + kBlockM - 1) / kBlockM);
+  p.n_blocks = static_cast<int>((args.n + kBlockN - 1) / kBlockN);
+  p.k_blocks = static_cast<int>((args.k + kBlockK - 1) / kBlockK);
+
+  FP8NN_KERNELS_TRY(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+  const int64_t tiles = int64_t{p.m_blocks} * p.n_blocks;
+  const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
+  kernel<<<grid, kThreads, kSharedBytes, stream>>>(map_a, map_b, p);
+  return cudaGetLastError();
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Sets `loaded` to whether the current device runs the real kernel: only it has static shared
+// memory (its mbarriers); the stub compiled for other targets has none. On a device the build has
+// no image for, the query fails (loaded = false) and leaves its error as the thread's last error,
+// to be cleared; an error pending from earlier work would be cleared with it, so that one is
+// returned first, as is any other failure of the query.
+cudaError_t real_kernel_loaded(bool& loaded) {
+  loaded = false;
+  cudaError_t status = cudaPeekAtLastError();
+  if (status != cudaSuccess) return status;
+  cudaFuncAttributes attributes{};
+  status =
+      cudaFuncGetAttributes(&attributes, group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16>);
+  if (status == cudaErrorInvalidDeviceFunction || status == cudaErrorNoKernelImageForDevice) {
+    static_cast<void>(cudaGetLastError());  // the query's own error: nothing else was pending
+    return cudaSuccess;
+  }
+  if (status != cudaSuccess) return status;
+  loaded = attributes.sharedSizeBytes > 0;
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t group_gemm_sm90_compiled(bool* compiled) { return real_kernel_loaded(*compiled); }
+
+const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm) {
+  if (const char* invalid = group_gemm_invalid_reason(args)) return invalid;
+  if (device_sm != 90) return "the sm90 kernel needs a compute capability 9.0 device";
+  if (args.m < 1 || args.n < 1 || args.k < 1) return "m, n and k must be >= 1";
+  if (args.m > INT32_MAX || args.n > INT32_MAX || args.k > INT32_MAX) {
+    return "m, n and k must fit in 32 bits";
+  }
+  if (args.k % 16 != 0) return "k must be a multiple of 16 (pad K or use group_gemm_mma)";
+  if (args.n % 16 != 0) return "n must be a multiple of 16 (pad N or use group_gemm_mma)";
+  if (args.lda % 16 != 0 || args.ldb % 16 != 0) return "lda and ldb must be multiples of 16";
+  if (args.ldc % 8 != 0) return "ldc must be a multiple of 8";
+  if (!aligned16(args.a) || !aligned16(args.b) || !aligned16(args.c) ||
+      (args.bias != nullptr && !aligned16(args.bias))) {
+    return "a, b, c and bias must be 16-byte aligned";
+  }
+  if (args.b_format != Fp8Format::kE4M3) return "b must be E4M3";
+  if (args.b_group_size != 0) return "b must be scaled per tensor";
+  const int64_t g = args.a_group_size;
+  if (g != 0 && g < args.k && g % kBlockK != 0) {
+    return "a's group size must be a multiple of 128 or cover the row";
+  }
+  return nullptr;
+}
+
+cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
+  if (group_gemm_invalid_reason(args) != nullptr) return cudaErrorInvalidValue;
+  int device = 0, major = 0, minor = 0, sm_count = 0;
+  FP8NN_KERNELS_TRY(cudaGetDevice(&device));
+  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  if (!group_gemm_sm90_supported(args, major * 10 + minor)) return cudaErrorNotSupported;
+  bool loaded = false;
+  FP8NN_KERNELS_TRY(real_kernel_loaded(loaded));
+  if (!loaded) return cudaErrorNotSupported;
+  return dispatch_format(args.a_format, [&](auto format_tag) {
+    constexpr Fp8Format F = decltype(format_tag)::value;
+    return dispatch_high_precision(args.out_type, [&](auto out_tag) {
+      return launch<F, decltype(out_tag)>(args, stream, sm_count);
+    });
+  });
+}
+
+}  // namespace fp8nn::kernels

@@ -1,0 +1,74 @@
+// Per-tensor cast: one pass reading x (16 bytes per load, kUnroll loads in flight per thread) and
+// writing FP8 (16 / sizeof(T) bytes per store). Every thread derives the scale from *amax itself
+// (one cached load), so no scale kernel runs between amax and cast.
+//
+// The grid walks the tensor from its end: amax_per_tensor read it from the start, so the most
+// recently read data, the likeliest to be still in L2, is cast first.
+
+#include "kernels/quantize/cast.h"
+#include "kernels/quantize/quantize_common.cuh"
+
+namespace fp8nn::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;
+constexpr int kBlocksPerSm = 8;
+
+template <typename T, Fp8Format F>
+__global__ void __launch_bounds__(kThreads)
+    cast_per_tensor_kernel(const T* __restrict__ x, int64_t numel, bool vectorized,
+                           const float* __restrict__ amax, uint8_t* __restrict__ out,
+                           float* __restrict__ scale_inv) {
+  constexpr int kVec = kVec16<T>;
+  const float scale = scale_from_amax(*amax, fp8_max(F));
+  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_inv = __frcp_rn(scale);
+
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  int64_t scalar_begin = 0;
+  if (vectorized) {
+    const int64_t vectors = numel / kVec;
+    const auto* xv = reinterpret_cast<const Vec<T, kVec>*>(x);
+    auto* outv = reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out);
+    for (int64_t base = thread; base < vectors; base += stride * kUnroll) {
+      Vec<T, kVec> v[kUnroll];
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (base + k * stride < vectors) v[k] = xv[vectors - 1 - (base + k * stride)];
+      }
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (base + k * stride < vectors) {
+          outv[vectors - 1 - (base + k * stride)] = cast_vec_to_fp8<F>(v[k], scale);
+        }
+      }
+    }
+    scalar_begin = vectors * kVec;
+  }
+  for (int64_t i = scalar_begin + thread; i < numel; i += stride) {
+    out[i] = cast_to_fp8<F>(to_float(x[i]), scale);
+  }
+}
+
+}  // namespace
+
+cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp8Format format,
+                            const float* amax, uint8_t* out, float* scale_inv,
+                            cudaStream_t stream) {
+  return dispatch_high_precision(type, [&](auto type_tag) {
+    using T = decltype(type_tag);
+    return dispatch_format(format, [&](auto format_tag) {
+      constexpr Fp8Format F = decltype(format_tag)::value;
+      const bool vectorized = is_aligned(x, 16) && is_aligned(out, kVec16<T>);
+      const int64_t items = vectorized ? numel / kVec16<T> : numel;
+      unsigned blocks = 0;
+      FP8NN_KERNELS_TRY(grid_for(items, int64_t{kThreads} * kUnroll, kBlocksPerSm, &blocks));
+      cast_per_tensor_kernel<T, F><<<blocks, kThreads, 0, stream>>>(
+          static_cast<const T*>(x), numel, vectorized, amax, out, scale_inv);
+      return cudaGetLastError();
+    });
+  });
+}
+
+}  // namespace fp8nn::kernels

@@ -1,0 +1,140 @@
+// Cast + transpose through a shared-memory tile of kTileRows x kTileCols elements per block.
+//
+// 1. Load: each thread reads 16-byte vectors of x (all loads issued before the first use), casts
+//    them, stores the FP8 bytes to `out` and to the shared tile (as 4-byte words).
+// 2. Transposed store: each thread gathers 16 bytes down one tile column and writes them as one
+//    16-byte store into `out_t`; two neighbouring lanes fill one 32-byte sector of an out_t row.
+//    Lanes of a warp read 16 consecutive columns of two rows 16 apart; with the row pitch of
+//    kTilePitch = 68 bytes those rows sit 16 banks apart, so the byte reads are conflict-free.
+// Tiles not wholly inside x, or shapes/pointers that break 16-byte alignment, take a scalar path
+// (one element per thread and step, bounds-checked) for the phase concerned.
+// Blocks take tiles from the end of x first (see cast.cu: the amax pass left the end in L2).
+
+#include "kernels/quantize/cast.h"
+#include "kernels/quantize/cast_transpose.h"
+#include "kernels/quantize/quantize_common.cuh"
+
+namespace fp8nn::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTileRows = 128;
+constexpr int kTileCols = 64;
+constexpr int kTilePitch = kTileCols + 4;  // bytes per shared row: 4-byte aligned, 17 words
+constexpr int kRowsPerStore = 16;          // bytes of one out_t store
+
+static_assert(kThreads == 256 && kTileCols == 64, "transposed mapping: 4 warps x 16 columns");
+static_assert(kTileRows % (kRowsPerStore * 4) == 0, "whole transposed store rounds");
+
+template <typename T, Fp8Format F>
+__global__ void __launch_bounds__(kThreads)
+    cast_transpose_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t tiles_c,
+                          bool load_vectorized, bool store_t_vectorized,
+                          const float* __restrict__ amax, uint8_t* __restrict__ out,
+                          uint8_t* __restrict__ out_t, float* __restrict__ scale_inv) {
+  __shared__ __align__(16) uint8_t tile[kTileRows * kTilePitch];
+
+  const float scale = scale_from_amax(*amax, fp8_max(F));
+  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_inv = __frcp_rn(scale);
+
+  const int64_t tile_index = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
+  const int64_t r0 = (tile_index / tiles_c) * kTileRows;
+  const int64_t c0 = (tile_index % tiles_c) * kTileCols;
+  const bool full_tile = r0 + kTileRows <= rows && c0 + kTileCols <= cols;
+  const int tid = threadIdx.x;
+
+  // ---- 1. load, cast, write `out` and the tile -------------------------------------------
+  if (full_tile && load_vectorized) {
+    constexpr int kVec = kVec16<T>;
+    constexpr int kVectorsPerRow = kTileCols / kVec;
+    constexpr int kLoads = kTileRows * kVectorsPerRow / kThreads;
+    static_assert(kLoads * kThreads == kTileRows * kVectorsPerRow, "whole loads per thread");
+    Vec<T, kVec> v[kLoads];
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int index = tid + k * kThreads;
+      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
+      v[k] = *reinterpret_cast<const Vec<T, kVec>*>(x + (r0 + r) * cols + c0 + c);
+    }
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int index = tid + k * kThreads;
+      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
+      const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale);
+      *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = q;
+#pragma unroll
+      for (int w = 0; w < kVec / 4; ++w) {
+        *reinterpret_cast<uint32_t*>(tile + r * kTilePitch + c + 4 * w) = q.v[w];
+      }
+    }
+  } else {
+    for (int index = tid; index < kTileRows * kTileCols; index += kThreads) {
+      const int r = index / kTileCols, c = index % kTileCols;
+      uint8_t q = 0;
+      if (r0 + r < rows && c0 + c < cols) {
+        const int64_t offset = (r0 + r) * cols + c0 + c;
+        q = cast_to_fp8<F>(to_float(x[offset]), scale);
+        out[offset] = q;
+      }
+      tile[r * kTilePitch + c] = q;
+    }
+  }
+  __syncthreads();
+
+  // ---- 2. transposed store: out_t[c0 + c][r0 + r] = tile[r][c] ---------------------------
+  if (full_tile && store_t_vectorized) {
+    const int warp = tid / 32, lane = tid % 32;
+    const int c = (warp % 4) * 16 + lane / 2;
+#pragma unroll
+    for (int k = 0; k < kTileRows / (kRowsPerStore * 4); ++k) {
+      const int r = ((warp / 4) * 2 + lane % 2 + 4 * k) * kRowsPerStore;
+      Vec<uint32_t, kRowsPerStore / 4> column;
+#pragma unroll
+      for (int w = 0; w < kRowsPerStore / 4; ++w) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          word |= static_cast<uint32_t>(tile[(r + 4 * w + j) * kTilePitch + c]) << (8 * j);
+        }
+        column.v[w] = word;
+      }
+      *reinterpret_cast<Vec<uint32_t, kRowsPerStore / 4>*>(out_t + (c0 + c) * rows + r0 + r) =
+          column;
+    }
+  } else {
+    for (int index = tid; index < kTileRows * kTileCols; index += kThreads) {
+      const int c = index / kTileRows, r = index % kTileRows;
+      if (r0 + r < rows && c0 + c < cols)
+        out_t[(c0 + c) * rows + r0 + r] = tile[r * kTilePitch + c];
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows, int64_t cols,
+                                      Fp8Format format, const float* amax, uint8_t* out,
+                                      uint8_t* out_t, float* scale_inv, cudaStream_t stream) {
+  if (rows == 0 || cols == 0) {  // nothing to transpose; the cast of no element writes scale_inv
+    return cast_per_tensor(x, type, 0, format, amax, out, scale_inv, stream);
+  }
+  const int64_t tiles_r = (rows + kTileRows - 1) / kTileRows;
+  const int64_t tiles_c = (cols + kTileCols - 1) / kTileCols;
+  const int64_t tiles = tiles_r * tiles_c;
+  if (tiles > 0x7fffffff) return cudaErrorInvalidValue;  // one block per tile
+  return dispatch_high_precision(type, [&](auto type_tag) {
+    using T = decltype(type_tag);
+    return dispatch_format(format, [&](auto format_tag) {
+      constexpr Fp8Format F = decltype(format_tag)::value;
+      const bool load_vectorized =
+          cols % kVec16<T> == 0 && is_aligned(x, 16) && is_aligned(out, kVec16<T>);
+      const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
+      cast_transpose_kernel<T, F><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
+          static_cast<const T*>(x), rows, cols, tiles_c, load_vectorized, store_t_vectorized, amax,
+          out, out_t, scale_inv);
+      return cudaGetLastError();
+    });
+  });
+}
+
+}  // namespace fp8nn::kernels

@@ -1,0 +1,24 @@
+#pragma once
+// Fused per-tensor FP8 cast + transpose: one pass over x [rows, cols] that writes the FP8 copy
+// [rows, cols] and its FP8 transpose [cols, rows] (Hopper FP8 GEMMs take K-major operands, so the
+// backward products need the forward copies transposed).
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/common/fp8_format.h"
+
+// Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
+// status (kernels/common/cuda_error.h).
+
+namespace fp8nn::kernels {
+
+/// x: [rows, cols] row-major, any shape. out: rows * cols bytes, out_t: cols * rows bytes, both
+/// row-major. The scale comes from the device-side *amax (run amax_per_tensor first); writes
+/// *scale_inv = 1 / scale, shared by both outputs (also when rows or cols is 0).
+cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows, int64_t cols,
+                                      Fp8Format format, const float* amax, uint8_t* out,
+                                      uint8_t* out_t, float* scale_inv, cudaStream_t stream);
+
+}  // namespace fp8nn::kernels

@@ -1,0 +1,131 @@
+#pragma once
+// Device pieces every quantize kernel shares: 16-byte vectors, the FP8 cast of docs/design.md
+// (Quantization), the block max, and host helpers to pick the vector path and the grid size.
+
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "kernels/common/cuda_error.h"
+#include "kernels/common/dtypes.cuh"
+#include "kernels/common/fp8_format.h"
+
+namespace fp8nn::kernels {
+
+// N elements moved with one load or store: alignas makes the compiler emit one LDG/STG of
+// sizeof(T) * N bytes (16 for the high-precision side, N for the FP8 side).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  T v[N];
+};
+
+// Elements of T in one 16-byte access.
+template <typename T>
+constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
+
+// |v| as the bits of a non-negative float. As unsigned ints these order like the values, +Inf
+// (0x7f800000) above every finite value and every NaN (0x7f800001..0x7fffffff) above +Inf: an
+// integer max over them is the fp32 amax with NaN propagating, exact and order-independent.
+__device__ __forceinline__ unsigned abs_bits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+
+// clamp(v * scale, -max, max) in fp32. Comparisons with NaN are false, so NaN passes the clamp
+// unchanged (fminf/fmaxf would turn it into a number).
+template <Fp8Format F>
+__device__ __forceinline__ float scale_and_clamp(float v, float scale) {
+  constexpr float kMax = fp8_max(F);
+  float s = __fmul_rn(v, scale);
+  s = s > kMax ? kMax : s;
+  s = s < -kMax ? -kMax : s;
+  return s;
+}
+
+// Two values to two FP8 bytes (first in the low byte) with one cvt.rn.satfinite: round to nearest
+// even; NaN stays NaN; finite values are already within range after the clamp.
+template <Fp8Format F>
+__device__ __forceinline__ uint16_t cast_pair_to_fp8(float first, float second, float scale) {
+  const float2 pair =
+      make_float2(scale_and_clamp<F>(first, scale), scale_and_clamp<F>(second, scale));
+  return __nv_cvt_float2_to_fp8x2(pair, __NV_SATFINITE, kInterpretation<F>);
+}
+
+template <Fp8Format F>
+__device__ __forceinline__ uint8_t cast_to_fp8(float v, float scale) {
+  return __nv_cvt_float_to_fp8(scale_and_clamp<F>(v, scale), __NV_SATFINITE, kInterpretation<F>);
+}
+
+// N high-precision values (N a multiple of 4) to N FP8 bytes packed little-endian into N / 4
+// words (byte j of the input order in bits 8 * (j % 4) of word j / 4), kept in registers.
+template <Fp8Format F, typename T, int N>
+__device__ __forceinline__ Vec<uint32_t, N / 4> cast_vec_to_fp8(const Vec<T, N>& in, float scale) {
+  static_assert(N % 4 == 0, "whole words of FP8 bytes");
+  Vec<uint32_t, N / 4> out;
+#pragma unroll
+  for (int w = 0; w < N / 4; ++w) {
+    const uint32_t low =
+        cast_pair_to_fp8<F>(to_float(in.v[4 * w]), to_float(in.v[4 * w + 1]), scale);
+    const uint32_t high =
+        cast_pair_to_fp8<F>(to_float(in.v[4 * w + 2]), to_float(in.v[4 * w + 3]), scale);
+    out.v[w] = low | (high << 16);
+  }
+  return out;
+}
+
+// FP8 byte to fp32, exactly (every FP8 value is an fp16 value).
+template <Fp8Format F>
+__device__ __forceinline__ float fp8_to_float(uint8_t q) {
+  return __half2float(fp8_to_half(q, kInterpretation<F>));
+}
+
+// ---- host helpers ------------------------------------------------------------------------------
+
+inline bool is_aligned(const void* p, int64_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0;
+}
+
+// Multiprocessors of the current device, queried once per device (so that nothing but
+// cudaGetDevice runs per launch, which is also safe while a CUDA graph is being captured).
+inline cudaError_t multiprocessor_count(int* count) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> counts[kMaxDevices] = {};
+  int device = 0;
+  FP8NN_KERNELS_TRY(cudaGetDevice(&device));
+  *count = device < kMaxDevices ? counts[device].load(std::memory_order_relaxed) : 0;
+  if (*count == 0) {
+    FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(count, cudaDevAttrMultiProcessorCount, device));
+    if (device < kMaxDevices) counts[device].store(*count, std::memory_order_relaxed);
+  }
+  return cudaSuccess;
+}
+
+// Blocks for a grid-stride loop over `work_items` items, `items_per_block` per block and pass:
+// enough for the work, at most `blocks_per_sm` resident blocks on every multiprocessor, at least 1.
+inline cudaError_t grid_for(int64_t work_items, int64_t items_per_block, int blocks_per_sm,
+                            unsigned* grid) {
+  int multiprocessors = 0;
+  FP8NN_KERNELS_TRY(multiprocessor_count(&multiprocessors));
+  const int64_t wanted = (work_items + items_per_block - 1) / items_per_block;
+  const int64_t resident = static_cast<int64_t>(multiprocessors) * blocks_per_sm;
+  const int64_t blocks = wanted < resident ? wanted : resident;
+  *grid = static_cast<unsigned>(blocks < 1 ? 1 : blocks);
+  return cudaSuccess;
+}
+
+// Max of `bits` over a block of kThreads threads (a multiple of 32); the result is valid in
+// thread 0. Every thread of the block must call it.
+template <int kThreads>
+__device__ __forceinline__ unsigned block_max(unsigned bits) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
+  __shared__ unsigned warp_max[kThreads / 32];
+  bits = __reduce_max_sync(0xffffffffu, bits);
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = bits;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    bits = threadIdx.x < kThreads / 32 ? warp_max[threadIdx.x] : 0u;
+    bits = __reduce_max_sync(0xffffffffu, bits);
+  }
+  return bits;
+}
+
+}  // namespace fp8nn::kernels

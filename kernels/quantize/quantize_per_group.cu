@@ -1,0 +1,186 @@
+// Per-group quantize in one pass. A group is small (at most a few KB), so the group's amax and its
+// cast happen back to back in the same lanes: kLanes = lanes_per_group consecutive lanes of a
+// warp (a power of two, so several groups share a warp when groups are short) load the group with
+// 16-byte vectors, up to kUnroll per lane at once, reduce their amax with shuffles, derive the
+// scale and cast. When the group fits in those kUnroll vectors per lane (G <= 1024 for 16-bit
+// input) it is cast from registers; longer groups are read again, from L1/L2, chunk by chunk.
+// Unaligned shapes or pointers (cols or G not a multiple of the vector, offset views) run the same
+// code with one element per load.
+
+#include "kernels/quantize/quantize_per_group.h"
+
+#include <algorithm>
+
+#include "kernels/quantize/quantize_common.cuh"
+
+namespace fp8nn::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarpsPerBlock = kThreads / 32;
+constexpr int kUnroll = 4;
+// 3 resident blocks: ptxas then has up to 85 registers for the kUnroll vectors in flight (a cap
+// of 64 made the 16-bit cast spill).
+constexpr int kBlocksPerSm = 3;
+
+struct GroupLayout {
+  int64_t rows, cols, group_size, groups_per_row;
+  int lanes_per_group;  // power of two, 1..32
+  bool in_registers;    // every group fits in kUnroll vectors per lane
+};
+
+// Casts and stores one vector of kVec elements (kVec == 1: the scalar path).
+template <Fp8Format F, typename T, int kVec>
+__device__ __forceinline__ void cast_store(const Vec<T, kVec>& v, float scale, uint8_t* out) {
+  if constexpr (kVec == 1) {
+    *out = cast_to_fp8<F>(to_float(v.v[0]), scale);
+  } else {
+    *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out) = cast_vec_to_fp8<F>(v, scale);
+  }
+}
+
+template <typename T, int kVec>
+__device__ __forceinline__ unsigned max_abs_bits(unsigned bits, const Vec<T, kVec>& v) {
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) bits = max(bits, abs_bits(to_float(v.v[j])));
+  return bits;
+}
+
+// kCast: write out and scale_inv into `result`; otherwise write the amax into `result`.
+template <typename T, Fp8Format F, int kVec, bool kCast>
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+    per_group_kernel(const T* __restrict__ x, GroupLayout layout, uint8_t* __restrict__ out,
+                     float* __restrict__ result) {
+  using V = Vec<T, kVec>;
+  const int lanes = layout.lanes_per_group;
+  const int lane = threadIdx.x % 32;
+  const int lane_in_group = lane % lanes;
+  const int groups_per_warp = 32 / lanes;
+  const int64_t total_groups = layout.rows * layout.groups_per_row;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
+  const int64_t first_warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+
+  // The batch loop is uniform across the warp, so every lane reaches the shuffles.
+  for (int64_t batch = first_warp; batch * groups_per_warp < total_groups; batch += warps) {
+    const int64_t group = batch * groups_per_warp + lane / lanes;
+    const bool active = group < total_groups;
+    int64_t offset = 0, vectors = 0;  // element offset of the group, its length in vectors
+    if (active) {
+      const int64_t row = group / layout.groups_per_row;
+      const int64_t begin = (group % layout.groups_per_row) * layout.group_size;
+      const int64_t length = min(layout.group_size, layout.cols - begin);
+      offset = row * layout.cols + begin;
+      vectors = length / kVec;  // exact: the vector path needs kVec | cols and kVec | group_size
+    }
+    const V* xv = reinterpret_cast<const V*>(x + offset);
+
+    unsigned bits = 0;
+    V v[kUnroll];
+    if (layout.in_registers) {
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        const int64_t i = lane_in_group + k * lanes;
+        if (i < vectors) v[k] = xv[i];
+      }
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (lane_in_group + k * lanes < vectors) bits = max_abs_bits(bits, v[k]);
+      }
+    } else {
+      for (int64_t base = lane_in_group; base < vectors; base += kUnroll * lanes) {
+#pragma unroll
+        for (int k = 0; k < kUnroll; ++k) {
+          if (base + k * lanes < vectors) v[k] = xv[base + k * lanes];
+        }
+#pragma unroll
+        for (int k = 0; k < kUnroll; ++k) {
+          if (base + k * lanes < vectors) bits = max_abs_bits(bits, v[k]);
+        }
+      }
+    }
+    for (int o = lanes / 2; o > 0; o /= 2) bits = max(bits, __shfl_xor_sync(0xffffffffu, bits, o));
+    const float amax = __uint_as_float(bits);
+
+    if constexpr (!kCast) {
+      if (active && lane_in_group == 0) result[group] = amax;
+    } else {
+      const float scale = scale_from_amax(amax, fp8_max(F));
+      if (active && lane_in_group == 0) result[group] = __frcp_rn(scale);
+      uint8_t* group_out = out + offset;
+      if (layout.in_registers) {
+#pragma unroll
+        for (int k = 0; k < kUnroll; ++k) {
+          const int64_t i = lane_in_group + k * lanes;
+          if (i < vectors) cast_store<F>(v[k], scale, group_out + i * kVec);
+        }
+      } else {
+        for (int64_t base = lane_in_group; base < vectors; base += kUnroll * lanes) {
+#pragma unroll
+          for (int k = 0; k < kUnroll; ++k) {
+            if (base + k * lanes < vectors) v[k] = xv[base + k * lanes];
+          }
+#pragma unroll
+          for (int k = 0; k < kUnroll; ++k) {
+            const int64_t i = base + k * lanes;
+            if (i < vectors) cast_store<F>(v[k], scale, group_out + i * kVec);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T, Fp8Format F, bool kCast>
+cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t group_size,
+                             uint8_t* out, float* result, cudaStream_t stream) {
+  if (group_size <= 0) return cudaErrorInvalidValue;
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  GroupLayout layout{rows, cols, group_size, (cols + group_size - 1) / group_size, 1, true};
+  const bool vectorized = cols % kVec16<T> == 0 && group_size % kVec16<T> == 0 &&
+                          is_aligned(x, 16) && (!kCast || is_aligned(out, kVec16<T>));
+  const int vec = vectorized ? kVec16<T> : 1;
+  // Lanes per group: enough that each lane loads at most kUnroll vectors, up to a whole warp.
+  const int64_t group_vectors = (std::min(group_size, cols) + vec - 1) / vec;
+  while (layout.lanes_per_group < 32 && int64_t{layout.lanes_per_group} * kUnroll < group_vectors) {
+    layout.lanes_per_group *= 2;
+  }
+  layout.in_registers = group_vectors <= int64_t{layout.lanes_per_group} * kUnroll;
+  const int64_t groups_per_warp = 32 / layout.lanes_per_group;
+  const int64_t warps = (rows * layout.groups_per_row + groups_per_warp - 1) / groups_per_warp;
+  unsigned blocks = 0;
+  FP8NN_KERNELS_TRY(grid_for(warps, kWarpsPerBlock, kBlocksPerSm, &blocks));
+  const T* typed = static_cast<const T*>(x);
+  if (vectorized) {
+    per_group_kernel<T, F, kVec16<T>, kCast>
+        <<<blocks, kThreads, 0, stream>>>(typed, layout, out, result);
+  } else {
+    per_group_kernel<T, F, 1, kCast><<<blocks, kThreads, 0, stream>>>(typed, layout, out, result);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t quantize_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,
+                               int64_t group_size, Fp8Format format, uint8_t* out, float* scale_inv,
+                               cudaStream_t stream) {
+  return dispatch_high_precision(type, [&](auto type_tag) {
+    using T = decltype(type_tag);
+    return dispatch_format(format, [&](auto format_tag) {
+      constexpr Fp8Format F = decltype(format_tag)::value;
+      return launch_per_group<T, F, true>(x, rows, cols, group_size, out, scale_inv, stream);
+    });
+  });
+}
+
+cudaError_t amax_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,
+                           int64_t group_size, float* amax, cudaStream_t stream) {
+  return dispatch_high_precision(type, [&](auto type_tag) {
+    using T = decltype(type_tag);
+    // The format does not matter without the cast; E4M3 names one instantiation.
+    return launch_per_group<T, Fp8Format::kE4M3, false>(x, rows, cols, group_size, nullptr, amax,
+                                                        stream);
+  });
+}
+
+}  // namespace fp8nn::kernels

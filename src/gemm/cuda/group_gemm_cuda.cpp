@@ -1,0 +1,101 @@
+#include "gemm/cuda/group_gemm_cuda.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "common/error.h"
+#include "common/format.h"
+#include "kernels/gemm/group_gemm.h"
+
+namespace fp8nn::cuda {
+namespace {
+
+// What FP8NN_GROUP_GEMM=auto (or unset) means: the sm90 kernel for activations whose groups split
+// rows, which beats the cuBLASLt K split at every benchmarked shape (docs/kernels.md). Rows of one
+// group (per-row scales) stay on cuBLASLt's OUTER_VEC path either way (the kernel is not asked).
+constexpr GroupGemmRoute kAutoGroupGemmRoute = GroupGemmRoute::Sm90;
+
+GroupGemmRoute parse_route(const char* value) {
+  const std::string text = value == nullptr ? "" : value;
+  if (text.empty() || text == "auto") return kAutoGroupGemmRoute;
+  if (text == "cublaslt") return GroupGemmRoute::CublasLt;
+  if (text == "mma") return GroupGemmRoute::Mma;
+  if (text == "sm90") return GroupGemmRoute::Sm90;
+  TORCH_CHECK_VALUE(false, "fp8nn: FP8NN_GROUP_GEMM must be cublaslt, mma, sm90 or auto, got '",
+                    text, "'");
+}
+
+// FP8 data as [rows, K] with unit stride along K; the leading dim is the row stride.
+torch::Tensor k_major(const torch::Tensor& data) {
+  const int64_t K = data.size(1);
+  const bool usable =
+      data.stride(1) == 1 && (data.size(0) <= 1 || data.stride(0) >= std::max<int64_t>(K, 1));
+  return usable ? data : data.contiguous();
+}
+
+int64_t leading_dim(const torch::Tensor& data) {
+  return data.size(0) <= 1 ? std::max<int64_t>(data.size(1), 1) : data.stride(0);
+}
+
+int device_sm(c10::DeviceIndex device) {
+  const cudaDeviceProp* properties = at::cuda::getDeviceProperties(device);
+  return properties->major * 10 + properties->minor;
+}
+
+}  // namespace
+
+GroupGemmRoute group_gemm_route() { return parse_route(std::getenv("FP8NN_GROUP_GEMM")); }
+
+c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
+                                                const c10::optional<torch::Tensor>& bias,
+                                                at::ScalarType out_dtype, GroupGemmKernel kernel) {
+  const int64_t M = a.data.size(0);
+  const int64_t K = a.data.size(1);
+  const int64_t N = b.data.size(0);
+  const auto a_data = k_major(a.data);
+  const auto b_data = k_major(b.data);
+  const auto a_scale = a.scale_inv.contiguous();
+  const auto b_scale = b.scale_inv.contiguous();
+  c10::optional<torch::Tensor> epilogue_bias;
+  if (bias.has_value() && bias->defined()) epilogue_bias = bias->to(out_dtype).contiguous();
+  auto out = at::empty({M, N}, a.data.options().dtype(out_dtype));
+
+  kernels::GroupGemmArgs args;
+  args.a = a_data.data_ptr();
+  args.b = b_data.data_ptr();
+  args.a_scale_inv = a_scale.data_ptr<float>();
+  args.b_scale_inv = b_scale.data_ptr<float>();
+  args.a_group_size = a.group_size;
+  args.b_group_size = b.group_size;
+  args.c = out.data_ptr();
+  args.bias = epilogue_bias ? epilogue_bias->data_ptr() : nullptr;
+  args.m = M;
+  args.n = N;
+  args.k = K;
+  args.lda = leading_dim(a_data);
+  args.ldb = leading_dim(b_data);
+  args.ldc = std::max<int64_t>(N, 1);
+  args.a_format = kernel_format_of(a.format);
+  args.b_format = kernel_format_of(b.format);
+  args.out_type = high_precision_of(out_dtype, "scaled_mm");
+  const char* invalid = kernels::group_gemm_invalid_reason(args);
+  TORCH_INTERNAL_ASSERT(invalid == nullptr, "fp8nn: group GEMM arguments: ", invalid);
+
+  const auto device = a.data.device().index();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(device).stream();
+  if (kernel == GroupGemmKernel::Sm90) {
+    if (!kernels::group_gemm_sm90_supported(args, device_sm(device))) return c10::nullopt;
+    bool compiled = false;
+    FP8NN_CUDA_CHECK(kernels::group_gemm_sm90_compiled(&compiled));
+    if (!compiled) return c10::nullopt;
+    FP8NN_CUDA_CHECK(kernels::group_gemm_sm90(args, stream));
+  } else {
+    FP8NN_CUDA_CHECK(kernels::group_gemm_mma(args, stream));
+  }
+  return out;
+}
+
+}  // namespace fp8nn::cuda

@@ -1,0 +1,35 @@
+#pragma once
+// The hand-written group-scaled FP8 GEMMs (kernels/gemm/group_gemm.h) on tensors, and the switch that
+// decides whether scaled_mm on CUDA uses them (environment variable FP8NN_GROUP_GEMM).
+
+#include <fp8nn/quantize.h>
+
+#include <c10/util/Optional.h>
+
+namespace fp8nn::cuda {
+
+/// Which products scaled_mm_cuda sends to the hand-written kernels:
+///  - CublasLt: none (cuBLASLt, K split at group boundaries, the on-device reference);
+///  - Mma: what cuBLASLt cannot do directly goes to group_gemm_mma instead of the K split and the
+///    reference;
+///  - Sm90: group-scaled a goes to group_gemm_sm90 where it supports the problem (sm_90 device,
+///    9.0a build, aligned shapes); the rest as CublasLt, with group_gemm_mma instead of the
+///    reference.
+enum class GroupGemmRoute { CublasLt, Mma, Sm90 };
+
+/// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (read at each call, so tests can switch it; unset or
+/// empty = auto). auto is
+/// kAutoGroupGemmRoute (group_gemm_cuda.cpp). An unknown value raises c10::Error naming it.
+GroupGemmRoute group_gemm_route();
+
+enum class GroupGemmKernel { Mma, Sm90 };
+
+/// out[M, N] = (a * sa)(b * sb)^T (+ bias) with the given kernel on the current stream, or nullopt
+/// when that kernel does not support the problem (Sm90: see group_gemm_sm90_unsupported_reason).
+/// a: [M, K], b: [N, K], any group sizes (Mma); CUDA errors raise c10::Error. The kernels always
+/// promote every K-chunk to fp32, so scaled_mm's fast_accumulation flag does not apply to them.
+c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
+                                                const c10::optional<torch::Tensor>& bias,
+                                                at::ScalarType out_dtype, GroupGemmKernel kernel);
+
+}  // namespace fp8nn::cuda

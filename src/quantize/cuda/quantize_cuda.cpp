@@ -1,0 +1,104 @@
+#include "quantize/cuda/quantize_cuda.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "common/error.h"
+#include "common/format.h"
+#include "kernels/quantize/amax.h"
+#include "kernels/quantize/cast.h"
+#include "kernels/quantize/cast_transpose.h"
+#include "kernels/quantize/dequantize.h"
+#include "kernels/quantize/quantize_per_group.h"
+
+namespace fp8nn::cuda {
+namespace {
+
+uint8_t* bytes_of(const torch::Tensor& t) { return static_cast<uint8_t*>(t.data_ptr()); }
+
+// rows x cols of the per-group view: cols = last dim, rows = the product of the others.
+std::pair<int64_t, int64_t> rows_cols_of(const torch::Tensor& t) {
+  const int64_t cols = t.dim() == 0 ? 1 : t.size(-1);
+  return {cols == 0 ? 0 : t.numel() / cols, cols};
+}
+
+// The given amax as a contiguous fp32 tensor, or a fresh one to be filled by amax_per_tensor.
+torch::Tensor amax_buffer(const torch::Tensor& given, const torch::Tensor& input) {
+  return given.defined() ? given.contiguous() : at::empty({}, input.options().dtype(at::kFloat));
+}
+
+}  // namespace
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto input = x.contiguous();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto amax = amax_buffer(amax_given, input);
+  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
+  auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
+  const auto type = high_precision_of(input.scalar_type(), "quantize");
+  if (!amax_given.defined()) {
+    FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(), type, input.numel(),
+                                              amax.data_ptr<float>(), stream));
+  }
+  FP8NN_CUDA_CHECK(kernels::cast_per_tensor(input.data_ptr(), type, input.numel(),
+                                            kernel_format_of(format), amax.data_ptr<float>(),
+                                            bytes_of(data), scale_inv.data_ptr<float>(), stream));
+  return {std::move(data), std::move(scale_inv), format, 0};
+}
+
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto input = x.contiguous();
+  const auto [rows, cols] = rows_cols_of(input);
+  const int64_t groups = (cols + group_size - 1) / group_size;
+  auto scale_inv = at::empty({rows, groups}, input.options().dtype(at::kFloat));
+  auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
+  FP8NN_CUDA_CHECK(kernels::quantize_per_group(
+      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group"), rows, cols,
+      group_size, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
+      at::cuda::getCurrentCUDAStream()));
+  return {std::move(data), std::move(scale_inv), format, group_size};
+}
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax_given) {
+  const c10::cuda::CUDAGuard guard(x2d.device());
+  const auto input = x2d.contiguous();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const int64_t rows = input.size(0), cols = input.size(1);
+  const auto fp8 = input.options().dtype(dtype_of(format));
+  const auto amax = amax_buffer(amax_given, input);
+  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
+  auto data = at::empty({rows, cols}, fp8);
+  auto data_t = at::empty({cols, rows}, fp8);
+  const auto type = high_precision_of(input.scalar_type(), "quantize_with_transpose");
+  if (!amax_given.defined()) {
+    FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(), type, input.numel(),
+                                              amax.data_ptr<float>(), stream));
+  }
+  FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
+      input.data_ptr(), type, rows, cols, kernel_format_of(format), amax.data_ptr<float>(),
+      bytes_of(data), bytes_of(data_t), scale_inv.data_ptr<float>(), stream));
+  return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
+}
+
+torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
+  TORCH_CHECK(q.scale_inv.device() == q.data.device(), "fp8nn::dequantize: expected scale_inv on ",
+              q.data.device(), ", got ", q.scale_inv.device());
+  const c10::cuda::CUDAGuard guard(q.data.device());
+  const auto data = q.data.contiguous();
+  const auto scale_inv = q.scale_inv.contiguous();
+  auto out = at::empty(data.sizes(), data.options().dtype(dtype));
+  // Per tensor the data is one flat row; per group, the rows x cols view of the groups.
+  const auto [rows, cols] =
+      q.group_size == 0 ? std::pair<int64_t, int64_t>{1, data.numel()} : rows_cols_of(data);
+  FP8NN_CUDA_CHECK(kernels::dequantize(bytes_of(data), kernel_format_of(q.format), rows, cols,
+                                       q.group_size, scale_inv.data_ptr<float>(), out.data_ptr(),
+                                       high_precision_of(dtype, "dequantize"),
+                                       at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+}  // namespace fp8nn::cuda

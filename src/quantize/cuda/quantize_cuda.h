@@ -1,0 +1,19 @@
+#pragma once
+// CUDA side of the functional quantize API: turns tensors into pointers, shapes and the current
+// stream for the launchers in kernels/quantize/. Arguments are checked by the callers in
+// quantize/quantize.cpp.
+// Everything runs on the current stream, allocates through the caching allocator, and never
+// synchronises with the host.
+
+#include <fp8nn/quantize.h>
+
+namespace fp8nn::cuda {
+
+// `amax`: a one-element fp32 tensor on x's device, or undefined to compute it here (one more pass).
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax);
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size);
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax);
+torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
+
+}  // namespace fp8nn::cuda

@@ -1,0 +1,141 @@
+// The functional quantize API (docs/design.md, Quantization): argument checks, then CUDA tensors
+// to the kernels (quantize/cuda/) when built with CUDA, everything else to the reference
+// (quantize_reference.cpp). Nothing here calls back from either.
+
+#include <fp8nn/quantize.h>
+
+#include <ATen/ATen.h>
+
+#include "quantize/quantize_reference.h"
+
+#ifdef FP8NN_WITH_CUDA
+#include "quantize/cuda/quantize_cuda.h"
+#endif
+
+namespace fp8nn {
+namespace {
+
+void check_input(const torch::Tensor& x, const char* op) {
+  TORCH_CHECK_VALUE(x.defined(), "fp8nn::", op,
+                    ": expected a defined tensor, got an undefined one");
+  const auto dtype = x.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "fp8nn::", op, ": expected x of dtype float, half or bfloat16, got ", dtype);
+}
+
+void check_amax(const torch::Tensor& amax, const torch::Tensor& x, const char* op) {
+  TORCH_CHECK_VALUE(amax.defined(), "fp8nn::", op, ": expected a defined amax");
+  TORCH_CHECK_VALUE(amax.numel() == 1, "fp8nn::", op, ": expected a one-element amax, got shape ",
+                    amax.sizes());
+  TORCH_CHECK_TYPE(amax.scalar_type() == at::kFloat, "fp8nn::", op, ": expected a float amax, got ",
+                   amax.scalar_type());
+  TORCH_CHECK(amax.device() == x.device(), "fp8nn::", op, ": expected amax on ", x.device(),
+              ", got ", amax.device());
+}
+
+}  // namespace
+
+namespace functional {
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format) {
+  check_input(x, "quantize");
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::quantize(x, format, torch::Tensor());
+#endif
+  return reference::quantize(x, format, torch::Tensor());
+}
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax) {
+  check_input(x, "quantize");
+  check_amax(amax, x, "quantize");
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::quantize(x, format, amax);
+#endif
+  return reference::quantize(x, format, amax);
+}
+
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
+  check_input(x, "quantize_per_group");
+  TORCH_CHECK_VALUE(x.dim() >= 1,
+                    "fp8nn::quantize_per_group: expected x with at least 1 dimension, "
+                    "got a ",
+                    x.dim(), "-d tensor");
+  TORCH_CHECK_VALUE(group_size > 0, "fp8nn::quantize_per_group: expected group_size > 0, got ",
+                    group_size);
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::quantize_per_group(x, format, group_size);
+#endif
+  return reference::quantize_per_group(x, format, group_size);
+}
+
+namespace {
+
+// amax undefined: computed here.
+QuantizedPair quantize_with_transpose_impl(const torch::Tensor& x2d, Format format,
+                                           const torch::Tensor& amax) {
+  check_input(x2d, "quantize_with_transpose");
+  TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_with_transpose: expected a 2-d tensor, got a ",
+                    x2d.dim(), "-d tensor");
+  if (amax.defined()) check_amax(amax, x2d, "quantize_with_transpose");
+#ifdef FP8NN_WITH_CUDA
+  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax);
+#endif
+  auto quantized = reference::quantize(x2d, format, amax);
+  auto transposed = transpose(quantized);
+  return {std::move(quantized), std::move(transposed)};
+}
+
+}  // namespace
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format) {
+  return quantize_with_transpose_impl(x2d, format, torch::Tensor());
+}
+
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax) {
+  TORCH_CHECK_VALUE(amax.defined(), "fp8nn::quantize_with_transpose: expected a defined amax");
+  return quantize_with_transpose_impl(x2d, format, amax);
+}
+
+torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
+  TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(),
+                    "fp8nn::dequantize: expected data and scale_inv to be defined");
+  TORCH_CHECK_TYPE(q.data.scalar_type() == dtype_of(q.format),
+                   "fp8nn::dequantize: expected data of ", "dtype ", dtype_of(q.format),
+                   " for format ", name_of(q.format), ", got ", q.data.scalar_type());
+  TORCH_CHECK_TYPE(q.scale_inv.scalar_type() == at::kFloat,
+                   "fp8nn::dequantize: expected float scale_inv, got ", q.scale_inv.scalar_type());
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "fp8nn::dequantize: expected an output dtype of float, half or bfloat16, got ",
+                   dtype);
+  if (q.group_size == 0) {
+    TORCH_CHECK_VALUE(q.scale_inv.numel() == 1, "fp8nn::dequantize: per-tensor data expects one ",
+                      "scale_inv, got ", q.scale_inv.numel());
+  } else {
+    TORCH_CHECK_VALUE(q.group_size > 0, "fp8nn::dequantize: expected group_size >= 0, got ",
+                      q.group_size);
+    TORCH_CHECK_VALUE(q.data.dim() >= 1, "fp8nn::dequantize: per-group data must be at least 1-d");
+    const int64_t cols = q.data.size(-1);
+    const int64_t rows = cols == 0 ? 0 : q.data.numel() / cols;
+    const int64_t groups = (cols + q.group_size - 1) / q.group_size;
+    TORCH_CHECK_VALUE(
+        q.scale_inv.dim() == 2 && q.scale_inv.size(0) == rows && q.scale_inv.size(1) == groups,
+        "fp8nn::dequantize: expected scale_inv of shape [", rows, ", ", groups, "], got ",
+        q.scale_inv.sizes());
+  }
+#ifdef FP8NN_WITH_CUDA
+  if (q.data.is_cuda()) return cuda::dequantize(q, dtype);
+#endif
+  return reference::dequantize(q, dtype);
+}
+
+QuantizedTensor transpose(const QuantizedTensor& q) {
+  TORCH_CHECK_VALUE(q.group_size == 0, "fp8nn::transpose: expected a per-tensor quantized tensor, ",
+                    "got one with groups of ", q.group_size);
+  TORCH_CHECK_VALUE(q.data.dim() == 2, "fp8nn::transpose: expected 2-d data, got ", q.data.dim(),
+                    "-d");
+  return {q.data.t().contiguous(), q.scale_inv, q.format, 0};
+}
+
+}  // namespace functional
+}  // namespace fp8nn

@@ -1,0 +1,74 @@
+#include "quantize/quantize_reference.h"
+
+#include <ATen/ATen.h>
+
+#include "kernels/common/fp8_format.h"
+
+namespace fp8nn::reference {
+namespace {
+
+// kernels::scale_from_amax applied to every amax value (a handful per tensor: one per tensor or
+// group), on the host.
+torch::Tensor scale_from_amax(const torch::Tensor& amax, Format format) {
+  const auto amax_host = amax.to(at::kCPU, at::kFloat).contiguous();
+  auto scale = at::empty_like(amax_host);
+  const float fmt_max = max_of(format);
+  const float* in = amax_host.data_ptr<float>();
+  float* out = scale.data_ptr<float>();
+  for (int64_t i = 0; i < amax_host.numel(); ++i) out[i] = kernels::scale_from_amax(in[i], fmt_max);
+  return scale.to(amax.device());
+}
+
+torch::Tensor cast(const torch::Tensor& x_float, const torch::Tensor& scale, Format format) {
+  const double fmt_max = max_of(format);
+  return (x_float * scale).clamp_(-fmt_max, fmt_max).to(dtype_of(format));
+}
+
+// x as [rows, cols] fp32, padded with zeros to whole groups: [rows, groups, group_size].
+torch::Tensor as_groups(const torch::Tensor& x_float, int64_t group_size) {
+  const int64_t cols = x_float.size(-1);
+  const int64_t rows = cols == 0 ? 0 : x_float.numel() / cols;
+  const int64_t groups = (cols + group_size - 1) / group_size;
+  auto matrix = x_float.reshape({rows, cols});
+  if (groups * group_size != cols) {
+    matrix = at::constant_pad_nd(matrix, {0, groups * group_size - cols}, 0.0);
+  }
+  return matrix.view({rows, groups, group_size});
+}
+
+// Inverse of as_groups: [rows, groups, group_size] back to `sizes` (cols = sizes.back()).
+torch::Tensor from_groups(const torch::Tensor& grouped, at::IntArrayRef sizes) {
+  const int64_t rows = grouped.size(0);
+  auto matrix = grouped.reshape({rows, grouped.size(1) * grouped.size(2)});
+  return matrix.narrow(1, 0, sizes.back()).contiguous().view(sizes);
+}
+
+}  // namespace
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given) {
+  const auto x_float = x.to(at::kFloat);
+  torch::Tensor amax;
+  if (amax_given.defined()) {
+    amax = amax_given.reshape({});
+  } else {
+    amax = x.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
+  }
+  const auto scale = scale_from_amax(amax, format);
+  return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
+}
+
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
+  const auto grouped = as_groups(x.to(at::kFloat), group_size);
+  const auto amax = grouped.abs().amax(-1);  // [rows, groups]; NaN propagates
+  const auto scale = scale_from_amax(amax, format);
+  auto data = from_groups(cast(grouped, scale.unsqueeze(-1), format), x.sizes());
+  return {std::move(data), scale.reciprocal(), format, group_size};
+}
+
+torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
+  if (q.group_size == 0) return (q.data.to(at::kFloat) * q.scale_inv).to(dtype);
+  const auto grouped = as_groups(q.data.to(at::kFloat), q.group_size);
+  return from_groups(grouped * q.scale_inv.unsqueeze(-1), q.data.sizes()).to(dtype);
+}
+
+}  // namespace fp8nn::reference

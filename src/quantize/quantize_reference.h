@@ -1,0 +1,15 @@
+#pragma once
+// The reference quantization of docs/design.md (Quantization), written with libtorch ops around
+// the scale rule of kernels/common/fp8_format.h: the CPU path of the functional API, which the CUDA
+// kernels must agree with bit for bit. Arguments are checked by the callers in quantize.cpp.
+
+#include <fp8nn/quantize.h>
+
+namespace fp8nn::reference {
+
+/// One scale for the whole tensor; `amax` undefined: computed here.
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax);
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size);
+torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
+
+}  // namespace fp8nn::reference
