@@ -121,7 +121,7 @@ inline double subnormal_half_step(torch::ScalarType dtype) {
 constexpr double kAccumulationRelative = 0x1p-16;
 
 // FP8 tensor cores (CUDA) add into a narrower accumulator, about 13 fraction bits per 32-deep
-// MMA step (see test_scaled_mm.cpp). Precise accumulation promotes to fp32 every few steps: allow
+// MMA step (see gemm/test_scaled_mm.cpp). Precise accumulation promotes to fp32 every few steps: allow
 // two steps' worth, 2^-10 of the sum of |terms| (measured on an H100: <= 2^-12.4). Fast
 // accumulation (the forward product) never promotes: ceil(K / 32) steps of 2^-11.
 constexpr double kTensorCoreStepRelative = 0x1p-11;

@@ -29,7 +29,7 @@ using Path = F::ScaledMmPath;
 
 namespace {
 
-// Error bounds, as multiples of S = sum_k |a_ik sa b_jk sb| + |bias_j| (tests/test_scaled_mm.cpp
+// Error bounds, as multiples of S = sum_k |a_ik sa b_jk sb| + |bias_j| (gemm/test_scaled_mm.cpp
 // explains the model):
 //  - both sides accumulate in fp32 in some order: (K + 3) 2^-24 each;
 //  - group_gemm_mma: exact fp16 products; each m16n8k16 step adds 17 terms aligned to the largest
@@ -50,7 +50,7 @@ double unit_roundoff(torch::ScalarType dtype) {
 }
 
 // Through scaled_mm a route may still end on cuBLASLt (precise mode: 8 steps of 2^-11 allowed, as
-// in tests/test_scaled_mm.cpp) when the named kernel does not apply.
+// in gemm/test_scaled_mm.cpp) when the named kernel does not apply.
 constexpr double kCublasLtPrecise = 8 * 0x1p-11;
 
 enum class Kernel { Mma, Sm90, AnyRoute };
