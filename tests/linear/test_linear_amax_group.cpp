@@ -10,7 +10,7 @@
 #include <array>
 
 #include "gloo_ranks.h"
-#include "linear_reference.h"
+#include "tolerance.h"
 
 using namespace fp8nn;
 using namespace fp8nn::test;

@@ -1,7 +1,7 @@
 // Randomised cases with fixed seeds (issue #8): hundreds of layer runs with random shapes, group
-// sizes, dtypes and layouts against the FP8 emulation (on CUDA: within the tensor-core bounds),
-// and hundreds of quantizations, bit for bit against an independent reference (on CUDA: against
-// the CPU too). Case i always draws the same case; FP8NN_TEST_REDUCED runs the first few only.
+// sizes, dtypes and layouts against the oracle's FP8 emulation (on CUDA: within the tensor-core
+// bounds), and hundreds of quantizations, bit for bit against the oracle (on CUDA: against the CPU
+// too). Case i always draws the same case; FP8NN_TEST_REDUCED runs the first few only.
 
 #include <fp8nn/fp8nn.h>
 
@@ -128,47 +128,6 @@ void check_random_layer_case(int index, torch::Device device) {
 
 // ---- quantize ----------------------------------------------------------------------------------
 
-// DESIGN.md §1 written out independently: per group of `group` columns (0: the whole tensor) of
-// x as [rows, cols]; returns the FP8 data and scale_inv the library must produce.
-std::pair<torch::Tensor, torch::Tensor> reference_quantize(const torch::Tensor& x,
-                                                           fp8nn::Format format, int64_t group) {
-  const bool e4m3 = format == fp8nn::Format::E4M3;
-  const float fmt_max = e4m3 ? 448.0f : 57344.0f;
-  const auto fp8 = e4m3 ? torch::kFloat8_e4m3fn : torch::kFloat8_e5m2;
-  const auto v = x.cpu().to(torch::kFloat).contiguous();
-  const int64_t cols = v.dim() == 0 ? 1 : v.size(-1);
-  const int64_t rows = cols == 0 ? 0 : v.numel() / cols;
-  const auto matrix = v.reshape({rows, cols});
-  const int64_t step = group == 0 ? std::max<int64_t>(cols, 1) : group;
-  const int64_t groups = group == 0 ? 1 : (cols + group - 1) / group;
-  auto data = torch::empty({rows, cols}, fp8);
-  auto scale_inv =
-      torch::empty(group == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{rows, groups});
-  const auto scale_of = [&](float amax) {
-    if (amax == 0.0f) return 1.0f;
-    const float scale = fmt_max / amax;
-    return std::isinf(scale) ? FLT_MAX : scale;
-  };
-  if (group == 0) {
-    const float amax = v.numel() == 0 ? 0.0f : v.abs().max().item<float>();
-    const float scale = scale_of(amax);
-    data.copy_((matrix * scale).clamp(-fmt_max, fmt_max).to(fp8));
-    scale_inv.fill_(1.0f / scale);
-  } else {
-    for (int64_t g = 0; g < groups; ++g) {  // one group column at a time, all rows at once
-      const int64_t begin = g * step, length = std::min(step, cols - begin);
-      const auto block = matrix.narrow(1, begin, length);
-      const auto amax = block.abs().amax(1, /*keepdim=*/true);
-      auto scale = torch::full_like(amax, fmt_max) / amax;
-      scale = torch::where(torch::isinf(scale), torch::full_like(scale, FLT_MAX), scale);
-      scale = torch::where(amax == 0, torch::ones_like(scale), scale);
-      data.narrow(1, begin, length).copy_((block * scale).clamp(-fmt_max, fmt_max).to(fp8));
-      scale_inv.select(1, g).copy_((torch::ones_like(scale) / scale).squeeze(1));
-    }
-  }
-  return {data.view(v.sizes()), scale_inv};
-}
-
 void check_random_quantize_case(int index, torch::Device device) {
   std::mt19937_64 rng(0x9a9e0000 + index);
   torch::manual_seed(10000 + index);
@@ -193,7 +152,9 @@ void check_random_quantize_case(int index, torch::Device device) {
   const bool with_transpose = group == 0 && dims == 2 && pick(rng, 0, 1) == 1;
   CAPTURE(index, sizes, dtype, fp8nn::name_of(format), group, exponent, with_transpose);
 
-  const auto [want_data, want_scale_inv] = reference_quantize(x, format, group);
+  const auto want = fp8nn::test::quantize(x, format, group);  // the oracle
+  const auto& want_data = want.data;
+  const auto& want_scale_inv = want.scale_inv;
   fp8nn::QuantizedTensor got;
   if (with_transpose) {
     const auto pair = fp8nn::functional::quantize_with_transpose(x, format);

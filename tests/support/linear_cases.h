@@ -1,8 +1,8 @@
 #pragma once
 // Running an FP8 linear layer (functional form) forward and backward on random data, and checking
-// the result against linear_reference.h's emulation. Shared by the Global and Mixed tests.
+// the result against the oracle (oracle.h). Shared by the Global and Mixed tests.
 
-#include "linear_reference.h"
+#include "tolerance.h"
 #include "test_support.h"
 
 #include <torch/torch.h>
