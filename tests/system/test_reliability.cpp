@@ -534,92 +534,45 @@ void check_wrong_device() {
 
 }  // namespace
 
-TEST_CASE("M = 0, K = 1 and N = 1 match the emulation, empty batches give zero gradients") {
-  check_degenerate_shapes(kCPU);
-}
-TEST_CASE("CUDA: M = 0, K = 1 and N = 1 match the emulation, empty batches give zero gradients") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_degenerate_shapes(kCUDA);
-}
+// Each case on the CPU and on CUDA. ON_BOTH_LAYERS(check): a body running check<Layer>(device)
+// for both layers.
+#define ON_BOTH_LAYERS(check)              \
+  [](torch::Device device) {               \
+    check<fp8nn::LinearFP8Global>(device); \
+    check<fp8nn::LinearFP8Mixed>(device);  \
+  }
 
-TEST_CASE("unaligned M, K and N (1, 15, 17, 1000, 4097) match the emulation") {
-  check_unaligned_shapes(kCPU);
-}
-TEST_CASE("CUDA: unaligned M, K and N (1, 15, 17, 1000, 4097) match the emulation") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_unaligned_shapes(kCUDA);
-}
+FP8NN_CPU_AND_CUDA_CASE(
+    "M = 0, K = 1 and N = 1 match the emulation, empty batches give zero gradients",
+    check_degenerate_shapes)
+FP8NN_CPU_AND_CUDA_CASE("unaligned M, K and N (1, 15, 17, 1000, 4097) match the emulation",
+                        check_unaligned_shapes)
+FP8NN_CPU_AND_CUDA_CASE("huge and subnormal x, weight and dy stay finite and match the emulation",
+                        check_edge_values)
+FP8NN_CPU_AND_CUDA_CASE("all-zero x, weight or dy give exact zeros (and the bias), never NaN",
+                        check_zeros)
+FP8NN_CPU_AND_CUDA_CASE(
+    "NaN and Inf in x, weight or dy: non-finite wherever high precision is, never finite",
+    check_non_finite)
+FP8NN_CPU_AND_CUDA_CASE(
+    "check_finite(true) raises on NaN/Inf in x, weight or dy, and the module still works",
+    ON_BOTH_LAYERS(check_finite_option))
+FP8NN_CPU_AND_CUDA_CASE(
+    "strided, transposed, stride-0 and offset operands compute what contiguous ones do",
+    check_layouts)
+FP8NN_CPU_AND_CUDA_CASE(
+    "mixed dtypes of x, weight and bias: output in x's dtype, gradients in their own",
+    check_mixed_dtypes)
+FP8NN_CPU_AND_CUDA_CASE(
+    "0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works",
+    ON_BOTH_LAYERS(check_bad_input))
+FP8NN_CPU_AND_CUDA_CASE(
+    "parameters replaced with the wrong shape or dtype raise at forward, naming the layer",
+    ON_BOTH_LAYERS(check_replaced_parameters))
 
-TEST_CASE("huge and subnormal x, weight and dy stay finite and match the emulation") {
-  check_edge_values(kCPU);
-}
-TEST_CASE("CUDA: huge and subnormal x, weight and dy stay finite and match the emulation") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_edge_values(kCUDA);
-}
-
-TEST_CASE("all-zero x, weight or dy give exact zeros (and the bias), never NaN") {
-  check_zeros(kCPU);
-}
-TEST_CASE("CUDA: all-zero x, weight or dy give exact zeros (and the bias), never NaN") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_zeros(kCUDA);
-}
-
-TEST_CASE("NaN and Inf in x, weight or dy: non-finite wherever high precision is, never finite") {
-  check_non_finite(kCPU);
-}
-TEST_CASE("CUDA: NaN and Inf in x, weight or dy: non-finite wherever high precision is") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_non_finite(kCUDA);
-}
-
-TEST_CASE("check_finite(true) raises on NaN/Inf in x, weight or dy, and the module still works") {
-  check_finite_option<fp8nn::LinearFP8Global>(kCPU);
-  check_finite_option<fp8nn::LinearFP8Mixed>(kCPU);
-}
-TEST_CASE("CUDA: check_finite(true) raises on NaN/Inf in x, weight or dy, module still works") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_finite_option<fp8nn::LinearFP8Global>(kCUDA);
-  check_finite_option<fp8nn::LinearFP8Mixed>(kCUDA);
-}
-
-TEST_CASE("strided, transposed, stride-0 and offset operands compute what contiguous ones do") {
-  check_layouts(kCPU);
-}
-TEST_CASE("CUDA: strided, transposed, stride-0 and offset operands compute what contiguous do") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_layouts(kCUDA);
-}
-
-TEST_CASE("mixed dtypes of x, weight and bias: output in x's dtype, gradients in their own") {
-  check_mixed_dtypes(kCPU);
-}
-TEST_CASE("CUDA: mixed dtypes of x, weight and bias: output in x's dtype, gradients in their own") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_mixed_dtypes(kCUDA);
-}
-
-TEST_CASE("0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works") {
-  check_bad_input<fp8nn::LinearFP8Global>(kCPU);
-  check_bad_input<fp8nn::LinearFP8Mixed>(kCPU);
-}
-TEST_CASE("CUDA: 0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_bad_input<fp8nn::LinearFP8Global>(kCUDA);
-  check_bad_input<fp8nn::LinearFP8Mixed>(kCUDA);
-}
-
-TEST_CASE("parameters replaced with the wrong shape or dtype raise at forward, naming the layer") {
-  check_replaced_parameters<fp8nn::LinearFP8Global>(kCPU);
-  check_replaced_parameters<fp8nn::LinearFP8Mixed>(kCPU);
+TEST_CASE("a checkpoint of another size loads, and forward then raises naming the layer") {
   check_load_of_other_size<fp8nn::LinearFP8Global>();
   check_load_of_other_size<fp8nn::LinearFP8Mixed>();
-}
-TEST_CASE("CUDA: parameters replaced with the wrong shape or dtype raise at forward") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_replaced_parameters<fp8nn::LinearFP8Global>(kCUDA);
-  check_replaced_parameters<fp8nn::LinearFP8Mixed>(kCUDA);
 }
 
 TEST_CASE("CUDA: module on cuda:0 with input on the CPU or another GPU is a clear error") {
