@@ -237,28 +237,41 @@ void check_non_finite(torch::Device device) {
   }
 }
 
+// A module on `device` after one forward and backward of x [4, 16], with what it computed then and
+// its parameters and gradients: still_works() checks that an error left all of it as it was.
+template <typename Layer>
+struct WorkingLayer {
+  WorkingLayer(Layer module, torch::Device device) : layer(std::move(module)) {
+    layer->to(device);
+    x = torch::randn({4, 16}).to(device);
+    layer(x).sum().backward();
+    y_before = layer(x).detach();
+    before = snapshot(*layer);
+  }
+  void still_works() {
+    CHECK(unchanged(*layer, before));
+    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+  }
+  Layer layer;
+  torch::Tensor x, y_before;
+  Snapshot before;
+};
+
 // check_finite(true): NaN/Inf in x, the weight or dy raise a c10::ValueError naming the layer and
 // the culprit; afterwards the module computes what it computed before and nothing changed.
 template <typename Layer>
 void check_finite_option(torch::Device device) {
   seed_torch();
   const std::string name = name_of<Layer>();
-  Layer layer(fp8nn::LinearFP8Options(16, 8).check_finite(true));
-  layer->to(device);
-  const auto x = torch::randn({4, 16}).to(device);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
-  const auto still_works = [&] {
-    CHECK(unchanged(*layer, before));
-    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
-  };
+  WorkingLayer<Layer> working(Layer(fp8nn::LinearFP8Options(16, 8).check_finite(true)), device);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   for (float bad : {NAN, INFINITY}) {
     CAPTURE(bad);
     auto bad_x = x.clone();
     bad_x[2][7] = bad;
     check_error<c10::ValueError>([&] { layer(bad_x); }, {name, "input", "NaN or Inf"});
-    still_works();
+    working.still_works();
     {
       torch::NoGradGuard no_grad;
       layer->weight[1][2] = bad;
@@ -266,14 +279,14 @@ void check_finite_option(torch::Device device) {
     check_error<c10::ValueError>([&] { layer(x); }, {name, "weight", "NaN or Inf"});
     {
       torch::NoGradGuard no_grad;
-      layer->weight.copy_(before.values[0]);
+      layer->weight.copy_(working.before.values[0]);
     }
-    still_works();
+    working.still_works();
     const auto y = layer(x.clone().requires_grad_());
     auto dy = torch::randn({4, 8}).to(device);
     dy[1][1] = bad;
     check_error<c10::Error>([&] { y.backward(dy); }, {name, "output gradient", "NaN or Inf"});
-    still_works();
+    working.still_works();
   }
 }
 
@@ -396,12 +409,9 @@ void check_mixed_dtypes(torch::Device device) {
 template <typename Layer>
 void check_bad_input(torch::Device device) {
   const std::string name = name_of<Layer>();
-  Layer layer(16, 8);
-  layer->to(device);
-  const auto x = torch::randn({4, 16}).to(device);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
+  WorkingLayer<Layer> working(Layer(16, 8), device);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   const auto on = torch::TensorOptions().device(device);
   check_error<c10::ValueError>([&] { layer(torch::tensor(1.0f, on)); }, {name, "0-d"});
   check_error<c10::ValueError>([&] { layer(torch::randn({16}, on)); }, {name, "1-d", "[16]"});
@@ -425,8 +435,7 @@ void check_bad_input(torch::Device device) {
         layer(torch::zeros({4, 16}, on.dtype(torch::kFloat8_e4m3fn)));
       },
       {name, "float, half or bfloat16", "Float8_e4m3fn"});
-  CHECK(unchanged(*layer, before));
-  CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+  working.still_works();
 }
 
 // ---- modules: devices and replaced parameters --------------------------------------------------
@@ -438,18 +447,14 @@ template <typename Layer>
 void check_replaced_parameters(torch::Device device) {
   seed_torch();
   const std::string name = name_of<Layer>();
-  Layer layer(16, 8);
-  layer->to(device);
-  const auto x = torch::randn({4, 16}).to(device);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
+  WorkingLayer<Layer> working(Layer(16, 8), device);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   const auto weight = layer->weight.data(), bias = layer->bias.data();
   const auto restore_and_check = [&] {
     layer->weight.set_data(weight);
     layer->bias.set_data(bias);
-    CHECK(unchanged(*layer, before));
-    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+    working.still_works();
   };
   const auto opts = weight.options();
   layer->weight.set_data(torch::randn({9, 16}, opts));
@@ -510,12 +515,9 @@ void check_load_of_other_size() {
 template <typename Layer>
 void check_wrong_device() {
   const std::string name = name_of<Layer>();
-  Layer layer(16, 8);
-  layer->to(kCUDA);
-  const auto x = torch::randn({4, 16}, kCUDA);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
+  WorkingLayer<Layer> working(Layer(16, 8), kCUDA);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   std::vector<torch::Device> others = {kCPU};
   if (torch::cuda::device_count() > 1) {
     others.emplace_back(torch::kCUDA, 1);
@@ -525,8 +527,7 @@ void check_wrong_device() {
   for (const auto& other : others) {
     CAPTURE(str(other));
     check_error<c10::Error>([&] { layer(x.to(other)); }, {name, "cuda:0", str(other)});
-    CHECK(unchanged(*layer, before));
-    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+    working.still_works();
   }
   Layer on_cpu(16, 8);
   check_error<c10::Error>([&] { on_cpu(x); }, {name, "cpu", "cuda:0"});
