@@ -171,18 +171,13 @@ void on_both_layers(const Run& run) {
 
 }  // namespace fp8nn::test
 
-// Declares the test case `prefix title` twice, on the CPU and on CUDA (skipped without a GPU). In
-// `body`, `layer` is a default layer of each kind and `cuda` says the device; FP8NN_RUN(fn, args)
-// calls fn<decltype(layer)>(cuda, args).
-#define FP8NN_CACHE_CASE(prefix, title, body)               \
-  TEST_CASE(prefix title ", on the CPU") {                  \
-    const bool cuda = false;                                \
-    fp8nn::test::on_both_layers([&](auto layer) { body; }); \
-  }                                                         \
-  TEST_CASE(prefix title ", on CUDA") {                     \
-    FP8NN_SKIP_WITHOUT_CUDA();                              \
-    const bool cuda = true;                                 \
-    fp8nn::test::on_both_layers([&](auto layer) { body; }); \
-  }
+// Declares the test case `prefix title` twice, on the CPU and on CUDA (FP8NN_CPU_AND_CUDA_CASE).
+// In `body`, `layer` is a default layer of each kind and `cuda` says the device; FP8NN_RUN(fn,
+// args) calls fn<decltype(layer)>(cuda, args).
+#define FP8NN_CACHE_CASE(prefix, title, body)                       \
+  FP8NN_CPU_AND_CUDA_CASE(prefix title, [&](torch::Device device) { \
+    const bool cuda = device.is_cuda();                             \
+    fp8nn::test::on_both_layers([&](auto layer) { body; });         \
+  })
 
 #define FP8NN_RUN(fn, ...) fn<decltype(layer)>(cuda, ##__VA_ARGS__)

@@ -1,9 +1,10 @@
 #pragma once
 // Running an FP8 linear layer (functional form) forward and backward on random data, and checking
-// the result against linear_reference.h's emulation. Shared by the Global and Mixed tests.
+// the result against the oracle (oracle.h). Shared by the Global and Mixed tests.
 
-#include "linear_reference.h"
+#include "random_cases.h"
 #include "test_support.h"
+#include "tolerance.h"
 
 #include <torch/torch.h>
 
@@ -24,11 +25,6 @@ struct LayerRun {
   torch::Tensor x2d() const { return x.detach().reshape({-1, in_features()}); }
   torch::Tensor dy2d() const { return dy.reshape({-1, out_features()}); }
 };
-
-/// Activation-like values with a spread of magnitudes (e^-3 .. e^3 times a normal sample).
-inline torch::Tensor spread_randn(at::IntArrayRef shape) {
-  return torch::randn(shape) * torch::exp(torch::randn(shape).clamp(-3, 3));
-}
 
 /// Parameters initialised like torch::nn::Linear, input of `x_shape`, random output gradient.
 inline LayerRun run_layer(const LayerFn& layer, std::vector<int64_t> x_shape, int64_t out_features,
@@ -61,9 +57,9 @@ inline void check_matches(const LayerRun& run, const LinearReference& ref, doubl
   const auto device = run.x.device();
   const double y_accumulation = accumulation_relative(device, run.in_features(), /*fast=*/true);
   const double dx_accumulation = accumulation_relative(device, run.out_features(), false);
-  const double dw_accumulation = fp8_weight_grad
-                                     ? accumulation_relative(device, run.x.numel() / run.in_features(), false)
-                                     : kAccumulationRelative;
+  const double dw_accumulation =
+      fp8_weight_grad ? accumulation_relative(device, run.x.numel() / run.in_features(), false)
+                      : kAccumulationRelative;
   const auto x_dtype = run.x.scalar_type();
   REQUIRE(run.y.scalar_type() == x_dtype);
   REQUIRE(run.y.device() == run.x.device());

@@ -60,7 +60,18 @@ int64_t count_bit_differences(const torch::Tensor& a, const torch::Tensor& b);
 #endif
 
 // GPU tests start with this: without a CUDA device the test is skipped, and says so.
-#define FP8NN_SKIP_WITHOUT_CUDA()                                                     \
-  do {                                                                                \
+#define FP8NN_SKIP_WITHOUT_CUDA()                                                      \
+  do {                                                                                 \
     if (!::fp8nn::test::cuda_available()) FP8NN_SKIP_TEST("no CUDA device available"); \
   } while (0)
+
+// Declares the test case `title` twice, `title, on the CPU` and `title, on CUDA` (skipped without
+// a GPU, so a skip stays visible and never hides the CPU's pass); each calls `body` (a function or
+// lambda taking a torch::Device) with its device. The CUDA case's name holds "CUDA", which
+// scripts/gpu-check filters on.
+#define FP8NN_CPU_AND_CUDA_CASE(title, ...)                                      \
+  TEST_CASE(title ", on the CPU") { (__VA_ARGS__)(torch::Device(torch::kCPU)); } \
+  TEST_CASE(title ", on CUDA") {                                                 \
+    FP8NN_SKIP_WITHOUT_CUDA();                                                   \
+    (__VA_ARGS__)(torch::Device(torch::kCUDA, 0));                               \
+  }

@@ -193,7 +193,7 @@ TEST_CASE("a module moved to CUDA computes what it computes on the CPU") {
   REQUIRE(gpu_copy);
   CHECK(gpu_copy->weight.is_cuda());
   // Same FP8 operands; only the accumulation differs (tensor cores, fast accumulation in
-  // forward: 2^-10 of the sum of |terms| for K = 64, see linear_reference.h), so bound the
+  // forward: 2^-10 of the sum of |terms| for K = 64, see support/tolerance.h), so bound the
   // difference by 2^-9 of |x| |W|^T + |b| (the quantized terms are within 2^-4 of those).
   const auto magnitude = x.abs().matmul(global->weight.abs().t()) + global->bias.abs();
   const auto difference = (gpu_copy->forward(x.cuda()).cpu() - cpu).abs();

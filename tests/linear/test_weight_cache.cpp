@@ -242,11 +242,7 @@ FP8NN_CACHE_TEST("UntilVersionChange with SGD is caught by set_verify",
                  FP8NN_RUN(check_version_policy_catches_sgd))
 FP8NN_CACHE_TEST("clear, set_reuse, clone and cache_weight(false)", FP8NN_RUN(check_lifecycle))
 
-TEST_CASE("Weight cache never hands out another tensor's copies, on the CPU") {
-  check_functional_temporaries(false);
-}
-
-TEST_CASE("Weight cache never hands out another tensor's copies, on CUDA") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_functional_temporaries(true);
-}
+FP8NN_CPU_AND_CUDA_CASE("Weight cache never hands out another tensor's copies",
+                        [](torch::Device device) {
+                          check_functional_temporaries(device.is_cuda());
+                        })

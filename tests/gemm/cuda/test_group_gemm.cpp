@@ -13,6 +13,7 @@
 #include "gemm/cuda/scaled_mm_cuda.h"
 #include "kernels/gemm/group_gemm.h"
 #include "test_support.h"
+#include "tolerance.h"
 
 #include <array>
 #include <cmath>
@@ -25,11 +26,12 @@ using fp8nn::Format;
 using fp8nn::QuantizedTensor;
 namespace F = fp8nn::functional;
 namespace K = fp8nn::kernels;
+using fp8nn::test::unit_roundoff;
 using Path = F::ScaledMmPath;
 
 namespace {
 
-// Error bounds, as multiples of S = sum_k |a_ik sa b_jk sb| + |bias_j| (tests/test_scaled_mm.cpp
+// Error bounds, as multiples of S = sum_k |a_ik sa b_jk sb| + |bias_j| (gemm/test_scaled_mm.cpp
 // explains the model):
 //  - both sides accumulate in fp32 in some order: (K + 3) 2^-24 each;
 //  - group_gemm_mma: exact fp16 products; each m16n8k16 step adds 17 terms aligned to the largest
@@ -43,14 +45,8 @@ constexpr double kFp32UnitRoundoff = 0x1p-24;
 constexpr double kMmaTensorCoreAdds = 0x1p-17;
 constexpr double kSm90PromotionInterval = 4 * 0x1p-11;
 
-double unit_roundoff(torch::ScalarType dtype) {
-  if (dtype == torch::kBFloat16) return 0x1p-8;
-  if (dtype == torch::kHalf) return 0x1p-11;
-  return kFp32UnitRoundoff;
-}
-
 // Through scaled_mm a route may still end on cuBLASLt (precise mode: 8 steps of 2^-11 allowed, as
-// in tests/test_scaled_mm.cpp) when the named kernel does not apply.
+// in gemm/test_scaled_mm.cpp) when the named kernel does not apply.
 constexpr double kCublasLtPrecise = 8 * 0x1p-11;
 
 enum class Kernel { Mma, Sm90, AnyRoute };
@@ -74,10 +70,7 @@ QuantizedTensor to_cuda(const QuantizedTensor& q) {
 // |dequantize(a)| @ |dequantize(b)|^T + |bias|, in fp64 on the CPU.
 torch::Tensor magnitude_sum(const QuantizedTensor& a, const QuantizedTensor& b,
                             const c10::optional<torch::Tensor>& bias) {
-  auto sum = F::dequantize(a)
-                 .to(torch::kDouble)
-                 .abs()
-                 .matmul(F::dequantize(b).to(torch::kDouble).abs().t());
+  auto sum = fp8nn::test::dequantize(a).abs().matmul(fp8nn::test::dequantize(b).abs().t());
   if (bias) sum = sum + bias->to(torch::kDouble).abs();
   return sum;
 }

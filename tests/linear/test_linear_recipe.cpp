@@ -5,8 +5,9 @@
 #include <fp8nn/fp8nn.h>
 
 #include "layer_checks.h"
-#include "linear_reference.h"
+#include "oracle.h"
 #include "test_support.h"
+#include "tolerance.h"
 
 #include <sstream>
 #include <string>
@@ -162,28 +163,6 @@ TEST_CASE("LinearFP8 with a preset equals the preset layer bit for bit, on CUDA"
   check_presets(torch::kCUDA);
 }
 
-// The emulation of any runnable recipe, composed from linear_reference.h's pieces.
-fp8nn::test::LinearReference emulate(const Recipe& recipe, const torch::Tensor& x,
-                                     const torch::Tensor& weight, const torch::Tensor& bias,
-                                     const torch::Tensor& dy) {
-  using namespace fp8nn::test;
-  const auto fake = [](const torch::Tensor& t, const OperandRecipe& operand, int64_t row) {
-    const auto format = operand.format == Format::E4M3 ? Fp8::E4M3 : Fp8::E5M2;
-    const int64_t group = operand.scaling == Scaling::PerTensor ? 0
-                          : operand.group_size > 0              ? operand.group_size
-                                                                : fp8nn::default_group_size(row);
-    return fake_quantize(t, format, group);
-  };
-  const int64_t in = weight.size(1), out = weight.size(0);
-  const auto xq = fake(x, recipe.x, in), wq = fake(weight, recipe.weight, in);
-  const auto dyq = fake(dy, recipe.grad_output, out);
-  const bool fp8_dgrad = recipe.grad_input.precision == fp8nn::Precision::FP8;
-  const bool fp8_wgrad = recipe.grad_weight.precision == fp8nn::Precision::FP8;
-  const auto dx = fp8_dgrad ? product(dyq, wq.t()) : product(f64(dy), f64(weight).t());
-  const auto dw = fp8_wgrad ? product(dyq.t(), xq.t()) : product(f64(dy).t(), f64(x).t());
-  return {bias_terms(product(xq, wq), bias), dx, dw, bias_grad(dy)};
-}
-
 // fp32 data everywhere, so each result is rounded once to fp32.
 void check_variant(const torch::Device& device, const Recipe& recipe) {
   using namespace fp8nn::test;
@@ -193,7 +172,7 @@ void check_variant(const torch::Device& device, const Recipe& recipe) {
   layer->to(device);
   const auto x = torch::randn({rows, in}, device), dy = torch::randn({rows, out}, device);
   const auto got = run_layer(layer, x, dy);
-  const auto ref = emulate(recipe, x, layer->weight, layer->bias, dy);
+  const auto ref = fp8nn::test::emulate(recipe, x, layer->weight, layer->bias, dy);
   const bool fast = recipe.forward.accumulation == Accumulation::Fast;
   CHECK(tolerance_ratio(got.tensors[0], ref.y, torch::kFloat,
                         accumulation_relative(device, in, fast)) <= 1.0);

@@ -1,10 +1,11 @@
 // functional::scaled_mm: the CPU reference and every CUDA path (cuBLASLt FP8 tensor cores, their
 // zero-padded form for odd shapes, the on-device reference for what they cannot express) against
-// an fp64 emulation of the product of the dequantized operands, written here from the definition.
+// the oracle: the exact fp64 product of the operands dequantized by tests/support/oracle.h.
 
 #include <fp8nn/fp8nn.h>
 
 #include "test_support.h"
+#include "tolerance.h"
 
 #include <cmath>
 #include <string>
@@ -14,6 +15,7 @@
 using fp8nn::Format;
 using fp8nn::QuantizedTensor;
 namespace F = fp8nn::functional;
+using fp8nn::test::unit_roundoff;
 
 namespace {
 
@@ -49,12 +51,6 @@ constexpr int64_t kPreciseStepsPerPromotion = 8;  // twice CUTLASS's promotion i
 constexpr double kFastAccumulationAggregateRelative = 0x1p-5;
 constexpr int64_t kAggregateMinElements = 64;
 
-double unit_roundoff(torch::ScalarType dtype) {
-  if (dtype == torch::kBFloat16) return 0x1p-8;
-  if (dtype == torch::kHalf) return 0x1p-11;
-  return kFp32UnitRoundoff;
-}
-
 double subnormal_floor(torch::ScalarType dtype) { return dtype == torch::kHalf ? 0x1p-25 : 0.0; }
 
 enum class Path { Reference, Gpu };
@@ -71,16 +67,6 @@ double accumulation_bound(Path path, int64_t K, bool fast_accumulation) {
 
 // ---- operands and the fp64 emulation ------------------------------------------------------------
 const std::vector<torch::ScalarType> kOutDtypes = {torch::kFloat, torch::kHalf, torch::kBFloat16};
-
-// q * scale_inv in fp64, group by group (a group never straddles a row).
-torch::Tensor dequantize_fp64(const QuantizedTensor& q) {
-  const auto data = q.data.cpu().to(torch::kDouble);
-  const auto scale_inv = q.scale_inv.cpu().to(torch::kDouble);
-  if (q.group_size == 0) return data * scale_inv;
-  const int64_t cols = data.size(1);
-  const auto per_element = scale_inv.repeat_interleave(q.group_size, /*dim=*/1).narrow(1, 0, cols);
-  return data * per_element;
-}
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size) {
   return group_size == 0 ? F::quantize(x, format) : F::quantize_per_group(x, format, group_size);
@@ -103,8 +89,8 @@ Problem make_problem(int64_t M, int64_t K, int64_t N, Format format_a, Format fo
   const auto w = torch::randn({N, K}) * 0.1;
   p.a = quantize(x, format_a, group_a);
   p.b = quantize(w, format_b, group_b);
-  const auto a64 = dequantize_fp64(p.a);
-  const auto b64 = dequantize_fp64(p.b);
+  const auto a64 = fp8nn::test::dequantize(p.a);
+  const auto b64 = fp8nn::test::dequantize(p.b);
   p.truth = torch::matmul(a64, b64.t());
   p.magnitude = torch::matmul(a64.abs(), b64.abs().t());
   p.bias_magnitude = torch::zeros({N}, torch::kDouble);

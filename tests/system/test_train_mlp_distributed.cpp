@@ -24,11 +24,13 @@
 #include "distributed.h"
 #include "files.h"
 #include "model.h"
+#include "train_mlp_fixture.h"
 #include "trainer.h"
 
 extern char** environ;
 
 using namespace train_mlp;
+using fp8nn::test::small_task;
 
 namespace {
 
@@ -42,31 +44,13 @@ struct StepRecord {
   double loss, max_rank_difference;
 };
 
-const Dataset& small_task() {
-  static const Dataset data = make_synthetic(32, 4, 4096, 512, 7);
-  return data;
-}
-
 TrainConfig small_config() {
-  TrainConfig config;
-  config.steps = kSteps;
-  config.batch = 128;  // the whole batch: 64 rows per rank
-  config.lr = 3e-3;
-  config.eval_every = kSteps;
-  config.log_every = kSteps;
-  config.progress = Progress::Quiet;
-  config.seed = 11;
-  return config;
+  // the whole batch of 128: 64 rows per rank
+  return fp8nn::test::small_config(kSteps);
 }
 
 torch::nn::Sequential small_model(LinearKind kind, uint64_t init_seed) {
-  torch::manual_seed(init_seed);
-  MlpShape shape;
-  shape.features = 32;
-  shape.width = 64;
-  shape.depth = 3;
-  shape.classes = 4;
-  return with_linear(make_mlp(shape), kind);
+  return with_linear(fp8nn::test::small_mlp(init_seed), kind);
 }
 
 std::string env_or(const char* name, const std::string& fallback) {

@@ -13,9 +13,12 @@
 #include "model.h"
 #include "optimizer.h"
 #include "report.h"
+#include "train_mlp_fixture.h"
 #include "trainer.h"
 
 using namespace train_mlp;
+using fp8nn::test::small_config;
+using fp8nn::test::small_task;
 
 namespace {
 
@@ -27,32 +30,7 @@ double mean(const std::vector<double>& v, size_t begin, size_t end) {
   return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / double(end - begin);
 }
 
-const Dataset& small_task() {
-  static const Dataset data = make_synthetic(32, 4, 4096, 512, 7);
-  return data;
-}
-
-TrainConfig small_config(int64_t steps) {
-  TrainConfig config;
-  config.steps = steps;
-  config.batch = 128;
-  config.lr = 3e-3;
-  config.eval_every = steps;
-  config.log_every = steps;
-  config.progress = Progress::Quiet;
-  config.seed = 11;
-  return config;
-}
-
-torch::nn::Sequential small_mlp() {
-  torch::manual_seed(3);
-  MlpShape shape;
-  shape.features = 32;
-  shape.width = 64;
-  shape.depth = 3;
-  shape.classes = 4;
-  return make_mlp(shape);
-}
+torch::nn::Sequential small_mlp() { return fp8nn::test::small_mlp(3); }
 
 }  // namespace
 

@@ -10,7 +10,7 @@
 #include <array>
 
 #include "gloo_ranks.h"
-#include "linear_reference.h"
+#include "tolerance.h"
 
 using namespace fp8nn;
 using namespace fp8nn::test;
@@ -48,6 +48,15 @@ std::array<RankResult, kRanks> run_global(bool with_group, const torch::Tensor& 
   return results;
 }
 
+// The oracle's Global layer on both ranks' batches (x seeds 100, dy seeds 200) as one batch.
+LinearReference combined_batch_reference(const torch::Tensor& weight, const torch::Tensor& bias,
+                                         int64_t rows) {
+  const int64_t out = weight.size(0), in = weight.size(1);
+  const auto x_all = torch::cat({batch_of(0, rows, in, 100), batch_of(1, rows, in, 100)});
+  const auto dy_all = torch::cat({batch_of(0, rows, out, 200), batch_of(1, rows, out, 200)});
+  return emulate_global(x_all, weight, bias, dy_all);
+}
+
 }  // namespace
 
 TEST_CASE("amax_group: Global ranks quantize x, W and dy with the combined batch's scales") {
@@ -56,9 +65,7 @@ TEST_CASE("amax_group: Global ranks quantize x, W and dy with the combined batch
   const auto weight = torch::randn({out, in}) * 0.1, bias = torch::randn({out});
   const auto results = run_global(/*with_group=*/true, weight, bias, rows);
   // One process with both ranks' rows: every amax is the max over the ranks.
-  const auto x_all = torch::cat({batch_of(0, rows, in, 100), batch_of(1, rows, in, 100)});
-  const auto dy_all = torch::cat({batch_of(0, rows, out, 200), batch_of(1, rows, out, 200)});
-  const auto ref = emulate_global(x_all, weight, bias, dy_all);
+  const auto ref = combined_batch_reference(weight, bias, rows);
   for (int rank = 0; rank < kRanks; ++rank) {
     CAPTURE(rank);
     const auto part = [&](const Reference& r) {
@@ -78,9 +85,7 @@ TEST_CASE("amax_group: off by default, each Global rank scales by its own amaxes
   const auto weight = torch::randn({out, in}) * 0.1, bias = torch::randn({out});
   CHECK_FALSE(static_cast<bool>(LinearFP8Options(in, out).amax_group()));
   const auto results = run_global(/*with_group=*/false, weight, bias, rows);
-  const auto x_all = torch::cat({batch_of(0, rows, in, 100), batch_of(1, rows, in, 100)});
-  const auto dy_all = torch::cat({batch_of(0, rows, out, 200), batch_of(1, rows, out, 200)});
-  const auto combined = emulate_global(x_all, weight, bias, dy_all);
+  const auto combined = combined_batch_reference(weight, bias, rows);
   for (int rank = 0; rank < kRanks; ++rank) {
     CAPTURE(rank);
     const auto own =

@@ -118,12 +118,9 @@ void check_finite_option() {
 
 }  // namespace
 
-TEST_CASE("bad input to LinearFP8Global: wrong shape, dtype or device raise, naming the layer") {
-  check_input_errors<fp8nn::LinearFP8Global>();
-}
-
-TEST_CASE("bad input to LinearFP8Mixed: wrong shape, dtype or device raise, naming the layer") {
-  check_input_errors<fp8nn::LinearFP8Mixed>();
+TEMPLATE_TEST_CASE("bad input: wrong shape, dtype or device raise, naming the layer", "",
+                   fp8nn::LinearFP8Global, fp8nn::LinearFP8Mixed) {
+  check_input_errors<TestType>();
 }
 
 TEST_CASE("constructing with features <= 0 or negative group sizes raises c10::ValueError") {

@@ -237,28 +237,41 @@ void check_non_finite(torch::Device device) {
   }
 }
 
+// A module on `device` after one forward and backward of x [4, 16], with what it computed then and
+// its parameters and gradients: still_works() checks that an error left all of it as it was.
+template <typename Layer>
+struct WorkingLayer {
+  WorkingLayer(Layer module, torch::Device device) : layer(std::move(module)) {
+    layer->to(device);
+    x = torch::randn({4, 16}).to(device);
+    layer(x).sum().backward();
+    y_before = layer(x).detach();
+    before = snapshot(*layer);
+  }
+  void still_works() {
+    CHECK(unchanged(*layer, before));
+    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+  }
+  Layer layer;
+  torch::Tensor x, y_before;
+  Snapshot before;
+};
+
 // check_finite(true): NaN/Inf in x, the weight or dy raise a c10::ValueError naming the layer and
 // the culprit; afterwards the module computes what it computed before and nothing changed.
 template <typename Layer>
 void check_finite_option(torch::Device device) {
   seed_torch();
   const std::string name = name_of<Layer>();
-  Layer layer(fp8nn::LinearFP8Options(16, 8).check_finite(true));
-  layer->to(device);
-  const auto x = torch::randn({4, 16}).to(device);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
-  const auto still_works = [&] {
-    CHECK(unchanged(*layer, before));
-    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
-  };
+  WorkingLayer<Layer> working(Layer(fp8nn::LinearFP8Options(16, 8).check_finite(true)), device);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   for (float bad : {NAN, INFINITY}) {
     CAPTURE(bad);
     auto bad_x = x.clone();
     bad_x[2][7] = bad;
     check_error<c10::ValueError>([&] { layer(bad_x); }, {name, "input", "NaN or Inf"});
-    still_works();
+    working.still_works();
     {
       torch::NoGradGuard no_grad;
       layer->weight[1][2] = bad;
@@ -266,14 +279,14 @@ void check_finite_option(torch::Device device) {
     check_error<c10::ValueError>([&] { layer(x); }, {name, "weight", "NaN or Inf"});
     {
       torch::NoGradGuard no_grad;
-      layer->weight.copy_(before.values[0]);
+      layer->weight.copy_(working.before.values[0]);
     }
-    still_works();
+    working.still_works();
     const auto y = layer(x.clone().requires_grad_());
     auto dy = torch::randn({4, 8}).to(device);
     dy[1][1] = bad;
     check_error<c10::Error>([&] { y.backward(dy); }, {name, "output gradient", "NaN or Inf"});
-    still_works();
+    working.still_works();
   }
 }
 
@@ -396,12 +409,9 @@ void check_mixed_dtypes(torch::Device device) {
 template <typename Layer>
 void check_bad_input(torch::Device device) {
   const std::string name = name_of<Layer>();
-  Layer layer(16, 8);
-  layer->to(device);
-  const auto x = torch::randn({4, 16}).to(device);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
+  WorkingLayer<Layer> working(Layer(16, 8), device);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   const auto on = torch::TensorOptions().device(device);
   check_error<c10::ValueError>([&] { layer(torch::tensor(1.0f, on)); }, {name, "0-d"});
   check_error<c10::ValueError>([&] { layer(torch::randn({16}, on)); }, {name, "1-d", "[16]"});
@@ -425,8 +435,7 @@ void check_bad_input(torch::Device device) {
         layer(torch::zeros({4, 16}, on.dtype(torch::kFloat8_e4m3fn)));
       },
       {name, "float, half or bfloat16", "Float8_e4m3fn"});
-  CHECK(unchanged(*layer, before));
-  CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+  working.still_works();
 }
 
 // ---- modules: devices and replaced parameters --------------------------------------------------
@@ -438,18 +447,14 @@ template <typename Layer>
 void check_replaced_parameters(torch::Device device) {
   seed_torch();
   const std::string name = name_of<Layer>();
-  Layer layer(16, 8);
-  layer->to(device);
-  const auto x = torch::randn({4, 16}).to(device);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
+  WorkingLayer<Layer> working(Layer(16, 8), device);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   const auto weight = layer->weight.data(), bias = layer->bias.data();
   const auto restore_and_check = [&] {
     layer->weight.set_data(weight);
     layer->bias.set_data(bias);
-    CHECK(unchanged(*layer, before));
-    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+    working.still_works();
   };
   const auto opts = weight.options();
   layer->weight.set_data(torch::randn({9, 16}, opts));
@@ -510,12 +515,9 @@ void check_load_of_other_size() {
 template <typename Layer>
 void check_wrong_device() {
   const std::string name = name_of<Layer>();
-  Layer layer(16, 8);
-  layer->to(kCUDA);
-  const auto x = torch::randn({4, 16}, kCUDA);
-  layer(x).sum().backward();
-  const auto y_before = layer(x).detach();
-  const auto before = snapshot(*layer);
+  WorkingLayer<Layer> working(Layer(16, 8), kCUDA);
+  auto& layer = working.layer;
+  const auto& x = working.x;
   std::vector<torch::Device> others = {kCPU};
   if (torch::cuda::device_count() > 1) {
     others.emplace_back(torch::kCUDA, 1);
@@ -525,8 +527,7 @@ void check_wrong_device() {
   for (const auto& other : others) {
     CAPTURE(str(other));
     check_error<c10::Error>([&] { layer(x.to(other)); }, {name, "cuda:0", str(other)});
-    CHECK(unchanged(*layer, before));
-    CHECK(count_bit_differences(layer(x).detach(), y_before) == 0);
+    working.still_works();
   }
   Layer on_cpu(16, 8);
   check_error<c10::Error>([&] { on_cpu(x); }, {name, "cpu", "cuda:0"});
@@ -534,92 +535,45 @@ void check_wrong_device() {
 
 }  // namespace
 
-TEST_CASE("M = 0, K = 1 and N = 1 match the emulation, empty batches give zero gradients") {
-  check_degenerate_shapes(kCPU);
-}
-TEST_CASE("CUDA: M = 0, K = 1 and N = 1 match the emulation, empty batches give zero gradients") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_degenerate_shapes(kCUDA);
-}
+// Each case on the CPU and on CUDA. ON_BOTH_LAYERS(check): a body running check<Layer>(device)
+// for both layers.
+#define ON_BOTH_LAYERS(check)              \
+  [](torch::Device device) {               \
+    check<fp8nn::LinearFP8Global>(device); \
+    check<fp8nn::LinearFP8Mixed>(device);  \
+  }
 
-TEST_CASE("unaligned M, K and N (1, 15, 17, 1000, 4097) match the emulation") {
-  check_unaligned_shapes(kCPU);
-}
-TEST_CASE("CUDA: unaligned M, K and N (1, 15, 17, 1000, 4097) match the emulation") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_unaligned_shapes(kCUDA);
-}
+FP8NN_CPU_AND_CUDA_CASE(
+    "M = 0, K = 1 and N = 1 match the emulation, empty batches give zero gradients",
+    check_degenerate_shapes)
+FP8NN_CPU_AND_CUDA_CASE("unaligned M, K and N (1, 15, 17, 1000, 4097) match the emulation",
+                        check_unaligned_shapes)
+FP8NN_CPU_AND_CUDA_CASE("huge and subnormal x, weight and dy stay finite and match the emulation",
+                        check_edge_values)
+FP8NN_CPU_AND_CUDA_CASE("all-zero x, weight or dy give exact zeros (and the bias), never NaN",
+                        check_zeros)
+FP8NN_CPU_AND_CUDA_CASE(
+    "NaN and Inf in x, weight or dy: non-finite wherever high precision is, never finite",
+    check_non_finite)
+FP8NN_CPU_AND_CUDA_CASE(
+    "check_finite(true) raises on NaN/Inf in x, weight or dy, and the module still works",
+    ON_BOTH_LAYERS(check_finite_option))
+FP8NN_CPU_AND_CUDA_CASE(
+    "strided, transposed, stride-0 and offset operands compute what contiguous ones do",
+    check_layouts)
+FP8NN_CPU_AND_CUDA_CASE(
+    "mixed dtypes of x, weight and bias: output in x's dtype, gradients in their own",
+    check_mixed_dtypes)
+FP8NN_CPU_AND_CUDA_CASE(
+    "0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works",
+    ON_BOTH_LAYERS(check_bad_input))
+FP8NN_CPU_AND_CUDA_CASE(
+    "parameters replaced with the wrong shape or dtype raise at forward, naming the layer",
+    ON_BOTH_LAYERS(check_replaced_parameters))
 
-TEST_CASE("huge and subnormal x, weight and dy stay finite and match the emulation") {
-  check_edge_values(kCPU);
-}
-TEST_CASE("CUDA: huge and subnormal x, weight and dy stay finite and match the emulation") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_edge_values(kCUDA);
-}
-
-TEST_CASE("all-zero x, weight or dy give exact zeros (and the bias), never NaN") {
-  check_zeros(kCPU);
-}
-TEST_CASE("CUDA: all-zero x, weight or dy give exact zeros (and the bias), never NaN") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_zeros(kCUDA);
-}
-
-TEST_CASE("NaN and Inf in x, weight or dy: non-finite wherever high precision is, never finite") {
-  check_non_finite(kCPU);
-}
-TEST_CASE("CUDA: NaN and Inf in x, weight or dy: non-finite wherever high precision is") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_non_finite(kCUDA);
-}
-
-TEST_CASE("check_finite(true) raises on NaN/Inf in x, weight or dy, and the module still works") {
-  check_finite_option<fp8nn::LinearFP8Global>(kCPU);
-  check_finite_option<fp8nn::LinearFP8Mixed>(kCPU);
-}
-TEST_CASE("CUDA: check_finite(true) raises on NaN/Inf in x, weight or dy, module still works") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_finite_option<fp8nn::LinearFP8Global>(kCUDA);
-  check_finite_option<fp8nn::LinearFP8Mixed>(kCUDA);
-}
-
-TEST_CASE("strided, transposed, stride-0 and offset operands compute what contiguous ones do") {
-  check_layouts(kCPU);
-}
-TEST_CASE("CUDA: strided, transposed, stride-0 and offset operands compute what contiguous do") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_layouts(kCUDA);
-}
-
-TEST_CASE("mixed dtypes of x, weight and bias: output in x's dtype, gradients in their own") {
-  check_mixed_dtypes(kCPU);
-}
-TEST_CASE("CUDA: mixed dtypes of x, weight and bias: output in x's dtype, gradients in their own") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_mixed_dtypes(kCUDA);
-}
-
-TEST_CASE("0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works") {
-  check_bad_input<fp8nn::LinearFP8Global>(kCPU);
-  check_bad_input<fp8nn::LinearFP8Mixed>(kCPU);
-}
-TEST_CASE("CUDA: 0-d, 1-d, wrong-size and wrong-dtype input raise, and the module still works") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_bad_input<fp8nn::LinearFP8Global>(kCUDA);
-  check_bad_input<fp8nn::LinearFP8Mixed>(kCUDA);
-}
-
-TEST_CASE("parameters replaced with the wrong shape or dtype raise at forward, naming the layer") {
-  check_replaced_parameters<fp8nn::LinearFP8Global>(kCPU);
-  check_replaced_parameters<fp8nn::LinearFP8Mixed>(kCPU);
+TEST_CASE("a checkpoint of another size loads, and forward then raises naming the layer") {
   check_load_of_other_size<fp8nn::LinearFP8Global>();
   check_load_of_other_size<fp8nn::LinearFP8Mixed>();
-}
-TEST_CASE("CUDA: parameters replaced with the wrong shape or dtype raise at forward") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_replaced_parameters<fp8nn::LinearFP8Global>(kCUDA);
-  check_replaced_parameters<fp8nn::LinearFP8Mixed>(kCUDA);
 }
 
 TEST_CASE("CUDA: module on cuda:0 with input on the CPU or another GPU is a clear error") {

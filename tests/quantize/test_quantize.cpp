@@ -4,6 +4,7 @@
 
 #include <fp8nn/fp8nn.h>
 
+#include "oracle.h"
 #include "test_support.h"
 
 #include <cfloat>
@@ -24,18 +25,8 @@ double subnormal_half_step(Format f) { return f == Format::E4M3 ? 0x1p-10 : 0x1p
 const std::vector<Format> kFormats = {Format::E4M3, Format::E5M2};
 const std::vector<torch::ScalarType> kInputDtypes = {torch::kFloat, torch::kHalf, torch::kBFloat16};
 
-// The scale rule written out on the host, independently of the library.
-float expected_scale(float amax, Format f) {
-  if (amax == 0.0f) return 1.0f;
-  const float scale = fp8nn::max_of(f) / amax;
-  return std::isinf(scale) && scale > 0 ? FLT_MAX : scale;
-}
-
-// libtorch's own expression for one set of values sharing one scale.
-torch::Tensor libtorch_cast(const torch::Tensor& values, float scale, Format f) {
-  const double m = fp8nn::max_of(f);
-  return (values.to(torch::kFloat) * scale).clamp(-m, m).to(fp8nn::dtype_of(f));
-}
+// The oracle (DESIGN.md §1 written out independently of the library).
+namespace oracle = fp8nn::test;
 
 float amax_of(const torch::Tensor& values) {
   return values.numel() == 0 ? 0.0f : values.to(torch::kFloat).abs().max().item<float>();
@@ -51,26 +42,37 @@ torch::Tensor random_input(at::IntArrayRef shape, torch::ScalarType dtype) {
 const std::vector<std::vector<int64_t>> kOddShapes = {{1, 1},  {3, 1000},   {1, 4097}, {17, 15},
                                                       {5, 64}, {2, 3, 130}, {7},       {129, 1}};
 
-}  // namespace
-
-TEST_CASE("per-tensor quantize equals libtorch's cast bit for bit on odd shapes") {
-  fp8nn::test::seed_torch();
+// check(x, f) for a fresh random input of each odd shape, input dtype and format.
+template <typename Check>
+void for_each_odd_input(const Check& check) {
   for (const auto& shape : kOddShapes) {
     for (auto dtype : kInputDtypes) {
       for (auto f : kFormats) {
         CAPTURE(shape, dtype, fp8nn::name_of(f));
-        const auto x = random_input(shape, dtype);
-        const auto q = F::quantize(x, f);
-        const float scale = expected_scale(amax_of(x), f);
-        REQUIRE(q.data.scalar_type() == fp8nn::dtype_of(f));
-        REQUIRE(q.data.sizes() == x.sizes());
-        REQUIRE(q.scale_inv.dim() == 0);
-        REQUIRE(q.scale_inv.scalar_type() == torch::kFloat);
-        CHECK(q.scale_inv.item<float>() == 1.0f / scale);
-        CHECK(count_bit_differences(q.data, libtorch_cast(x, scale, f)) == 0);
+        check(random_input(shape, dtype), f);
       }
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("per-tensor quantize equals libtorch's cast bit for bit on odd shapes") {
+  fp8nn::test::seed_torch();
+  for_each_odd_input([](const torch::Tensor& x, Format f) {
+    const auto q = F::quantize(x, f);
+    const float scale = oracle::scale_for(amax_of(x), f);
+    REQUIRE(q.data.scalar_type() == fp8nn::dtype_of(f));
+    REQUIRE(q.data.sizes() == x.sizes());
+    REQUIRE(q.scale_inv.dim() == 0);
+    REQUIRE(q.scale_inv.scalar_type() == torch::kFloat);
+    CHECK(q.scale_inv.item<float>() == 1.0f / scale);
+    CHECK(count_bit_differences(q.data, oracle::cast(x, scale, f)) == 0);
+    // The oracle's whole quantization agrees.
+    const auto want = oracle::quantize(x, f);
+    CHECK(count_bit_differences(q.data, want.data) == 0);
+    CHECK(count_bit_differences(q.scale_inv, want.scale_inv) == 0);
+  });
 }
 
 TEST_CASE("per-group quantize equals libtorch's cast group by group, groups never straddle rows") {
@@ -96,10 +98,10 @@ TEST_CASE("per-group quantize equals libtorch's cast group by group, groups neve
               const int64_t begin = g * group_size;
               const int64_t length = std::min(group_size, cols - begin);
               const auto values = x_rows[r].narrow(0, begin, length);
-              const float scale = expected_scale(amax_of(values), f);
+              const float scale = oracle::scale_for(amax_of(values), f);
               wrong_scales += q.scale_inv[r][g].item<float>() != 1.0f / scale;
               wrong_values += count_bit_differences(q_rows[r].narrow(0, begin, length),
-                                                    libtorch_cast(values, scale, f));
+                                                    oracle::cast(values, scale, f));
             }
           }
           CHECK(wrong_scales == 0);
@@ -121,7 +123,7 @@ TEST_CASE("rounding at the format edges: ties to even, subnormals, saturation at
     const auto expected = torch::tensor(
         {448.0f, -448.0f, 1.0f, 1.25f, -1.0f, 0x1p-9f, 0.0f, 0x1p-8f, 0.0f, 240.0f, 0.0f, -0.0f});
     CHECK(torch::equal(back, expected));
-    CHECK(count_bit_differences(q.data, libtorch_cast(x, 1.0f, Format::E4M3)) == 0);
+    CHECK(count_bit_differences(q.data, oracle::cast(x, 1.0f, Format::E4M3)) == 0);
   }
   SECTION("e5m2") {
     const auto x = torch::tensor({57344.0f, 1.125f, 1.375f, 0x1p-16f, 0x1p-17f, 3 * 0x1p-17f});
@@ -164,7 +166,7 @@ TEST_CASE("tiny amax overflows the scale division to FLT_MAX, and stays accurate
   for (auto f : kFormats) {
     const auto q = F::quantize(x, f);
     CHECK(q.scale_inv.item<float>() == 1.0f / FLT_MAX);
-    CHECK(count_bit_differences(q.data, libtorch_cast(x, FLT_MAX, f)) == 0);
+    CHECK(count_bit_differences(q.data, oracle::cast(x, FLT_MAX, f)) == 0);
     CHECK(torch::isfinite(q.data.to(torch::kFloat)).all().item<bool>());
   }
 }
@@ -229,20 +231,14 @@ TEST_CASE("bad input raises a clear error naming the operation") {
 TEST_CASE("quantize on a CUDA tensor equals the CPU reference bit for bit") {
   FP8NN_SKIP_WITHOUT_CUDA();
   fp8nn::test::seed_torch();
-  for (const auto& shape : kOddShapes) {
-    for (auto dtype : kInputDtypes) {
-      for (auto f : kFormats) {
-        CAPTURE(shape, dtype, fp8nn::name_of(f));
-        const auto x = random_input(shape, dtype);
-        const auto cpu = F::quantize_per_group(x, f, 64);
-        const auto gpu = F::quantize_per_group(x.cuda(), f, 64);
-        CHECK(count_bit_differences(gpu.data, cpu.data) == 0);
-        CHECK(count_bit_differences(gpu.scale_inv, cpu.scale_inv) == 0);
-        const auto cpu_t = F::quantize(x, f);
-        const auto gpu_t = F::quantize(x.cuda(), f);
-        CHECK(count_bit_differences(gpu_t.data, cpu_t.data) == 0);
-        CHECK(count_bit_differences(gpu_t.scale_inv, cpu_t.scale_inv) == 0);
-      }
-    }
-  }
+  for_each_odd_input([](const torch::Tensor& x, Format f) {
+    const auto cpu = F::quantize_per_group(x, f, 64);
+    const auto gpu = F::quantize_per_group(x.cuda(), f, 64);
+    CHECK(count_bit_differences(gpu.data, cpu.data) == 0);
+    CHECK(count_bit_differences(gpu.scale_inv, cpu.scale_inv) == 0);
+    const auto cpu_t = F::quantize(x, f);
+    const auto gpu_t = F::quantize(x.cuda(), f);
+    CHECK(count_bit_differences(gpu_t.data, cpu_t.data) == 0);
+    CHECK(count_bit_differences(gpu_t.scale_inv, cpu_t.scale_inv) == 0);
+  });
 }
