@@ -52,9 +52,7 @@ GroupGemmRoute group_gemm_route() { return parse_route(std::getenv("FP8NN_GROUP_
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel) {
-  const int64_t M = a.data.size(0);
-  const int64_t K = a.data.size(1);
-  const int64_t N = b.data.size(0);
+  const int64_t M = a.data.size(0), K = a.data.size(1), N = b.data.size(0);
   const auto a_data = k_major(a.data);
   const auto b_data = k_major(b.data);
   const auto a_scale = a.scale_inv.contiguous();
