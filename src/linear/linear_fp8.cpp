@@ -131,6 +131,8 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
       } else {
         dx = at::matmul(dy, saved[2].to(dy.scalar_type()));
       }
+      // dy's row-major copy is done with: free it before the weight gradient's product.
+      dy_q.quantized = QuantizedTensor();
     }
     if (want_dw) {
       if (fp8_wgrad) {
