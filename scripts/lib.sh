@@ -113,8 +113,11 @@ ensure_torch() {
   log "libtorch: $TORCH_DIR"
 }
 
-# Configures and builds fp8nn in FP8NN_BUILD_DIR with the libtorch found by ensure_torch.
+# Configures and builds fp8nn in FP8NN_BUILD_DIR with the libtorch found by ensure_torch: the
+# targets given (e.g. train_mlp, which builds the library it needs), or everything.
 build_fp8nn() {
+  local targets=()
+  [ $# -gt 0 ] && targets=(--target "$@")
   local generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)
   [ -e "$FP8NN_BUILD_DIR/CMakeCache.txt" ] && generator=()
@@ -122,6 +125,7 @@ build_fp8nn() {
   cmake -S "$FP8NN_ROOT" -B "$FP8NN_BUILD_DIR" "${generator[@]}" \
     -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Release}" -DTorch_DIR="$TORCH_DIR" \
     ${FP8NN_CMAKE_ARGS:-} || die "cmake configure failed"
-  log "build (${FP8NN_JOBS:-$(nproc)} jobs)"
-  cmake --build "$FP8NN_BUILD_DIR" --parallel "${FP8NN_JOBS:-$(nproc)}" || die "build failed"
+  log "build ${*:-everything} (${FP8NN_JOBS:-$(nproc)} jobs)"
+  cmake --build "$FP8NN_BUILD_DIR" --parallel "${FP8NN_JOBS:-$(nproc)}" "${targets[@]}" \
+    || die "build failed"
 }
