@@ -1,6 +1,6 @@
-// The one quantization definition (DESIGN.md §1) on the CPU reference path: bit-exact agreement
-// with libtorch's own (x.float() * scale).clamp(-max, max).to(fp8), at the format edges, on odd
-// shapes, per tensor and per group.
+// The one quantization definition (docs/design.md, "Quantization") on the CPU reference path:
+// bit-exact agreement with libtorch's own (x.float() * scale).clamp(-max, max).to(fp8), at the
+// format edges, on odd shapes, per tensor and per group.
 
 #include <fp8nn/fp8nn.h>
 
@@ -25,7 +25,7 @@ double subnormal_half_step(Format f) { return f == Format::E4M3 ? 0x1p-10 : 0x1p
 const std::vector<Format> kFormats = {Format::E4M3, Format::E5M2};
 const std::vector<torch::ScalarType> kInputDtypes = {torch::kFloat, torch::kHalf, torch::kBFloat16};
 
-// The oracle (DESIGN.md §1 written out independently of the library).
+// The oracle (docs/design.md's quantization, written out independently of the library).
 namespace oracle = fp8nn::test;
 
 float amax_of(const torch::Tensor& values) {

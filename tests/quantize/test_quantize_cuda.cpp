@@ -1,6 +1,7 @@
 // The CUDA quantize kernels through the public API: bit-exact agreement with the CPU reference
-// (DESIGN.md §1) for every op, input dtype and format, per tensor and per group, on odd shapes, at
-// the format edges, with non-finite and non-contiguous inputs. Every test needs a GPU.
+// (docs/design.md, "Quantization") for every op, input dtype and format, per tensor and per group,
+// on odd shapes, at the format edges, with non-finite and non-contiguous inputs. Every test needs a
+// GPU.
 
 #include <fp8nn/fp8nn.h>
 

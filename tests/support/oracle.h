@@ -1,5 +1,5 @@
 #pragma once
-// The one test oracle. DESIGN.md §1's quantization written out from plain libtorch ops, one group
+// The one test oracle. docs/design.md's quantization written out from plain libtorch ops, one group
 // column at a time, independently of the library's own CPU path (which it checks); exact fp64
 // dequantization; the product of dequantized operands; the Global and Mixed linear layers,
 // forward and backward, in fp64. Every test that needs a reference uses these; the tolerances of
