@@ -154,17 +154,6 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
   static constexpr const char* kPlan = "plan";
 };
 
-// The recipe with each group size of 0 replaced by the default table's for its row length.
-Recipe resolve(Recipe recipe, int64_t in_features, int64_t out_features) {
-  if (recipe.x.scaling == Scaling::PerGroup && recipe.x.group_size == 0) {
-    recipe.x.group_size = default_group_size(in_features);
-  }
-  if (recipe.grad_output.scaling == Scaling::PerGroup && recipe.grad_output.group_size == 0) {
-    recipe.grad_output.group_size = default_group_size(out_features);
-  }
-  return recipe;
-}
-
 torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, const Recipe& recipe,
                          const LinearFP8FuncOptions& options, const std::string& layer) {
@@ -174,7 +163,7 @@ torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
   }
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
   auto plan = c10::make_intrusive<LinearPlan>();
-  plan->recipe = resolve(recipe, in_features, out_features);
+  plan->recipe = recipe.resolved(in_features, out_features);
   plan->layer = layer;
   plan->check_finite = options.check_finite();
   plan->weight_cache = options.weight_cache();
