@@ -34,6 +34,38 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+// Two adjacent elements as one vector (one 4- or 8-byte access), and its conversions.
+template <typename T>
+struct Vec2Of {
+  using type = float2;
+};
+template <>
+struct Vec2Of<__half> {
+  using type = __half2;
+};
+template <>
+struct Vec2Of<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+};
+template <typename T>
+using Vec2 = typename Vec2Of<T>::type;
+
+__device__ __forceinline__ float2 to_float2(float2 v) { return v; }
+__device__ __forceinline__ float2 to_float2(__half2 v) { return __half22float2(v); }
+__device__ __forceinline__ float2 to_float2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
+
+// Round to nearest even, as from_float.
+template <typename T>
+__device__ __forceinline__ Vec2<T> from_float2(float x, float y) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __floats2half2_rn(x, y);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __floats2bfloat162_rn(x, y);
+  } else {
+    return make_float2(x, y);
+  }
+}
+
 constexpr __nv_fp8_interpretation_t interpretation_of(Fp8Format format) {
   return format == Fp8Format::kE4M3 ? __NV_E4M3 : __NV_E5M2;
 }

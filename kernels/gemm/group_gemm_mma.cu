@@ -100,6 +100,29 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// Calls fn(i, j, e, row, col) for each accumulator element total[i][j][e] of the warp: C fragment
+// element e of mma (i, j) sits at row quad_row (+8 for e >= 2), col quad_col + e % 2 of the
+// mma's 16 x 8 tile; row and col are that position in the block's 64 x 64 tile plus (row0, col0):
+// pass the block's origin for matrix indices, zeros for tile indices.
+template <typename Index, typename Fn>
+__device__ __forceinline__ void for_each_accumulator(Index row0, Index col0, int warp_m, int warp_n,
+                                                     int lane, Fn&& fn) {
+  const int quad_row = lane / 4;        // "groupID" of the PTX fragment tables
+  const int quad_col = (lane % 4) * 2;  // 2 * "threadID_in_group"
+#pragma unroll
+  for (int i = 0; i < kWarpMmasM; ++i) {
+#pragma unroll
+    for (int j = 0; j < kWarpMmasN; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const Index row = row0 + warp_m + i * kMmaM + quad_row + (e / 2) * 8;
+        const Index col = col0 + warp_n + j * kMmaN + quad_col + e % 2;
+        fn(i, j, e, row, col);
+      }
+    }
+  }
+}
+
 template <typename OutT>
 __global__ void __launch_bounds__(kThreads)
     group_gemm_mma_kernel(OperandView a, OperandView b, OutT* __restrict__ c, int64_t ldc,
@@ -157,41 +180,23 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    // Promotion: C fragment element e sits at row quad_row (+8 for e >= 2), col quad_col + e % 2.
-    // NOTES: (partial * sa) * sb, the reference's order ((a * sa)(b * sb)): sa * sb alone can
+    // Promotion: (partial * sa) * sb, the reference's order ((a * sa)(b * sb)): sa * sb alone can
     // overflow, or round in the subnormals, where the product itself is finite and normal.
-#pragma unroll
-    for (int i = 0; i < kWarpMmasM; ++i) {
-#pragma unroll
-      for (int j = 0; j < kWarpMmasN; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = warp_m + i * kMmaM + quad_row + (e / 2) * 8;
-          const int col = warp_n + j * kMmaN + quad_col + e % 2;
-          total[i][j][e] = fmaf(partial[i][j][e] * a_scales[row], b_scales[col], total[i][j][e]);
-        }
-      }
-    }
+    for_each_accumulator(0, 0, warp_m, warp_n, lane, [&](int i, int j, int e, int row, int col) {
+      total[i][j][e] = fmaf(partial[i][j][e] * a_scales[row], b_scales[col], total[i][j][e]);
+    });
     __syncthreads();  // the next chunk overwrites the tiles
     k0 = k_end;
   }
 
-#pragma unroll
-  for (int i = 0; i < kWarpMmasM; ++i) {
-#pragma unroll
-    for (int j = 0; j < kWarpMmasN; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t row = m0 + warp_m + i * kMmaM + quad_row + (e / 2) * 8;
-        const int64_t col = n0 + warp_n + j * kMmaN + quad_col + e % 2;
-        if (row < a.rows && col < b.rows) {
-          float value = total[i][j][e];
-          if (bias != nullptr) value += to_float(bias[col]);
-          c[row * ldc + col] = from_float<OutT>(value);
-        }
-      }
-    }
-  }
+  for_each_accumulator(m0, n0, warp_m, warp_n, lane,
+                       [&](int i, int j, int e, int64_t row, int64_t col) {
+                         if (row < a.rows && col < b.rows) {
+                           float value = total[i][j][e];
+                           if (bias != nullptr) value += to_float(bias[col]);
+                           c[row * ldc + col] = from_float<OutT>(value);
+                         }
+                       });
 }
 
 // An operand of `rows` rows of K bytes, row pitch `ld`, in the kernel's terms.

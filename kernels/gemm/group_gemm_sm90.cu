@@ -206,37 +206,6 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[kAccumulators], uint
   }
 }
 
-template <typename T>
-struct Pair;
-template <>
-struct Pair<float> {
-  using type = float2;
-  static __device__ __forceinline__ float2 make(float x, float y) { return make_float2(x, y); }
-  static __device__ __forceinline__ float2 load_float2(const float* p) {
-    return *reinterpret_cast<const float2*>(p);
-  }
-};
-template <>
-struct Pair<__half> {
-  using type = __half2;
-  static __device__ __forceinline__ __half2 make(float x, float y) {
-    return __floats2half2_rn(x, y);
-  }
-  static __device__ __forceinline__ float2 load_float2(const __half* p) {
-    return __half22float2(*reinterpret_cast<const __half2*>(p));
-  }
-};
-template <>
-struct Pair<__nv_bfloat16> {
-  using type = __nv_bfloat162;
-  static __device__ __forceinline__ __nv_bfloat162 make(float x, float y) {
-    return __floats2bfloat162_rn(x, y);
-  }
-  static __device__ __forceinline__ float2 load_float2(const __nv_bfloat16* p) {
-    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
-  }
-};
-
 // Tile t of the persistent sequence -> (m_block, n_block), raster columns of kRasterWidth N-blocks.
 __device__ __forceinline__ void tile_coordinates(int tile, int m_blocks, int n_blocks, int& m_block,
                                                  int& n_block) {
@@ -376,16 +345,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int col = col_base + 8 * j;
       if (col >= p.n) continue;
       float2 bias_pair = make_float2(0.0f, 0.0f);
-      if (bias != nullptr) bias_pair = Pair<OutT>::load_float2(bias + col);
+      if (bias != nullptr) bias_pair = to_float2(*reinterpret_cast<const Vec2<OutT>*>(bias + col));
       if (row0 < p.m) {
-        *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row0} * p.ldc + col) =
-            Pair<OutT>::make(fmaf(total[4 * j + 0], b_scale, bias_pair.x),
-                             fmaf(total[4 * j + 1], b_scale, bias_pair.y));
+        *reinterpret_cast<Vec2<OutT>*>(c + int64_t{row0} * p.ldc + col) =
+            from_float2<OutT>(fmaf(total[4 * j + 0], b_scale, bias_pair.x),
+                              fmaf(total[4 * j + 1], b_scale, bias_pair.y));
       }
       if (row1 < p.m) {
-        *reinterpret_cast<typename Pair<OutT>::type*>(c + int64_t{row1} * p.ldc + col) =
-            Pair<OutT>::make(fmaf(total[4 * j + 2], b_scale, bias_pair.x),
-                             fmaf(total[4 * j + 3], b_scale, bias_pair.y));
+        *reinterpret_cast<Vec2<OutT>*>(c + int64_t{row1} * p.ldc + col) =
+            from_float2<OutT>(fmaf(total[4 * j + 2], b_scale, bias_pair.x),
+                              fmaf(total[4 * j + 3], b_scale, bias_pair.y));
       }
     }
   }
