@@ -118,8 +118,7 @@ class LinearFP8Impl : public detail::LinearFP8ImplBase<LinearFP8Impl> {
 
   /// fp8nn::LinearFP8(in_features=…, out_features=…, bias=…, recipe=…)
   void pretty_print(std::ostream& stream) const override;
-  /// options.recipe(), or Recipe::global() when none was given (a group size of 0 means
-  /// default_group_size of the row, resolved at each call).
+  /// The recipe in use, group sizes of 0 resolved from the default table.
   Recipe recipe() const;
 };
 

@@ -109,6 +109,10 @@ struct Recipe {
   static const Recipe Global;
   static const Recipe Mixed;
 
+  /// This recipe for a layer of the given features: each per-group size of 0 replaced by
+  /// default_group_size of its row (x: in_features, grad_output: out_features).
+  Recipe resolved(int64_t in_features, int64_t out_features) const;
+
   /// Whether this is a mixed(G_in, G_out) recipe for some group sizes.
   constexpr bool is_mixed() const { return *this == mixed(x.group_size, grad_output.group_size); }
 

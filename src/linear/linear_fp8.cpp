@@ -39,20 +39,16 @@ struct LinearPlan : torch::CustomClassHolder {
 bool is_fp8(const ProductRecipe& product) { return product.precision == Precision::FP8; }
 bool fast(const ProductRecipe& product) { return product.accumulation == Accumulation::Fast; }
 
-// A per-tensor operand's quantization: with its transpose when a backward product needs it, the
-// amax reduced over the plan's group when there is one.
-QuantizedPair quantize_per_tensor(const torch::Tensor& t, Format format, bool with_transpose,
-                                  const detail::AmaxGroup& group) {
-  if (with_transpose) return detail::quantize_with_transpose(t, format, group);
-  return {detail::quantize(t, format, group), {}};
-}
-
-QuantizedTensor quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
-                                 const detail::AmaxGroup& group) {
+// An operand quantized as its recipe says: per group, or per tensor with the amax reduced over
+// the plan's group when there is one, and then with its transpose when a backward product needs
+// it (check_recipe allows a transpose of per-tensor operands only).
+QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
+                               bool with_transpose, const detail::AmaxGroup& group) {
   if (operand.scaling == Scaling::PerGroup) {
-    return quantize_per_group(t, operand.format, operand.group_size);
+    return {quantize_per_group(t, operand.format, operand.group_size), {}};
   }
-  return quantize_per_tensor(t, operand.format, false, group).quantized;
+  if (with_transpose) return detail::quantize_with_transpose(t, operand.format, group);
+  return {detail::quantize(t, operand.format, group), {}};
 }
 
 // x: [M, K], weight: [N, K], bias: [N] or none.
@@ -66,16 +62,11 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     // needs_input_grad needs a recorded graph; requires_grad is the same question asked early
     // (under NoGradGuard it over-asks, and the node holding the copies is dropped at once).
     const bool want_dx = x.requires_grad(), want_dw = weight.requires_grad();
-    const bool fp8_dgrad = is_fp8(recipe.grad_input), fp8_dgrad_w = fp8_dgrad && want_dx;
+    const bool fp8_dgrad = is_fp8(recipe.grad_input) && want_dx;
     const bool fp8_wgrad = is_fp8(recipe.grad_weight) && want_dw;
 
     // A per-tensor x gets its K-major copy (the B operand of dW = dy^T x) in the same pass.
-    QuantizedPair x_q;
-    if (recipe.x.scaling == Scaling::PerGroup) {
-      x_q.quantized = quantize_per_group(x, recipe.x.format, recipe.x.group_size);
-    } else {
-      x_q = quantize_per_tensor(x, recipe.x.format, fp8_wgrad, plan->amax_group);
-    }
+    const auto x_q = quantize_operand(x, recipe.x, fp8_wgrad, plan->amax_group);
     // W's row-major copy feeds this product, its [K, N] copy dx = dy W. With a shared amax the
     // ranks must quantize together, so the cache (a per-process decision) stays out of it.
     const auto w_q = plan->amax_group
@@ -91,8 +82,8 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
       if (fp8_wgrad) x_scale_inv = x_q.transposed.scale_inv;
     }
     if (want_dx) {
-      w_saved = fp8_dgrad_w ? w_q.transposed.data : weight;
-      if (fp8_dgrad_w) w_scale_inv = w_q.transposed.scale_inv;
+      w_saved = fp8_dgrad ? w_q.transposed.data : weight;
+      if (fp8_dgrad) w_scale_inv = w_q.transposed.scale_inv;
     }
     ctx->save_for_backward({x_saved, x_scale_inv, w_saved, w_scale_inv});
     plan->x_dtype = x.scalar_type();
@@ -118,10 +109,8 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     // dy's copies: row-major (A of dx = dy W; per group, the groups run along N, dx's K) and,
     // for an FP8 weight gradient, K-major (A of dW = dy^T x) from the same pass.
     QuantizedPair dy_q;
-    if (fp8_wgrad) {
-      dy_q = quantize_per_tensor(dy, recipe.grad_output.format, true, plan->amax_group);
-    } else if (fp8_dgrad) {
-      dy_q.quantized = quantize_operand(dy, recipe.grad_output, plan->amax_group);
+    if (fp8_wgrad || fp8_dgrad) {
+      dy_q = quantize_operand(dy, recipe.grad_output, fp8_wgrad, plan->amax_group);
     }
     torch::Tensor dx, dw, db;
     if (want_dx) {
@@ -154,17 +143,6 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
   static constexpr const char* kPlan = "plan";
 };
 
-// The recipe with each group size of 0 replaced by the default table's for its row length.
-Recipe resolve(Recipe recipe, int64_t in_features, int64_t out_features) {
-  if (recipe.x.scaling == Scaling::PerGroup && recipe.x.group_size == 0) {
-    recipe.x.group_size = default_group_size(in_features);
-  }
-  if (recipe.grad_output.scaling == Scaling::PerGroup && recipe.grad_output.group_size == 0) {
-    recipe.grad_output.group_size = default_group_size(out_features);
-  }
-  return recipe;
-}
-
 torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, const Recipe& recipe,
                          const LinearFP8FuncOptions& options, const std::string& layer) {
@@ -174,7 +152,7 @@ torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
   }
   const int64_t in_features = weight.size(1), out_features = weight.size(0);
   auto plan = c10::make_intrusive<LinearPlan>();
-  plan->recipe = resolve(recipe, in_features, out_features);
+  plan->recipe = recipe.resolved(in_features, out_features);
   plan->layer = layer;
   plan->check_finite = options.check_finite();
   plan->weight_cache = options.weight_cache();

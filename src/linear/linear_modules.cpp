@@ -194,7 +194,11 @@ template class LinearFP8HolderBase<LinearFP8Mixed, LinearFP8MixedImpl>;
 
 }  // namespace detail
 
-Recipe LinearFP8Impl::recipe() const { return options.recipe().value_or(Recipe::global()); }
+Recipe LinearFP8Impl::recipe() const {
+  return options.recipe()
+      .value_or(Recipe::global())
+      .resolved(options.in_features(), options.out_features());
+}
 
 void LinearFP8Impl::pretty_print(std::ostream& stream) const {
   stream << std::boolalpha << "fp8nn::LinearFP8(in_features=" << options.in_features()

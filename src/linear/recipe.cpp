@@ -1,10 +1,12 @@
 // What the engine can run of a Recipe, and how a recipe prints.
 
+#include <fp8nn/linear_functional.h>
 #include <fp8nn/recipe.h>
 
 #include <c10/util/Exception.h>
 
 #include <sstream>
+#include <utility>
 
 namespace fp8nn {
 namespace {
@@ -59,6 +61,17 @@ void check_recipe(const Recipe& recipe, const std::string& who) {
                     "gradient (it reduces over rows, across their groups), got x ",
                     describe(recipe.x), " and output gradient ", describe(recipe.grad_output),
                     "; use grad_weight = ProductRecipe::high_precision()");
+}
+
+Recipe Recipe::resolved(int64_t in_features, int64_t out_features) const {
+  Recipe recipe = *this;
+  for (auto [operand, features] : {std::pair<OperandRecipe*, int64_t>{&recipe.x, in_features},
+                                   {&recipe.grad_output, out_features}}) {
+    if (operand->scaling == Scaling::PerGroup && operand->group_size == 0) {
+      operand->group_size = default_group_size(features);
+    }
+  }
+  return recipe;
 }
 
 std::string to_string(const Recipe& recipe) {

@@ -55,6 +55,19 @@ TEST_CASE("Recipe presets say what Global and Mixed run, and print by name") {
         "forward=fp8 fast, grad_input=fp8 precise, grad_weight=fp8 precise)");
 }
 
+TEST_CASE("A layer's recipe has its default group sizes resolved for its features") {
+  const fp8nn::LinearFP8 layer(LinearFP8Options(96, 160).recipe(Recipe::Mixed));
+  // default_group_size: next power of two of the row, within [64, 4096].
+  CHECK(layer->recipe() == Recipe::mixed(128, 256));
+  CHECK(Recipe::mixed(32, 0).resolved(96, 5000) == Recipe::mixed(32, 4096));
+  CHECK(Recipe::global().resolved(96, 160) == Recipe::global());
+  std::ostringstream printed;
+  printed << *layer;
+  CHECK(printed.str() ==
+        "fp8nn::LinearFP8(in_features=96, out_features=160, bias=true, "
+        "recipe=Recipe::mixed(128, 256))");
+}
+
 TEST_CASE("A recipe no kernel runs is refused with a ValueError naming the choice") {
   auto block_weight = Recipe::global();
   block_weight.weight.scaling = Scaling::Block128x128;
