@@ -74,28 +74,28 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     }
     const V* xv = reinterpret_cast<const V*>(x + offset);
 
-    unsigned bits = 0;
+    // A lane handles vectors base + k * lanes, k < kUnroll, of its group at a time.
     V v[kUnroll];
+    const auto load = [&](auto base) {
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (base + k * lanes < vectors) v[k] = xv[base + k * lanes];
+      }
+    };
+    unsigned bits = 0;
+    const auto reduce = [&](auto base) {
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (base + k * lanes < vectors) bits = max_abs_bits(bits, v[k]);
+      }
+    };
     if (layout.in_registers) {
-#pragma unroll
-      for (int k = 0; k < kUnroll; ++k) {
-        const int64_t i = lane_in_group + k * lanes;
-        if (i < vectors) v[k] = xv[i];
-      }
-#pragma unroll
-      for (int k = 0; k < kUnroll; ++k) {
-        if (lane_in_group + k * lanes < vectors) bits = max_abs_bits(bits, v[k]);
-      }
+      load(lane_in_group);
+      reduce(lane_in_group);
     } else {
       for (int64_t base = lane_in_group; base < vectors; base += kUnroll * lanes) {
-#pragma unroll
-        for (int k = 0; k < kUnroll; ++k) {
-          if (base + k * lanes < vectors) v[k] = xv[base + k * lanes];
-        }
-#pragma unroll
-        for (int k = 0; k < kUnroll; ++k) {
-          if (base + k * lanes < vectors) bits = max_abs_bits(bits, v[k]);
-        }
+        load(base);
+        reduce(base);
       }
     }
     for (int o = lanes / 2; o > 0; o /= 2) bits = max(bits, __shfl_xor_sync(0xffffffffu, bits, o));
@@ -107,23 +107,19 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
       const float scale = scale_from_amax(amax, fp8_max(F));
       if (active && lane_in_group == 0) result[group] = __frcp_rn(scale);
       uint8_t* group_out = out + offset;
-      if (layout.in_registers) {
+      const auto cast = [&](auto base) {
 #pragma unroll
         for (int k = 0; k < kUnroll; ++k) {
-          const int64_t i = lane_in_group + k * lanes;
+          const int64_t i = base + k * lanes;
           if (i < vectors) cast_store<F>(v[k], scale, group_out + i * kVec);
         }
+      };
+      if (layout.in_registers) {
+        cast(lane_in_group);
       } else {
         for (int64_t base = lane_in_group; base < vectors; base += kUnroll * lanes) {
-#pragma unroll
-          for (int k = 0; k < kUnroll; ++k) {
-            if (base + k * lanes < vectors) v[k] = xv[base + k * lanes];
-          }
-#pragma unroll
-          for (int k = 0; k < kUnroll; ++k) {
-            const int64_t i = base + k * lanes;
-            if (i < vectors) cast_store<F>(v[k], scale, group_out + i * kVec);
-          }
+          load(base);
+          cast(base);
         }
       }
     }
