@@ -5,6 +5,7 @@
 #include <fp8nn/convert.h>
 #include <fp8nn/linear.h>
 #include <fp8nn/linear_functional.h>
+#include <fp8nn/numerics.h>
 #include <fp8nn/quantize.h>
 #include <fp8nn/recipe.h>
 #include <fp8nn/scaled_mm.h>

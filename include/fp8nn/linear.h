@@ -88,6 +88,10 @@ class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
   /// options.cache_weight() is false). Not a parameter or buffer: save/load and optimizers never
   /// see it; reset() and clone() start with a new, empty one (policy WeightReuse::Never).
   std::shared_ptr<functional::WeightCache> weight_cache;
+  /// The numerics monitor of this layer (numerics.h), or nullptr (the default: nothing counted).
+  /// Set it directly or through fp8nn::enable_numerics(model). Not a parameter or buffer;
+  /// clone() and reset() give the layer a new, empty monitor with the same options.
+  std::shared_ptr<NumericsMonitor> numerics;
 
   /// y = x W^T + b through functional::linear_fp8 with Derived::recipe().
   torch::Tensor forward(const torch::Tensor& input);

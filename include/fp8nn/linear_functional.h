@@ -14,6 +14,7 @@
 #include <torch/arg.h>
 #include <torch/types.h>
 
+#include <fp8nn/numerics.h>
 #include <fp8nn/quantize.h>
 #include <fp8nn/recipe.h>
 
@@ -160,6 +161,9 @@ struct LinearFP8FuncOptions {
   /// run the layer (forward and backward) in the same order. On CUDA (NCCL) the stream waits for
   /// the reduction, the host does not. Null (the default): each process uses its own amaxes.
   TORCH_ARG(ProcessGroupRef, amax_group);
+  /// Where the quantizations of x, W and dy add their figures (numerics.h); nullptr: nothing is
+  /// counted and the kernels run without counters.
+  TORCH_ARG(std::shared_ptr<NumericsMonitor>, numerics) = nullptr;
 };
 
 /// y = x W^T + b with the products and quantizations `recipe` asks for (see Recipe). Only what

@@ -42,4 +42,20 @@ FP8NN_HOST_DEVICE float scale_from_amax(float amax, float fmt_max) {
   return scale == INFINITY ? FLT_MAX : scale;
 }
 
+/// The numerics monitor's two counts (docs/design.md, "Numerics monitor"), on the scaled value
+/// s = v * scale before the clamp; the kernels and the CPU reference compare with these bounds.
+/// Saturated: the clamp to +-fmt_max changes the FP8 value, i.e. a format without a largest value
+/// would round |s| above fmt_max: |s| >= saturation_bound. E4M3: above 464, the midpoint of 448
+/// and 480 (464 itself ties to 448, the even one), so the next fp32 after 464; E5M2: from 61440,
+/// the midpoint of 57344 and 65536 (a tie goes to 65536). Inf counts; NaN does not.
+FP8NN_HOST_DEVICE constexpr float saturation_bound(Fp8Format format) {
+  return format == Fp8Format::kE4M3 ? 0x1.d00002p+8f : 0x1.ep+15f;
+}
+
+/// Flushed to zero: v != 0 and |s| <= flush_bound, half the smallest subnormal (E4M3 2^-9, E5M2
+/// 2^-16), which rounds to +-0 (a tie goes to 0, the even one).
+FP8NN_HOST_DEVICE constexpr float flush_bound(Fp8Format format) {
+  return format == Fp8Format::kE4M3 ? 0x1p-10f : 0x1p-17f;
+}
+
 }  // namespace fp8nn::kernels

@@ -15,14 +15,19 @@ constexpr int kThreads = 256;
 constexpr int kUnroll = 4;
 constexpr int kBlocksPerSm = 8;
 
-template <typename T, Fp8Format F>
+// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
+template <typename T, Fp8Format F, typename Counter>
 __global__ void __launch_bounds__(kThreads)
     cast_per_tensor_kernel(const T* __restrict__ x, int64_t numel, bool vectorized,
                            const float* __restrict__ amax, uint8_t* __restrict__ out,
-                           float* __restrict__ scale_inv) {
+                           float* __restrict__ scale_inv, unsigned long long* __restrict__ counts) {
   constexpr int kVec = kVec16<T>;
+  Counter counter;
   const float scale = scale_from_amax(*amax, fp8_max(F));
-  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_inv = __frcp_rn(scale);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    *scale_inv = __frcp_rn(scale);
+    counter.add_amax(*amax);
+  }
 
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -40,22 +45,23 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < kUnroll; ++k) {
         if (base + k * stride < vectors) {
-          outv[vectors - 1 - (base + k * stride)] = cast_vec_to_fp8<F>(v[k], scale);
+          outv[vectors - 1 - (base + k * stride)] = cast_vec_to_fp8<F>(v[k], scale, counter);
         }
       }
     }
     scalar_begin = vectors * kVec;
   }
   for (int64_t i = scalar_begin + thread; i < numel; i += stride) {
-    out[i] = cast_to_fp8<F>(to_float(x[i]), scale);
+    out[i] = cast_to_fp8<F>(to_float(x[i]), scale, counter);
   }
+  counter.template flush<kThreads>(counts);
 }
 
 }  // namespace
 
 cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp8Format format,
-                            const float* amax, uint8_t* out, float* scale_inv,
-                            cudaStream_t stream) {
+                            const float* amax, uint8_t* out, float* scale_inv, cudaStream_t stream,
+                            unsigned long long* counts) {
   return dispatch_high_precision(type, [&](auto type_tag) {
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
@@ -64,8 +70,13 @@ cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp
       const int64_t items = vectorized ? numel / kVec16<T> : numel;
       unsigned blocks = 0;
       FP8NN_KERNELS_TRY(grid_for(items, int64_t{kThreads} * kUnroll, kBlocksPerSm, &blocks));
-      cast_per_tensor_kernel<T, F><<<blocks, kThreads, 0, stream>>>(
-          static_cast<const T*>(x), numel, vectorized, amax, out, scale_inv);
+      if (counts != nullptr) {
+        cast_per_tensor_kernel<T, F, CastCounter<F>><<<blocks, kThreads, 0, stream>>>(
+            static_cast<const T*>(x), numel, vectorized, amax, out, scale_inv, counts);
+      } else {
+        cast_per_tensor_kernel<T, F, NoCounter><<<blocks, kThreads, 0, stream>>>(
+            static_cast<const T*>(x), numel, vectorized, amax, out, scale_inv, counts);
+      }
       return cudaGetLastError();
     });
   });

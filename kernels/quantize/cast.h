@@ -15,8 +15,11 @@ namespace fp8nn::kernels {
 
 /// out[i] = fp8(clamp(x[i] * scale, -max, max)) for `numel` contiguous elements, with
 /// scale = scale_from_amax(*amax) computed on the device; writes *scale_inv = 1 / scale (also when
-/// numel == 0). `out` holds numel bytes.
+/// numel == 0). `out` holds numel bytes. `counts`: null, or the numerics monitor's 3 counters,
+/// which the cast adds to: [0] saturated, [1] flushed to zero, [2] max with
+/// the bits of |*amax| (fp8_format.h: saturation_bound, flush_bound).
 cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp8Format format,
-                            const float* amax, uint8_t* out, float* scale_inv, cudaStream_t stream);
+                            const float* amax, uint8_t* out, float* scale_inv, cudaStream_t stream,
+                            unsigned long long* counts = nullptr);
 
 }  // namespace fp8nn::kernels

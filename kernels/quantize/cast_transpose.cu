@@ -26,16 +26,22 @@ constexpr int kRowsPerStore = 16;          // bytes of one out_t store
 static_assert(kThreads == 256 && kTileCols == 64, "transposed mapping: 4 warps x 16 columns");
 static_assert(kTileRows % (kRowsPerStore * 4) == 0, "whole transposed store rounds");
 
-template <typename T, Fp8Format F>
+// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
+template <typename T, Fp8Format F, typename Counter>
 __global__ void __launch_bounds__(kThreads)
     cast_transpose_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t tiles_c,
                           bool load_vectorized, bool store_t_vectorized,
                           const float* __restrict__ amax, uint8_t* __restrict__ out,
-                          uint8_t* __restrict__ out_t, float* __restrict__ scale_inv) {
+                          uint8_t* __restrict__ out_t, float* __restrict__ scale_inv,
+                          unsigned long long* __restrict__ counts) {
   __shared__ __align__(16) uint8_t tile[kTileRows * kTilePitch];
 
+  Counter counter;
   const float scale = scale_from_amax(*amax, fp8_max(F));
-  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_inv = __frcp_rn(scale);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    *scale_inv = __frcp_rn(scale);
+    counter.add_amax(*amax);
+  }
 
   const int64_t tile_index = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
   const int64_t r0 = (tile_index / tiles_c) * kTileRows;
@@ -60,7 +66,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kLoads; ++k) {
       const int index = tid + k * kThreads;
       const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
-      const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale);
+      const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale, counter);
       *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = q;
 #pragma unroll
       for (int w = 0; w < kVec / 4; ++w) {
@@ -73,7 +79,7 @@ __global__ void __launch_bounds__(kThreads)
       uint8_t q = 0;
       if (r0 + r < rows && c0 + c < cols) {
         const int64_t offset = (r0 + r) * cols + c0 + c;
-        q = cast_to_fp8<F>(to_float(x[offset]), scale);
+        q = cast_to_fp8<F>(to_float(x[offset]), scale, counter);
         out[offset] = q;
       }
       tile[r * kTilePitch + c] = q;
@@ -108,15 +114,17 @@ __global__ void __launch_bounds__(kThreads)
         out_t[(c0 + c) * rows + r0 + r] = tile[r * kTilePitch + c];
     }
   }
+  counter.template flush<kThreads>(counts);
 }
 
 }  // namespace
 
 cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                       Fp8Format format, const float* amax, uint8_t* out,
-                                      uint8_t* out_t, float* scale_inv, cudaStream_t stream) {
+                                      uint8_t* out_t, float* scale_inv, cudaStream_t stream,
+                                      unsigned long long* counts) {
   if (rows == 0 || cols == 0) {  // nothing to transpose; the cast of no element writes scale_inv
-    return cast_per_tensor(x, type, 0, format, amax, out, scale_inv, stream);
+    return cast_per_tensor(x, type, 0, format, amax, out, scale_inv, stream, counts);
   }
   const int64_t tiles_r = (rows + kTileRows - 1) / kTileRows;
   const int64_t tiles_c = (cols + kTileCols - 1) / kTileCols;
@@ -129,9 +137,11 @@ cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t
       const bool load_vectorized =
           cols % kVec16<T> == 0 && is_aligned(x, 16) && is_aligned(out, kVec16<T>);
       const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
-      cast_transpose_kernel<T, F><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
+      const auto kernel = counts != nullptr ? cast_transpose_kernel<T, F, CastCounter<F>>
+                                            : cast_transpose_kernel<T, F, NoCounter>;
+      kernel<<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
           static_cast<const T*>(x), rows, cols, tiles_c, load_vectorized, store_t_vectorized, amax,
-          out, out_t, scale_inv);
+          out, out_t, scale_inv, counts);
       return cudaGetLastError();
     });
   });

@@ -30,12 +30,68 @@ constexpr int kVec16 = 16 / static_cast<int>(sizeof(T));
 // integer max over them is the fp32 amax with NaN propagating, exact and order-independent.
 __device__ __forceinline__ unsigned abs_bits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
 
-// clamp(v * scale, -max, max) in fp32. Comparisons with NaN are false, so NaN passes the clamp
-// unchanged (fminf/fmaxf would turn it into a number).
+// The numerics monitor's counters of one cast kernel (fp8_format.h: saturation_bound,
+// flush_bound):
+// each thread counts what it casts; flush() sums them over the block and adds the block's totals
+// to counts[0] (saturated) and counts[1] (flushed to zero) and its max to counts[2] (the amax, as
+// the bits of a non-negative float) with one atomic each. Every thread of the block calls flush.
 template <Fp8Format F>
-__device__ __forceinline__ float scale_and_clamp(float v, float scale) {
+struct CastCounter {
+  unsigned saturated = 0, flushed = 0, amax_bits = 0;
+
+  __device__ __forceinline__ void add(float v, float scaled) {
+    const float scaled_abs = fabsf(scaled);
+    saturated += scaled_abs >= saturation_bound(F) ? 1u : 0u;
+    flushed += v != 0.0f && scaled_abs <= flush_bound(F) ? 1u : 0u;
+  }
+  __device__ __forceinline__ void add_amax(float amax) {
+    amax_bits = max(amax_bits, abs_bits(amax));
+  }
+
+  template <int kThreads>
+  __device__ __forceinline__ void flush(unsigned long long* counts) {
+    static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
+    __shared__ unsigned long long warp_counts[2][kThreads / 32];
+    __shared__ unsigned warp_amax[kThreads / 32];
+    const unsigned saturated_sum = __reduce_add_sync(0xffffffffu, saturated);
+    const unsigned flushed_sum = __reduce_add_sync(0xffffffffu, flushed);
+    const unsigned amax_max = __reduce_max_sync(0xffffffffu, amax_bits);
+    if (threadIdx.x % 32 == 0) {
+      warp_counts[0][threadIdx.x / 32] = saturated_sum;
+      warp_counts[1][threadIdx.x / 32] = flushed_sum;
+      warp_amax[threadIdx.x / 32] = amax_max;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned long long block_saturated = 0, block_flushed = 0;
+      unsigned block_amax = 0;
+      for (int w = 0; w < kThreads / 32; ++w) {
+        block_saturated += warp_counts[0][w];
+        block_flushed += warp_counts[1][w];
+        block_amax = max(block_amax, warp_amax[w]);
+      }
+      if (block_saturated != 0) atomicAdd(&counts[0], block_saturated);
+      if (block_flushed != 0) atomicAdd(&counts[1], block_flushed);
+      if (block_amax != 0) atomicMax(&counts[2], static_cast<unsigned long long>(block_amax));
+    }
+  }
+};
+
+// The same interface doing nothing: the monitor off compiles to the kernels without it.
+struct NoCounter {
+  __device__ __forceinline__ void add(float, float) {}
+  __device__ __forceinline__ void add_amax(float) {}
+  template <int kThreads>
+  __device__ __forceinline__ void flush(unsigned long long*) {}
+};
+
+// clamp(v * scale, -max, max) in fp32, counted by `counter`. Comparisons with NaN are false, so
+// NaN passes the clamp unchanged (fminf/fmaxf would turn it into a number).
+template <Fp8Format F, typename Counter>
+__device__ __forceinline__ float scale_and_clamp(float v, float scale, Counter& counter) {
   constexpr float kMax = fp8_max(F);
   float s = __fmul_rn(v, scale);
+  counter.add(v, s);
   s = s > kMax ? kMax : s;
   s = s < -kMax ? -kMax : s;
   return s;
@@ -43,30 +99,33 @@ __device__ __forceinline__ float scale_and_clamp(float v, float scale) {
 
 // Two values to two FP8 bytes (first in the low byte) with one cvt.rn.satfinite: round to nearest
 // even; NaN stays NaN; finite values are already within range after the clamp.
-template <Fp8Format F>
-__device__ __forceinline__ uint16_t cast_pair_to_fp8(float first, float second, float scale) {
-  const float2 pair =
-      make_float2(scale_and_clamp<F>(first, scale), scale_and_clamp<F>(second, scale));
+template <Fp8Format F, typename Counter>
+__device__ __forceinline__ uint16_t cast_pair_to_fp8(float first, float second, float scale,
+                                                     Counter& counter) {
+  const float2 pair = make_float2(scale_and_clamp<F>(first, scale, counter),
+                                  scale_and_clamp<F>(second, scale, counter));
   return __nv_cvt_float2_to_fp8x2(pair, __NV_SATFINITE, kInterpretation<F>);
 }
 
-template <Fp8Format F>
-__device__ __forceinline__ uint8_t cast_to_fp8(float v, float scale) {
-  return __nv_cvt_float_to_fp8(scale_and_clamp<F>(v, scale), __NV_SATFINITE, kInterpretation<F>);
+template <Fp8Format F, typename Counter>
+__device__ __forceinline__ uint8_t cast_to_fp8(float v, float scale, Counter& counter) {
+  return __nv_cvt_float_to_fp8(scale_and_clamp<F>(v, scale, counter), __NV_SATFINITE,
+                               kInterpretation<F>);
 }
 
 // N high-precision values (N a multiple of 4) to N FP8 bytes packed little-endian into N / 4
 // words (byte j of the input order in bits 8 * (j % 4) of word j / 4), kept in registers.
-template <Fp8Format F, typename T, int N>
-__device__ __forceinline__ Vec<uint32_t, N / 4> cast_vec_to_fp8(const Vec<T, N>& in, float scale) {
+template <Fp8Format F, typename T, int N, typename Counter>
+__device__ __forceinline__ Vec<uint32_t, N / 4> cast_vec_to_fp8(const Vec<T, N>& in, float scale,
+                                                                Counter& counter) {
   static_assert(N % 4 == 0, "whole words of FP8 bytes");
   Vec<uint32_t, N / 4> out;
 #pragma unroll
   for (int w = 0; w < N / 4; ++w) {
     const uint32_t low =
-        cast_pair_to_fp8<F>(to_float(in.v[4 * w]), to_float(in.v[4 * w + 1]), scale);
+        cast_pair_to_fp8<F>(to_float(in.v[4 * w]), to_float(in.v[4 * w + 1]), scale, counter);
     const uint32_t high =
-        cast_pair_to_fp8<F>(to_float(in.v[4 * w + 2]), to_float(in.v[4 * w + 3]), scale);
+        cast_pair_to_fp8<F>(to_float(in.v[4 * w + 2]), to_float(in.v[4 * w + 3]), scale, counter);
     out.v[w] = low | (high << 16);
   }
   return out;

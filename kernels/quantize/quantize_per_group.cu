@@ -30,12 +30,13 @@ struct GroupLayout {
 };
 
 // Casts and stores one vector of kVec elements (kVec == 1: the scalar path).
-template <Fp8Format F, typename T, int kVec>
-__device__ __forceinline__ void cast_store(const Vec<T, kVec>& v, float scale, uint8_t* out) {
+template <Fp8Format F, typename T, int kVec, typename Counter>
+__device__ __forceinline__ void cast_store(const Vec<T, kVec>& v, float scale, uint8_t* out,
+                                           Counter& counter) {
   if constexpr (kVec == 1) {
-    *out = cast_to_fp8<F>(to_float(v.v[0]), scale);
+    *out = cast_to_fp8<F>(to_float(v.v[0]), scale, counter);
   } else {
-    *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out) = cast_vec_to_fp8<F>(v, scale);
+    *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out) = cast_vec_to_fp8<F>(v, scale, counter);
   }
 }
 
@@ -47,11 +48,13 @@ __device__ __forceinline__ unsigned max_abs_bits(unsigned bits, const Vec<T, kVe
 }
 
 // kCast: write out and scale_inv into `result`; otherwise write the amax into `result`.
-template <typename T, Fp8Format F, int kVec, bool kCast>
+// Counter (with kCast): CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
+template <typename T, Fp8Format F, int kVec, bool kCast, typename Counter>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     per_group_kernel(const T* __restrict__ x, GroupLayout layout, uint8_t* __restrict__ out,
-                     float* __restrict__ result) {
+                     float* __restrict__ result, unsigned long long* __restrict__ counts) {
   using V = Vec<T, kVec>;
+  Counter counter;
   const int lanes = layout.lanes_per_group;
   const int lane = threadIdx.x % 32;
   const int lane_in_group = lane % lanes;
@@ -106,12 +109,13 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     } else {
       const float scale = scale_from_amax(amax, fp8_max(F));
       if (active && lane_in_group == 0) result[group] = __frcp_rn(scale);
+      counter.add_amax(amax);
       uint8_t* group_out = out + offset;
       const auto cast = [&](auto base) {
 #pragma unroll
         for (int k = 0; k < kUnroll; ++k) {
           const int64_t i = base + k * lanes;
-          if (i < vectors) cast_store<F>(v[k], scale, group_out + i * kVec);
+          if (i < vectors) cast_store<F>(v[k], scale, group_out + i * kVec, counter);
         }
       };
       if (layout.in_registers) {
@@ -124,11 +128,13 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
       }
     }
   }
+  counter.template flush<kThreads>(counts);
 }
 
-template <typename T, Fp8Format F, bool kCast>
+template <typename T, Fp8Format F, bool kCast, typename Counter>
 cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t group_size,
-                             uint8_t* out, float* result, cudaStream_t stream) {
+                             uint8_t* out, float* result, cudaStream_t stream,
+                             unsigned long long* counts) {
   if (group_size <= 0) return cudaErrorInvalidValue;
   if (rows == 0 || cols == 0) return cudaSuccess;
   GroupLayout layout{rows, cols, group_size, (cols + group_size - 1) / group_size, 1, true};
@@ -147,10 +153,11 @@ cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t 
   FP8NN_KERNELS_TRY(grid_for(warps, kWarpsPerBlock, kBlocksPerSm, &blocks));
   const T* typed = static_cast<const T*>(x);
   if (vectorized) {
-    per_group_kernel<T, F, kVec16<T>, kCast>
-        <<<blocks, kThreads, 0, stream>>>(typed, layout, out, result);
+    per_group_kernel<T, F, kVec16<T>, kCast, Counter>
+        <<<blocks, kThreads, 0, stream>>>(typed, layout, out, result, counts);
   } else {
-    per_group_kernel<T, F, 1, kCast><<<blocks, kThreads, 0, stream>>>(typed, layout, out, result);
+    per_group_kernel<T, F, 1, kCast, Counter>
+        <<<blocks, kThreads, 0, stream>>>(typed, layout, out, result, counts);
   }
   return cudaGetLastError();
 }
@@ -159,12 +166,17 @@ cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t 
 
 cudaError_t quantize_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                int64_t group_size, Fp8Format format, uint8_t* out, float* scale_inv,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, unsigned long long* counts) {
   return dispatch_high_precision(type, [&](auto type_tag) {
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
-      return launch_per_group<T, F, true>(x, rows, cols, group_size, out, scale_inv, stream);
+      if (counts != nullptr) {
+        return launch_per_group<T, F, true, CastCounter<F>>(x, rows, cols, group_size, out,
+                                                            scale_inv, stream, counts);
+      }
+      return launch_per_group<T, F, true, NoCounter>(x, rows, cols, group_size, out, scale_inv,
+                                                     stream, counts);
     });
   });
 }
@@ -174,8 +186,8 @@ cudaError_t amax_per_group(const void* x, HighPrecision type, int64_t rows, int6
   return dispatch_high_precision(type, [&](auto type_tag) {
     using T = decltype(type_tag);
     // The format does not matter without the cast; E4M3 names one instantiation.
-    return launch_per_group<T, Fp8Format::kE4M3, false>(x, rows, cols, group_size, nullptr, amax,
-                                                        stream);
+    return launch_per_group<T, Fp8Format::kE4M3, false, NoCounter>(x, rows, cols, group_size,
+                                                                   nullptr, amax, stream, nullptr);
   });
 }
 

@@ -15,10 +15,11 @@
 namespace fp8nn::kernels {
 
 /// One pass: per group, amax, scale, the FP8 cast into `out` (rows * cols bytes) and scale_inv
-/// [rows, groups] fp32 (1 / scale), with no other kernel before or after.
+/// [rows, groups] fp32 (1 / scale), with no other kernel before or after. `counts`: as
+/// cast_per_tensor's (kernels/quantize/cast.h), [2] taking the largest group amax.
 cudaError_t quantize_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                int64_t group_size, Fp8Format format, uint8_t* out, float* scale_inv,
-                               cudaStream_t stream);
+                               cudaStream_t stream, unsigned long long* counts = nullptr);
 
 /// amax [rows, groups] fp32 alone (NaN-propagating), for callers that need the values themselves.
 cudaError_t amax_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,

@@ -2,6 +2,8 @@
 
 #include "linear/amax_group.h"
 
+#include "quantize/quantize_detail.h"
+
 #include <utility>
 #include <vector>
 
@@ -36,14 +38,14 @@ torch::Tensor group_amax(const torch::Tensor& x, const AmaxGroup& group) {
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const AmaxGroup& group) {
-  if (!group) return functional::quantize_with_transpose(x2d, format);
-  return functional::quantize_with_transpose(x2d, format, group_amax(x2d, group));
+                                      const AmaxGroup& group, const torch::Tensor& counts) {
+  const auto amax = group ? group_amax(x2d, group) : torch::Tensor();
+  return quantize_with_transpose(x2d, format, amax, counts);
 }
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const AmaxGroup& group) {
-  if (!group) return functional::quantize(x, format);
-  return functional::quantize(x, format, group_amax(x, group));
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const AmaxGroup& group,
+                         const torch::Tensor& counts) {
+  return quantize(x, format, group ? group_amax(x, group) : torch::Tensor(), counts);
 }
 
 }  // namespace detail

@@ -2,6 +2,8 @@
 
 #include "linear/linear_checks.h"
 
+#include "quantize/quantize_detail.h"
+
 #include <c10/util/Exception.h>
 
 namespace fp8nn {
@@ -80,7 +82,7 @@ bool same_copy(const QuantizedTensor& a, const QuantizedTensor& b) {
 }  // namespace
 
 QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
-                              const std::string& layer) {
+                              const std::string& layer, NumericsMonitor* monitor) {
   const bool may_reuse = cache != nullptr && cache->reuse_allowed();
   if (may_reuse) {
     if (auto copies = cache->find(weight)) {
@@ -97,7 +99,11 @@ QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCac
       return *std::move(copies);
     }
   }
-  auto copies = functional::quantize_with_transpose(weight, Format::E4M3);
+  const auto counts = monitor != nullptr
+                          ? monitor->begin_operand(Operand::Weight, weight.numel(), weight.device())
+                          : torch::Tensor();
+  auto copies = quantize_with_transpose(weight, Format::E4M3, torch::Tensor(), counts);
+  if (monitor != nullptr) monitor->record_scales(Operand::Weight, copies.quantized.scale_inv);
   if (may_reuse) cache->store(weight, copies);
   return copies;
 }

@@ -3,6 +3,7 @@
 // error leaves everything as it was) and the [..., K] <-> [M, K] reshapes.
 
 #include <fp8nn/linear_functional.h>
+#include <fp8nn/numerics.h>
 
 #include <torch/types.h>
 
@@ -28,9 +29,10 @@ void check_finite(const torch::Tensor& t, const char* what, const std::string& l
 /// The weight's per-tensor E4M3 copies (row-major and transposed): from `cache` when reuse is
 /// allowed now and it holds them for this very weight (checked anew when cache->verify(), a
 /// c10::Error naming `layer` if stale), else quantized now (and kept in `cache` when reuse is
-/// allowed).
+/// allowed). A quantization now counts into `monitor` (when not null) and records its scale;
+/// reused copies leave the monitor's weight figures at those of the quantization that made them.
 QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
-                              const std::string& layer);
+                              const std::string& layer, NumericsMonitor* monitor = nullptr);
 
 /// The output's shape: x's leading dims, then out_features.
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features);

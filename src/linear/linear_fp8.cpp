@@ -4,6 +4,7 @@
 // docs/design.md ("The data path") follows one call through it.
 
 #include <fp8nn/linear_functional.h>
+#include <fp8nn/numerics.h>
 #include <fp8nn/quantize.h>
 #include <fp8nn/recipe.h>
 #include <fp8nn/scaled_mm.h>
@@ -13,6 +14,7 @@
 
 #include "linear/amax_group.h"
 #include "linear/linear_checks.h"
+#include "quantize/quantize_detail.h"
 
 namespace fp8nn::functional {
 namespace {
@@ -31,6 +33,9 @@ struct LinearPlan : torch::CustomClassHolder {
   bool check_finite = false;
   std::shared_ptr<WeightCache> weight_cache;
   detail::AmaxGroup amax_group;
+  // The layer's monitor (or null) and whether this step measures the products' errors.
+  std::shared_ptr<NumericsMonitor> numerics;
+  bool measure_errors = false;
   // Filled by forward: the dtypes the gradients come back in.
   at::ScalarType x_dtype = at::kFloat, weight_dtype = at::kFloat, bias_dtype = at::kFloat;
   bool has_bias = false;
@@ -41,14 +46,28 @@ bool fast(const ProductRecipe& product) { return product.accumulation == Accumul
 
 // An operand quantized as its recipe says: per group, or per tensor with the amax reduced over
 // the plan's group when there is one, and then with its transpose when a backward product needs
-// it (check_recipe allows a transpose of per-tensor operands only).
+// it (check_recipe allows a transpose of per-tensor operands only). With a monitor, the cast
+// counts into its row for `which` and the scales are recorded.
 QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
-                               bool with_transpose, const detail::AmaxGroup& group) {
+                               bool with_transpose, const LinearPlan& plan, Operand which) {
+  NumericsMonitor* monitor = plan.numerics.get();
+  const auto counts =
+      monitor != nullptr ? monitor->begin_operand(which, t.numel(), t.device()) : torch::Tensor();
+  QuantizedPair q;
   if (operand.scaling == Scaling::PerGroup) {
-    return {quantize_per_group(t, operand.format, operand.group_size), {}};
+    q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts);
+  } else if (with_transpose) {
+    q = detail::quantize_with_transpose(t, operand.format, plan.amax_group, counts);
+  } else {
+    q.quantized = detail::quantize(t, operand.format, plan.amax_group, counts);
   }
-  if (with_transpose) return detail::quantize_with_transpose(t, operand.format, group);
-  return {detail::quantize(t, operand.format, group), {}};
+  if (monitor != nullptr) monitor->record_scales(which, q.quantized.scale_inv);
+  return q;
+}
+
+// ||product - reference|| / ||reference|| (Frobenius, fp32) as a 0-d tensor, no host sync.
+torch::Tensor relative_error(const torch::Tensor& product, const torch::Tensor& reference) {
+  return (product.to(at::kFloat) - reference).norm() / reference.norm();
 }
 
 // x: [M, K], weight: [N, K], bias: [N] or none.
@@ -66,13 +85,20 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     const bool fp8_wgrad = is_fp8(recipe.grad_weight) && want_dw;
 
     // A per-tensor x gets its K-major copy (the B operand of dW = dy^T x) in the same pass.
-    const auto x_q = quantize_operand(x, recipe.x, fp8_wgrad, plan->amax_group);
+    const auto x_q = quantize_operand(x, recipe.x, fp8_wgrad, *plan, Operand::Input);
     // W's row-major copy feeds this product, its [K, N] copy dx = dy W. With a shared amax the
     // ranks must quantize together, so the cache (a per-process decision) stays out of it.
     const auto w_q = plan->amax_group
-                         ? detail::quantize_with_transpose(weight, Format::E4M3, plan->amax_group)
-                         : detail::quantize_weight(weight, plan->weight_cache.get(), plan->layer);
+                         ? quantize_operand(weight, recipe.weight, /*with_transpose=*/true, *plan,
+                                            Operand::Weight)
+                         : detail::quantize_weight(weight, plan->weight_cache.get(), plan->layer,
+                                                   plan->numerics.get());
     auto y = scaled_mm(x_q.quantized, w_q.quantized, bias, x.scalar_type(), fast(recipe.forward));
+    if (plan->measure_errors) {
+      auto reference = at::matmul(x.to(at::kFloat), weight.to(at::kFloat).t());
+      if (bias.has_value()) reference += bias->to(at::kFloat);
+      plan->numerics->record_error(Product::Forward, relative_error(y, reference));
+    }
 
     // Only what the backward products read is kept: FP8 copies for FP8 products, the
     // high-precision tensors for the others.
@@ -85,7 +111,12 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
       w_saved = fp8_dgrad ? w_q.transposed.data : weight;
       if (fp8_dgrad) w_scale_inv = w_q.transposed.scale_inv;
     }
-    ctx->save_for_backward({x_saved, x_scale_inv, w_saved, w_scale_inv});
+    // A step that measures the products' errors also keeps x and W (references, not copies).
+    if (plan->measure_errors) {
+      ctx->save_for_backward({x_saved, x_scale_inv, w_saved, w_scale_inv, x, weight});
+    } else {
+      ctx->save_for_backward({x_saved, x_scale_inv, w_saved, w_scale_inv});
+    }
     plan->x_dtype = x.scalar_type();
     plan->weight_dtype = weight.scalar_type();
     plan->has_bias = bias.has_value();
@@ -110,13 +141,18 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     // for an FP8 weight gradient, K-major (A of dW = dy^T x) from the same pass.
     QuantizedPair dy_q;
     if (fp8_wgrad || fp8_dgrad) {
-      dy_q = quantize_operand(dy, recipe.grad_output, fp8_wgrad, plan->amax_group);
+      dy_q = quantize_operand(dy, recipe.grad_output, fp8_wgrad, *plan, Operand::GradOutput);
     }
+    const bool measure = plan->measure_errors && saved.size() == 6;
     torch::Tensor dx, dw, db;
     if (want_dx) {
       if (fp8_dgrad) {
         const QuantizedTensor w_t{saved[2], saved[3], recipe.weight.format, 0};
         dx = scaled_mm(dy_q.quantized, w_t, c10::nullopt, plan->x_dtype, fast(recipe.grad_input));
+        if (measure) {
+          const auto reference = at::matmul(dy.to(at::kFloat), saved[5].to(at::kFloat));
+          plan->numerics->record_error(Product::GradInput, relative_error(dx, reference));
+        }
       } else {
         dx = at::matmul(dy, saved[2].to(dy.scalar_type()));
       }
@@ -128,6 +164,10 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
         const QuantizedTensor x_t{saved[0], saved[1], recipe.x.format, 0};
         dw = scaled_mm(dy_q.transposed, x_t, c10::nullopt, plan->weight_dtype,
                        fast(recipe.grad_weight));
+        if (measure) {
+          const auto reference = at::matmul(dy.to(at::kFloat).t(), saved[4].to(at::kFloat));
+          plan->numerics->record_error(Product::GradWeight, relative_error(dw, reference));
+        }
       } else {
         // In x's dtype, as a high-precision torch::nn::Linear computes it (fp32 accumulation).
         dw = at::matmul(dy.t(), saved[0]).to(plan->weight_dtype);
@@ -157,6 +197,12 @@ torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
   plan->check_finite = options.check_finite();
   plan->weight_cache = options.weight_cache();
   plan->amax_group = options.amax_group().get();
+  plan->numerics = options.numerics();
+  // A forward that autograd records is a training step of the monitor (error_every counts them).
+  if (plan->numerics && torch::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad())) {
+    plan->measure_errors = plan->numerics->begin_forward();
+  }
   // An undefined bias must not be a tensor argument of the autograd function.
   const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
   const auto y = LinearFP8Function::apply(x.reshape({-1, in_features}).contiguous(), weight,

@@ -127,6 +127,7 @@ void LinearFP8ImplBase<Derived>::reset() {
   }
   reset_parameters();
   weight_cache = options.cache_weight() ? std::make_shared<functional::WeightCache>() : nullptr;
+  if (numerics) numerics = std::make_shared<NumericsMonitor>(numerics->options());
 }
 
 template <typename Derived>
@@ -148,7 +149,8 @@ torch::Tensor LinearFP8ImplBase<Derived>::forward(const torch::Tensor& input) {
                                     .name(layer)
                                     .check_finite(options.check_finite())
                                     .weight_cache(weight_cache)
-                                    .amax_group(options.amax_group()));
+                                    .amax_group(options.amax_group())
+                                    .numerics(numerics));
 }
 
 template class LinearFP8ImplBase<LinearFP8Impl>;

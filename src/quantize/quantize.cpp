@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include "quantize/quantize_detail.h"
 #include "quantize/quantize_reference.h"
 
 #ifdef FP8NN_WITH_CUDA
@@ -33,28 +34,30 @@ void check_amax(const torch::Tensor& amax, const torch::Tensor& x, const char* o
               ", got ", amax.device());
 }
 
+// The monitor's counts come from the engine: a wrong tensor here is a bug in fp8nn.
+void check_counts(const torch::Tensor& counts, const torch::Tensor& x) {
+  TORCH_INTERNAL_ASSERT(!counts.defined() ||
+                        (counts.scalar_type() == at::kLong && counts.numel() == 3 &&
+                         counts.is_contiguous() && counts.device() == x.device()));
+}
+
 }  // namespace
 
-namespace functional {
+namespace detail {
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format) {
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax,
+                         const torch::Tensor& counts) {
   check_input(x, "quantize");
+  if (amax.defined()) check_amax(amax, x, "quantize");
+  check_counts(counts, x);
 #ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::quantize(x, format, torch::Tensor());
+  if (x.is_cuda()) return cuda::quantize(x, format, amax, counts);
 #endif
-  return reference::quantize(x, format, torch::Tensor());
+  return reference::quantize(x, format, amax, counts);
 }
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax) {
-  check_input(x, "quantize");
-  check_amax(amax, x, "quantize");
-#ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::quantize(x, format, amax);
-#endif
-  return reference::quantize(x, format, amax);
-}
-
-QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
+                                   const torch::Tensor& counts) {
   check_input(x, "quantize_per_group");
   TORCH_CHECK_VALUE(x.dim() >= 1,
                     "fp8nn::quantize_per_group: expected x with at least 1 dimension, "
@@ -62,39 +65,53 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
                     x.dim(), "-d tensor");
   TORCH_CHECK_VALUE(group_size > 0, "fp8nn::quantize_per_group: expected group_size > 0, got ",
                     group_size);
+  check_counts(counts, x);
 #ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::quantize_per_group(x, format, group_size);
+  if (x.is_cuda()) return cuda::quantize_per_group(x, format, group_size, counts);
 #endif
-  return reference::quantize_per_group(x, format, group_size);
+  return reference::quantize_per_group(x, format, group_size, counts);
 }
 
-namespace {
-
-// amax undefined: computed here.
-QuantizedPair quantize_with_transpose_impl(const torch::Tensor& x2d, Format format,
-                                           const torch::Tensor& amax) {
+QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
+                                      const torch::Tensor& amax, const torch::Tensor& counts) {
   check_input(x2d, "quantize_with_transpose");
   TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_with_transpose: expected a 2-d tensor, got a ",
                     x2d.dim(), "-d tensor");
   if (amax.defined()) check_amax(amax, x2d, "quantize_with_transpose");
+  check_counts(counts, x2d);
 #ifdef FP8NN_WITH_CUDA
-  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax);
+  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax, counts);
 #endif
-  auto quantized = reference::quantize(x2d, format, amax);
-  auto transposed = transpose(quantized);
+  auto quantized = reference::quantize(x2d, format, amax, counts);
+  auto transposed = functional::transpose(quantized);
   return {std::move(quantized), std::move(transposed)};
 }
 
-}  // namespace
+}  // namespace detail
+
+namespace functional {
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format) {
+  return detail::quantize(x, format, torch::Tensor(), torch::Tensor());
+}
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax) {
+  TORCH_CHECK_VALUE(amax.defined(), "fp8nn::quantize: expected a defined amax");
+  return detail::quantize(x, format, amax, torch::Tensor());
+}
+
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
+  return detail::quantize_per_group(x, format, group_size, torch::Tensor());
+}
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format) {
-  return quantize_with_transpose_impl(x2d, format, torch::Tensor());
+  return detail::quantize_with_transpose(x2d, format, torch::Tensor(), torch::Tensor());
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
                                       const torch::Tensor& amax) {
   TORCH_CHECK_VALUE(amax.defined(), "fp8nn::quantize_with_transpose: expected a defined amax");
-  return quantize_with_transpose_impl(x2d, format, amax);
+  return detail::quantize_with_transpose(x2d, format, amax, torch::Tensor());
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "common/format.h"
 #include "kernels/common/fp8_format.h"
 
 namespace fp8nn::reference {
@@ -22,6 +23,23 @@ torch::Tensor scale_from_amax(const torch::Tensor& amax, Format format) {
 torch::Tensor cast(const torch::Tensor& x_float, const torch::Tensor& scale, Format format) {
   const double fmt_max = max_of(format);
   return (x_float * scale).clamp_(-fmt_max, fmt_max).to(dtype_of(format));
+}
+
+// What the kernels' CastCounter adds for a cast of x_float with `scale` (broadcast to it) and the
+// amax (or amaxes) behind it.
+void count_cast(const torch::Tensor& x_float, const torch::Tensor& scale, const torch::Tensor& amax,
+                Format format, const torch::Tensor& counts) {
+  if (!counts.defined()) return;
+  const auto kernel_format = kernel_format_of(format);
+  const auto scaled_abs = (x_float * scale).abs();
+  const auto saturated = scaled_abs.ge(kernels::saturation_bound(kernel_format)).sum();
+  const auto flushed =
+      x_float.ne(0.0).logical_and(scaled_abs.le(kernels::flush_bound(kernel_format))).sum();
+  const auto largest = amax.numel() == 0 ? torch::zeros({}, amax.options()) : amax.abs().amax();
+  const auto amax_bits = largest.reshape({1}).view(at::kInt).to(at::kLong);
+  counts.narrow(0, 0, 1).add_(saturated.to(counts.device()));
+  counts.narrow(0, 1, 1).add_(flushed.to(counts.device()));
+  counts.narrow(0, 2, 1).copy_(at::maximum(counts.narrow(0, 2, 1), amax_bits.to(counts.device())));
 }
 
 // x as [rows, cols] fp32, padded with zeros to whole groups: [rows, groups, group_size].
@@ -45,7 +63,8 @@ torch::Tensor from_groups(const torch::Tensor& grouped, at::IntArrayRef sizes) {
 
 }  // namespace
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given) {
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given,
+                         const torch::Tensor& counts) {
   const auto x_float = x.to(at::kFloat);
   torch::Tensor amax;
   if (amax_given.defined()) {
@@ -54,13 +73,16 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
     amax = x.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
   }
   const auto scale = scale_from_amax(amax, format);
+  count_cast(x_float, scale, amax, format, counts);
   return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
 }
 
-QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
+                                   const torch::Tensor& counts) {
   const auto grouped = as_groups(x.to(at::kFloat), group_size);
   const auto amax = grouped.abs().amax(-1);  // [rows, groups]; NaN propagates
   const auto scale = scale_from_amax(amax, format);
+  count_cast(grouped, scale.unsqueeze(-1), amax, format, counts);
   auto data = from_groups(cast(grouped, scale.unsqueeze(-1), format), x.sizes());
   return {std::move(data), scale.reciprocal(), format, group_size};
 }

@@ -23,6 +23,12 @@ std::pair<int64_t, int64_t> rows_cols_of(const torch::Tensor& t) {
   return {cols == 0 ? 0 : t.numel() / cols, cols};
 }
 
+// The kernels' view of the monitor's counts: null when there are none.
+unsigned long long* counters_of(const torch::Tensor& counts) {
+  return counts.defined() ? reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>())
+                          : nullptr;
+}
+
 // The given amax as a contiguous fp32 tensor, or a fresh one to be filled by amax_per_tensor.
 torch::Tensor amax_buffer(const torch::Tensor& given, const torch::Tensor& input) {
   return given.defined() ? given.contiguous() : at::empty({}, input.options().dtype(at::kFloat));
@@ -30,7 +36,8 @@ torch::Tensor amax_buffer(const torch::Tensor& given, const torch::Tensor& input
 
 }  // namespace
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given) {
+QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given,
+                         const torch::Tensor& counts) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -42,13 +49,14 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
     FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(), type, input.numel(),
                                               amax.data_ptr<float>(), stream));
   }
-  FP8NN_CUDA_CHECK(kernels::cast_per_tensor(input.data_ptr(), type, input.numel(),
-                                            kernel_format_of(format), amax.data_ptr<float>(),
-                                            bytes_of(data), scale_inv.data_ptr<float>(), stream));
+  FP8NN_CUDA_CHECK(kernels::cast_per_tensor(
+      input.data_ptr(), type, input.numel(), kernel_format_of(format), amax.data_ptr<float>(),
+      bytes_of(data), scale_inv.data_ptr<float>(), stream, counters_of(counts)));
   return {std::move(data), std::move(scale_inv), format, 0};
 }
 
-QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size) {
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
+                                   const torch::Tensor& counts) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   const auto [rows, cols] = rows_cols_of(input);
@@ -58,12 +66,13 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   FP8NN_CUDA_CHECK(kernels::quantize_per_group(
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group"), rows, cols,
       group_size, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
-      at::cuda::getCurrentCUDAStream()));
+      at::cuda::getCurrentCUDAStream(), counters_of(counts)));
   return {std::move(data), std::move(scale_inv), format, group_size};
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const torch::Tensor& amax_given) {
+                                      const torch::Tensor& amax_given,
+                                      const torch::Tensor& counts) {
   const c10::cuda::CUDAGuard guard(x2d.device());
   const auto input = x2d.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -80,7 +89,7 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   }
   FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
       input.data_ptr(), type, rows, cols, kernel_format_of(format), amax.data_ptr<float>(),
-      bytes_of(data), bytes_of(data_t), scale_inv.data_ptr<float>(), stream));
+      bytes_of(data), bytes_of(data_t), scale_inv.data_ptr<float>(), stream, counters_of(counts)));
   return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
 }
 

@@ -1,0 +1,66 @@
+// The model-wide side of the numerics monitor (include/fp8nn/numerics.h): finding the FP8 linear
+// layers of a module tree, giving them monitors, and reading them as a table.
+
+#include <fp8nn/linear.h>
+#include <fp8nn/numerics.h>
+
+#include <memory>
+
+namespace fp8nn {
+namespace {
+
+// The `numerics` member of an FP8 linear layer, or null for any other module.
+std::shared_ptr<NumericsMonitor>* monitor_slot(torch::nn::Module& module) {
+  if (auto* layer = dynamic_cast<LinearFP8Impl*>(&module)) return &layer->numerics;
+  if (auto* layer = dynamic_cast<LinearFP8GlobalImpl*>(&module)) return &layer->numerics;
+  if (auto* layer = dynamic_cast<LinearFP8MixedImpl*>(&module)) return &layer->numerics;
+  return nullptr;
+}
+
+}  // namespace
+
+int64_t enable_numerics(torch::nn::Module& model, const NumericsOptions& options) {
+  int64_t layers = 0;
+  for (const auto& module : model.modules(/*include_self=*/true)) {
+    if (auto* slot = monitor_slot(*module)) {
+      *slot = std::make_shared<NumericsMonitor>(options);
+      ++layers;
+    }
+  }
+  return layers;
+}
+
+void disable_numerics(torch::nn::Module& model) {
+  for (const auto& module : model.modules(/*include_self=*/true)) {
+    if (auto* slot = monitor_slot(*module)) slot->reset();
+  }
+}
+
+std::vector<NumericsRow> numerics_table(const torch::nn::Module& model) {
+  std::vector<NumericsRow> rows;
+  // named_modules is not const in libtorch; reading the layers changes nothing.
+  auto& tree = const_cast<torch::nn::Module&>(model);
+  for (const auto& item : tree.named_modules(/*name_prefix=*/"", /*include_self=*/true)) {
+    auto* slot = monitor_slot(*item.value());
+    if (slot == nullptr || !*slot) continue;
+    const auto snapshot = (*slot)->read();
+    for (int i = 0; i < 3; ++i) {
+      NumericsRow row;
+      row.layer = item.key();
+      row.tensor = name_of(static_cast<Operand>(i));
+      row.figures = snapshot.operands[i];
+      rows.push_back(std::move(row));
+    }
+    if ((*slot)->options().error_every() == 0) continue;
+    for (int i = 0; i < 3; ++i) {
+      NumericsRow row;
+      row.layer = item.key();
+      row.tensor = name_of(static_cast<Product>(i));
+      row.relative_error = snapshot.product_errors[i];
+      rows.push_back(std::move(row));
+    }
+  }
+  return rows;
+}
+
+}  // namespace fp8nn
