@@ -17,8 +17,10 @@ get_filename_component(FP8NN_TORCH_DIR_AT_BUILD "${Torch_DIR}" ABSOLUTE)
 configure_package_config_file(cmake/fp8nnConfig.cmake.in
   "${CMAKE_CURRENT_BINARY_DIR}/fp8nnConfig.cmake"
   INSTALL_DESTINATION ${FP8NN_INSTALL_CMAKEDIR})
+# Releases of one major version keep its API: find_package(fp8nn 1.0) accepts any 1.x from 1.0 on,
+# never 0.x or 2.x.
 write_basic_package_version_file("${CMAKE_CURRENT_BINARY_DIR}/fp8nnConfigVersion.cmake"
-  COMPATIBILITY SameMinorVersion)
+  COMPATIBILITY SameMajorVersion)
 install(FILES "${CMAKE_CURRENT_BINARY_DIR}/fp8nnConfig.cmake"
               "${CMAKE_CURRENT_BINARY_DIR}/fp8nnConfigVersion.cmake"
         DESTINATION ${FP8NN_INSTALL_CMAKEDIR})
