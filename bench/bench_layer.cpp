@@ -127,8 +127,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
-  const std::vector<std::string> names = {"bf16",      "naive", "global",
-                                          "global-mb", "mixed", "mixed-mb"};
+  const std::vector<std::string> names = {"bf16",      "naive",      "global",    "global-mb",
+                                          "mixed",     "mixed-mb",   "global-nm", "mixed-nm"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -167,6 +167,13 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     LinearFP8Mixed mixed_mb(LinearFP8Options(k, n).bias(false));
     mixed_mb->to(device, torch::kBFloat16);
     mixed_mb->weight_cache->set_reuse(fp8nn::functional::WeightReuse::UntilVersionChange);
+    // The -nm variants run with a numerics monitor (counts of every cast, no product errors).
+    LinearFP8Global global_nm(LinearFP8Options(k, n).bias(false));
+    global_nm->to(device, torch::kBFloat16);
+    fp8nn::enable_numerics(*global_nm);
+    LinearFP8Mixed mixed_nm(LinearFP8Options(k, n).bias(false));
+    mixed_nm->to(device, torch::kBFloat16);
+    fp8nn::enable_numerics(*mixed_nm);
     auto naive_weight = linear->weight.detach().clone().requires_grad_();
 
     const std::vector<Variant> variants = {
@@ -178,6 +185,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
         {"global-mb", [&](const torch::Tensor& x) { return global_mb(x); }, {global_mb->weight}},
         {"mixed", [&](const torch::Tensor& x) { return mixed(x); }, {mixed->weight}},
         {"mixed-mb", [&](const torch::Tensor& x) { return mixed_mb(x); }, {mixed_mb->weight}},
+        {"global-nm", [&](const torch::Tensor& x) { return global_nm(x); }, {global_nm->weight}},
+        {"mixed-nm", [&](const torch::Tensor& x) { return mixed_nm(x); }, {mixed_nm->weight}},
     };
     std::vector<Result> results;
     for (const auto& v : variants) {
@@ -204,7 +213,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
   }
   fmt::print(
       "# ×: speedup over bf16 (higher is better); -mb: micro-batches (W's FP8 copies "
-      "reused while W is unchanged; the default re-quantizes W every step); sv: MiB saved for backward "
+      "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
+      "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "
       "beyond the output (x included where the graph "
       "keeps it; a weight copy the cache already held is not counted); pk: peak MiB allocated "
       "during backward; host: µs of host time to enqueue one step\n");
