@@ -13,9 +13,7 @@
 namespace fp8nn::kernels {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kUnroll = 4;       // independent 16-byte loads per thread before the first use
-constexpr int kBlocksPerSm = 8;  // 2048 resident threads per multiprocessor
+using namespace streaming;
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)

@@ -11,9 +11,7 @@
 namespace fp8nn::kernels {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kUnroll = 4;
-constexpr int kBlocksPerSm = 8;
+using namespace streaming;
 
 // Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
 template <typename T, Fp8Format F, typename Counter>

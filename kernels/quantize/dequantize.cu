@@ -8,8 +8,7 @@
 namespace fp8nn::kernels {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kBlocksPerSm = 8;
+using namespace streaming;
 constexpr int kVec = 8;
 
 template <Fp8Format F, typename T, int kStep>

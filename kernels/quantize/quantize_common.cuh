@@ -14,6 +14,15 @@
 
 namespace fp8nn::kernels {
 
+// The launch shape of the streaming kernels (amax, cast, dequantize), which bring it into their
+// own namespace: 256 threads a block, up to 8 resident blocks (2048 threads) per multiprocessor,
+// kUnroll independent 16-byte loads per thread before the first use.
+namespace streaming {
+constexpr int kThreads = 256;
+constexpr int kBlocksPerSm = 8;
+constexpr int kUnroll = 4;
+}  // namespace streaming
+
 // N elements moved with one load or store: alignas makes the compiler emit one LDG/STG of
 // sizeof(T) * N bytes (16 for the high-precision side, N for the FP8 side).
 template <typename T, int N>

@@ -29,27 +29,13 @@ double fraction(int64_t part, int64_t whole) {
 }  // namespace
 
 const char* name_of(Operand operand) {
-  switch (operand) {
-    case Operand::Input:
-      return "x";
-    case Operand::Weight:
-      return "weight";
-    case Operand::GradOutput:
-    default:
-      return "grad_output";
-  }
+  static constexpr const char* kNames[] = {"x", "weight", "grad_output"};
+  return kNames[static_cast<int>(operand)];
 }
 
 const char* name_of(Product product) {
-  switch (product) {
-    case Product::Forward:
-      return "forward";
-    case Product::GradInput:
-      return "grad_input";
-    case Product::GradWeight:
-    default:
-      return "grad_weight";
-  }
+  static constexpr const char* kNames[] = {"forward", "grad_input", "grad_weight"};
+  return kNames[static_cast<int>(product)];
 }
 
 double OperandNumerics::saturated_fraction() const { return fraction(saturated, numel); }

@@ -4,6 +4,7 @@
 #include <fp8nn/linear.h>
 #include <fp8nn/numerics.h>
 
+#include <cmath>
 #include <memory>
 
 namespace fp8nn {
@@ -44,20 +45,15 @@ std::vector<NumericsRow> numerics_table(const torch::nn::Module& model) {
     auto* slot = monitor_slot(*item.value());
     if (slot == nullptr || !*slot) continue;
     const auto snapshot = (*slot)->read();
+    const auto add = [&](const char* tensor, const OperandNumerics& figures, float error) {
+      rows.push_back(NumericsRow{item.key(), tensor, figures, error});
+    };
     for (int i = 0; i < 3; ++i) {
-      NumericsRow row;
-      row.layer = item.key();
-      row.tensor = name_of(static_cast<Operand>(i));
-      row.figures = snapshot.operands[i];
-      rows.push_back(std::move(row));
+      add(name_of(static_cast<Operand>(i)), snapshot.operands[i], NAN);
     }
     if ((*slot)->options().error_every() == 0) continue;
     for (int i = 0; i < 3; ++i) {
-      NumericsRow row;
-      row.layer = item.key();
-      row.tensor = name_of(static_cast<Product>(i));
-      row.relative_error = snapshot.product_errors[i];
-      rows.push_back(std::move(row));
+      add(name_of(static_cast<Product>(i)), OperandNumerics{}, snapshot.product_errors[i]);
     }
   }
   return rows;

@@ -51,9 +51,9 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
   if (amax.defined()) check_amax(amax, x, "quantize");
   check_counts(counts, x);
 #ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::quantize(x, format, amax, counts);
+  if (x.is_cuda()) return cuda::quantize(x, format, /*group_size=*/0, amax, counts);
 #endif
-  return reference::quantize(x, format, amax, counts);
+  return reference::quantize(x, format, /*group_size=*/0, amax, counts);
 }
 
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
@@ -67,9 +67,9 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
                     group_size);
   check_counts(counts, x);
 #ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::quantize_per_group(x, format, group_size, counts);
+  if (x.is_cuda()) return cuda::quantize(x, format, group_size, torch::Tensor(), counts);
 #endif
-  return reference::quantize_per_group(x, format, group_size, counts);
+  return reference::quantize(x, format, group_size, torch::Tensor(), counts);
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
@@ -82,7 +82,7 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 #ifdef FP8NN_WITH_CUDA
   if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax, counts);
 #endif
-  auto quantized = reference::quantize(x2d, format, amax, counts);
+  auto quantized = reference::quantize(x2d, format, /*group_size=*/0, amax, counts);
   auto transposed = functional::transpose(quantized);
   return {std::move(quantized), std::move(transposed)};
 }

@@ -63,9 +63,17 @@ torch::Tensor from_groups(const torch::Tensor& grouped, at::IntArrayRef sizes) {
 
 }  // namespace
 
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given,
-                         const torch::Tensor& counts) {
+QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
+                         const torch::Tensor& amax_given, const torch::Tensor& counts) {
   const auto x_float = x.to(at::kFloat);
+  if (group_size > 0) {
+    const auto grouped = as_groups(x_float, group_size);
+    const auto amax = grouped.abs().amax(-1);  // [rows, groups]; NaN propagates
+    const auto scale = scale_from_amax(amax, format);
+    count_cast(grouped, scale.unsqueeze(-1), amax, format, counts);
+    auto data = from_groups(cast(grouped, scale.unsqueeze(-1), format), x.sizes());
+    return {std::move(data), scale.reciprocal(), format, group_size};
+  }
   torch::Tensor amax;
   if (amax_given.defined()) {
     amax = amax_given.reshape({});
@@ -75,16 +83,6 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
   const auto scale = scale_from_amax(amax, format);
   count_cast(x_float, scale, amax, format, counts);
   return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
-}
-
-QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
-                                   const torch::Tensor& counts) {
-  const auto grouped = as_groups(x.to(at::kFloat), group_size);
-  const auto amax = grouped.abs().amax(-1);  // [rows, groups]; NaN propagates
-  const auto scale = scale_from_amax(amax, format);
-  count_cast(grouped, scale.unsqueeze(-1), amax, format, counts);
-  auto data = from_groups(cast(grouped, scale.unsqueeze(-1), format), x.sizes());
-  return {std::move(data), scale.reciprocal(), format, group_size};
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {

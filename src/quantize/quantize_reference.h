@@ -7,13 +7,12 @@
 
 namespace fp8nn::reference {
 
-/// One scale for the whole tensor; `amax` undefined: computed here. `counts`: undefined, or the
-/// numerics monitor's int64 [3] on x's device, which the cast adds to as the kernels do
-/// (kernels/quantize/cast.h).
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax,
-                         const torch::Tensor& counts = {});
-QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
-                                   const torch::Tensor& counts = {});
+/// `x` quantized with one scale per `group_size` consecutive elements of a row (last dimension),
+/// or, with group_size == 0, one for the whole tensor, whose amax may be given (`amax`; undefined:
+/// computed here). `counts`: undefined, or the numerics monitor's int64 [3] on x's device, which
+/// the cast adds to as the kernels do (kernels/quantize/cast.h).
+QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
+                         const torch::Tensor& amax, const torch::Tensor& counts);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 
 }  // namespace fp8nn::reference

@@ -34,10 +34,8 @@ torch::Tensor amax_buffer(const torch::Tensor& given, const torch::Tensor& input
   return given.defined() ? given.contiguous() : at::empty({}, input.options().dtype(at::kFloat));
 }
 
-}  // namespace
-
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax_given,
-                         const torch::Tensor& counts) {
+QuantizedTensor quantize_per_tensor(const torch::Tensor& x, Format format,
+                                    const torch::Tensor& amax_given, const torch::Tensor& counts) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -68,6 +66,14 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
       group_size, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
       at::cuda::getCurrentCUDAStream(), counters_of(counts)));
   return {std::move(data), std::move(scale_inv), format, group_size};
+}
+
+}  // namespace
+
+QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
+                         const torch::Tensor& amax, const torch::Tensor& counts) {
+  return group_size > 0 ? quantize_per_group(x, format, group_size, counts)
+                        : quantize_per_tensor(x, format, amax, counts);
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,

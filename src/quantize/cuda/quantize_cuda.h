@@ -9,15 +9,14 @@
 
 namespace fp8nn::cuda {
 
-// `amax`: a one-element fp32 tensor on x's device, or undefined to compute it here (one more pass).
-// `counts`: undefined, or the numerics monitor's int64 [3] on x's device, which the cast kernels
-// add to (kernels/quantize/cast.h).
-QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax,
-                         const torch::Tensor& counts = {});
-QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
-                                   const torch::Tensor& counts = {});
+// As the reference's quantize (quantize_reference.h): one scale per group of `group_size`
+// elements of a row, or per tensor when it is 0, with `amax` (a one-element fp32 tensor on x's
+// device) given or, undefined, computed here (one more pass). `counts`: undefined, or the numerics
+// monitor's int64 [3] on x's device, which the cast kernels add to (kernels/quantize/cast.h).
+QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
+                         const torch::Tensor& amax, const torch::Tensor& counts);
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const torch::Tensor& amax, const torch::Tensor& counts = {});
+                                      const torch::Tensor& amax, const torch::Tensor& counts);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 
 }  // namespace fp8nn::cuda
