@@ -203,19 +203,6 @@ void require_positive(const cxxopts::ParseResult& args, const char* name) {
   }
 }
 
-// The rows of fp8nn::numerics_table(model) after `step`, for the stats CSV and plot.
-void record_fp8_stats(const std::string& variant, int64_t step, const torch::nn::Module& model,
-                      std::vector<Fp8StatsRow>& out) {
-  for (const auto& row : fp8nn::numerics_table(model)) {
-    // Product rows ("forward", "grad_input", "grad_weight") carry only the relative error.
-    const bool product = row.tensor != "x" && row.tensor != "weight" && row.tensor != "grad_output";
-    const auto& f = row.figures;
-    out.push_back({variant, step, row.layer, row.tensor, f.numel, product ? NAN : f.amax,
-                   product ? NAN : f.scale_min, product ? NAN : f.scale_max, f.saturated_fraction(),
-                   f.underflow_fraction(), row.relative_error});
-  }
-}
-
 int run(int argc, char** argv) {
   auto options = make_options();
   const auto args = options.parse(argc, argv);
@@ -322,7 +309,7 @@ int run(int argc, char** argv) {
       run_config.after_step = [&, variant](int64_t step, torch::nn::Sequential& trained) {
         if (config.after_step) config.after_step(step, trained);
         if (main_rank && (step % stats_every == 0 || step == config.steps)) {
-          record_fp8_stats(variant, step, *trained, fp8_stats);
+          append_fp8_stats(variant, step, *trained, fp8_stats);
         }
       };
     }

@@ -3,6 +3,7 @@
 #include "files.h"
 
 #include <fmt/format.h>
+#include <fp8nn/numerics.h>
 
 #include <algorithm>
 #include <climits>
@@ -521,6 +522,18 @@ void print_table(const std::vector<RunResult>& runs, int64_t batch) {
       "a 95% band that takes the steps as independent; nan where a loss is not finite.\n"
       "val vs 1st: final validation loss against {1}'s. speedup: samples/s over {1}'s.\n",
       batch, first);
+}
+
+void append_fp8_stats(const std::string& variant, int64_t step, const torch::nn::Module& model,
+                      std::vector<Fp8StatsRow>& out) {
+  for (const auto& row : fp8nn::numerics_table(model)) {
+    // Product rows ("forward", "grad_input", "grad_weight") carry only the relative error.
+    const bool product = row.tensor != "x" && row.tensor != "weight" && row.tensor != "grad_output";
+    const auto& f = row.figures;
+    out.push_back({variant, step, row.layer, row.tensor, f.numel, product ? NAN : f.amax,
+                   product ? NAN : f.scale_min, product ? NAN : f.scale_max, f.saturated_fraction(),
+                   f.underflow_fraction(), row.relative_error});
+  }
 }
 
 std::string write_fp8_stats_csv(const std::string& dir, const std::vector<Fp8StatsRow>& rows) {

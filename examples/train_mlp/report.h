@@ -38,6 +38,11 @@ struct Fp8StatsRow {
 /// <dir>/fp8_stats.csv: variant,step,layer,tensor,numel,amax,scale_min,scale_max,
 /// saturated_fraction,underflow_fraction,relative_error, one line per row (NaN: an empty cell).
 /// Returns the path.
+/// Appends the rows of fp8nn::numerics_table(model) (its monitored FP8 layers) after `step`;
+/// product rows ("forward", "grad_input", "grad_weight") carry only the relative error.
+void append_fp8_stats(const std::string& variant, int64_t step, const torch::nn::Module& model,
+                      std::vector<Fp8StatsRow>& out);
+
 std::string write_fp8_stats_csv(const std::string& dir, const std::vector<Fp8StatsRow>& rows);
 
 /// <dir>/fp8_stats.svg: per variant, the saturated and the underflow fraction over the steps,

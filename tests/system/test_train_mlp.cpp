@@ -75,13 +75,58 @@ TEST_CASE("train_mlp: the loss CSV and the SVG plot are written") {
   const std::string svg((std::istreambuf_iterator<char>(svg_in)), std::istreambuf_iterator<char>());
   CHECK(svg.rfind("<svg", 0) == 0);
   CHECK(svg.find("</svg>") != std::string::npos);
-  // One curve per panel plus the grey reference curve in the second panel.
+  // bf16 and mixed overlaid in the first panel, mixed minus bf16 in the second.
   size_t polylines = 0;
   for (size_t at = svg.find("<polyline"); at != std::string::npos;
        at = svg.find("<polyline", at + 1)) {
     ++polylines;
   }
   CHECK(polylines == 3);
+  remove_tree(dir);
+}
+
+// What --fp8-stats does: a monitor on every FP8 layer, its table appended every N steps, written
+// as a CSV and an SVG.
+TEST_CASE("train_mlp: FP8 numerics statistics are recorded every N steps and written") {
+  const auto dir = scratch_dir("fp8_stats");
+  auto model = with_linear(small_mlp(), LinearKind::Global);
+  const int64_t layers = fp8nn::enable_numerics(*model, fp8nn::NumericsOptions().error_every(5));
+  REQUIRE(layers > 0);
+  std::vector<Fp8StatsRow> rows;
+  auto config = small_config(20);
+  config.after_step = [&](int64_t step, torch::nn::Sequential& trained) {
+    if (step % 5 == 0) append_fp8_stats("global", step, *trained, rows);
+  };
+  train(model, "global", small_task(), config);
+  // 4 records of 6 rows a layer (x, weight, grad_output, then the three products).
+  REQUIRE(static_cast<int64_t>(rows.size()) == 4 * 6 * layers);
+  for (const auto& row : rows) {
+    CAPTURE(row.step, row.layer, row.tensor);
+    if (row.tensor == "x" || row.tensor == "weight" || row.tensor == "grad_output") {
+      CHECK(row.numel > 0);
+      CHECK(row.amax > 0);
+      CHECK(row.scale_min <= row.scale_max);
+      CHECK(row.saturated_fraction >= 0);
+      CHECK(row.underflow_fraction >= 0);
+      CHECK(row.underflow_fraction <= 1);
+    } else if (row.tensor != "grad_input" || row.layer != "0") {
+      CHECK(row.relative_error > 0);  // the first layer computes no input gradient
+      CHECK(row.relative_error < 0.2);
+    }
+  }
+  std::ifstream csv(write_fp8_stats_csv(dir, rows));
+  std::string header;
+  std::getline(csv, header);
+  CHECK(header ==
+        "variant,step,layer,tensor,numel,amax,scale_min,scale_max,saturated_fraction,"
+        "underflow_fraction,relative_error");
+  int lines = 0;
+  for (std::string line; std::getline(csv, line);) ++lines;
+  CHECK(lines == static_cast<int>(rows.size()));
+  std::ifstream svg_in(write_fp8_stats_svg(dir, rows));
+  const std::string svg((std::istreambuf_iterator<char>(svg_in)), std::istreambuf_iterator<char>());
+  CHECK(svg.rfind("<svg", 0) == 0);
+  CHECK(svg.find("<polyline") != std::string::npos);
   remove_tree(dir);
 }
 
