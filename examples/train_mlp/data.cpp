@@ -16,7 +16,9 @@
 namespace train_mlp {
 namespace {
 
-torch::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+torch::Generator generator(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
 
 torch::Generator generator_on(const torch::Device& device, uint64_t seed) {
   if (device.is_cpu()) return generator(seed);
@@ -33,20 +35,16 @@ torch::Generator generator_on(const torch::Device& device, uint64_t seed) {
 [[noreturn]] void fail(const std::string& message) { throw std::runtime_error(message); }
 
 // Shuffles rows with `seed` and splits off the last val_fraction as validation.
-Dataset split(torch::Tensor x, torch::Tensor y, int64_t classes, double val_fraction, uint64_t seed,
-              std::string description) {
+Dataset split(torch::Tensor x, torch::Tensor y, int64_t classes, double val_fraction,
+              uint64_t seed, std::string description) {
   const int64_t n = x.size(0);
   const auto order = torch::randperm(n, generator(seed), torch::kLong);
   x = x.index_select(0, order);
   y = y.index_select(0, order);
   const int64_t val = std::max<int64_t>(1, static_cast<int64_t>(n * val_fraction));
   if (n - val < 1) fail("dataset has " + std::to_string(n) + " rows: too few to split");
-  return {x.narrow(0, 0, n - val),
-          y.narrow(0, 0, n - val),
-          x.narrow(0, n - val, val),
-          y.narrow(0, n - val, val),
-          classes,
-          std::move(description)};
+  return {x.narrow(0, 0, n - val), y.narrow(0, 0, n - val), x.narrow(0, n - val, val),
+          y.narrow(0, n - val, val), classes, std::move(description)};
 }
 
 bool parse_number(const std::string& field, double& value) {
@@ -71,17 +69,14 @@ Dataset load_csv(const std::string& path, double val_fraction, uint64_t seed) {
     for (std::string field; std::getline(row, field, ',');) fields.push_back(field);
     std::vector<double> values(fields.size());
     bool numeric = true;
-    for (size_t i = 0; i < fields.size(); ++i)
-      numeric = numeric && parse_number(fields[i], values[i]);
+    for (size_t i = 0; i < fields.size(); ++i) numeric = numeric && parse_number(fields[i], values[i]);
     if (!numeric) {
       if (line_number == 1 && columns < 0) continue;  // header
-      fail(path + ":" + std::to_string(line_number) +
-           ": expected numbers separated by commas, got '" + line + "'");
+      fail(path + ":" + std::to_string(line_number) + ": expected numbers separated by commas, got '" +
+           line + "'");
     }
     if (columns < 0) columns = static_cast<int64_t>(values.size());
-    if (columns < 2)
-      fail(path + ":" + std::to_string(line_number) +
-           ": expected at least one feature and a label");
+    if (columns < 2) fail(path + ":" + std::to_string(line_number) + ": expected at least one feature and a label");
     if (static_cast<int64_t>(values.size()) != columns) {
       fail(path + ":" + std::to_string(line_number) + ": expected " + std::to_string(columns) +
            " columns like the first row, got " + std::to_string(values.size()));
@@ -89,8 +84,7 @@ Dataset load_csv(const std::string& path, double val_fraction, uint64_t seed) {
     const double label = values.back();
     if (label < 0 || label != static_cast<double>(static_cast<int64_t>(label))) {
       fail(path + ":" + std::to_string(line_number) +
-           ": expected a non-negative integer class label in the last column, got " +
-           fields.back());
+           ": expected a non-negative integer class label in the last column, got " + fields.back());
     }
     for (int64_t i = 0; i + 1 < columns; ++i) features.push_back(static_cast<float>(values[i]));
     labels.push_back(static_cast<int64_t>(label));
@@ -107,8 +101,7 @@ Dataset load_csv(const std::string& path, double val_fraction, uint64_t seed) {
 uint32_t read_big_endian(std::ifstream& in, const std::string& path) {
   unsigned char bytes[4];
   if (!in.read(reinterpret_cast<char*>(bytes), 4)) fail("'" + path + "': truncated IDX header");
-  return (uint32_t(bytes[0]) << 24) | (uint32_t(bytes[1]) << 16) | (uint32_t(bytes[2]) << 8) |
-         bytes[3];
+  return (uint32_t(bytes[0]) << 24) | (uint32_t(bytes[1]) << 16) | (uint32_t(bytes[2]) << 8) | bytes[3];
 }
 
 // An IDX file of unsigned bytes: magic 0x00000801 (labels, 1-d) or 0x00000803 (images, 3-d).
@@ -135,11 +128,8 @@ Dataset load_mnist(const std::string& dir) {
     return t.view({t.size(0), -1}).to(torch::kFloat).div_(255.0).sub_(0.1307).div_(0.3081);
   };
   auto labels = [&](const char* name) { return read_idx(file(name), 0x00000801).to(torch::kLong); };
-  Dataset d{images("train-images-idx3-ubyte"),
-            labels("train-labels-idx1-ubyte"),
-            images("t10k-images-idx3-ubyte"),
-            labels("t10k-labels-idx1-ubyte"),
-            10,
+  Dataset d{images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte"),
+            images("t10k-images-idx3-ubyte"), labels("t10k-labels-idx1-ubyte"), 10,
             "MNIST " + dir};
   if (d.train_x.size(0) != d.train_y.size(0) || d.val_x.size(0) != d.val_y.size(0)) {
     fail("MNIST folder '" + dir + "': image and label counts differ");
@@ -168,11 +158,8 @@ Dataset make_synthetic(int64_t features, int64_t classes, int64_t train_size, in
   }
   // Noise on the teacher's logits: about one label in ten disagrees with the clean teacher.
   const auto y = (logits + torch::randn({n, classes}, gen, on_device) * 0.5).argmax(1);
-  return {x.narrow(0, 0, train_size),
-          y.narrow(0, 0, train_size),
-          x.narrow(0, train_size, val_size),
-          y.narrow(0, train_size, val_size),
-          classes,
+  return {x.narrow(0, 0, train_size), y.narrow(0, 0, train_size), x.narrow(0, train_size, val_size),
+          y.narrow(0, train_size, val_size), classes,
           "synthetic teacher task (" + std::to_string(features) + " features, " +
               std::to_string(classes) + " classes, seed " + std::to_string(seed) + ", drawn on " +
               device.str() + ")"};

@@ -3,16 +3,15 @@
 //   train_mlp                         # all three variants, comparison table, CSVs and a plot
 //   train_mlp --linear global --width 4096 --depth 4 --batch 8192 --steps 500
 //   train_mlp --data mnist_dir/ | --data table.csv
-//   train_mlp --linear mixed --steps 200 --save ck.pt ; train_mlp --linear mixed --steps 400
-//   --resume ck.pt bash scripts/launch 2 -- --linear global --sync-amax   # 2 processes (data
-//   parallel); by hand: train_mlp --world-size 2 --rank R --master-addr A --master-port P, or
-//   torchrun's RANK, ...
+//   train_mlp --linear mixed --steps 200 --save ck.pt ; train_mlp --linear mixed --steps 400 --resume ck.pt
+//   bash scripts/launch 2 -- --linear global --sync-amax   # 2 processes (data parallel); by hand:
+//   train_mlp --world-size 2 --rank R --master-addr A --master-port P, or torchrun's RANK, ...
 
-#include <fmt/format.h>
+#include <cxxopts.hpp>
 #include <fp8nn/numerics.h>
 #include <fp8nn/scaled_mm.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
-#include <cxxopts.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -36,87 +35,73 @@ using namespace train_mlp;
 namespace {
 
 cxxopts::Options make_options() {
-  cxxopts::Options options(
-      "train_mlp",
-      "Trains an MLP with torch::nn::Linear or fp8nn's FP8 layers and compares "
-      "loss, accuracy, speed and memory.");
-  options.add_options()(
-      "linear",
-      "bf16 (torch::nn::Linear in the parameter dtype), global (fp8nn::LinearFP8Global), "
-      "mixed (fp8nn::LinearFP8Mixed), or all: each from the same initial weights and "
-      "batches, then a comparison table",
-      cxxopts::value<std::string>()->default_value("all"))(
-      "device", "auto (cuda when available), cpu, cuda or cuda:N",
-      cxxopts::value<std::string>()->default_value("auto"))(
-      "dtype", "parameter/activation dtype: auto (bf16 on cuda, fp32 on cpu), fp32 or bf16",
-      cxxopts::value<std::string>()->default_value("auto"))(
-      "depth", "number of Linear layers", cxxopts::value<int64_t>()->default_value("4"))(
-      "width", "hidden width", cxxopts::value<int64_t>()->default_value("256"))(
-      "activation", "relu, gelu, tanh or silu",
-      cxxopts::value<std::string>()->default_value("gelu"))(
-      "data",
-      "CSV file (features..., integer label; optional header) or a folder with MNIST IDX "
-      "files; default: the built-in synthetic task",
-      cxxopts::value<std::string>())("features", "synthetic task: input features",
-                                     cxxopts::value<int64_t>()->default_value("64"))(
-      "classes", "synthetic task: classes", cxxopts::value<int64_t>()->default_value("10"))(
-      "train-size", "synthetic task: training rows (generated on the training device)",
-      cxxopts::value<int64_t>()->default_value("32768"))(
-      "val-size", "synthetic task: validation rows",
-      cxxopts::value<int64_t>()->default_value("4096"))(
-      "val-fraction", "CSV data: fraction held out for validation",
-      cxxopts::value<double>()->default_value("0.2"))(
-      "steps", "total optimizer steps", cxxopts::value<int64_t>()->default_value("300"))(
-      "batch", "rows per step", cxxopts::value<int64_t>()->default_value("256"))(
-      "optimizer",
-      "fused: AdamW in one fused pass per step (at::_fused_adamw_, Python's "
-      "AdamW(fused=True)); adamw: torch::optim::AdamW (about ten passes)",
-      cxxopts::value<std::string>()->default_value("fused"))(
-      "cuda-graph",
-      "on the GPU (one process, --optimizer fused): after 5 warm-up steps, capture "
-      "one training step in a CUDA graph and replay it for the rest")(
-      "lr", "AdamW learning rate", cxxopts::value<double>()->default_value("0.001"))(
-      "weight-decay", "AdamW weight decay", cxxopts::value<double>()->default_value("0.01"))(
-      "eval-every", "validate every N steps (and at the end)",
-      cxxopts::value<int64_t>()->default_value("100"))(
-      "log-every", "progress every N steps", cxxopts::value<int64_t>()->default_value("25"))(
-      "seed", "seed of the data, the initial weights and the batch order",
-      cxxopts::value<uint64_t>()->default_value("0"))(
-      "out", "folder for loss_<variant>.csv and loss_curves.svg",
-      cxxopts::value<std::string>()->default_value("train_mlp_out"))(
-      "fp8-stats",
-      "every N steps, record each FP8 layer's numerics (amax, scale range, saturated "
-      "and underflow fractions of x, weight and grad_output; the products' relative "
-      "error against fp32, measured every N steps from step 1) into "
-      "<out>/fp8_stats.csv and fp8_stats.svg; 0: off. Each record waits for the GPU",
-      cxxopts::value<int64_t>()->default_value("0"))(
-      "save", "write a checkpoint (model, optimizer, step, RNG, curve) at the end (one variant)",
-      cxxopts::value<std::string>())(
-      "resume", "continue from a checkpoint written by --save, up to --steps (one variant)",
-      cxxopts::value<std::string>())(
-      "gemm-autotune",
-      "on the GPU, time cuBLASLt's candidate FP8 GEMM algorithms once per shape "
-      "and keep the fastest (fp8nn::functional::set_gemm_autotuning); --gemm-autotune=false: "
-      "the heuristic's choice",
-      cxxopts::value<bool>()->default_value("true"))(
-      "progress", "auto (a bar on a terminal, lines otherwise), bar, lines or none",
-      cxxopts::value<std::string>()->default_value("auto"))(
-      "world-size",
-      "data parallelism over this many processes, each training on its share of "
-      "every batch (default: $WORLD_SIZE; without either, one process and no "
-      "process group)",
-      cxxopts::value<int>())("rank", "this process's rank in 0..world-size-1 (default: $RANK)",
-                             cxxopts::value<int>())(
-      "local-rank", "rank on this machine, picks the GPU (default: $LOCAL_RANK, else --rank)",
-      cxxopts::value<int>())(
-      "master-addr", "host of rank 0's rendezvous store (default: $MASTER_ADDR, else 127.0.0.1)",
-      cxxopts::value<std::string>())("master-port", "its port (default: $MASTER_PORT, else 29500)",
-                                     cxxopts::value<int>())(
-      "sync-amax",
-      "with several processes: FP8 layers all-reduce their per-tensor amaxes so "
-      "that every rank uses one scale")(
-      "bucket-mb", "with several processes: MiB of gradients per all-reduce bucket",
-      cxxopts::value<double>()->default_value("25"))("h,help", "show this help");
+  cxxopts::Options options("train_mlp",
+                           "Trains an MLP with torch::nn::Linear or fp8nn's FP8 layers and compares "
+                           "loss, accuracy, speed and memory.");
+  options.add_options()
+      ("linear", "bf16 (torch::nn::Linear in the parameter dtype), global (fp8nn::LinearFP8Global), "
+                 "mixed (fp8nn::LinearFP8Mixed), or all: each from the same initial weights and "
+                 "batches, then a comparison table", cxxopts::value<std::string>()->default_value("all"))
+      ("device", "auto (cuda when available), cpu, cuda or cuda:N",
+       cxxopts::value<std::string>()->default_value("auto"))
+      ("dtype", "parameter/activation dtype: auto (bf16 on cuda, fp32 on cpu), fp32 or bf16",
+       cxxopts::value<std::string>()->default_value("auto"))
+      ("depth", "number of Linear layers", cxxopts::value<int64_t>()->default_value("4"))
+      ("width", "hidden width", cxxopts::value<int64_t>()->default_value("256"))
+      ("activation", "relu, gelu, tanh or silu", cxxopts::value<std::string>()->default_value("gelu"))
+      ("data", "CSV file (features..., integer label; optional header) or a folder with MNIST IDX "
+               "files; default: the built-in synthetic task", cxxopts::value<std::string>())
+      ("features", "synthetic task: input features", cxxopts::value<int64_t>()->default_value("64"))
+      ("classes", "synthetic task: classes", cxxopts::value<int64_t>()->default_value("10"))
+      ("train-size", "synthetic task: training rows (generated on the training device)", cxxopts::value<int64_t>()->default_value("32768"))
+      ("val-size", "synthetic task: validation rows", cxxopts::value<int64_t>()->default_value("4096"))
+      ("val-fraction", "CSV data: fraction held out for validation",
+       cxxopts::value<double>()->default_value("0.2"))
+      ("steps", "total optimizer steps", cxxopts::value<int64_t>()->default_value("300"))
+      ("batch", "rows per step", cxxopts::value<int64_t>()->default_value("256"))
+      ("optimizer", "fused: AdamW in one fused pass per step (at::_fused_adamw_, Python's "
+                    "AdamW(fused=True)); adamw: torch::optim::AdamW (about ten passes)",
+       cxxopts::value<std::string>()->default_value("fused"))
+      ("cuda-graph", "on the GPU (one process, --optimizer fused): after 5 warm-up steps, capture "
+                     "one training step in a CUDA graph and replay it for the rest")
+      ("lr", "AdamW learning rate", cxxopts::value<double>()->default_value("0.001"))
+      ("weight-decay", "AdamW weight decay", cxxopts::value<double>()->default_value("0.01"))
+      ("eval-every", "validate every N steps (and at the end)",
+       cxxopts::value<int64_t>()->default_value("100"))
+      ("log-every", "progress every N steps", cxxopts::value<int64_t>()->default_value("25"))
+      ("seed", "seed of the data, the initial weights and the batch order",
+       cxxopts::value<uint64_t>()->default_value("0"))
+      ("out", "folder for loss_<variant>.csv and loss_curves.svg",
+       cxxopts::value<std::string>()->default_value("train_mlp_out"))
+      ("fp8-stats", "every N steps, record each FP8 layer's numerics (amax, scale range, saturated "
+                    "and underflow fractions of x, weight and grad_output; the products' relative "
+                    "error against fp32, measured every N steps from step 1) into "
+                    "<out>/fp8_stats.csv and fp8_stats.svg; 0: off. Each record waits for the GPU",
+       cxxopts::value<int64_t>()->default_value("0"))
+      ("save", "write a checkpoint (model, optimizer, step, RNG, curve) at the end (one variant)",
+       cxxopts::value<std::string>())
+      ("resume", "continue from a checkpoint written by --save, up to --steps (one variant)",
+       cxxopts::value<std::string>())
+      ("gemm-autotune", "on the GPU, time cuBLASLt's candidate FP8 GEMM algorithms once per shape "
+       "and keep the fastest (fp8nn::functional::set_gemm_autotuning); --gemm-autotune=false: "
+       "the heuristic's choice",
+       cxxopts::value<bool>()->default_value("true"))
+      ("progress", "auto (a bar on a terminal, lines otherwise), bar, lines or none",
+       cxxopts::value<std::string>()->default_value("auto"))
+      ("world-size", "data parallelism over this many processes, each training on its share of "
+                     "every batch (default: $WORLD_SIZE; without either, one process and no "
+                     "process group)", cxxopts::value<int>())
+      ("rank", "this process's rank in 0..world-size-1 (default: $RANK)", cxxopts::value<int>())
+      ("local-rank", "rank on this machine, picks the GPU (default: $LOCAL_RANK, else --rank)",
+       cxxopts::value<int>())
+      ("master-addr", "host of rank 0's rendezvous store (default: $MASTER_ADDR, else 127.0.0.1)",
+       cxxopts::value<std::string>())
+      ("master-port", "its port (default: $MASTER_PORT, else 29500)", cxxopts::value<int>())
+      ("sync-amax", "with several processes: FP8 layers all-reduce their per-tensor amaxes so "
+                    "that every rank uses one scale")
+      ("bucket-mb", "with several processes: MiB of gradients per all-reduce bucket",
+       cxxopts::value<double>()->default_value("25"))
+      ("h,help", "show this help");
   return options;
 }
 
@@ -151,8 +136,8 @@ std::optional<DistributedSetup> pick_distributed(const cxxopts::ParseResult& arg
   setup.master_addr = from("master-addr", "MASTER_ADDR").value_or("127.0.0.1");
   setup.master_port = number("master-port", "MASTER_PORT").value_or(29500);
   if (setup.world_size < 1 || setup.rank < 0 || setup.rank >= setup.world_size) {
-    throw std::invalid_argument(
-        fmt::format("--rank {}: expected 0 <= rank < world size {}", setup.rank, setup.world_size));
+    throw std::invalid_argument(fmt::format("--rank {}: expected 0 <= rank < world size {}",
+                                            setup.rank, setup.world_size));
   }
   return setup;
 }
@@ -198,8 +183,8 @@ Progress pick_progress(const std::string& name) {
 
 void require_positive(const cxxopts::ParseResult& args, const char* name) {
   if (args[name].as<int64_t>() <= 0) {
-    throw std::invalid_argument(
-        fmt::format("--{}: expected a positive number, got {}", name, args[name].as<int64_t>()));
+    throw std::invalid_argument(fmt::format("--{}: expected a positive number, got {}", name,
+                                            args[name].as<int64_t>()));
   }
 }
 
@@ -277,15 +262,15 @@ int run(int argc, char** argv) {
   if (main_rank) {
     fmt::print("data: {}; {} train / {} val rows\n", data.description, data.train_x.size(0),
                data.val_x.size(0));
-    fmt::print(
-        "model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows, "
-        "optimizer {}{}\n",
-        shape.depth, shape.width, shape.activation, config.device.str(),
-        c10::toString(config.dtype), config.steps, config.batch, name_of(config.optimizer),
-        config.cuda_graph ? ", steps replayed from a CUDA graph" : "");
+    fmt::print("model: {} Linear layers, width {}, {}; device {}, dtype {}; {} steps of {} rows, "
+               "optimizer {}{}\n",
+               shape.depth, shape.width, shape.activation, config.device.str(),
+               c10::toString(config.dtype), config.steps, config.batch, name_of(config.optimizer),
+               config.cuda_graph ? ", steps replayed from a CUDA graph" : "");
     if (distributed) {
       fmt::print("processes: {} ({}), {} rows each per step{}\n", distributed->world_size,
-                 config.device.is_cuda() ? "nccl" : "gloo", config.batch / distributed->world_size,
+                 config.device.is_cuda() ? "nccl" : "gloo",
+                 config.batch / distributed->world_size,
                  config.sync_amax ? ", FP8 amaxes shared" : "");
     }
   }
@@ -304,7 +289,8 @@ int run(int argc, char** argv) {
     auto model = with_linear(base, kind);
     TrainConfig run_config = config;
     const std::string variant = name_of(kind);
-    if (stats_every > 0 && kind != LinearKind::HighPrecision) {
+    const bool monitored = stats_every > 0 && kind != LinearKind::HighPrecision;
+    if (monitored) {
       fp8nn::enable_numerics(*model, fp8nn::NumericsOptions().error_every(stats_every));
       run_config.after_step = [&, variant](int64_t step, torch::nn::Sequential& trained) {
         if (config.after_step) config.after_step(step, trained);
@@ -315,8 +301,8 @@ int run(int argc, char** argv) {
     }
     runs.push_back(train(model, variant, data, run_config));
     if (main_rank) fmt::print("wrote {}\n", write_curve_csv(out_dir, runs.back()));
-    if (main_rank && stats_every > 0 && kind != LinearKind::HighPrecision) {
-      fmt::print("{} numerics after the last step:\n", variant);
+    if (main_rank && monitored) {
+      fmt::print("{} numerics after the last step (evaluation included):\n", variant);
       for (const auto& row : fp8nn::numerics_table(*model)) std::cout << "  " << row << "\n";
     }
   }

@@ -15,12 +15,9 @@ LinearKind parse_linear_kind(const std::string& name) {
 
 std::string name_of(LinearKind kind) {
   switch (kind) {
-    case LinearKind::HighPrecision:
-      return "bf16";
-    case LinearKind::Global:
-      return "global";
-    case LinearKind::Mixed:
-      return "mixed";
+    case LinearKind::HighPrecision: return "bf16";
+    case LinearKind::Global: return "global";
+    case LinearKind::Mixed: return "mixed";
   }
   return "?";
 }
@@ -34,17 +31,12 @@ torch::nn::Sequential make_mlp(const MlpShape& shape) {
     const int64_t out = last ? shape.classes : shape.width;
     mlp->push_back(torch::nn::Linear(in, out));
     if (!last) {
-      if (shape.activation == "relu")
-        mlp->push_back(torch::nn::ReLU());
-      else if (shape.activation == "gelu")
-        mlp->push_back(torch::nn::GELU());
-      else if (shape.activation == "tanh")
-        mlp->push_back(torch::nn::Tanh());
-      else if (shape.activation == "silu")
-        mlp->push_back(torch::nn::SiLU());
-      else
-        throw std::invalid_argument("--activation: expected relu, gelu, tanh or silu, got '" +
-                                    shape.activation + "'");
+      if (shape.activation == "relu") mlp->push_back(torch::nn::ReLU());
+      else if (shape.activation == "gelu") mlp->push_back(torch::nn::GELU());
+      else if (shape.activation == "tanh") mlp->push_back(torch::nn::Tanh());
+      else if (shape.activation == "silu") mlp->push_back(torch::nn::SiLU());
+      else throw std::invalid_argument("--activation: expected relu, gelu, tanh or silu, got '" +
+                                       shape.activation + "'");
     }
     in = out;
   }
@@ -55,12 +47,9 @@ torch::nn::Sequential with_linear(const torch::nn::Sequential& base, LinearKind 
   auto copy = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(base->clone());
   torch::nn::Sequential model(copy);
   switch (kind) {
-    case LinearKind::HighPrecision:
-      return model;
-    case LinearKind::Global:
-      return fp8nn::convert(model, fp8nn::Recipe::Global);
-    case LinearKind::Mixed:
-      return fp8nn::convert(model, fp8nn::Recipe::Mixed);
+    case LinearKind::HighPrecision: return model;
+    case LinearKind::Global: return fp8nn::convert(model, fp8nn::Recipe::Global);
+    case LinearKind::Mixed: return fp8nn::convert(model, fp8nn::Recipe::Mixed);
   }
   return model;
 }

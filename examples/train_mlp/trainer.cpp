@@ -35,6 +35,7 @@ void synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
 }
 
+
 EvalPoint evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y,
                    int64_t step, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
@@ -48,10 +49,10 @@ EvalPoint evaluate(torch::nn::Sequential& model, const torch::Tensor& x, const t
     const int64_t length = std::min(chunk, n - begin);
     const auto logits = model->forward(x.narrow(0, begin, length).to(dtype)).to(torch::kFloat);
     const auto labels = y.narrow(0, begin, length);
-    loss_sum +=
-        torch::nn::functional::cross_entropy(
-            logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-            .item<double>();
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, labels,
+                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
     correct += (logits.argmax(1) == labels).sum().item<double>();
   }
   model->train();
@@ -139,8 +140,7 @@ int64_t load_checkpoint(const std::string& path, torch::nn::Sequential& model,
   try {
     archive.load_from(path, device);
   } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot read checkpoint '" + path +
-                             "': " + e.what_without_backtrace());
+    throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
   }
   torch::Tensor saved_world_size;
   const int64_t written_by =

@@ -101,6 +101,20 @@ fp8nn::NumericsSnapshot step(Layer& layer, const torch::Tensor& x, const torch::
   return layer->numerics->read();
 }
 
+// One step of `layer` (x's dtype) with a monitor: its figures against the count of the
+// definition, x grouped by group_in and the output gradient by group_out (0: per tensor).
+template <typename Layer>
+void check_layer(Layer layer, const torch::Tensor& x, const torch::Tensor& g, int64_t group_in,
+                 int64_t group_out, const torch::Device& device) {
+  CAPTURE(group_in, group_out);
+  layer->to(device, x.scalar_type());
+  layer->numerics = std::make_shared<NumericsMonitor>();
+  const auto figures = step(layer, x, g).operands;
+  check_figures(figures[0], count(x, group_in, kE4M3), "x");
+  check_figures(figures[1], count(layer->weight, 0, kE4M3), "weight");
+  check_figures(figures[2], count(g, group_out, kE5M2), "grad_output");
+}
+
 void check_counts_match_definition(const torch::Device& device) {
   fp8nn::test::seed_torch();
   const int64_t M = 48, K = 256, N = 192;
@@ -108,24 +122,10 @@ void check_counts_match_definition(const torch::Device& device) {
     CAPTURE(dtype);
     const auto x = spread_input(M, K, device).to(dtype);
     const auto g = spread_input(M, N, device).to(dtype);
-    {
-      fp8nn::LinearFP8Global layer(LinearFP8Options(K, N));
-      layer->to(device, dtype);
-      layer->numerics = std::make_shared<NumericsMonitor>();
-      const auto figures = step(layer, x, g).operands;
-      check_figures(figures[0], count(x, 0, kE4M3), "Global x");
-      check_figures(figures[1], count(layer->weight, 0, kE4M3), "Global weight");
-      check_figures(figures[2], count(g, 0, kE5M2), "Global grad_output");
-    }
-    {
-      fp8nn::LinearFP8Mixed layer(LinearFP8Options(K, N).group_size_in(64).group_size_out(32));
-      layer->to(device, dtype);
-      layer->numerics = std::make_shared<NumericsMonitor>();
-      const auto figures = step(layer, x, g).operands;
-      check_figures(figures[0], count(x, 64, kE4M3), "Mixed x");
-      check_figures(figures[1], count(layer->weight, 0, kE4M3), "Mixed weight");
-      check_figures(figures[2], count(g, 32, kE5M2), "Mixed grad_output");
-    }
+    // Global: everything per tensor. Mixed: x per 64, dy per 32 elements of a row.
+    check_layer(fp8nn::LinearFP8Global(LinearFP8Options(K, N)), x, g, 0, 0, device);
+    check_layer(fp8nn::LinearFP8Mixed(LinearFP8Options(K, N).group_size_in(64).group_size_out(32)),
+                x, g, 64, 32, device);
   }
 }
 
@@ -154,9 +154,10 @@ void check_outliers(const torch::Device& device) {
   CHECK(per_tensor.saturated == 0);
   CHECK(per_group.saturated == 0);
   CHECK(per_tensor.underflow_fraction() > 0.5);
-  // Only the 4 groups holding an outlier flush their other elements: at most 4 * 127 of M * K.
-  CHECK(per_group.underflow <= 4 * 127);
-  CHECK(per_group.underflow_fraction() < 0.02);
+  // The 4 groups holding an outlier flush their other 4 * 127 elements; elsewhere only the rare
+  // element within about 1e-8 of zero does.
+  CHECK(per_group.underflow >= 4 * 127);
+  CHECK(per_group.underflow <= 4 * 127 + 8);
   check_figures(per_tensor, count(x, 0, kE4M3), "per tensor");
   check_figures(per_group, count(x, 128, kE4M3), "per group");
 }
