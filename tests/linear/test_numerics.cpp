@@ -271,6 +271,41 @@ void check_model_wide(const torch::Device& device) {
 
 FP8NN_CPU_AND_CUDA_CASE("Numerics monitor: enabled, read and printed model-wide", check_model_wide)
 
+// The monitor only watches: outputs and gradients with it (product errors measured every step)
+// are bit for bit those without it.
+void check_unchanged_results(const torch::Device& device) {
+  fp8nn::test::seed_torch();
+  const int64_t M = 40, K = 96, N = 64;
+  const auto x = spread_input(M, K, device), g = spread_input(M, N, device);
+  const auto run = [&](auto layer, bool monitored) {
+    layer->to(device);
+    if (monitored) fp8nn::enable_numerics(*layer, NumericsOptions().error_every(1));
+    auto input = x.clone().requires_grad_(true);
+    const auto y = layer->forward(input);
+    (y * g).sum().backward();
+    return std::vector<torch::Tensor>{y, input.grad(), layer->weight.grad(), layer->bias.grad()};
+  };
+  const auto same = [](const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      CAPTURE(i);
+      CHECK(fp8nn::test::count_bit_differences(a[i], b[i]) == 0);
+    }
+  };
+  torch::manual_seed(1);
+  fp8nn::LinearFP8Global global(LinearFP8Options(K, N));
+  torch::manual_seed(1);
+  fp8nn::LinearFP8Global global_monitored(LinearFP8Options(K, N));
+  same(run(global, false), run(global_monitored, true));
+  torch::manual_seed(2);
+  fp8nn::LinearFP8Mixed mixed(LinearFP8Options(K, N).group_size_in(32));
+  torch::manual_seed(2);
+  fp8nn::LinearFP8Mixed mixed_monitored(LinearFP8Options(K, N).group_size_in(32));
+  same(run(mixed, false), run(mixed_monitored, true));
+}
+
+FP8NN_CPU_AND_CUDA_CASE("Numerics monitor: results with a monitor equal results without",
+                        check_unchanged_results)
+
 TEST_CASE("Numerics monitor: a negative error_every is a ValueError") {
   CHECK_THROWS_AS(NumericsMonitor(NumericsOptions().error_every(-1)), c10::ValueError);
 }
