@@ -230,14 +230,7 @@ void check_variants(const torch::Device& device) {
   }
 }
 
-TEST_CASE("LinearFP8 recipe variants match the emulation, on the CPU") {
-  check_variants(torch::kCPU);
-}
-
-TEST_CASE("LinearFP8 recipe variants match the emulation, on CUDA") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_variants(torch::kCUDA);
-}
+FP8NN_CPU_AND_CUDA_CASE("LinearFP8 recipe variants match the emulation", check_variants)
 
 TEST_CASE("convert() builds the preset layers for presets and LinearFP8 for other recipes") {
   torch::nn::Sequential model(torch::nn::Linear(32, 64), torch::nn::ReLU(),

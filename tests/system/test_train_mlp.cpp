@@ -216,14 +216,8 @@ void check_fused_matches_adamw(const torch::Device& device) {
 
 }  // namespace
 
-TEST_CASE("train_mlp: FusedAdamW takes the same steps as torch::optim::AdamW (CPU, fp32)") {
-  check_fused_matches_adamw(torch::kCPU);
-}
-
-TEST_CASE("train_mlp: FusedAdamW takes the same steps as torch::optim::AdamW (CUDA, fp32)") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  check_fused_matches_adamw(torch::kCUDA);
-}
+FP8NN_CPU_AND_CUDA_CASE("train_mlp: FusedAdamW takes the same steps as torch::optim::AdamW (fp32)",
+                        check_fused_matches_adamw)
 
 TEST_CASE("train_mlp: a torch::optim::AdamW checkpoint continues under FusedAdamW") {
   // Same state layout: 20 steps of AdamW, saved, 20 more fused == 20 + 20 AdamW within fp32.
