@@ -58,8 +58,7 @@ template <typename Layer>
 void run_eval_train(bool cuda) {
   fp8nn::test::seed_torch();
   Twins<Layer> twins(cuda);
-  torch::optim::SGD opt_cached(twins.cached->parameters(), torch::optim::SGDOptions(0.5));
-  torch::optim::SGD opt_plain(twins.plain->parameters(), torch::optim::SGDOptions(0.5));
+  SgdTwins<Layer> sgd(twins);
   for (int step = 0; step < kSteps; ++step) {
     CAPTURE(step);
     twins.cached->eval();
@@ -67,11 +66,11 @@ void run_eval_train(bool cuda) {
     twins.probe("in eval()");
     twins.cached->train();
     twins.plain->train();
-    opt_cached.zero_grad();
-    opt_plain.zero_grad();
+    sgd.cached.zero_grad();
+    sgd.plain.zero_grad();
     twins.forward_backward("in train()");
-    opt_cached.step();
-    opt_plain.step();
+    sgd.cached.step();
+    sgd.plain.step();
     twins.cached->eval();
     twins.plain->eval();
     twins.probe("in eval() after the step");
@@ -85,8 +84,7 @@ template <typename Layer>
 void run_to(bool cuda) {
   fp8nn::test::seed_torch();
   Twins<Layer> twins(cuda);
-  torch::optim::SGD opt_cached(twins.cached->parameters(), torch::optim::SGDOptions(0.5));
-  torch::optim::SGD opt_plain(twins.plain->parameters(), torch::optim::SGDOptions(0.5));
+  SgdTwins<Layer> sgd(twins);
   const auto both = [&](const auto& move) {
     move(twins.cached);
     move(twins.plain);
@@ -96,11 +94,11 @@ void run_to(bool cuda) {
     twins.probe("before to()");
     both([](auto& layer) { layer->to(torch::kBFloat16); });
     twins.probe("after to(bf16)");
-    opt_cached.zero_grad();
-    opt_plain.zero_grad();
+    sgd.cached.zero_grad();
+    sgd.plain.zero_grad();
     twins.forward_backward("in bf16");
-    opt_cached.step();
-    opt_plain.step();
+    sgd.cached.step();
+    sgd.plain.step();
     twins.probe("after a step in bf16");
     both([](auto& layer) { layer->to(torch::kFloat); });
     twins.probe("after to(float)");
@@ -119,8 +117,7 @@ template <typename Layer>
 void run_load(bool cuda) {
   fp8nn::test::seed_torch();
   Twins<Layer> twins(cuda);
-  torch::optim::SGD opt_cached(twins.cached->parameters(), torch::optim::SGDOptions(0.5));
-  torch::optim::SGD opt_plain(twins.plain->parameters(), torch::optim::SGDOptions(0.5));
+  SgdTwins<Layer> sgd(twins);
   const auto x = twins.input();
   for (int step = 0; step < kSteps; ++step) {
     CAPTURE(step);
@@ -133,11 +130,11 @@ void run_load(bool cuda) {
       before = twins.cached(x);
     }
     twins.probe("after save");
-    opt_cached.zero_grad();
-    opt_plain.zero_grad();
+    sgd.cached.zero_grad();
+    sgd.plain.zero_grad();
     twins.forward_backward("");
-    opt_cached.step();
-    opt_plain.step();
+    sgd.cached.step();
+    sgd.plain.step();
     twins.probe("after the step");
     torch::load(twins.cached, saved_cached);
     torch::load(twins.plain, saved_plain);

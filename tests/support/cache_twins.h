@@ -96,6 +96,16 @@ struct Twins {
   }
 };
 
+// Plain SGD (lr 0.5) on each twin: it writes through p.data(), so the weights' version counters
+// never move.
+template <typename Layer>
+struct SgdTwins {
+  explicit SgdTwins(Twins<Layer>& twins)
+      : cached(twins.cached->parameters(), torch::optim::SGDOptions(0.5)),
+        plain(twins.plain->parameters(), torch::optim::SGDOptions(0.5)) {}
+  torch::optim::SGD cached, plain;
+};
+
 enum class OptimizerKind { SGD, SGDMomentum, Adam, AdamW, RMSprop, Adagrad, LBFGS };
 
 inline std::unique_ptr<torch::optim::Optimizer> make_optimizer(
