@@ -19,6 +19,7 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include <torch/serialize/input-archive.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -92,9 +93,29 @@ class LinearFP8ImplBase : public torch::nn::Cloneable<Derived> {
   /// Set it directly or through fp8nn::enable_numerics(model). Not a parameter or buffer;
   /// clone() and reset() give the layer a new, empty monitor with the same options.
   std::shared_ptr<NumericsMonitor> numerics;
+  /// With a recipe that asks for delayed scaling (Recipe::global_delayed()), the layer's state,
+  /// on the weight's device; its tensors are the buffers fp8_amax_history, fp8_scale and
+  /// fp8_scaling_counts, which torch::save keeps and to(dtype) leaves in their own dtypes. A
+  /// checkpoint without them (saved with current scaling) loads with fresh state. Else nullptr.
+  std::shared_ptr<functional::DelayedScalingState> delayed_scaling;
 
   /// y = x W^T + b through functional::linear_fp8 with Derived::recipe().
   torch::Tensor forward(const torch::Tensor& input);
+
+  /// As torch::nn::Module's, keeping the delayed-scaling buffers in their dtypes.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
+  /// As torch::nn::Module's; the delayed-scaling buffers are read when the archive has them.
+  void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  // Makes delayed_scaling (and registers its buffers) when the recipe asks for it.
+  void init_delayed_scaling();
+  // Runs Module::to through `convert`, then gives the delayed-scaling tensors their old values,
+  // on `device` (or where they were).
+  template <typename Convert>
+  void to_keeping_state(const Convert& convert, std::optional<torch::Device> device);
 };
 
 /// The holders: TORCH_MODULE(X) written out, plus `from`, which TORCH_MODULE cannot add.

@@ -144,6 +144,49 @@ class WeightCache {
   bool verify_ = false;
 };
 
+/// The delayed-scaling state of one layer (Recipe::delayed): for its two delayed operands, row 0
+/// x and row 1 the output gradient, the recorded amaxes and the next scale. A recipe with delayed
+/// scaling needs one (LinearFP8 makes its own and registers the tensors as buffers, so
+/// torch::save keeps them). All updates run on the device, inside the cast kernels, so they also
+/// happen at CUDA-graph replays. Use one state per layer, on the layer's device.
+class DelayedScalingState {
+ public:
+  /// Fresh state on `device`: nothing recorded, scales 1.
+  explicit DelayedScalingState(int64_t history_len, torch::Device device = torch::kCPU);
+  C10_DISABLE_COPY_AND_ASSIGN(DelayedScalingState);
+
+  /// float [2, history_len]: the recorded amaxes; operand i's next one goes to column
+  /// counts[i][0] % history_len.
+  torch::Tensor amax_history;
+  /// float [2]: the scale each operand's next call casts with (after its first call, which takes
+  /// current scaling).
+  torch::Tensor scale;
+  /// int64 [2, 3]: per operand, amaxes recorded, values saturated (|v * scale| rounded beyond the
+  /// format's largest value, and so clamped to it; Inf included), non-finite amaxes (NaN or Inf
+  /// in the tensor: counted, not recorded, the scale kept).
+  torch::Tensor counts;
+
+  int64_t history_len() const { return amax_history.size(1); }
+  /// Moves the tensors to `device` (their dtypes never change). Not while a call is in flight.
+  void to(torch::Device device);
+  /// Forgets everything recorded: history 0, scales 1, counts 0 (the next calls start afresh).
+  void reset();
+
+  /// For the engine: whether operand i has made its first call (which takes current scaling).
+  /// Known on the host from the calls it made; after the tensors were replaced (torch::load,
+  /// clone(), to()) read once from counts, a host synchronisation (so not inside a CUDA-graph
+  /// capture: run a step before capturing, as graphs need anyway).
+  bool started(int operand);
+  void set_started(int operand) { started_[operand] = true; }
+  /// int32 [2, 2] on the state's device, zero between calls: the cast kernels' per-call scratch.
+  torch::Tensor scratch();
+
+ private:
+  torch::Tensor scratch_;
+  bool started_[2] = {false, false};
+  const void* known_counts_ = nullptr;  // counts' storage when started_ was last right
+};
+
 /// Options of linear_fp8, linear_fp8_global and linear_fp8_mixed (what is not the recipe).
 struct LinearFP8FuncOptions {
   /// Who is calling, for error messages (e.g. "fp8nn::LinearFP8Global"); empty: the function name.
@@ -164,6 +207,9 @@ struct LinearFP8FuncOptions {
   /// Where the quantizations of x, W and dy add their figures (numerics.h); nullptr: nothing is
   /// counted and the kernels run without counters.
   TORCH_ARG(std::shared_ptr<NumericsMonitor>, numerics) = nullptr;
+  /// The layer's delayed-scaling state: required by a recipe with delayed scaling (on x's device,
+  /// history_len equal to the recipe's), ignored otherwise.
+  TORCH_ARG(std::shared_ptr<DelayedScalingState>, delayed_scaling) = nullptr;
 };
 
 /// y = x W^T + b with the products and quantizations `recipe` asks for (see Recipe). Only what

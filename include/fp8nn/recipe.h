@@ -80,6 +80,37 @@ struct ProductRecipe {
   constexpr bool operator!=(const ProductRecipe& other) const { return !(*this == other); }
 };
 
+/// How delayed scaling (Recipe::delayed) turns the recorded amaxes into the next scale.
+enum class AmaxCompute {
+  /// The largest amax of the history window (TransformerEngine's "max").
+  Max,
+  /// The amax of the last call alone.
+  MostRecent,
+};
+
+/// Delayed scaling of the per-tensor x and output gradient (TransformerEngine's DelayedScaling):
+/// a call casts with the scale its layer computed from earlier calls' amaxes, and records its
+/// own amax in the same pass, so no amax pass runs before the cast. After each call the scale
+/// becomes fmt_max * 2^-margin / A, with A the largest of the last history_len amaxes (or the
+/// last one, AmaxCompute::MostRecent), when A is finite and > 0; otherwise the scale is kept.
+/// A layer's first call (nothing recorded yet) takes current scaling. The weight keeps current
+/// scaling (its cast is cached, and its scale is a function of the weight alone). The state is
+/// per layer (functional::DelayedScalingState; in a module, buffers that torch::save keeps).
+struct DelayedScaling {
+  /// Amaxes in the window; 0 turns delayed scaling off (current scaling, the default).
+  int64_t history_len = 0;
+  /// Headroom in powers of two: the scale maps A to fmt_max * 2^-margin. >= 0.
+  int margin = 0;
+  AmaxCompute amax_compute = AmaxCompute::Max;
+
+  constexpr bool enabled() const { return history_len > 0; }
+  constexpr bool operator==(const DelayedScaling& other) const {
+    return history_len == other.history_len && margin == other.margin &&
+           amax_compute == other.amax_compute;
+  }
+  constexpr bool operator!=(const DelayedScaling& other) const { return !(*this == other); }
+};
+
 /// A whole recipe: three operands, three products. A literal type: recipes can be constexpr,
 /// compared with ==, printed with <<.
 struct Recipe {
@@ -89,6 +120,8 @@ struct Recipe {
   ProductRecipe forward = ProductRecipe::fp8(Accumulation::Fast);
   ProductRecipe grad_input = ProductRecipe::fp8(Accumulation::Precise);
   ProductRecipe grad_weight = ProductRecipe::fp8(Accumulation::Precise);
+  /// Off by default (current scaling: each cast's scale from its own tensor's amax).
+  DelayedScaling delayed;
 
   /// LinearFP8Global's recipe: x and W per-tensor E4M3, dy per-tensor E5M2; all three products
   /// FP8 (forward fast accumulation, gradients precise).
@@ -101,6 +134,12 @@ struct Recipe {
     recipe.x = OperandRecipe::per_group(Format::E4M3, group_size_in);
     recipe.grad_output = OperandRecipe::per_group(Format::E5M2, group_size_out);
     recipe.grad_weight = ProductRecipe::high_precision();
+    return recipe;
+  }
+  /// global() with delayed scaling of x and the output gradient (see DelayedScaling).
+  static constexpr Recipe global_delayed(int64_t history_len = 1024, int margin = 0) {
+    Recipe recipe;
+    recipe.delayed = {history_len, margin, AmaxCompute::Max};
     return recipe;
   }
   /// The presets as named constants, so code written when Recipe was an enum
@@ -119,7 +158,7 @@ struct Recipe {
   constexpr bool operator==(const Recipe& other) const {
     return x == other.x && weight == other.weight && grad_output == other.grad_output &&
            forward == other.forward && grad_input == other.grad_input &&
-           grad_weight == other.grad_weight;
+           grad_weight == other.grad_weight && delayed == other.delayed;
   }
   constexpr bool operator!=(const Recipe& other) const { return !(*this == other); }
 };
@@ -128,10 +167,12 @@ inline constexpr Recipe Recipe::Global = Recipe::global();
 inline constexpr Recipe Recipe::Mixed = Recipe::mixed();
 
 /// Raises a c10::ValueError naming `who` and the first choice of `recipe` that no kernel can run
-/// yet (e.g. a 128x128-block weight), or a negative group size.
+/// yet (e.g. a 128x128-block weight), a negative group size, or delayed scaling with a negative
+/// history length or margin, or with a per-group x or output gradient.
 void check_recipe(const Recipe& recipe, const std::string& who);
 
-/// e.g. "Recipe::global()", "Recipe::mixed(128, 64)", or every field for other recipes.
+/// e.g. "Recipe::global()", "Recipe::mixed(128, 64)", "Recipe::global_delayed(1024, 0)", or every
+/// field for other recipes.
 std::string to_string(const Recipe& recipe);
 std::ostream& operator<<(std::ostream& stream, const Recipe& recipe);
 

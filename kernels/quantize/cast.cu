@@ -6,6 +6,7 @@
 // recently read data, the likeliest to be still in L2, is cast first.
 
 #include "kernels/quantize/cast.h"
+#include "kernels/quantize/delayed_scaling.cuh"
 #include "kernels/quantize/quantize_common.cuh"
 
 namespace fp8nn::kernels {
@@ -13,18 +14,22 @@ namespace {
 
 using namespace streaming;
 
-// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
+// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter, or either
+// inside DelayedCounter (a cast recording into a delayed-scaling state, delayed_scaling.cuh).
 template <typename T, Fp8Format F, typename Counter>
 __global__ void __launch_bounds__(kThreads)
     cast_per_tensor_kernel(const T* __restrict__ x, int64_t numel, bool vectorized,
                            const float* __restrict__ amax, uint8_t* __restrict__ out,
-                           float* __restrict__ scale_inv, unsigned long long* __restrict__ counts) {
+                           float* __restrict__ scale_inv, unsigned long long* __restrict__ counts,
+                           DelayedScalingArgs delayed) {
   constexpr int kVec = kVec16<T>;
   Counter counter;
-  const float scale = scale_from_amax(*amax, fp8_max(F));
+  counter.begin(delayed);
+  const float scale =
+      delayed.scale != nullptr ? *delayed.scale : scale_from_amax(*amax, fp8_max(F));
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     *scale_inv = __frcp_rn(scale);
-    counter.add_amax(*amax);
+    if (delayed.scale == nullptr) counter.add_amax(*amax);
   }
 
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
@@ -59,7 +64,7 @@ __global__ void __launch_bounds__(kThreads)
 
 cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp8Format format,
                             const float* amax, uint8_t* out, float* scale_inv, cudaStream_t stream,
-                            unsigned long long* counts) {
+                            unsigned long long* counts, const DelayedScalingArgs& delayed) {
   return dispatch_high_precision(type, [&](auto type_tag) {
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
@@ -68,14 +73,12 @@ cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp
       const int64_t items = vectorized ? numel / kVec16<T> : numel;
       unsigned blocks = 0;
       FP8NN_KERNELS_TRY(grid_for(items, int64_t{kThreads} * kUnroll, kBlocksPerSm, &blocks));
-      if (counts != nullptr) {
-        cast_per_tensor_kernel<T, F, CastCounter<F>><<<blocks, kThreads, 0, stream>>>(
-            static_cast<const T*>(x), numel, vectorized, amax, out, scale_inv, counts);
-      } else {
-        cast_per_tensor_kernel<T, F, NoCounter><<<blocks, kThreads, 0, stream>>>(
-            static_cast<const T*>(x), numel, vectorized, amax, out, scale_inv, counts);
-      }
-      return cudaGetLastError();
+      return launch_with_counter<F>(counts, delayed, [&](auto counter_tag) {
+        using Counter = typename decltype(counter_tag)::type;
+        cast_per_tensor_kernel<T, F, Counter><<<blocks, kThreads, 0, stream>>>(
+            static_cast<const T*>(x), numel, vectorized, amax, out, scale_inv, counts, delayed);
+        return cudaGetLastError();
+      });
     });
   });
 }

@@ -7,19 +7,23 @@
 #include <cstdint>
 
 #include "kernels/common/fp8_format.h"
+#include "kernels/quantize/delayed_scaling.h"
 
 // Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
 // status (kernels/common/cuda_error.h).
 
 namespace fp8nn::kernels {
 
-/// out[i] = fp8(clamp(x[i] * scale, -max, max)) for `numel` contiguous elements, with
-/// scale = scale_from_amax(*amax) computed on the device; writes *scale_inv = 1 / scale (also when
-/// numel == 0). `out` holds numel bytes. `counts`: null, or the numerics monitor's 3 counters,
-/// which the cast adds to: [0] saturated, [1] flushed to zero, [2] max with
-/// the bits of |*amax| (fp8_format.h: saturation_bound, flush_bound).
+/// out[i] = fp8(clamp(x[i] * scale, -max, max)) for `numel` contiguous elements (an infinite x[i]
+/// stays infinite: E4M3's NaN, E5M2's Inf), with scale = scale_from_amax(*amax) computed on the
+/// device, or *delayed.scale when that is set (amax may then be null); writes
+/// *scale_inv = 1 / scale (also when numel == 0). `out` holds numel bytes. `counts`: null, or the
+/// numerics monitor's 3 counters, which the cast adds to: [0] saturated, [1] flushed to zero, [2]
+/// max with the bits of the amax (fp8_format.h: saturation_bound, flush_bound). `delayed`: also
+/// record into a delayed-scaling state (delayed_scaling.h).
 cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp8Format format,
                             const float* amax, uint8_t* out, float* scale_inv, cudaStream_t stream,
-                            unsigned long long* counts = nullptr);
+                            unsigned long long* counts = nullptr,
+                            const DelayedScalingArgs& delayed = {});
 
 }  // namespace fp8nn::kernels

@@ -12,6 +12,7 @@
 
 #include "kernels/quantize/cast.h"
 #include "kernels/quantize/cast_transpose.h"
+#include "kernels/quantize/delayed_scaling.cuh"
 #include "kernels/quantize/quantize_common.cuh"
 
 namespace fp8nn::kernels {
@@ -26,21 +27,24 @@ constexpr int kRowsPerStore = 16;          // bytes of one out_t store
 static_assert(kThreads == 256 && kTileCols == 64, "transposed mapping: 4 warps x 16 columns");
 static_assert(kTileRows % (kRowsPerStore * 4) == 0, "whole transposed store rounds");
 
-// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
+// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter, or either
+// inside DelayedCounter (a cast recording into a delayed-scaling state, delayed_scaling.cuh).
 template <typename T, Fp8Format F, typename Counter>
 __global__ void __launch_bounds__(kThreads)
     cast_transpose_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t tiles_c,
                           bool load_vectorized, bool store_t_vectorized,
                           const float* __restrict__ amax, uint8_t* __restrict__ out,
                           uint8_t* __restrict__ out_t, float* __restrict__ scale_inv,
-                          unsigned long long* __restrict__ counts) {
+                          unsigned long long* __restrict__ counts, DelayedScalingArgs delayed) {
   __shared__ __align__(16) uint8_t tile[kTileRows * kTilePitch];
 
   Counter counter;
-  const float scale = scale_from_amax(*amax, fp8_max(F));
+  counter.begin(delayed);
+  const float scale =
+      delayed.scale != nullptr ? *delayed.scale : scale_from_amax(*amax, fp8_max(F));
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     *scale_inv = __frcp_rn(scale);
-    counter.add_amax(*amax);
+    if (delayed.scale == nullptr) counter.add_amax(*amax);
   }
 
   const int64_t tile_index = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
@@ -122,9 +126,10 @@ __global__ void __launch_bounds__(kThreads)
 cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                       Fp8Format format, const float* amax, uint8_t* out,
                                       uint8_t* out_t, float* scale_inv, cudaStream_t stream,
-                                      unsigned long long* counts) {
+                                      unsigned long long* counts,
+                                      const DelayedScalingArgs& delayed) {
   if (rows == 0 || cols == 0) {  // nothing to transpose; the cast of no element writes scale_inv
-    return cast_per_tensor(x, type, 0, format, amax, out, scale_inv, stream, counts);
+    return cast_per_tensor(x, type, 0, format, amax, out, scale_inv, stream, counts, delayed);
   }
   const int64_t tiles_r = (rows + kTileRows - 1) / kTileRows;
   const int64_t tiles_c = (cols + kTileCols - 1) / kTileCols;
@@ -137,12 +142,13 @@ cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t
       const bool load_vectorized =
           cols % kVec16<T> == 0 && is_aligned(x, 16) && is_aligned(out, kVec16<T>);
       const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
-      const auto kernel = counts != nullptr ? cast_transpose_kernel<T, F, CastCounter<F>>
-                                            : cast_transpose_kernel<T, F, NoCounter>;
-      kernel<<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
-          static_cast<const T*>(x), rows, cols, tiles_c, load_vectorized, store_t_vectorized, amax,
-          out, out_t, scale_inv, counts);
-      return cudaGetLastError();
+      return launch_with_counter<F>(counts, delayed, [&](auto counter_tag) {
+        using Counter = typename decltype(counter_tag)::type;
+        cast_transpose_kernel<T, F, Counter><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
+            static_cast<const T*>(x), rows, cols, tiles_c, load_vectorized, store_t_vectorized,
+            amax, out, out_t, scale_inv, counts, delayed);
+        return cudaGetLastError();
+      });
     });
   });
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kernels/common/fp8_format.h"
+#include "kernels/quantize/delayed_scaling.h"
 
 // Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
 // status (kernels/common/cuda_error.h).
@@ -16,11 +17,12 @@ namespace fp8nn::kernels {
 
 /// x: [rows, cols] row-major, any shape. out: rows * cols bytes, out_t: cols * rows bytes, both
 /// row-major. The scale comes from the device-side *amax (run amax_per_tensor first); writes
-/// *scale_inv = 1 / scale, shared by both outputs (also when rows or cols is 0). `counts`: as
-/// cast_per_tensor's (each element counted once).
+/// *scale_inv = 1 / scale, shared by both outputs (also when rows or cols is 0). `counts` and
+/// `delayed`: as cast_per_tensor's (each element counted once).
 cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                       Fp8Format format, const float* amax, uint8_t* out,
                                       uint8_t* out_t, float* scale_inv, cudaStream_t stream,
-                                      unsigned long long* counts = nullptr);
+                                      unsigned long long* counts = nullptr,
+                                      const DelayedScalingArgs& delayed = {});
 
 }  // namespace fp8nn::kernels

@@ -56,6 +56,8 @@ struct CastCounter {
   __device__ __forceinline__ void add_amax(float amax) {
     amax_bits = max(amax_bits, abs_bits(amax));
   }
+  template <typename Args>
+  __device__ __forceinline__ void begin(const Args&) {}
 
   template <int kThreads>
   __device__ __forceinline__ void flush(unsigned long long* counts) {
@@ -88,6 +90,8 @@ struct CastCounter {
 
 // The same interface doing nothing: the monitor off compiles to the kernels without it.
 struct NoCounter {
+  template <typename Args>
+  __device__ __forceinline__ void begin(const Args&) {}
   __device__ __forceinline__ void add(float, float) {}
   __device__ __forceinline__ void add_amax(float) {}
   template <int kThreads>
@@ -106,20 +110,35 @@ __device__ __forceinline__ float scale_and_clamp(float v, float scale, Counter& 
   return s;
 }
 
+// The FP8 byte of an infinite input v (docs/design.md: Inf is never made finite): E5M2's Inf,
+// E4M3's NaN (it has no Inf), with v's sign. The clamp and satfinite would give +-max instead, and
+// v * scale alone cannot tell (with a given amax or a delayed scale, the scale is finite and > 0).
+template <Fp8Format F>
+__device__ __forceinline__ uint32_t inf_byte(float v) {
+  return (__float_as_uint(v) >> 24 & 0x80u) | (F == Fp8Format::kE4M3 ? 0x7fu : 0x7cu);
+}
+
+__device__ __forceinline__ bool is_inf(float v) { return abs_bits(v) == 0x7f800000u; }
+
 // Two values to two FP8 bytes (first in the low byte) with one cvt.rn.satfinite: round to nearest
-// even; NaN stays NaN; finite values are already within range after the clamp.
+// even; NaN stays NaN; finite values are already within range after the clamp; an infinite input
+// gets inf_byte.
 template <Fp8Format F, typename Counter>
 __device__ __forceinline__ uint16_t cast_pair_to_fp8(float first, float second, float scale,
                                                      Counter& counter) {
   const float2 pair = make_float2(scale_and_clamp<F>(first, scale, counter),
                                   scale_and_clamp<F>(second, scale, counter));
-  return __nv_cvt_float2_to_fp8x2(pair, __NV_SATFINITE, kInterpretation<F>);
+  uint32_t bytes = __nv_cvt_float2_to_fp8x2(pair, __NV_SATFINITE, kInterpretation<F>);
+  if (is_inf(first)) bytes = (bytes & 0xff00u) | inf_byte<F>(first);
+  if (is_inf(second)) bytes = (bytes & 0x00ffu) | (inf_byte<F>(second) << 8);
+  return static_cast<uint16_t>(bytes);
 }
 
 template <Fp8Format F, typename Counter>
 __device__ __forceinline__ uint8_t cast_to_fp8(float v, float scale, Counter& counter) {
-  return __nv_cvt_float_to_fp8(scale_and_clamp<F>(v, scale, counter), __NV_SATFINITE,
-                               kInterpretation<F>);
+  const uint8_t byte = __nv_cvt_float_to_fp8(scale_and_clamp<F>(v, scale, counter),
+                                             __NV_SATFINITE, kInterpretation<F>);
+  return is_inf(v) ? static_cast<uint8_t>(inf_byte<F>(v)) : byte;
 }
 
 // N high-precision values (N a multiple of 4) to N FP8 bytes packed little-endian into N / 4
@@ -194,6 +213,23 @@ __device__ __forceinline__ unsigned block_max(unsigned bits) {
     bits = __reduce_max_sync(0xffffffffu, bits);
   }
   return bits;
+}
+
+// Sum of `value` over a block of kThreads threads; the result is valid in thread 0. Every thread
+// of the block must call it.
+template <int kThreads>
+__device__ __forceinline__ unsigned block_sum(unsigned value) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
+  __shared__ unsigned warp_sum[kThreads / 32];
+  value = __reduce_add_sync(0xffffffffu, value);
+  __syncthreads();  // a previous call's readers are done with warp_sum
+  if (threadIdx.x % 32 == 0) warp_sum[threadIdx.x / 32] = value;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    value = threadIdx.x < kThreads / 32 ? warp_sum[threadIdx.x] : 0u;
+    value = __reduce_add_sync(0xffffffffu, value);
+  }
+  return value;
 }
 
 }  // namespace fp8nn::kernels

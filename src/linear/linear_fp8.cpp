@@ -12,6 +12,8 @@
 #include <torch/autograd.h>
 #include <torch/custom_class.h>
 
+#include <cmath>
+
 #include "linear/amax_group.h"
 #include "linear/linear_checks.h"
 #include "quantize/quantize_detail.h"
@@ -36,6 +38,8 @@ struct LinearPlan : torch::CustomClassHolder {
   // The layer's monitor (or null) and whether this step measures the products' errors.
   std::shared_ptr<NumericsMonitor> numerics;
   bool measure_errors = false;
+  // The layer's delayed-scaling state when the recipe asks for delayed scaling, else null.
+  std::shared_ptr<DelayedScalingState> delayed_scaling;
   // Filled by forward: the dtypes the gradients come back in.
   at::ScalarType x_dtype = at::kFloat, weight_dtype = at::kFloat, bias_dtype = at::kFloat;
   bool has_bias = false;
@@ -48,13 +52,32 @@ bool fast(const ProductRecipe& product) { return product.accumulation == Accumul
 // the plan's group when there is one, and then with its transpose when a backward product needs
 // it (check_recipe allows a transpose of per-tensor operands only). With a monitor, the cast
 // counts into its row for `which` and the scales are recorded.
+// With delayed scaling (x and dy), the layer's state row of `which`.
+detail::DelayedTensors delayed_tensors(const LinearPlan& plan, Format format, Operand which) {
+  DelayedScalingState& state = *plan.delayed_scaling;
+  const int row = which == Operand::Input ? 0 : 1;
+  detail::DelayedTensors delayed;
+  delayed.history = state.amax_history.select(0, row);
+  delayed.scale = state.scale.narrow(0, row, 1);
+  delayed.counts = state.counts.select(0, row);
+  delayed.scratch = state.scratch().select(0, row);
+  delayed.scaled_max = std::ldexp(max_of(format), -plan.recipe.delayed.margin);
+  delayed.most_recent = plan.recipe.delayed.amax_compute == AmaxCompute::MostRecent;
+  delayed.first = !state.started(row);
+  state.set_started(row);
+  return delayed;
+}
+
 QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
                                bool with_transpose, const LinearPlan& plan, Operand which) {
   NumericsMonitor* monitor = plan.numerics.get();
   const auto counts =
       monitor != nullptr ? monitor->begin_operand(which, t.numel(), t.device()) : torch::Tensor();
   QuantizedPair q;
-  if (operand.scaling == Scaling::PerGroup) {
+  if (plan.delayed_scaling != nullptr) {
+    q = detail::quantize_delayed(t, operand.format, with_transpose,
+                                 delayed_tensors(plan, operand.format, which), counts);
+  } else if (operand.scaling == Scaling::PerGroup) {
     q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts);
   } else if (with_transpose) {
     q = detail::quantize_with_transpose(t, operand.format, plan.amax_group, counts);
@@ -198,6 +221,23 @@ torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
   plan->weight_cache = options.weight_cache();
   plan->amax_group = options.amax_group().get();
   plan->numerics = options.numerics();
+  if (plan->recipe.delayed.enabled()) {
+    const auto& state = options.delayed_scaling();
+    TORCH_CHECK_VALUE(state != nullptr, layer,
+                      ": a recipe with delayed scaling needs its layer's state: pass "
+                      "LinearFP8FuncOptions::delayed_scaling, or use fp8nn::LinearFP8");
+    TORCH_CHECK_VALUE(state->history_len() == plan->recipe.delayed.history_len, layer,
+                      ": expected a delayed-scaling state with history_len ",
+                      plan->recipe.delayed.history_len, " (the recipe's), got ",
+                      state->history_len());
+    TORCH_CHECK(state->amax_history.device() == x.device(), layer,
+                ": expected the delayed-scaling state on x's device ", x.device(), ", got ",
+                state->amax_history.device());
+    TORCH_CHECK_VALUE(!plan->amax_group, layer,
+                      ": delayed scaling with an amax group is not supported yet (the ranks' "
+                      "histories would differ); use current scaling with amax_group");
+    plan->delayed_scaling = state;
+  }
   // A forward that autograd records is a training step of the monitor (error_every counts them).
   if (plan->numerics && torch::GradMode::is_enabled() &&
       (x.requires_grad() || weight.requires_grad())) {

@@ -114,6 +114,78 @@ LinearFP8ImplBase<Derived>::LinearFP8ImplBase(const LinearFP8Options& options_,
   weight = this->register_parameter("weight", weight_, weight_.requires_grad());
   bias = this->register_parameter("bias", bias_, bias_.defined() && bias_.requires_grad());
   weight_cache = options.cache_weight() ? std::make_shared<functional::WeightCache>() : nullptr;
+  init_delayed_scaling();
+}
+
+template <typename Derived>
+void LinearFP8ImplBase<Derived>::init_delayed_scaling() {
+  // Only LinearFP8 takes a recipe option; the presets run current scaling.
+  const auto delayed = options.recipe().value_or(Recipe::global()).delayed;
+  if (!delayed.enabled()) {
+    delayed_scaling = nullptr;
+    return;
+  }
+  delayed_scaling =
+      std::make_shared<functional::DelayedScalingState>(delayed.history_len, weight.device());
+  // The buffers are the state's tensors (the same TensorImpls): torch::load and clone() write
+  // them in place, and forward passes the state on.
+  this->register_buffer("fp8_amax_history", delayed_scaling->amax_history);
+  this->register_buffer("fp8_scale", delayed_scaling->scale);
+  this->register_buffer("fp8_scaling_counts", delayed_scaling->counts);
+}
+
+template <typename Derived>
+template <typename Convert>
+void LinearFP8ImplBase<Derived>::to_keeping_state(const Convert& convert,
+                                                  std::optional<torch::Device> device) {
+  if (delayed_scaling == nullptr) {
+    convert();
+    return;
+  }
+  auto& state = *delayed_scaling;
+  // detach() shares the old storage, which Module::to's set_data leaves alone.
+  const auto history = state.amax_history.detach(), scale = state.scale.detach(),
+             counts = state.counts.detach();
+  convert();
+  const auto target = device.value_or(history.device());
+  state.amax_history.set_data(history.to(target));
+  state.scale.set_data(scale.to(target));
+  state.counts.set_data(counts.to(target));
+  state.to(target);  // the scratch
+}
+
+template <typename Derived>
+void LinearFP8ImplBase<Derived>::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  to_keeping_state([&] { torch::nn::Module::to(device, dtype, non_blocking); }, device);
+}
+
+template <typename Derived>
+void LinearFP8ImplBase<Derived>::to(torch::Dtype dtype, bool non_blocking) {
+  to_keeping_state([&] { torch::nn::Module::to(dtype, non_blocking); }, std::nullopt);
+}
+
+template <typename Derived>
+void LinearFP8ImplBase<Derived>::to(torch::Device device, bool non_blocking) {
+  to_keeping_state([&] { torch::nn::Module::to(device, non_blocking); }, device);
+}
+
+template <typename Derived>
+void LinearFP8ImplBase<Derived>::load(torch::serialize::InputArchive& archive) {
+  if (delayed_scaling == nullptr) {
+    torch::nn::Module::load(archive);
+    return;
+  }
+  for (auto& parameter : this->named_parameters(/*recurse=*/false)) {
+    archive.read(parameter.key(), parameter.value());
+  }
+  // An archive saved with current scaling has no state: the layer then starts afresh.
+  bool found = false;
+  for (auto& buffer : this->named_buffers(/*recurse=*/false)) {
+    found = archive.try_read(buffer.key(), buffer.value(), /*is_buffer=*/true) || found;
+  }
+  if (!found) delayed_scaling->reset();
+  // A state read from the archive keeps its device; the layer's is the weight's.
+  delayed_scaling->to(weight.device());
 }
 
 template <typename Derived>
@@ -128,6 +200,7 @@ void LinearFP8ImplBase<Derived>::reset() {
   reset_parameters();
   weight_cache = options.cache_weight() ? std::make_shared<functional::WeightCache>() : nullptr;
   if (numerics) numerics = std::make_shared<NumericsMonitor>(numerics->options());
+  init_delayed_scaling();
 }
 
 template <typename Derived>
@@ -150,7 +223,8 @@ torch::Tensor LinearFP8ImplBase<Derived>::forward(const torch::Tensor& input) {
                                     .check_finite(options.check_finite())
                                     .weight_cache(weight_cache)
                                     .amax_group(options.amax_group())
-                                    .numerics(numerics));
+                                    .numerics(numerics)
+                                    .delayed_scaling(delayed_scaling));
 }
 
 template class LinearFP8ImplBase<LinearFP8Impl>;

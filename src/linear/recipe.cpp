@@ -61,6 +61,18 @@ void check_recipe(const Recipe& recipe, const std::string& who) {
                     "gradient (it reduces over rows, across their groups), got x ",
                     describe(recipe.x), " and output gradient ", describe(recipe.grad_output),
                     "; use grad_weight = ProductRecipe::high_precision()");
+  const auto& delayed = recipe.delayed;
+  TORCH_CHECK_VALUE(delayed.history_len >= 0, who,
+                    ": expected a delayed-scaling history_len >= 0 (0: off), got ",
+                    delayed.history_len);
+  TORCH_CHECK_VALUE(delayed.margin >= 0, who, ": expected a delayed-scaling margin >= 0, got ",
+                    delayed.margin);
+  TORCH_CHECK_VALUE(!delayed.enabled() || (recipe.x.scaling == Scaling::PerTensor &&
+                                           recipe.grad_output.scaling == Scaling::PerTensor),
+                    who,
+                    ": unsupported recipe: delayed scaling needs per-tensor x and output gradient, "
+                    "got x ",
+                    describe(recipe.x), " and output gradient ", describe(recipe.grad_output));
 }
 
 Recipe Recipe::resolved(int64_t in_features, int64_t out_features) const {
@@ -77,6 +89,12 @@ Recipe Recipe::resolved(int64_t in_features, int64_t out_features) const {
 std::string to_string(const Recipe& recipe) {
   std::ostringstream out;
   if (recipe == Recipe::global()) return "Recipe::global()";
+  if (recipe == Recipe::global_delayed(recipe.delayed.history_len, recipe.delayed.margin) &&
+      recipe.delayed.enabled()) {
+    out << "Recipe::global_delayed(" << recipe.delayed.history_len << ", "
+        << recipe.delayed.margin << ")";
+    return out.str();
+  }
   if (recipe.is_mixed()) {
     out << "Recipe::mixed(" << recipe.x.group_size << ", " << recipe.grad_output.group_size << ")";
     return out.str();
@@ -84,7 +102,13 @@ std::string to_string(const Recipe& recipe) {
   out << "Recipe(x=" << describe(recipe.x) << ", weight=" << describe(recipe.weight)
       << ", grad_output=" << describe(recipe.grad_output)
       << ", forward=" << describe(recipe.forward) << ", grad_input=" << describe(recipe.grad_input)
-      << ", grad_weight=" << describe(recipe.grad_weight) << ")";
+      << ", grad_weight=" << describe(recipe.grad_weight);
+  if (recipe.delayed.enabled()) {
+    out << ", delayed=history " << recipe.delayed.history_len << " margin "
+        << recipe.delayed.margin
+        << (recipe.delayed.amax_compute == AmaxCompute::Max ? " max" : " most-recent");
+  }
+  out << ")";
   return out.str();
 }
 

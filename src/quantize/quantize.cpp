@@ -87,6 +87,20 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   return {std::move(quantized), std::move(transposed)};
 }
 
+QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
+                               const DelayedTensors& delayed, const torch::Tensor& counts) {
+  check_input(x2d, "quantize");
+  TORCH_INTERNAL_ASSERT(!with_transpose || x2d.dim() == 2);
+  TORCH_INTERNAL_ASSERT(delayed.history.device() == x2d.device() &&
+                        delayed.history.scalar_type() == at::kFloat &&
+                        delayed.scale.numel() == 1 && delayed.counts.numel() == 3);
+  check_counts(counts, x2d);
+#ifdef FP8NN_WITH_CUDA
+  if (x2d.is_cuda()) return cuda::quantize_delayed(x2d, format, with_transpose, delayed, counts);
+#endif
+  return reference::quantize_delayed(x2d, format, with_transpose, delayed, counts);
+}
+
 }  // namespace detail
 
 namespace functional {

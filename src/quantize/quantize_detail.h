@@ -9,11 +9,31 @@
 
 namespace fp8nn::detail {
 
+/// One operand's row of a delayed-scaling state (functional::DelayedScalingState), as tensors on
+/// x's device, and the recipe's constants: what a delayed cast reads and updates
+/// (kernels/quantize/delayed_scaling.h has the rule).
+struct DelayedTensors {
+  torch::Tensor history;  // float [L]
+  torch::Tensor scale;    // float [1]: read by this call, replaced by the next scale
+  torch::Tensor counts;   // int64 [3]: amaxes recorded, values saturated, non-finite amaxes
+  torch::Tensor scratch;  // int32 [2], zero between calls (CUDA only)
+  float scaled_max = 0;   // fmt_max * 2^-margin
+  bool most_recent = false;
+  bool first = false;  // the operand's first call: current scaling, then recorded
+};
+
 QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax,
                          const torch::Tensor& counts);
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
                                    const torch::Tensor& counts);
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
                                       const torch::Tensor& amax, const torch::Tensor& counts);
+
+/// Per-tensor quantization of x2d with delayed scaling (Recipe::delayed): cast with
+/// delayed.scale (or, when delayed.first, the scale of x2d's own amax), record x2d's amax and
+/// saturations into `delayed` and set its next scale, in the same pass on CUDA. With
+/// `with_transpose` (x2d 2-d) the transposed copy too, sharing the scale.
+QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
+                               const DelayedTensors& delayed, const torch::Tensor& counts);
 
 }  // namespace fp8nn::detail

@@ -5,6 +5,10 @@
 #include "common/format.h"
 #include "kernels/common/fp8_format.h"
 
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
 namespace fp8nn::reference {
 namespace {
 
@@ -20,9 +24,12 @@ torch::Tensor scale_from_amax(const torch::Tensor& amax, Format format) {
   return scale.to(amax.device());
 }
 
+// Finite values clamp to +-fmt_max; an infinite x stays infinite (c10 makes it E4M3's NaN or
+// E5M2's Inf, with its sign), whatever the scale, as in the kernels.
 torch::Tensor cast(const torch::Tensor& x_float, const torch::Tensor& scale, Format format) {
   const double fmt_max = max_of(format);
-  return (x_float * scale).clamp_(-fmt_max, fmt_max).to(dtype_of(format));
+  const auto clamped = (x_float * scale).clamp_(-fmt_max, fmt_max);
+  return at::where(x_float.isinf(), x_float, clamped).to(dtype_of(format));
 }
 
 // What the kernels' CastCounter adds for a cast of x_float with `scale` (broadcast to it) and the
@@ -83,6 +90,42 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
   const auto scale = scale_from_amax(amax, format);
   count_cast(x_float, scale, amax, format, counts);
   return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
+}
+
+QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
+                               const detail::DelayedTensors& delayed, const torch::Tensor& counts) {
+  const auto x_float = x2d.to(at::kFloat);
+  const auto amax =
+      x2d.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
+  const auto scale =
+      delayed.first ? scale_from_amax(amax, format) : delayed.scale.reshape({}).clone();
+  count_cast(x_float, scale, amax, format, counts);
+  QuantizedPair q;
+  q.quantized = {cast(x_float, scale, format), scale.reciprocal(), format, 0};
+  if (with_transpose) q.transposed = {q.quantized.data.t().contiguous(), q.quantized.scale_inv, format, 0};
+
+  // The state, as the last block of the kernel updates it (kernels/quantize/delayed_scaling.h).
+  const auto bound = kernels::saturation_bound(kernel_format_of(format));
+  const auto saturated = (x_float * scale).abs().ge(bound).sum();
+  delayed.counts.narrow(0, 1, 1).add_(saturated);
+  const float a = amax.item<float>();
+  if (!std::isfinite(a)) {
+    delayed.counts.narrow(0, 2, 1).add_(1);
+    return q;
+  }
+  const int64_t recorded = delayed.counts[0].item<int64_t>();
+  const int64_t length = delayed.history.numel();
+  delayed.history[recorded % length] = a;
+  delayed.counts.narrow(0, 0, 1).add_(1);
+  const float window =
+      delayed.most_recent ? a : delayed.history.narrow(0, 0, std::min(recorded + 1, length))
+                                    .max()
+                                    .item<float>();
+  if (window > 0.0f) {
+    const float next = delayed.scaled_max / window;
+    delayed.scale.fill_(std::isinf(next) ? FLT_MAX : next);
+  }
+  return q;
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {

@@ -5,6 +5,8 @@
 
 #include <fp8nn/quantize.h>
 
+#include "quantize/quantize_detail.h"
+
 namespace fp8nn::reference {
 
 /// `x` quantized with one scale per `group_size` consecutive elements of a row (last dimension),
@@ -14,5 +16,9 @@ namespace fp8nn::reference {
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
                          const torch::Tensor& amax, const torch::Tensor& counts);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
+
+/// detail::quantize_delayed (quantize_detail.h): the same cast, then the state updated on the host by the kernels' rule.
+QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
+                               const detail::DelayedTensors& delayed, const torch::Tensor& counts);
 
 }  // namespace fp8nn::reference

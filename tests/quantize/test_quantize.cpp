@@ -189,6 +189,38 @@ TEST_CASE("NaN and Inf are never turned into finite results") {
   }
 }
 
+// With a given amax (the amax group's, a delayed scale's) the scale stays finite and positive, so
+// v * scale alone cannot keep an infinite v from the clamp to +-max.
+namespace {
+void check_inf_with_given_amax(torch::Device device) {
+  const auto amax = torch::tensor(3.0f, device);
+  for (auto f : kFormats) {
+    CAPTURE(fp8nn::name_of(f));
+    for (float bad : {INFINITY, -INFINITY}) {
+      CAPTURE(bad);
+      auto x_cpu = torch::randn({4, 256});
+      x_cpu[1][70] = bad;
+      x_cpu[2][3] = 1e30f;  // finite and far above amax: clamps to +max, as before
+      const auto x = x_cpu.to(device);
+      const auto q = F::quantize(x, f, amax);
+      const auto back = F::dequantize(q).cpu();
+      CHECK_FALSE(std::isfinite(back[1][70].item<float>()));
+      if (f == Format::E5M2) CHECK(back[1][70].item<float>() == bad);  // E5M2 keeps the sign
+      CHECK(back[2][3].item<float>() == static_cast<float>(fp8nn::max_of(f)) *
+                                            q.scale_inv.item<float>());
+      CHECK(count_bit_differences(q.data.cpu(), oracle::cast(x_cpu, oracle::scale_for(3.0f, f),
+                                                             f)) == 0);
+      const auto pair = F::quantize_with_transpose(x, f, amax);
+      CHECK(count_bit_differences(pair.quantized.data, q.data) == 0);
+      CHECK_FALSE(std::isfinite(F::dequantize(pair.transposed)[70][1].item<float>()));
+    }
+  }
+}
+}  // namespace
+
+FP8NN_CPU_AND_CUDA_CASE("an infinite input stays non-finite with a given amax",
+                        check_inf_with_given_amax)
+
 TEST_CASE("dequantize(quantize(x)) is within half a format step of x") {
   fp8nn::test::seed_torch();
   for (auto dtype : kInputDtypes) {

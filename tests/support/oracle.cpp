@@ -43,7 +43,8 @@ float scale_for(float amax, Fp8 format) {
 
 torch::Tensor cast(const torch::Tensor& values, const torch::Tensor& scale, Fp8 format) {
   const double m = format_max(format);
-  return (values.to(torch::kFloat) * scale).clamp(-m, m).to(fp8_dtype(format));
+  const auto v = values.to(torch::kFloat);
+  return torch::where(v.isinf(), v, (v * scale).clamp(-m, m)).to(fp8_dtype(format));
 }
 
 torch::Tensor cast(const torch::Tensor& values, float scale, Fp8 format) {

@@ -24,7 +24,8 @@ torch::Tensor scale_for(const torch::Tensor& amax, Fp8 format);
 float scale_for(float amax, Fp8 format);
 
 /// libtorch's own cast of values sharing `scale` (broadcast):
-/// (values.float() * scale).clamp(-max, max).to(fp8), the bits the library must produce.
+/// (values.float() * scale).clamp(-max, max).to(fp8), with infinite values left infinite (c10
+/// makes them E4M3's NaN, E5M2's Inf, signed): the bits the library must produce.
 torch::Tensor cast(const torch::Tensor& values, const torch::Tensor& scale, Fp8 format);
 torch::Tensor cast(const torch::Tensor& values, float scale, Fp8 format);
 

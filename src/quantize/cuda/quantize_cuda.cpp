@@ -99,6 +99,47 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
 }
 
+QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
+                               const detail::DelayedTensors& delayed, const torch::Tensor& counts) {
+  const c10::cuda::CUDAGuard guard(x2d.device());
+  const auto input = x2d.contiguous();
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto type = high_precision_of(input.scalar_type(), "quantize");
+  const auto fp8 = input.options().dtype(dtype_of(format));
+  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
+  auto data = at::empty(input.sizes(), fp8);
+  kernels::DelayedScalingArgs args;
+  torch::Tensor amax;  // the first call's, for current scaling
+  if (delayed.first) {
+    amax = at::empty({}, input.options().dtype(at::kFloat));
+    FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(), type, input.numel(),
+                                              amax.data_ptr<float>(), stream));
+  } else {
+    args.scale = delayed.scale.data_ptr<float>();
+  }
+  args.history = delayed.history.data_ptr<float>();
+  args.history_len = delayed.history.numel();
+  args.next_scale = delayed.scale.data_ptr<float>();
+  args.counts = reinterpret_cast<long long*>(delayed.counts.data_ptr<int64_t>());
+  args.scratch = reinterpret_cast<unsigned*>(delayed.scratch.data_ptr<int32_t>());
+  args.scaled_max = delayed.scaled_max;
+  args.most_recent = delayed.most_recent;
+  const float* amax_ptr = amax.defined() ? amax.data_ptr<float>() : nullptr;
+  if (!with_transpose) {
+    FP8NN_CUDA_CHECK(kernels::cast_per_tensor(input.data_ptr(), type, input.numel(),
+                                              kernel_format_of(format), amax_ptr, bytes_of(data),
+                                              scale_inv.data_ptr<float>(), stream,
+                                              counters_of(counts), args));
+    return {{std::move(data), std::move(scale_inv), format, 0}, {}};
+  }
+  const int64_t rows = input.size(0), cols = input.size(1);
+  auto data_t = at::empty({cols, rows}, fp8);
+  FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
+      input.data_ptr(), type, rows, cols, kernel_format_of(format), amax_ptr, bytes_of(data),
+      bytes_of(data_t), scale_inv.data_ptr<float>(), stream, counters_of(counts), args));
+  return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
+}
+
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   TORCH_CHECK(q.scale_inv.device() == q.data.device(), "fp8nn::dequantize: expected scale_inv on ",
               q.data.device(), ", got ", q.scale_inv.device());

@@ -7,6 +7,8 @@
 
 #include <fp8nn/quantize.h>
 
+#include "quantize/quantize_detail.h"
+
 namespace fp8nn::cuda {
 
 // As the reference's quantize (quantize_reference.h): one scale per group of `group_size`
@@ -18,5 +20,9 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
                                       const torch::Tensor& amax, const torch::Tensor& counts);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
+
+/// detail::quantize_delayed (quantize_detail.h).
+QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
+                               const detail::DelayedTensors& delayed, const torch::Tensor& counts);
 
 }  // namespace fp8nn::cuda
