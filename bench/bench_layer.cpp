@@ -2,7 +2,9 @@
 //   bf16   torch::nn::Linear in bf16
 //   naive  what a libtorch user can write today: ATen amax/cast + at::_scaled_mm (tensorwise)
 //   global fp8nn::LinearFP8Global        mixed  fp8nn::LinearFP8Mixed
-// Median of many CUDA-event-timed steps after warm-up, inputs rotated so they come from HBM.
+//   and variants of these (see the legend printed under the table), some replayed from CUDA graphs.
+// Variants are timed interleaved, each step between its own CUDA events, after warm-up; eager
+// steps rotate their inputs so they come from HBM.
 // Also the memory a step keeps saved for backward, and its peak.
 
 #include <fmt/format.h>
@@ -10,10 +12,15 @@
 #include <torch/torch.h>
 
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <memory>
 #include <functional>
 #include <string>
 #include <vector>
@@ -65,6 +72,8 @@ struct Variant {
   std::string name;
   std::function<torch::Tensor(const torch::Tensor&)> forward;
   std::vector<torch::Tensor> parameters;
+  // Captured in a CUDA graph (forward and backward) and replayed, after eager warm-up steps.
+  bool graphed = false;
 };
 
 int64_t allocated_bytes() {
@@ -73,25 +82,113 @@ int64_t allocated_bytes() {
 }
 
 struct Result {
-  double ms = 0, saved_mib = 0, peak_mib = 0, host_us = 0;
+  double ms = 0, ratio = 0, saved_mib = 0, peak_mib = 0, host_us = 0;
 };
 
-Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const torch::Tensor& grad,
-               int repetitions) {
-  auto step = [&](int i) {
-    const auto& x = xs[i % xs.size()];
-    v.forward(x).backward(grad);
-    for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
-    x.mutable_grad() = torch::Tensor();
+// One training step of a variant without its parameter and input gradients kept (nothing
+// accumulates from step to step).
+void eager_step(const Variant& v, const torch::Tensor& x, const torch::Tensor& grad) {
+  v.forward(x).backward(grad);
+  for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
+  x.mutable_grad() = torch::Tensor();
+}
+
+// A variant's step as the timing loop runs it: eager on the rotated inputs, or a replay of its
+// graph (captured here on a side stream, after 3 eager steps there), whose input is a static copy
+// that each sample refreshes before its timed replay.
+struct Stepper {
+  const Variant* variant = nullptr;
+  const std::vector<torch::Tensor>* xs = nullptr;
+  torch::Tensor grad;
+  std::shared_ptr<at::cuda::CUDAGraph> graph;
+  torch::Tensor static_x;
+
+  void prepare(int i) {
+    if (graph) static_x.detach().copy_((*xs)[i % xs->size()].detach());
+  }
+  void run(int i) {
+    if (graph) {
+      graph->replay();
+    } else {
+      eager_step(*variant, (*xs)[i % xs->size()], grad);
+    }
+  }
+  void capture() {
+    static_x = (*xs)[0].detach().clone().requires_grad_();
+    const auto side = at::cuda::getStreamFromPool();
+    torch::cuda::synchronize();
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      for (int i = 0; i < 3; ++i) eager_step(*variant, static_x, grad);
+    }
+    torch::cuda::synchronize();
+    graph = std::make_shared<at::cuda::CUDAGraph>();
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      graph->capture_begin();
+      variant->forward(static_x).backward(grad);
+      graph->capture_end();
+    }
+    torch::cuda::synchronize();
+  }
+};
+
+// Times the variants interleaved: each sample runs every variant once, each between its own pair
+// of CUDA events, in an order rotated from sample to sample (so that each variant follows each
+// other one about equally often and drift falls on all alike), with one synchronisation at the
+// end. Returns each variant's median and the median over samples of t_0 / t_v, the ratio paired
+// within a sample (variant 0 is the baseline).
+void time_interleaved(std::vector<Stepper>& steppers, int warmup, int samples,
+                      std::vector<Result>& results) {
+  const size_t count = steppers.size();
+  for (int i = 0; i < warmup; ++i) {
+    for (auto& s : steppers) {
+      s.prepare(i);
+      s.run(i);
+    }
+  }
+  std::vector<at::cuda::CUDAEvent> starts, stops;  // with timing (the default flags have none)
+  for (size_t e = 0; e < count * samples; ++e) {
+    starts.emplace_back(cudaEventDefault);
+    stops.emplace_back(cudaEventDefault);
+  }
+  for (int sample = 0; sample < samples; ++sample) {
+    for (size_t j = 0; j < count; ++j) {
+      const size_t v = (sample + j) % count;
+      steppers[v].prepare(warmup + sample);
+      starts[sample * count + v].record();
+      steppers[v].run(warmup + sample);
+      stops[sample * count + v].record();
+    }
+  }
+  for (auto& e : stops) e.synchronize();
+  std::vector<std::vector<double>> ms(count, std::vector<double>(samples));
+  for (int sample = 0; sample < samples; ++sample) {
+    for (size_t v = 0; v < count; ++v) {
+      ms[v][sample] = starts[sample * count + v].elapsed_time(stops[sample * count + v]);
+    }
+  }
+  auto median = [](std::vector<double> values) {
+    std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
+    return values[values.size() / 2];
   };
-  Result r;
-  r.ms = median_ms(step, 10, repetitions);
+  for (size_t v = 0; v < count; ++v) {
+    std::vector<double> ratios(samples);
+    for (int sample = 0; sample < samples; ++sample) ratios[sample] = ms[0][sample] / ms[v][sample];
+    results[v].ms = median(ms[v]);
+    results[v].ratio = median(ratios);
+  }
+}
+
+// Host time, saved-for-backward and peak memory of one eager variant.
+void measure_memory_and_host(const Variant& v, const std::vector<torch::Tensor>& xs,
+                             const torch::Tensor& grad, Result& r) {
   // Host time to enqueue one step (the GPU queue is drained first and holds the 20 steps): where
   // it exceeds the GPU time, the step is bound by the host, not by the kernels.
   torch::cuda::synchronize();
   constexpr int kHostSteps = 20;
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kHostSteps; ++i) step(i);
+  for (int i = 0; i < kHostSteps; ++i) eager_step(v, xs[i % xs.size()], grad);
   r.host_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() /
       kHostSteps;
@@ -115,7 +212,6 @@ Result measure(const Variant& v, const std::vector<torch::Tensor>& xs, const tor
   r.peak_mib = double(stats.allocated_bytes[0].peak - base) / (1 << 20);
   for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
   xs[0].mutable_grad() = torch::Tensor();
-  return r;
 }
 
 }  // namespace
@@ -127,8 +223,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
-  const std::vector<std::string> names = {"bf16",      "naive",      "global",    "global-mb",
-                                          "mixed",     "mixed-mb",   "global-nm", "mixed-nm"};
+  const std::vector<std::string> names = {
+      "bf16",     "naive",     "global", "global-mb", "mixed",  "mixed-mb",
+      "global-nm", "mixed-nm", "global-dl", "bf16-g", "global-g", "global-dl-g"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -174,6 +271,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     LinearFP8Mixed mixed_nm(LinearFP8Options(k, n).bias(false));
     mixed_nm->to(device, torch::kBFloat16);
     fp8nn::enable_numerics(*mixed_nm);
+    // -dl: delayed scaling of x and dy (Recipe::global_delayed()).
+    LinearFP8 global_dl(LinearFP8Options(k, n).bias(false).recipe(Recipe::global_delayed()));
+    global_dl->to(device, torch::kBFloat16);
     auto naive_weight = linear->weight.detach().clone().requires_grad_();
 
     const std::vector<Variant> variants = {
@@ -187,22 +287,44 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
         {"mixed-mb", [&](const torch::Tensor& x) { return mixed_mb(x); }, {mixed_mb->weight}},
         {"global-nm", [&](const torch::Tensor& x) { return global_nm(x); }, {global_nm->weight}},
         {"mixed-nm", [&](const torch::Tensor& x) { return mixed_nm(x); }, {mixed_nm->weight}},
+        {"global-dl", [&](const torch::Tensor& x) { return global_dl(x); }, {global_dl->weight}},
+        // -g: the same step captured in a CUDA graph and replayed (no host cost per step).
+        {"bf16-g", [&](const torch::Tensor& x) { return linear(x); }, {linear->weight}, true},
+        {"global-g", [&](const torch::Tensor& x) { return global(x); }, {global->weight}, true},
+        {"global-dl-g",
+         [&](const torch::Tensor& x) { return global_dl(x); },
+         {global_dl->weight},
+         true},
     };
-    std::vector<Result> results;
-    for (const auto& v : variants) {
-      // FP8NN_BENCH_VARIANTS=global-nc,mixed-nc (for a profiler run) times only those and bf16.
-      const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
+    // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
+    const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
+    std::vector<Stepper> steppers;
+    std::vector<size_t> timed;  // indices into variants
+    for (size_t i = 0; i < variants.size(); ++i) {
+      const auto& v = variants[i];
       const bool wanted =
-          only == nullptr || v.name == "bf16" ||
+          only == nullptr || i == 0 ||
           ("," + std::string(only) + ",").find("," + v.name + ",") != std::string::npos;
-      results.push_back(wanted ? measure(v, xs, grad, repetitions) : Result{});
+      if (!wanted) continue;
+      Stepper stepper{&v, &xs, grad};
+      if (v.graphed) stepper.capture();
+      steppers.push_back(std::move(stepper));
+      timed.push_back(i);
     }
-    const double base = results[0].ms;
+    std::vector<Result> timed_results(steppers.size());
+    time_interleaved(steppers, 10, repetitions, timed_results);
+    std::vector<Result> results(variants.size());
+    for (size_t t = 0; t < timed.size(); ++t) {
+      results[timed[t]] = timed_results[t];
+      // A graph replays what eager runs: its memory is that of the eager variant.
+      if (!variants[timed[t]].graphed) {
+        measure_memory_and_host(variants[timed[t]], xs, grad, results[timed[t]]);
+      }
+    }
     std::string row = fmt::format("| {:>6} {:>6} {:>6} |", m, k, n);
     for (const auto& r : results) row += fmt::format(" {:>9.3f}", r.ms);
     row += " |";
-    for (size_t i = 1; i < results.size(); ++i)
-      row += fmt::format(" {:>8.2f}x", base / results[i].ms);
+    for (size_t i = 1; i < results.size(); ++i) row += fmt::format(" {:>8.2f}x", results[i].ratio);
     row += " |";
     for (const auto& r : results) row += fmt::format(" {:>9.1f}", r.saved_mib);
     row += " |";
@@ -212,7 +334,10 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     fmt::print("{} |\n", row);
   }
   fmt::print(
-      "# ×: speedup over bf16 (higher is better); -mb: micro-batches (W's FP8 copies "
+      "# variants timed interleaved (each sample runs every variant once, in a rotated order); "
+      "×: median over samples of the paired ratio bf16 / variant (higher is better); -dl: delayed "
+      "scaling (Recipe::global_delayed()); -g: the step captured in a CUDA graph and replayed "
+      "(its memory columns are the eager variant's, shown as 0); -mb: micro-batches (W's FP8 copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "
       "beyond the output (x included where the graph "

@@ -71,7 +71,9 @@ __global__ void __launch_bounds__(kThreads)
       const int index = tid + k * kThreads;
       const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
       const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale, counter);
-      *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = q;
+      if (out != nullptr) {
+        *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = q;
+      }
 #pragma unroll
       for (int w = 0; w < kVec / 4; ++w) {
         *reinterpret_cast<uint32_t*>(tile + r * kTilePitch + c + 4 * w) = q.v[w];
@@ -84,7 +86,7 @@ __global__ void __launch_bounds__(kThreads)
       if (r0 + r < rows && c0 + c < cols) {
         const int64_t offset = (r0 + r) * cols + c0 + c;
         q = cast_to_fp8<F>(to_float(x[offset]), scale, counter);
-        out[offset] = q;
+        if (out != nullptr) out[offset] = q;
       }
       tile[r * kTilePitch + c] = q;
     }
@@ -140,7 +142,7 @@ cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t
     return dispatch_format(format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
       const bool load_vectorized =
-          cols % kVec16<T> == 0 && is_aligned(x, 16) && is_aligned(out, kVec16<T>);
+          cols % kVec16<T> == 0 && is_aligned(x, 16) && is_aligned(out, kVec16<T>);  // null: aligned
       const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
       return launch_with_counter<F>(counts, delayed, [&](auto counter_tag) {
         using Counter = typename decltype(counter_tag)::type;

@@ -16,7 +16,7 @@
 namespace fp8nn::kernels {
 
 /// x: [rows, cols] row-major, any shape. out: rows * cols bytes, out_t: cols * rows bytes, both
-/// row-major. The scale comes from the device-side *amax (run amax_per_tensor first); writes
+/// row-major; `out` may be null (only the transposed copy is written). The scale comes from the device-side *amax (run amax_per_tensor first); writes
 /// *scale_inv = 1 / scale, shared by both outputs (also when rows or cols is 0). `counts` and
 /// `delayed`: as cast_per_tensor's (each element counted once).
 cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows, int64_t cols,

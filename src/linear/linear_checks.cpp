@@ -82,7 +82,8 @@ bool same_copy(const QuantizedTensor& a, const QuantizedTensor& b) {
 }  // namespace
 
 QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
-                              const std::string& layer, NumericsMonitor* monitor) {
+                              const std::string& layer, NumericsMonitor* monitor,
+                              torch::Tensor* amax) {
   const bool may_reuse = cache != nullptr && cache->reuse_allowed();
   if (may_reuse) {
     if (auto copies = cache->find(weight)) {
@@ -102,7 +103,13 @@ QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCac
   const auto counts = monitor != nullptr
                           ? monitor->begin_operand(Operand::Weight, weight.numel(), weight.device())
                           : torch::Tensor();
-  auto copies = quantize_with_transpose(weight, Format::E4M3, torch::Tensor(), counts);
+  QuantizedPair copies;
+  if (may_reuse || amax == nullptr) {
+    copies = quantize_with_transpose(weight, Format::E4M3, torch::Tensor(), counts);
+  } else {
+    *amax = detail::amax(weight);
+    copies.quantized = quantize(weight, Format::E4M3, *amax, counts);
+  }
   if (monitor != nullptr) monitor->record_scales(Operand::Weight, copies.quantized.scale_inv);
   if (may_reuse) cache->store(weight, copies);
   return copies;

@@ -31,8 +31,13 @@ void check_finite(const torch::Tensor& t, const char* what, const std::string& l
 /// c10::Error naming `layer` if stale), else quantized now (and kept in `cache` when reuse is
 /// allowed). A quantization now counts into `monitor` (when not null) and records its scale;
 /// reused copies leave the monitor's weight figures at those of the quantization that made them.
+/// With `amax` not null, a quantization that the cache does not keep makes the row-major copy
+/// alone (the transposed one is left undefined) and stores the weight's amax in *amax, from
+/// which quantize_transposed rebuilds the same transposed bytes later; *amax stays undefined when
+/// both copies are returned.
 QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCache* cache,
-                              const std::string& layer, NumericsMonitor* monitor = nullptr);
+                              const std::string& layer, NumericsMonitor* monitor = nullptr,
+                              torch::Tensor* amax = nullptr);
 
 /// The output's shape: x's leading dims, then out_features.
 std::vector<int64_t> output_sizes(const torch::Tensor& x, int64_t out_features);

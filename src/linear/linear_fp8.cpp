@@ -43,6 +43,9 @@ struct LinearPlan : torch::CustomClassHolder {
   // Filled by forward: the dtypes the gradients come back in.
   at::ScalarType x_dtype = at::kFloat, weight_dtype = at::kFloat, bias_dtype = at::kFloat;
   bool has_bias = false;
+  // Filled by forward: backward rebuilds W's transposed FP8 copy from W and its amax (saved in
+  // place of the copy and its scale_inv).
+  bool rebuild_weight_t = false;
 };
 
 bool is_fp8(const ProductRecipe& product) { return product.precision == Precision::FP8; }
@@ -109,13 +112,17 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
 
     // A per-tensor x gets its K-major copy (the B operand of dW = dy^T x) in the same pass.
     const auto x_q = quantize_operand(x, recipe.x, fp8_wgrad, *plan, Operand::Input);
-    // W's row-major copy feeds this product, its [K, N] copy dx = dy W. With a shared amax the
-    // ranks must quantize together, so the cache (a per-process decision) stays out of it.
+    // W's row-major copy feeds this product, its [K, N] copy dx = dy W. Unless the cache keeps
+    // both copies, only the row-major one is made now, and backward rebuilds the [K, N] one from
+    // W and w_amax (the same bytes), so that the step keeps no FP8 copy of W alive in between.
+    // With a shared amax the ranks must quantize together, so the cache (a per-process decision)
+    // stays out of it.
+    torch::Tensor w_amax;
     const auto w_q = plan->amax_group
                          ? quantize_operand(weight, recipe.weight, /*with_transpose=*/true, *plan,
                                             Operand::Weight)
                          : detail::quantize_weight(weight, plan->weight_cache.get(), plan->layer,
-                                                   plan->numerics.get());
+                                                   plan->numerics.get(), &w_amax);
     auto y = scaled_mm(x_q.quantized, w_q.quantized, bias, x.scalar_type(), fast(recipe.forward));
     if (plan->measure_errors) {
       auto reference = at::matmul(x.to(at::kFloat), weight.to(at::kFloat).t());
@@ -131,8 +138,14 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
       if (fp8_wgrad) x_scale_inv = x_q.transposed.scale_inv;
     }
     if (want_dx) {
-      w_saved = fp8_dgrad ? w_q.transposed.data : weight;
-      if (fp8_dgrad) w_scale_inv = w_q.transposed.scale_inv;
+      if (!fp8_dgrad || w_amax.defined()) {
+        w_saved = weight;  // a reference: autograd's version check guards it
+        w_scale_inv = w_amax;
+        plan->rebuild_weight_t = fp8_dgrad;
+      } else {
+        w_saved = w_q.transposed.data;
+        w_scale_inv = w_q.transposed.scale_inv;
+      }
     }
     // A step that measures the products' errors also keeps x and W (references, not copies).
     if (plan->measure_errors) {
@@ -170,7 +183,10 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     torch::Tensor dx, dw, db;
     if (want_dx) {
       if (fp8_dgrad) {
-        const QuantizedTensor w_t{saved[2], saved[3], recipe.weight.format, 0};
+        const QuantizedTensor w_t =
+            plan->rebuild_weight_t
+                ? detail::quantize_transposed(saved[2], recipe.weight.format, saved[3])
+                : QuantizedTensor{saved[2], saved[3], recipe.weight.format, 0};
         dx = scaled_mm(dy_q.quantized, w_t, c10::nullopt, plan->x_dtype, fast(recipe.grad_input));
         if (measure) {
           const auto reference = at::matmul(dy.to(at::kFloat), saved[5].to(at::kFloat));

@@ -101,6 +101,27 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   return reference::quantize_delayed(x2d, format, with_transpose, delayed, counts);
 }
 
+torch::Tensor amax(const torch::Tensor& x) {
+  check_input(x, "quantize");
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda()) return cuda::amax(x);
+#endif
+  return x.numel() == 0 ? torch::zeros({}, x.options().dtype(at::kFloat))
+                        : x.abs().amax().to(at::kFloat);
+}
+
+QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
+                                    const torch::Tensor& amax) {
+  check_input(x2d, "quantize_with_transpose");
+  TORCH_INTERNAL_ASSERT(x2d.dim() == 2 && amax.defined());
+  check_amax(amax, x2d, "quantize_with_transpose");
+#ifdef FP8NN_WITH_CUDA
+  if (x2d.is_cuda()) return cuda::quantize_transposed(x2d, format, amax);
+#endif
+  const auto quantized = reference::quantize(x2d, format, /*group_size=*/0, amax, torch::Tensor());
+  return functional::transpose(quantized);
+}
+
 }  // namespace detail
 
 namespace functional {

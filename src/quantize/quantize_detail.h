@@ -36,4 +36,13 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const DelayedTensors& delayed, const torch::Tensor& counts);
 
+/// max |x| as a 0-d fp32 tensor on x's device (0 for an empty x; NaN propagates): what a
+/// per-tensor quantization of x computes first, for a later cast with the same scale.
+torch::Tensor amax(const torch::Tensor& x);
+
+/// quantize_with_transpose(x2d, format, amax)'s transposed copy alone (on CUDA the row-major one
+/// is not written): the same bytes and scale_inv.
+QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
+                                    const torch::Tensor& amax);
+
 }  // namespace fp8nn::detail

@@ -140,6 +140,32 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
 }
 
+torch::Tensor amax(const torch::Tensor& x) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto input = x.contiguous();
+  auto result = at::empty({}, input.options().dtype(at::kFloat));
+  FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(),
+                                            high_precision_of(input.scalar_type(), "quantize"),
+                                            input.numel(), result.data_ptr<float>(),
+                                            at::cuda::getCurrentCUDAStream()));
+  return result;
+}
+
+QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
+                                    const torch::Tensor& amax_given) {
+  const c10::cuda::CUDAGuard guard(x2d.device());
+  const auto input = x2d.contiguous();
+  const auto amax = amax_given.contiguous();
+  const int64_t rows = input.size(0), cols = input.size(1);
+  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
+  auto data_t = at::empty({cols, rows}, input.options().dtype(dtype_of(format)));
+  FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
+      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_with_transpose"), rows,
+      cols, kernel_format_of(format), amax.data_ptr<float>(), /*out=*/nullptr, bytes_of(data_t),
+      scale_inv.data_ptr<float>(), at::cuda::getCurrentCUDAStream()));
+  return {std::move(data_t), std::move(scale_inv), format, 0};
+}
+
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   TORCH_CHECK(q.scale_inv.device() == q.data.device(), "fp8nn::dequantize: expected scale_inv on ",
               q.data.device(), ", got ", q.scale_inv.device());

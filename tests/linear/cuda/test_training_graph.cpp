@@ -19,13 +19,18 @@ namespace {
 
 using fp8nn::LinearFP8Options;
 
-// Aligned layers take cuBLASLt directly; the last one (N = 17) takes the padded path.
+// Aligned layers take cuBLASLt directly; the last one (N = 17) takes the padded path. The third
+// runs delayed scaling, whose state the replays must advance as eager steps do.
 torch::nn::Sequential make_model(bool cache_weight = true) {
   return torch::nn::Sequential(
       fp8nn::LinearFP8Global(LinearFP8Options(64, 128).cache_weight(cache_weight)),
       torch::nn::ReLU(),
       fp8nn::LinearFP8Mixed(
           LinearFP8Options(128, 96).group_size_in(64).cache_weight(cache_weight)),
+      torch::nn::ReLU(),
+      fp8nn::LinearFP8(LinearFP8Options(96, 96)
+                           .recipe(fp8nn::Recipe::global_delayed(/*history_len=*/4))
+                           .cache_weight(cache_weight)),
       torch::nn::ReLU(),
       fp8nn::LinearFP8Global(LinearFP8Options(96, 17).cache_weight(cache_weight)));
 }
@@ -116,6 +121,16 @@ TEST_CASE("A training step of both FP8 layers replays from a CUDA graph identica
   }
   // The parameters moved: the steps did train.
   CHECK_FALSE(torch::equal(graphed_params[0], initial_weight));
+  // The delayed layer's history, scales and counts advanced at each replay as in eager steps.
+  const auto graphed_buffers = graphed->named_buffers();
+  const auto eager_buffers = eager_model->named_buffers();
+  REQUIRE(graphed_buffers.size() == 3);
+  REQUIRE(eager_buffers.size() == 3);
+  for (const auto& buffer : graphed_buffers) {
+    CAPTURE(buffer.key());
+    CHECK(torch::equal(buffer.value(), eager_buffers[buffer.key()]));
+  }
+  CHECK(graphed_buffers["4.fp8_scaling_counts"][0][0].item<int64_t>() == steps);
 }
 
 // Replays write the parameters without bumping their version counters. Eager forwards between
