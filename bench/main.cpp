@@ -1,5 +1,5 @@
 // fp8nn_bench: GPU benchmarks of fp8nn's kernels against the device's own copy bandwidth.
-//   fp8nn_bench [all|quantize|gemm|layer] [--samples N] [--batch N] [--warmup N]
+//   fp8nn_bench [all|quantize|gemm|layer|host] [--samples N] [--batch N] [--warmup N]
 
 #include <fp8nn/scaled_mm.h>
 #include <cxxopts.hpp>
@@ -17,6 +17,7 @@
 
 #include "bench.h"
 #include "bench_gemm.h"
+#include "bench_host.h"
 #include "bench_layer.h"
 
 int main(int argc, char** argv) {
@@ -32,6 +33,14 @@ int main(int argc, char** argv) {
          gemm.iters = std::max(o.samples, 50);
          fp8nn::bench::run_gemm_bench(gemm);
        }},
+      {"host",
+       [](const Options& o) {
+         fp8nn::bench::run_host_bench(
+             o.shapes.empty() ? std::vector<std::array<int64_t, 3>>{{1024, 1024, 1024},
+                                                                    {2048, 2048, 2048}}
+                              : o.shapes,
+             std::max(o.samples, 200));
+       }},
       {"layer",
        [](const Options& o) {
          fp8nn::bench::run_layer_bench(o.shapes.empty() ? fp8nn::bench::kLayerShapes : o.shapes,
@@ -41,7 +50,7 @@ int main(int argc, char** argv) {
 
   cxxopts::Options cli("fp8nn_bench", "fp8nn GPU benchmarks (median of CUDA-event timings)");
   Options options;
-  cli.add_options()("command", "all (default) or one of: quantize, gemm, layer",
+  cli.add_options()("command", "all (default) or one of: quantize, gemm, layer, host",
                     cxxopts::value<std::string>()->default_value("all"))(
       "samples", "timed samples (median reported)",
       cxxopts::value<int>()->default_value(std::to_string(options.samples)))(

@@ -1,0 +1,80 @@
+// Host cost of the pieces of one layer step: microseconds of host time to enqueue each piece,
+// averaged over many calls (the GPU runs behind; the queue is drained before each piece). Where a
+// step is host-bound (small shapes), this says which piece the host time goes to.
+
+#include <fmt/format.h>
+#include <fp8nn/fp8nn.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bench_host.h"
+
+namespace fp8nn::bench {
+namespace {
+
+// Mean host microseconds of one call of `piece`, after 20 untimed calls.
+double host_us(const std::function<void()>& piece, int calls) {
+  for (int i = 0; i < 20; ++i) piece();
+  torch::cuda::synchronize();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < calls; ++i) piece();
+  const auto stop = std::chrono::steady_clock::now();
+  torch::cuda::synchronize();
+  return std::chrono::duration<double, std::micro>(stop - start).count() / calls;
+}
+
+}  // namespace
+
+int run_host_bench(const std::vector<std::array<int64_t, 3>>& shapes, int calls) {
+  namespace F = fp8nn::functional;
+  const auto bf16 = torch::TensorOptions().dtype(torch::kBFloat16).device(torch::kCUDA);
+  fmt::print("# host µs to enqueue each piece of a layer step (bf16, no bias), mean of {} calls\n",
+             calls);
+  for (const auto& [m, k, n] : shapes) {
+    torch::manual_seed(0);
+    const auto x = torch::randn({m, k}, bf16);
+    const auto x_grad = torch::randn({m, k}, bf16).requires_grad_();
+    const auto dy = torch::randn({m, n}, bf16);
+    torch::nn::Linear linear(torch::nn::LinearOptions(k, n).bias(false));
+    linear->to(torch::kCUDA, torch::kBFloat16);
+    LinearFP8Global global(LinearFP8Options(k, n).bias(false));
+    global->to(torch::kCUDA, torch::kBFloat16);
+    LinearFP8 delayed(LinearFP8Options(k, n).bias(false).recipe(Recipe::global_delayed()));
+    delayed->to(torch::kCUDA, torch::kBFloat16);
+    const auto xq = F::quantize(x, Format::E4M3);
+    const auto wq = F::quantize(global->weight.detach(), Format::E4M3);
+    auto step = [&](auto& layer) {
+      return [&] {
+        layer(x_grad).backward(dy);
+        layer->weight.mutable_grad() = torch::Tensor();
+        x_grad.mutable_grad() = torch::Tensor();
+      };
+    };
+    const std::vector<std::pair<std::string, std::function<void()>>> pieces = {
+        {"at::empty", [&] { (void)at::empty({m, k}, bf16); }},
+        {"amax (ATen)", [&] { (void)x.abs().amax(); }},
+        {"quantize", [&] { (void)F::quantize(x, Format::E4M3); }},
+        {"quantize+T", [&] { (void)F::quantize_with_transpose(x, Format::E4M3); }},
+        {"scaled_mm", [&] { (void)F::scaled_mm(xq, wq, c10::nullopt, torch::kBFloat16, true); }},
+        {"matmul bf16", [&] { (void)at::matmul(x, linear->weight.detach().t()); }},
+        {"bf16 step", step(linear)},
+        {"global step", step(global)},
+        {"delayed step", step(delayed)},
+    };
+    std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
+    std::string row = fmt::format("| {:>6} {:>6} {:>6} |", m, k, n);
+    for (const auto& [name, piece] : pieces) {
+      header += fmt::format(" {:>12}", name);
+      row += fmt::format(" {:>12.1f}", host_us(piece, calls));
+    }
+    fmt::print("{} |\n{} |\n", header, row);
+  }
+  return 0;
+}
+
+}  // namespace fp8nn::bench
