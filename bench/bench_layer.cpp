@@ -136,10 +136,10 @@ struct Stepper {
 // Times the variants interleaved: each sample runs every variant once, each between its own pair
 // of CUDA events, in an order rotated from sample to sample (so that each variant follows each
 // other one about equally often and drift falls on all alike), with one synchronisation at the
-// end. Returns each variant's median and the median over samples of t_0 / t_v, the ratio paired
-// within a sample (variant 0 is the baseline).
-void time_interleaved(std::vector<Stepper>& steppers, int warmup, int samples,
-                      std::vector<Result>& results) {
+// end. Returns each variant's median and the median over samples of t_b / t_v, the ratio paired
+// within a sample, b = baselines[v] (bf16 for eager variants, bf16 replayed for graphed ones).
+void time_interleaved(std::vector<Stepper>& steppers, const std::vector<size_t>& baselines,
+                      int warmup, int samples, std::vector<Result>& results) {
   const size_t count = steppers.size();
   for (int i = 0; i < warmup; ++i) {
     for (auto& s : steppers) {
@@ -174,7 +174,9 @@ void time_interleaved(std::vector<Stepper>& steppers, int warmup, int samples,
   };
   for (size_t v = 0; v < count; ++v) {
     std::vector<double> ratios(samples);
-    for (int sample = 0; sample < samples; ++sample) ratios[sample] = ms[0][sample] / ms[v][sample];
+    for (int sample = 0; sample < samples; ++sample) {
+      ratios[sample] = ms[baselines[v]][sample] / ms[v][sample];
+    }
     results[v].ms = median(ms[v]);
     results[v].ratio = median(ratios);
   }
@@ -311,8 +313,16 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       steppers.push_back(std::move(stepper));
       timed.push_back(i);
     }
+    // Graphed variants against bf16 replayed likewise (like with like), when it is timed.
+    std::vector<size_t> baselines(timed.size(), 0);
+    for (size_t t = 0; t < timed.size(); ++t) {
+      if (!variants[timed[t]].graphed) continue;
+      for (size_t b = 0; b < timed.size(); ++b) {
+        if (variants[timed[b]].name == "bf16-g") baselines[t] = b;
+      }
+    }
     std::vector<Result> timed_results(steppers.size());
-    time_interleaved(steppers, 10, repetitions, timed_results);
+    time_interleaved(steppers, baselines, 10, repetitions, timed_results);
     std::vector<Result> results(variants.size());
     for (size_t t = 0; t < timed.size(); ++t) {
       results[timed[t]] = timed_results[t];
@@ -336,8 +346,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
   fmt::print(
       "# variants timed interleaved (each sample runs every variant once, in a rotated order); "
       "×: median over samples of the paired ratio bf16 / variant (higher is better); -dl: delayed "
-      "scaling (Recipe::global_delayed()); -g: the step captured in a CUDA graph and replayed "
-      "(its memory columns are the eager variant's, shown as 0); -mb: micro-batches (W's FP8 copies "
+      "scaling (Recipe::global_delayed()); -g: the step captured in a CUDA graph and replayed, × "
+      "against bf16-g (bf16-g× against eager bf16; memory columns: see the eager variant); -mb: micro-batches (W's FP8 copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "
       "beyond the output (x included where the graph "
