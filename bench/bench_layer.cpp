@@ -11,6 +11,7 @@
 #include <fp8nn/fp8nn.h>
 #include <torch/torch.h>
 
+#include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
@@ -74,7 +75,21 @@ struct Variant {
   std::vector<torch::Tensor> parameters;
   // Captured in a CUDA graph (forward and backward) and replayed, after eager warm-up steps.
   bool graphed = false;
+  // The variant its × column compares with (empty: the first, bf16).
+  std::string baseline;
 };
+
+// bf16 autocast around a forward, as torch.autocast does: the cast weights are cached within the
+// region only, so every step casts the fp32 weights again.
+torch::Tensor autocast_bf16(const std::function<torch::Tensor()>& forward) {
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::increment_nesting();
+  auto y = forward();
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  return y;
+}
 
 int64_t allocated_bytes() {
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
@@ -226,8 +241,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
   const std::vector<std::string> names = {
-      "bf16",     "naive",     "global", "global-mb", "mixed",  "mixed-mb",
-      "global-nm", "mixed-nm", "global-dl", "bf16-g", "global-g", "global-dl-g"};
+      "bf16",     "naive",     "global", "global-mb", "mixed",  "mixed-mb",   "global-nm",
+      "mixed-nm", "global-dl", "bf16-g", "global-g",  "global-dl-g", "bf16-ac", "global-rs"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -277,6 +292,12 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     LinearFP8 global_dl(LinearFP8Options(k, n).bias(false).recipe(Recipe::global_delayed()));
     global_dl->to(device, torch::kBFloat16);
     auto naive_weight = linear->weight.detach().clone().requires_grad_();
+    // The README's usual setup: fp32 master weights and a bias, bf16 input. Its baseline is
+    // torch::nn::Linear in fp32 under bf16 autocast.
+    torch::nn::Linear linear_ac(torch::nn::LinearOptions(k, n).bias(true));
+    linear_ac->to(device);
+    LinearFP8Global global_rs(LinearFP8Options(k, n).bias(true));
+    global_rs->to(device);
 
     const std::vector<Variant> variants = {
         {"bf16", [&](const torch::Tensor& x) { return linear(x); }, {linear->weight}},
@@ -292,11 +313,24 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
         {"global-dl", [&](const torch::Tensor& x) { return global_dl(x); }, {global_dl->weight}},
         // -g: the same step captured in a CUDA graph and replayed (no host cost per step).
         {"bf16-g", [&](const torch::Tensor& x) { return linear(x); }, {linear->weight}, true},
-        {"global-g", [&](const torch::Tensor& x) { return global(x); }, {global->weight}, true},
+        {"global-g",
+         [&](const torch::Tensor& x) { return global(x); },
+         {global->weight},
+         true,
+         "bf16-g"},
         {"global-dl-g",
          [&](const torch::Tensor& x) { return global_dl(x); },
          {global_dl->weight},
-         true},
+         true,
+         "bf16-g"},
+        {"bf16-ac",
+         [&](const torch::Tensor& x) { return autocast_bf16([&] { return linear_ac(x); }); },
+         {linear_ac->weight, linear_ac->bias}},
+        {"global-rs",
+         [&](const torch::Tensor& x) { return global_rs(x); },
+         {global_rs->weight, global_rs->bias},
+         false,
+         "bf16-ac"},
     };
     // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
     const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
@@ -313,12 +347,11 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       steppers.push_back(std::move(stepper));
       timed.push_back(i);
     }
-    // Graphed variants against bf16 replayed likewise (like with like), when it is timed.
+    // Each variant against its baseline (like with like), when that is timed; else bf16.
     std::vector<size_t> baselines(timed.size(), 0);
     for (size_t t = 0; t < timed.size(); ++t) {
-      if (!variants[timed[t]].graphed) continue;
       for (size_t b = 0; b < timed.size(); ++b) {
-        if (variants[timed[b]].name == "bf16-g") baselines[t] = b;
+        if (variants[timed[b]].name == variants[timed[t]].baseline) baselines[t] = b;
       }
     }
     std::vector<Result> timed_results(steppers.size());
@@ -347,7 +380,10 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "# variants timed interleaved (each sample runs every variant once, in a rotated order); "
       "×: median over samples of the paired ratio bf16 / variant (higher is better); -dl: delayed "
       "scaling (Recipe::global_delayed()); -g: the step captured in a CUDA graph and replayed, × "
-      "against bf16-g (bf16-g× against eager bf16; memory columns: see the eager variant); -mb: micro-batches (W's FP8 copies "
+      "against bf16-g (bf16-g× against eager bf16; memory columns: see the eager variant); "
+      "bf16-ac: the README's setup in bf16, torch::nn::Linear with fp32 weights and bias under "
+      "bf16 autocast; global-rs: LinearFP8Global in that setup (fp32 weights and bias, bf16 x), × "
+      "against bf16-ac; -mb: micro-batches (W's FP8 copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "
       "beyond the output (x included where the graph "
