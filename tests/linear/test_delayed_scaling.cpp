@@ -117,6 +117,15 @@ void check_history_rule(torch::Device device, AmaxCompute compute, int margin) {
   // The jumps saturated some casts and the Inf step was counted, not recorded.
   CHECK(x_model.saturated > 1);
   CHECK(x_model.nonfinite == 1);
+  // A forward without autograd casts x without its transposed copy (the plain cast kernel), and
+  // records the same way.
+  {
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({32, 64}) * 5.0f;
+    (void)layer(x.to(device));
+    x_model.record(x);
+    check_state(*layer->delayed_scaling, 0, x_model);
+  }
 }
 
 FP8NN_CPU_AND_CUDA_CASE("delayed scaling follows the history rule, max of the window",
@@ -125,6 +134,40 @@ FP8NN_CPU_AND_CUDA_CASE("delayed scaling follows the history rule, most recent, 
                         [](torch::Device device) {
                           check_history_rule(device, AmaxCompute::MostRecent, 2);
                         })
+
+// With a numerics monitor the cast kernels count for both: the state evolves as without one, and
+// the monitor sees each call's amax and the saturations of its cast.
+void check_monitored_equals_unmonitored(torch::Device device) {
+  fp8nn::test::seed_torch();
+  fp8nn::LinearFP8 plain(LinearFP8Options(64, 48).recipe(Recipe::global_delayed(4)));
+  plain->to(device);
+  auto monitored = std::dynamic_pointer_cast<fp8nn::LinearFP8Impl>(plain->clone());
+  REQUIRE(monitored != nullptr);
+  fp8nn::enable_numerics(*monitored);
+  for (int step = 0; step < 4; ++step) {
+    CAPTURE(step);
+    const auto x = (torch::randn({32, 64}) * static_cast<float>(1 << (3 * step))).to(device);
+    const auto dy = torch::randn({32, 48}, device);
+    const auto y_plain = plain(x), y_monitored = monitored->forward(x);
+    CHECK(torch::equal(y_plain, y_monitored));
+    y_plain.backward(dy);
+    y_monitored.backward(dy);
+    CHECK(torch::equal(plain->delayed_scaling->amax_history,
+                       monitored->delayed_scaling->amax_history));
+    CHECK(torch::equal(plain->delayed_scaling->counts, monitored->delayed_scaling->counts));
+    const auto figures = monitored->numerics->read().operands[0];
+    CHECK(figures.amax == x.abs().max().item<float>());
+    // Saturations since the last call: the monitor counts this call, the state all of them.
+    if (step == 0) {
+      CHECK(figures.saturated == plain->delayed_scaling->counts[0][1].item<int64_t>());
+    }
+  }
+  // Inputs growing 8x a step outran the delayed scale: saturations were counted.
+  CHECK(monitored->numerics->read().operands[0].saturated > 0);
+}
+
+FP8NN_CPU_AND_CUDA_CASE("a monitored delayed layer records what an unmonitored one does",
+                        check_monitored_equals_unmonitored)
 
 // The first call takes current scaling: its outputs and gradients are Global's bit for bit.
 void check_first_call_is_current_scaling(torch::Device device) {
