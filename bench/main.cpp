@@ -61,9 +61,11 @@ int main(int argc, char** argv) {
       "shape", "gemm/layer: only these shapes, M,K,N[:M,K,N...], e.g. --shape 8192,4096,4096",
       cxxopts::value<std::string>())(
       "autotune",
-      "time cuBLASLt's candidate algorithms once per GEMM problem and keep the fastest "
-      "(fp8nn::functional::set_gemm_autotuning); --autotune=false: heuristic's first choice",
-      cxxopts::value<bool>()->default_value("true"))("h,help", "this help");
+      "fp8nn's GEMMs time cuBLASLt's candidate algorithms once per problem and keep the fastest "
+      "(fp8nn::functional::set_gemm_autotuning). The peers (at::_scaled_mm, at::matmul) always "
+      "take cuBLAS's heuristic, so the default (off: heuristic's first choice for everyone) "
+      "compares like with like; --autotune is a separate run",
+      cxxopts::value<bool>()->default_value("false"))("h,help", "this help");
   cli.parse_positional({"command"});
   try {
     const auto args = cli.parse(argc, argv);

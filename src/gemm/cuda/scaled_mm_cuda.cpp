@@ -184,12 +184,14 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
   const c10::cuda::CUDAGuard guard(a.data.device());
   // A bias of another dtype than the output (e.g. fp32 master bias, bf16 activations) would be
   // rounded to the output's dtype before an epilogue adds it: the product comes out in fp32
-  // instead, the bias is added there, and the sum is rounded once.
+  // instead, and one elementwise kernel adds the bias in fp32 and rounds the sum once to the
+  // output's dtype (add_out computes in the inputs' common dtype and casts on the store).
   if (bias.has_value() && bias->defined() && bias->scalar_type() != out_dtype &&
       out_dtype != at::kFloat) {
-    auto sum = scaled_mm_cuda(a, b, c10::nullopt, at::kFloat, fast_accumulation);
-    sum.add_(*bias);
-    return sum.to(out_dtype);
+    const auto product = scaled_mm_cuda(a, b, c10::nullopt, at::kFloat, fast_accumulation);
+    auto out = at::empty(product.sizes(), product.options().dtype(out_dtype));
+    at::add_out(out, product, *bias);
+    return out;
   }
   const auto route = cuda::group_gemm_route();
   const int64_t K = a.data.size(1);
