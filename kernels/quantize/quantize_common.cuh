@@ -199,37 +199,46 @@ inline cudaError_t grid_for(int64_t work_items, int64_t items_per_block, int blo
   return cudaSuccess;
 }
 
-// Max of `bits` over a block of kThreads threads (a multiple of 32); the result is valid in
-// thread 0. Every thread of the block must call it.
-template <int kThreads>
-__device__ __forceinline__ unsigned block_max(unsigned bits) {
+// Reduces `value` over a block of kThreads threads (a multiple of 32) with `warp_reduce`, a
+// full-warp __reduce_*_sync: the result is valid in thread 0. Every thread of the block must call
+// it. Calls of one instantiation share its shared array; kSyncFirst makes a call wait until the
+// previous call's readers are done with it.
+template <int kThreads, bool kSyncFirst, typename WarpReduce>
+__device__ __forceinline__ unsigned block_reduce(unsigned value, WarpReduce warp_reduce) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
-  __shared__ unsigned warp_max[kThreads / 32];
-  bits = __reduce_max_sync(0xffffffffu, bits);
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = bits;
+  __shared__ unsigned partial[kThreads / 32];
+  value = warp_reduce(value);
+  if (kSyncFirst) __syncthreads();
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = value;
   __syncthreads();
   if (threadIdx.x < 32) {
-    bits = threadIdx.x < kThreads / 32 ? warp_max[threadIdx.x] : 0u;
-    bits = __reduce_max_sync(0xffffffffu, bits);
-  }
-  return bits;
-}
-
-// Sum of `value` over a block of kThreads threads; the result is valid in thread 0. Every thread
-// of the block must call it.
-template <int kThreads>
-__device__ __forceinline__ unsigned block_sum(unsigned value) {
-  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
-  __shared__ unsigned warp_sum[kThreads / 32];
-  value = __reduce_add_sync(0xffffffffu, value);
-  __syncthreads();  // a previous call's readers are done with warp_sum
-  if (threadIdx.x % 32 == 0) warp_sum[threadIdx.x / 32] = value;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    value = threadIdx.x < kThreads / 32 ? warp_sum[threadIdx.x] : 0u;
-    value = __reduce_add_sync(0xffffffffu, value);
+    value = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0u;
+    value = warp_reduce(value);
   }
   return value;
+}
+
+struct WarpMax {
+  __device__ __forceinline__ unsigned operator()(unsigned v) const {
+    return __reduce_max_sync(0xffffffffu, v);
+  }
+};
+struct WarpSum {
+  __device__ __forceinline__ unsigned operator()(unsigned v) const {
+    return __reduce_add_sync(0xffffffffu, v);
+  }
+};
+
+// Max of `bits` over a block (block_reduce; a second call must follow a __syncthreads after the
+// first one's thread 0 has its result).
+template <int kThreads>
+__device__ __forceinline__ unsigned block_max(unsigned bits) {
+  return block_reduce<kThreads, false>(bits, WarpMax{});
+}
+// Sum of `value` over a block (block_reduce), callable again without a __syncthreads between.
+template <int kThreads>
+__device__ __forceinline__ unsigned block_sum(unsigned value) {
+  return block_reduce<kThreads, true>(value, WarpSum{});
 }
 
 }  // namespace fp8nn::kernels
