@@ -10,7 +10,9 @@ LinearKind parse_linear_kind(const std::string& name) {
   if (name == "bf16") return LinearKind::HighPrecision;
   if (name == "global") return LinearKind::Global;
   if (name == "mixed") return LinearKind::Mixed;
-  throw std::invalid_argument("--linear: expected bf16, global, mixed or all, got '" + name + "'");
+  if (name == "global-delayed") return LinearKind::GlobalDelayed;
+  throw std::invalid_argument("--linear: expected bf16, global, mixed, global-delayed or all, got '" +
+                              name + "'");
 }
 
 std::string name_of(LinearKind kind) {
@@ -18,6 +20,7 @@ std::string name_of(LinearKind kind) {
     case LinearKind::HighPrecision: return "bf16";
     case LinearKind::Global: return "global";
     case LinearKind::Mixed: return "mixed";
+    case LinearKind::GlobalDelayed: return "global-delayed";
   }
   return "?";
 }
@@ -50,6 +53,7 @@ torch::nn::Sequential with_linear(const torch::nn::Sequential& base, LinearKind 
     case LinearKind::HighPrecision: return model;
     case LinearKind::Global: return fp8nn::convert(model, fp8nn::Recipe::Global);
     case LinearKind::Mixed: return fp8nn::convert(model, fp8nn::Recipe::Mixed);
+    case LinearKind::GlobalDelayed: return fp8nn::convert(model, fp8nn::Recipe::global_delayed());
   }
   return model;
 }

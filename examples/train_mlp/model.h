@@ -8,10 +8,12 @@
 
 namespace train_mlp {
 
-/// bf16: plain torch::nn::Linear (in the parameter dtype); global / mixed: fp8nn's layers.
-enum class LinearKind { HighPrecision, Global, Mixed };
+/// bf16: plain torch::nn::Linear (in the parameter dtype); global / mixed: fp8nn's layers;
+/// global-delayed: fp8nn::LinearFP8 with Recipe::global_delayed() (not part of "all").
+enum class LinearKind { HighPrecision, Global, Mixed, GlobalDelayed };
 
-LinearKind parse_linear_kind(const std::string& name);  // "bf16" | "global" | "mixed"
+// "bf16" | "global" | "mixed" | "global-delayed"
+LinearKind parse_linear_kind(const std::string& name);
 std::string name_of(LinearKind kind);
 
 struct MlpShape {

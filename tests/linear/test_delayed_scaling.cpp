@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <vector>
@@ -256,6 +258,26 @@ TEST_CASE("a delayed layer registers its state as buffers, kept in their dtypes 
   // Current-scaling layers register nothing (their archives stay as they were).
   CHECK(fp8nn::LinearFP8Global(32, 24)->named_buffers().is_empty());
   CHECK(fp8nn::LinearFP8(LinearFP8Options(32, 24))->delayed_scaling == nullptr);
+}
+
+TEST_CASE("fp8nn's checksummed checkpoints keep a delayed layer's state") {
+  fp8nn::LinearFP8 a(LinearFP8Options(32, 24).recipe(Recipe::global_delayed(8)));
+  train(a, 3, 5);
+  const std::string path =
+      std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/fp8nn_delayed_" +
+      std::to_string(fp8nn::test::fresh_seed()) + ".ckpt";
+  fp8nn::save_checkpoint(*a, path);
+  fp8nn::LinearFP8 b(LinearFP8Options(32, 24).recipe(Recipe::global_delayed(8)));
+  fp8nn::load_checkpoint(*b, path);
+  std::remove(path.c_str());
+  CHECK(torch::equal(a->weight, b->weight));
+  CHECK(torch::equal(a->delayed_scaling->amax_history, b->delayed_scaling->amax_history));
+  CHECK(torch::equal(a->delayed_scaling->scale, b->delayed_scaling->scale));
+  CHECK(torch::equal(a->delayed_scaling->counts, b->delayed_scaling->counts));
+  // Both continue alike (the loaded layer is past its first call).
+  train(a, 1, 6);
+  train(b, 1, 6);
+  CHECK(torch::equal(a->weight, b->weight));
 }
 
 TEST_CASE("a delayed layer loads an archive saved with current scaling, with fresh state") {

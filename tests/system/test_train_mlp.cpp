@@ -36,7 +36,8 @@ torch::nn::Sequential small_mlp() { return fp8nn::test::small_mlp(3); }
 
 TEST_CASE("train_mlp: each variant's training loss falls on the CPU") {
   const auto base = small_mlp();
-  for (auto kind : {LinearKind::HighPrecision, LinearKind::Global, LinearKind::Mixed}) {
+  for (auto kind : {LinearKind::HighPrecision, LinearKind::Global, LinearKind::Mixed,
+                    LinearKind::GlobalDelayed}) {
     CAPTURE(name_of(kind));
     const auto run = train(with_linear(base, kind), name_of(kind), small_task(), small_config(120));
     REQUIRE(run.train_loss.size() == 120);
@@ -53,6 +54,11 @@ TEST_CASE("train_mlp: FP8 variants convert the hidden layers, the 4-class head s
   text << *model;
   CHECK(text.str().find("fp8nn::LinearFP8Global") != std::string::npos);
   CHECK(text.str().find("torch::nn::Linear(in_features=64, out_features=4") != std::string::npos);
+  const auto delayed = with_linear(small_mlp(), LinearKind::GlobalDelayed);
+  std::ostringstream delayed_text;
+  delayed_text << *delayed;
+  CHECK(delayed_text.str().find("recipe=Recipe::global_delayed(1024, 0)") != std::string::npos);
+  CHECK(parse_linear_kind("global-delayed") == LinearKind::GlobalDelayed);
 }
 
 TEST_CASE("train_mlp: the loss CSV and the SVG plot are written") {
