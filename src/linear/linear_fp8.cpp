@@ -51,10 +51,6 @@ struct LinearPlan : torch::CustomClassHolder {
 bool is_fp8(const ProductRecipe& product) { return product.precision == Precision::FP8; }
 bool fast(const ProductRecipe& product) { return product.accumulation == Accumulation::Fast; }
 
-// An operand quantized as its recipe says: per group, or per tensor with the amax reduced over
-// the plan's group when there is one, and then with its transpose when a backward product needs
-// it (check_recipe allows a transpose of per-tensor operands only). With a monitor, the cast
-// counts into its row for `which` and the scales are recorded.
 // With delayed scaling (x and dy), the layer's state row of `which`.
 detail::DelayedTensors delayed_tensors(const LinearPlan& plan, Format format, Operand which) {
   DelayedScalingState& state = *plan.delayed_scaling;
@@ -71,6 +67,11 @@ detail::DelayedTensors delayed_tensors(const LinearPlan& plan, Format format, Op
   return delayed;
 }
 
+// An operand quantized as its recipe says: per group, or per tensor with the amax reduced over
+// the plan's group when there is one, and then with its transpose when a backward product needs
+// it (check_recipe allows a transpose of per-tensor operands only); with delayed scaling, per
+// tensor with the scale of the layer's state (delayed_tensors). With a monitor, the cast counts
+// into its row for `which` and the scales are recorded.
 QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
                                bool with_transpose, const LinearPlan& plan, Operand which) {
   NumericsMonitor* monitor = plan.numerics.get();
