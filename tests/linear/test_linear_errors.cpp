@@ -160,3 +160,16 @@ TEST_CASE("check_finite(true) raises on NaN/Inf in x or dy, naming the layer, ch
   check_finite_option<fp8nn::LinearFP8Global>();
   check_finite_option<fp8nn::LinearFP8Mixed>();
 }
+
+// Backward reads W itself (it rebuilds W's transposed FP8 copy), so, as with torch::nn::Linear,
+// an in-place write of W between forward and backward is autograd's version-check error, never a
+// gradient computed from a different W.
+TEST_CASE("writing W in place between forward and backward is autograd's error, as for Linear") {
+  fp8nn::LinearFP8Global layer(fp8nn::LinearFP8Options(32, 16));
+  const auto y = layer(torch::randn({8, 32}, torch::requires_grad()));
+  {
+    torch::NoGradGuard no_grad;
+    layer->weight.add_(1.0);
+  }
+  check_error<c10::Error>([&] { y.sum().backward(); }, {"modified by an inplace operation"});
+}
