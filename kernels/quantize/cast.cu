@@ -24,13 +24,7 @@ __global__ void __launch_bounds__(kThreads)
                            DelayedScalingArgs delayed) {
   constexpr int kVec = kVec16<T>;
   Counter counter;
-  counter.begin(delayed);
-  const float scale =
-      delayed.scale != nullptr ? *delayed.scale : scale_from_amax(*amax, fp8_max(F));
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    *scale_inv = __frcp_rn(scale);
-    if (delayed.scale == nullptr) counter.add_amax(*amax);
-  }
+  const float scale = begin_per_tensor_cast<F>(counter, delayed, amax, scale_inv);
 
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;

@@ -39,13 +39,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(16) uint8_t tile[kTileRows * kTilePitch];
 
   Counter counter;
-  counter.begin(delayed);
-  const float scale =
-      delayed.scale != nullptr ? *delayed.scale : scale_from_amax(*amax, fp8_max(F));
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    *scale_inv = __frcp_rn(scale);
-    if (delayed.scale == nullptr) counter.add_amax(*amax);
-  }
+  const float scale = begin_per_tensor_cast<F>(counter, delayed, amax, scale_inv);
 
   const int64_t tile_index = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
   const int64_t r0 = (tile_index / tiles_c) * kTileRows;

@@ -83,6 +83,23 @@ struct DelayedCounter {
   }
 };
 
+// The start of a per-tensor cast kernel: hands `delayed` to the counter and returns the scale,
+// *delayed.scale when set, else scale_from_amax(*amax) (current scaling). Block 0's thread 0
+// writes *scale_inv = 1 / scale and, with current scaling, gives the amax to the counter.
+template <Fp8Format F, typename Counter>
+__device__ __forceinline__ float begin_per_tensor_cast(Counter& counter,
+                                                       const DelayedScalingArgs& delayed,
+                                                       const float* amax, float* scale_inv) {
+  counter.begin(delayed);
+  const float scale =
+      delayed.scale != nullptr ? *delayed.scale : scale_from_amax(*amax, fp8_max(F));
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    *scale_inv = __frcp_rn(scale);
+    if (delayed.scale == nullptr) counter.add_amax(*amax);
+  }
+  return scale;
+}
+
 template <typename T>
 struct CounterTag {
   using type = T;
