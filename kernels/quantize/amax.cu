@@ -19,33 +19,9 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     amax_per_tensor_kernel(const T* __restrict__ x, int64_t numel, bool vectorized,
                            unsigned* __restrict__ amax_bits) {
-  constexpr int kVec = kVec16<T>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  unsigned bits = 0;
-  int64_t scalar_begin = 0;
-  if (vectorized) {
-    const int64_t vectors = numel / kVec;
-    const auto* xv = reinterpret_cast<const Vec<T, kVec>*>(x);
-    for (int64_t base = thread; base < vectors; base += stride * kUnroll) {
-      Vec<T, kVec> v[kUnroll];
-#pragma unroll
-      for (int k = 0; k < kUnroll; ++k) {
-        if (base + k * stride < vectors) v[k] = xv[base + k * stride];
-      }
-#pragma unroll
-      for (int k = 0; k < kUnroll; ++k) {
-        if (base + k * stride < vectors) {
-#pragma unroll
-          for (int j = 0; j < kVec; ++j) bits = max(bits, abs_bits(to_float(v[k].v[j])));
-        }
-      }
-    }
-    scalar_begin = vectors * kVec;
-  }
-  for (int64_t i = scalar_begin + thread; i < numel; i += stride) {
-    bits = max(bits, abs_bits(to_float(x[i])));
-  }
+  unsigned bits = thread_amax_bits(x, numel, vectorized, thread, stride);
   bits = block_max<kThreads>(bits);
   if (threadIdx.x == 0) atomicMax(amax_bits, bits);
 }

@@ -26,4 +26,20 @@ cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp
                             unsigned long long* counts = nullptr,
                             const DelayedScalingArgs& delayed = {});
 
+/// Per-tensor current scaling in one launch: amax_per_tensor and cast_per_tensor's result (out,
+/// *scale_inv, counts) from one cooperative kernel (kernels/quantize/grid_amax.cuh), or from those
+/// two launches where the device takes no cooperative launch. `scratch`: device memory of
+/// `scratch_words` 4-byte words, any content, not shared with a launch that may run concurrently;
+/// amax_cast_scratch_words gives the size that lets the grid fill the device (fewer words: a
+/// smaller grid; at least 1). `amax_out`: null, or where the amax goes too (for a later
+/// cast_per_tensor with the same scale).
+cudaError_t amax_cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp8Format format,
+                                 uint8_t* out, float* scale_inv, unsigned* scratch,
+                                 int64_t scratch_words, cudaStream_t stream,
+                                 unsigned long long* counts = nullptr, float* amax_out = nullptr);
+
+/// The scratch words amax_cast_per_tensor and amax_cast_transpose_per_tensor use on the current
+/// device (one per block that can be resident at once).
+cudaError_t amax_cast_scratch_words(int64_t* words);
+
 }  // namespace fp8nn::kernels

@@ -10,9 +10,11 @@
 // (one element per thread and step, bounds-checked) for the phase concerned.
 // Blocks take tiles from the end of x first (see cast.cu: the amax pass left the end in L2).
 
+#include "kernels/quantize/amax.h"
 #include "kernels/quantize/cast.h"
 #include "kernels/quantize/cast_transpose.h"
 #include "kernels/quantize/delayed_scaling.cuh"
+#include "kernels/quantize/grid_amax.cuh"
 #include "kernels/quantize/quantize_common.cuh"
 
 namespace fp8nn::kernels {
@@ -27,21 +29,12 @@ constexpr int kRowsPerStore = 16;          // bytes of one out_t store
 static_assert(kThreads == 256 && kTileCols == 64, "transposed mapping: 4 warps x 16 columns");
 static_assert(kTileRows % (kRowsPerStore * 4) == 0, "whole transposed store rounds");
 
-// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter, or either
-// inside DelayedCounter (a cast recording into a delayed-scaling state, delayed_scaling.cuh).
+// One tile of x cast with `scale` into `out` and `out_t`, through the block's shared `tile`.
 template <typename T, Fp8Format F, typename Counter>
-__global__ void __launch_bounds__(kThreads)
-    cast_transpose_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t tiles_c,
-                          bool load_vectorized, bool store_t_vectorized,
-                          const float* __restrict__ amax, uint8_t* __restrict__ out,
-                          uint8_t* __restrict__ out_t, float* __restrict__ scale_inv,
-                          unsigned long long* __restrict__ counts, DelayedScalingArgs delayed) {
-  __shared__ __align__(16) uint8_t tile[kTileRows * kTilePitch];
-
-  Counter counter;
-  const float scale = begin_per_tensor_cast<F>(counter, delayed, amax, scale_inv);
-
-  const int64_t tile_index = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
+__device__ __forceinline__ void cast_transpose_tile(
+    const T* __restrict__ x, int64_t rows, int64_t cols, int64_t tiles_c, int64_t tile_index,
+    bool load_vectorized, bool store_t_vectorized, float scale, uint8_t* __restrict__ out,
+    uint8_t* __restrict__ out_t, uint8_t* tile, Counter& counter) {
   const int64_t r0 = (tile_index / tiles_c) * kTileRows;
   const int64_t c0 = (tile_index % tiles_c) * kTileCols;
   const bool full_tile = r0 + kTileRows <= rows && c0 + kTileCols <= cols;
@@ -114,6 +107,49 @@ __global__ void __launch_bounds__(kThreads)
         out_t[(c0 + c) * rows + r0 + r] = tile[r * kTilePitch + c];
     }
   }
+}
+
+// Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter, or either
+// inside DelayedCounter (a cast recording into a delayed-scaling state, delayed_scaling.cuh).
+template <typename T, Fp8Format F, typename Counter>
+__global__ void __launch_bounds__(kThreads)
+    cast_transpose_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t tiles_c,
+                          bool load_vectorized, bool store_t_vectorized,
+                          const float* __restrict__ amax, uint8_t* __restrict__ out,
+                          uint8_t* __restrict__ out_t, float* __restrict__ scale_inv,
+                          unsigned long long* __restrict__ counts, DelayedScalingArgs delayed) {
+  __shared__ __align__(16) uint8_t tile[kTileRows * kTilePitch];
+  Counter counter;
+  const float scale = begin_per_tensor_cast<F>(counter, delayed, amax, scale_inv);
+  cast_transpose_tile<T, F>(x, rows, cols, tiles_c,
+                            static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x, load_vectorized,
+                            store_t_vectorized, scale, out, out_t, tile, counter);
+  counter.template flush<kThreads>(counts);
+}
+
+// amax and cast+transpose in one cooperative launch (grid_amax.cuh): the amax pass reads x as one
+// flat array from its start, then each block casts tiles tiles_total - 1 - blockIdx.x, ... with a
+// stride of the grid, so the end of x, the likeliest to be still in L2, goes first.
+template <typename T, Fp8Format F, typename Counter>
+__global__ void __launch_bounds__(kThreads)
+    amax_cast_transpose_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t tiles_c,
+                               bool flat_vectorized, bool load_vectorized, bool store_t_vectorized,
+                               unsigned* partials, uint8_t* __restrict__ out,
+                               uint8_t* __restrict__ out_t, float* __restrict__ scale_inv,
+                               unsigned long long* __restrict__ counts) {
+  __shared__ __align__(16) uint8_t tile[kTileRows * kTilePitch];
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const float amax = grid_amax<kThreads>(
+      thread_amax_bits(x, rows * cols, flat_vectorized, thread, stride), partials);
+  Counter counter;
+  const float scale = begin_current_scaling_cast<F>(counter, amax, scale_inv, nullptr);
+  const int64_t tiles = ((rows + kTileRows - 1) / kTileRows) * tiles_c;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    if (t != blockIdx.x) __syncthreads();  // the previous tile's transposed reads are done
+    cast_transpose_tile<T, F>(x, rows, cols, tiles_c, tiles - 1 - t, load_vectorized,
+                              store_t_vectorized, scale, out, out_t, tile, counter);
+  }
   counter.template flush<kThreads>(counts);
 }
 
@@ -135,8 +171,8 @@ cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
-      const bool load_vectorized =
-          cols % kVec16<T> == 0 && is_aligned(x, 16) && is_aligned(out, kVec16<T>);  // null: aligned
+      const bool load_vectorized = cols % kVec16<T> == 0 && is_aligned(x, 16) &&
+                                   is_aligned(out, kVec16<T>);  // null: aligned
       const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
       return launch_with_counter<F>(counts, delayed, [&](auto counter_tag) {
         using Counter = typename decltype(counter_tag)::type;
@@ -147,6 +183,41 @@ cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t
       });
     });
   });
+}
+
+cudaError_t amax_cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows,
+                                           int64_t cols, Fp8Format format, uint8_t* out,
+                                           uint8_t* out_t, float* scale_inv, unsigned* scratch,
+                                           int64_t scratch_words, cudaStream_t stream,
+                                           unsigned long long* counts) {
+  if (scratch_words < 1) return cudaErrorInvalidValue;
+  bool launched = false;
+  if (rows > 0 && cols > 0) {
+    const int64_t tiles_c = (cols + kTileCols - 1) / kTileCols;
+    const int64_t tiles = ((rows + kTileRows - 1) / kTileRows) * tiles_c;
+    FP8NN_KERNELS_TRY(dispatch_high_precision(type, [&](auto type_tag) {
+      using T = decltype(type_tag);
+      return dispatch_format(format, [&](auto format_tag) {
+        constexpr Fp8Format F = decltype(format_tag)::value;
+        const bool flat_vectorized = is_aligned(x, 16);
+        const bool load_vectorized =
+            cols % kVec16<T> == 0 && flat_vectorized && is_aligned(out, kVec16<T>);
+        const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
+        return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
+          using Counter = typename decltype(counter_tag)::type;
+          return launch_cooperative<amax_cast_transpose_kernel<T, F, Counter>, kThreads>(
+              tiles, scratch_words, stream, &launched, static_cast<const T*>(x), rows, cols,
+              tiles_c, flat_vectorized, load_vectorized, store_t_vectorized, scratch, out, out_t,
+              scale_inv, counts);
+        });
+      });
+    }));
+  }
+  if (launched) return cudaSuccess;
+  auto* amax = reinterpret_cast<float*>(scratch);  // the two-launch path (and empty shapes)
+  FP8NN_KERNELS_TRY(amax_per_tensor(x, type, rows * cols, amax, stream));
+  return cast_transpose_per_tensor(x, type, rows, cols, format, amax, out, out_t, scale_inv, stream,
+                                   counts);
 }
 
 }  // namespace fp8nn::kernels

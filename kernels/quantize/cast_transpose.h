@@ -16,13 +16,24 @@
 namespace fp8nn::kernels {
 
 /// x: [rows, cols] row-major, any shape. out: rows * cols bytes, out_t: cols * rows bytes, both
-/// row-major; `out` may be null (only the transposed copy is written). The scale comes from the device-side *amax (run amax_per_tensor first); writes
-/// *scale_inv = 1 / scale, shared by both outputs (also when rows or cols is 0). `counts` and
-/// `delayed`: as cast_per_tensor's (each element counted once).
+/// row-major; `out` may be null (only the transposed copy is written). The scale comes from the
+/// device-side *amax (run amax_per_tensor first); writes *scale_inv = 1 / scale, shared by both
+/// outputs (also when rows or cols is 0). `counts` and `delayed`: as cast_per_tensor's (each
+/// element counted once).
 cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                       Fp8Format format, const float* amax, uint8_t* out,
                                       uint8_t* out_t, float* scale_inv, cudaStream_t stream,
                                       unsigned long long* counts = nullptr,
                                       const DelayedScalingArgs& delayed = {});
+
+/// Per-tensor current scaling in one launch: amax_per_tensor and cast_transpose_per_tensor's
+/// result from one cooperative kernel (kernels/quantize/grid_amax.cuh), or from those two launches
+/// where the device takes no cooperative launch. `scratch`, `scratch_words`: as
+/// amax_cast_per_tensor's (kernels/quantize/cast.h).
+cudaError_t amax_cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows,
+                                           int64_t cols, Fp8Format format, uint8_t* out,
+                                           uint8_t* out_t, float* scale_inv, unsigned* scratch,
+                                           int64_t scratch_words, cudaStream_t stream,
+                                           unsigned long long* counts = nullptr);
 
 }  // namespace fp8nn::kernels

@@ -109,8 +109,8 @@ struct CounterTag {
 // cast records into a delayed-scaling state, around CastCounter<F> when the numerics monitor
 // counts (counts != null), else NoCounter (the kernels without counters).
 template <Fp8Format F, typename Launch>
-cudaError_t launch_with_counter(const unsigned long long* counts,
-                                const DelayedScalingArgs& delayed, Launch&& launch) {
+cudaError_t launch_with_counter(const unsigned long long* counts, const DelayedScalingArgs& delayed,
+                                Launch&& launch) {
   if (delayed.records()) {
     return counts != nullptr ? launch(CounterTag<DelayedCounter<F, CastCounter<F>>>{})
                              : launch(CounterTag<DelayedCounter<F, NoCounter>>{});

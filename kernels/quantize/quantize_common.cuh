@@ -136,8 +136,8 @@ __device__ __forceinline__ uint16_t cast_pair_to_fp8(float first, float second, 
 
 template <Fp8Format F, typename Counter>
 __device__ __forceinline__ uint8_t cast_to_fp8(float v, float scale, Counter& counter) {
-  const uint8_t byte = __nv_cvt_float_to_fp8(scale_and_clamp<F>(v, scale, counter),
-                                             __NV_SATFINITE, kInterpretation<F>);
+  const uint8_t byte = __nv_cvt_float_to_fp8(scale_and_clamp<F>(v, scale, counter), __NV_SATFINITE,
+                                             kInterpretation<F>);
   return is_inf(v) ? static_cast<uint8_t>(inf_byte<F>(v)) : byte;
 }
 
@@ -228,6 +228,43 @@ struct WarpSum {
     return __reduce_add_sync(0xffffffffu, v);
   }
 };
+
+// One thread's share of a grid-stride amax pass over `numel` contiguous elements of x: the max of
+// abs_bits over its 16-byte vectors (kUnroll loads in flight) and the scalar tail, or over single
+// elements when x is not 16-byte aligned. `thread` is its index in the grid, `stride` the grid's
+// thread count.
+template <typename T>
+__device__ __forceinline__ unsigned thread_amax_bits(const T* __restrict__ x, int64_t numel,
+                                                     bool vectorized, int64_t thread,
+                                                     int64_t stride) {
+  constexpr int kVec = kVec16<T>;
+  constexpr int kUnroll = streaming::kUnroll;
+  unsigned bits = 0;
+  int64_t scalar_begin = 0;
+  if (vectorized) {
+    const int64_t vectors = numel / kVec;
+    const auto* xv = reinterpret_cast<const Vec<T, kVec>*>(x);
+    for (int64_t base = thread; base < vectors; base += stride * kUnroll) {
+      Vec<T, kVec> v[kUnroll];
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (base + k * stride < vectors) v[k] = xv[base + k * stride];
+      }
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (base + k * stride < vectors) {
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) bits = max(bits, abs_bits(to_float(v[k].v[j])));
+        }
+      }
+    }
+    scalar_begin = vectors * kVec;
+  }
+  for (int64_t i = scalar_begin + thread; i < numel; i += stride) {
+    bits = max(bits, abs_bits(to_float(x[i])));
+  }
+  return bits;
+}
 
 // Max of `bits` over a block (block_reduce; a second call must follow a __syncthreads after the
 // first one's thread 0 has its result).

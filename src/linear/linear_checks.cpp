@@ -107,8 +107,7 @@ QuantizedPair quantize_weight(const torch::Tensor& weight, functional::WeightCac
   if (may_reuse || amax == nullptr) {
     copies = quantize_with_transpose(weight, Format::E4M3, torch::Tensor(), counts);
   } else {
-    *amax = detail::amax(weight);
-    copies.quantized = quantize(weight, Format::E4M3, *amax, counts);
+    copies.quantized = quantize_returning_amax(weight, Format::E4M3, counts, amax);
   }
   if (monitor != nullptr) monitor->record_scales(Operand::Weight, copies.quantized.scale_inv);
   if (may_reuse) cache->store(weight, copies);

@@ -92,13 +92,25 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   check_input(x2d, "quantize");
   TORCH_INTERNAL_ASSERT(!with_transpose || x2d.dim() == 2);
   TORCH_INTERNAL_ASSERT(delayed.history.device() == x2d.device() &&
-                        delayed.history.scalar_type() == at::kFloat &&
-                        delayed.scale.numel() == 1 && delayed.counts.numel() == 3);
+                        delayed.history.scalar_type() == at::kFloat && delayed.scale.numel() == 1 &&
+                        delayed.counts.numel() == 3);
   check_counts(counts, x2d);
 #ifdef FP8NN_WITH_CUDA
   if (x2d.is_cuda()) return cuda::quantize_delayed(x2d, format, with_transpose, delayed, counts);
 #endif
   return reference::quantize_delayed(x2d, format, with_transpose, delayed, counts);
+}
+
+QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
+                                        const torch::Tensor& counts, torch::Tensor* amax_out) {
+  check_input(x, "quantize");
+  check_counts(counts, x);
+#ifdef FP8NN_WITH_CUDA
+  if (x.is_cuda())
+    return cuda::quantize(x, format, /*group_size=*/0, torch::Tensor(), counts, amax_out);
+#endif
+  *amax_out = detail::amax(x);
+  return reference::quantize(x, format, /*group_size=*/0, *amax_out, counts);
 }
 
 torch::Tensor amax(const torch::Tensor& x) {

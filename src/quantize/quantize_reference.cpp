@@ -95,14 +95,14 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const detail::DelayedTensors& delayed, const torch::Tensor& counts) {
   const auto x_float = x2d.to(at::kFloat);
-  const auto amax =
-      x2d.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
+  const auto amax = x2d.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
   const auto scale =
       delayed.first ? scale_from_amax(amax, format) : delayed.scale.reshape({}).clone();
   count_cast(x_float, scale, amax, format, counts);
   QuantizedPair q;
   q.quantized = {cast(x_float, scale, format), scale.reciprocal(), format, 0};
-  if (with_transpose) q.transposed = {q.quantized.data.t().contiguous(), q.quantized.scale_inv, format, 0};
+  if (with_transpose)
+    q.transposed = {q.quantized.data.t().contiguous(), q.quantized.scale_inv, format, 0};
 
   // The state, as the last block of the kernel updates it (kernels/quantize/delayed_scaling.h).
   const auto bound = kernels::saturation_bound(kernel_format_of(format));
@@ -118,9 +118,9 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   delayed.history[recorded % length] = a;
   delayed.counts.narrow(0, 0, 1).add_(1);
   const float window =
-      delayed.most_recent ? a : delayed.history.narrow(0, 0, std::min(recorded + 1, length))
-                                    .max()
-                                    .item<float>();
+      delayed.most_recent
+          ? a
+          : delayed.history.narrow(0, 0, std::min(recorded + 1, length)).max().item<float>();
   if (window > 0.0f) {
     const float next = delayed.scaled_max / window;
     delayed.scale.fill_(std::isinf(next) ? FLT_MAX : next);

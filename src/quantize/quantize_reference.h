@@ -17,7 +17,8 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
                          const torch::Tensor& amax, const torch::Tensor& counts);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 
-/// detail::quantize_delayed (quantize_detail.h): the same cast, then the state updated on the host by the kernels' rule.
+/// detail::quantize_delayed (quantize_detail.h): the same cast, then the state updated on the host
+/// by the kernels' rule.
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const detail::DelayedTensors& delayed, const torch::Tensor& counts);
 

@@ -17,8 +17,9 @@ namespace fp8nn::cuda {
 ///    reference.
 enum class GroupGemmRoute { CublasLt, Mma, Sm90 };
 
-/// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (read at each call, so tests can switch it; unset or
-/// empty = auto). auto is
+/// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (read by each scaled_mm call that may take a
+/// hand-written kernel, i.e. not by a per-tensor product that cuBLASLt takes, so tests can switch
+/// it; unset or empty = auto). auto is
 /// kAutoGroupGemmRoute (group_gemm_cuda.cpp). An unknown value raises c10::Error naming it.
 GroupGemmRoute group_gemm_route();
 

@@ -193,10 +193,11 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
     at::add_out(out, product, *bias);
     return out;
   }
-  const auto route = cuda::group_gemm_route();
+  // FP8NN_GROUP_GEMM is read only where it can matter: a product that cuBLASLt's one-launch path
+  // takes (every per-tensor one) reads no environment.
   const int64_t K = a.data.size(1);
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
-  if (route == cuda::GroupGemmRoute::Sm90 && a_split_by_groups) {
+  if (a_split_by_groups && cuda::group_gemm_route() == cuda::GroupGemmRoute::Sm90) {
     if (auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {
       return counted(ScaledMmPath::GroupGemmSm90, *out);
     }
@@ -204,6 +205,7 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
   if (auto out = tensor_core_product(a, b, bias, out_dtype, fast_accumulation)) {
     return counted(ScaledMmPath::CublasLt, *out);
   }
+  const auto route = cuda::group_gemm_route();
   if (route != cuda::GroupGemmRoute::Mma) {
     if (auto out = k_split_product(a, b, bias, out_dtype, fast_accumulation)) {
       return counted(ScaledMmPath::CublasLtKSplit, *out);

@@ -29,24 +29,40 @@ unsigned long long* counters_of(const torch::Tensor& counts) {
                           : nullptr;
 }
 
-// The given amax as a contiguous fp32 tensor, or a fresh one to be filled by amax_per_tensor.
-torch::Tensor amax_buffer(const torch::Tensor& given, const torch::Tensor& input) {
-  return given.defined() ? given.contiguous() : at::empty({}, input.options().dtype(at::kFloat));
+// Scratch for the one-launch amax + cast kernels (kernels/quantize/cast.h), any content.
+torch::Tensor amax_cast_scratch(const torch::Tensor& input) {
+  int64_t words = 0;
+  FP8NN_CUDA_CHECK(kernels::amax_cast_scratch_words(&words));
+  return at::empty({words}, input.options().dtype(at::kInt));
+}
+
+unsigned* words_of(const torch::Tensor& scratch) {
+  return reinterpret_cast<unsigned*>(scratch.data_ptr<int32_t>());
 }
 
 QuantizedTensor quantize_per_tensor(const torch::Tensor& x, Format format,
-                                    const torch::Tensor& amax_given, const torch::Tensor& counts) {
+                                    const torch::Tensor& amax_given, const torch::Tensor& counts,
+                                    torch::Tensor* amax_out) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  const auto amax = amax_buffer(amax_given, input);
   auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
   auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
   const auto type = high_precision_of(input.scalar_type(), "quantize");
   if (!amax_given.defined()) {
-    FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(), type, input.numel(),
-                                              amax.data_ptr<float>(), stream));
+    const auto scratch = amax_cast_scratch(input);
+    float* amax_ptr = nullptr;
+    if (amax_out != nullptr) {
+      *amax_out = at::empty({}, input.options().dtype(at::kFloat));
+      amax_ptr = amax_out->data_ptr<float>();
+    }
+    FP8NN_CUDA_CHECK(kernels::amax_cast_per_tensor(
+        input.data_ptr(), type, input.numel(), kernel_format_of(format), bytes_of(data),
+        scale_inv.data_ptr<float>(), words_of(scratch), scratch.numel(), stream,
+        counters_of(counts), amax_ptr));
+    return {std::move(data), std::move(scale_inv), format, 0};
   }
+  const auto amax = amax_given.contiguous();
   FP8NN_CUDA_CHECK(kernels::cast_per_tensor(
       input.data_ptr(), type, input.numel(), kernel_format_of(format), amax.data_ptr<float>(),
       bytes_of(data), scale_inv.data_ptr<float>(), stream, counters_of(counts)));
@@ -71,9 +87,10 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
 }  // namespace
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
-                         const torch::Tensor& amax, const torch::Tensor& counts) {
+                         const torch::Tensor& amax, const torch::Tensor& counts,
+                         torch::Tensor* amax_out) {
   return group_size > 0 ? quantize_per_group(x, format, group_size, counts)
-                        : quantize_per_tensor(x, format, amax, counts);
+                        : quantize_per_tensor(x, format, amax, counts, amax_out);
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
@@ -84,18 +101,23 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t rows = input.size(0), cols = input.size(1);
   const auto fp8 = input.options().dtype(dtype_of(format));
-  const auto amax = amax_buffer(amax_given, input);
   auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
   auto data = at::empty({rows, cols}, fp8);
   auto data_t = at::empty({cols, rows}, fp8);
   const auto type = high_precision_of(input.scalar_type(), "quantize_with_transpose");
   if (!amax_given.defined()) {
-    FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(), type, input.numel(),
-                                              amax.data_ptr<float>(), stream));
+    const auto scratch = amax_cast_scratch(input);
+    FP8NN_CUDA_CHECK(kernels::amax_cast_transpose_per_tensor(
+        input.data_ptr(), type, rows, cols, kernel_format_of(format), bytes_of(data),
+        bytes_of(data_t), scale_inv.data_ptr<float>(), words_of(scratch), scratch.numel(), stream,
+        counters_of(counts)));
+  } else {
+    const auto amax = amax_given.contiguous();
+    FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
+        input.data_ptr(), type, rows, cols, kernel_format_of(format), amax.data_ptr<float>(),
+        bytes_of(data), bytes_of(data_t), scale_inv.data_ptr<float>(), stream,
+        counters_of(counts)));
   }
-  FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
-      input.data_ptr(), type, rows, cols, kernel_format_of(format), amax.data_ptr<float>(),
-      bytes_of(data), bytes_of(data_t), scale_inv.data_ptr<float>(), stream, counters_of(counts)));
   return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
 }
 
@@ -126,10 +148,9 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   args.most_recent = delayed.most_recent;
   const float* amax_ptr = amax.defined() ? amax.data_ptr<float>() : nullptr;
   if (!with_transpose) {
-    FP8NN_CUDA_CHECK(kernels::cast_per_tensor(input.data_ptr(), type, input.numel(),
-                                              kernel_format_of(format), amax_ptr, bytes_of(data),
-                                              scale_inv.data_ptr<float>(), stream,
-                                              counters_of(counts), args));
+    FP8NN_CUDA_CHECK(kernels::cast_per_tensor(
+        input.data_ptr(), type, input.numel(), kernel_format_of(format), amax_ptr, bytes_of(data),
+        scale_inv.data_ptr<float>(), stream, counters_of(counts), args));
     return {{std::move(data), std::move(scale_inv), format, 0}, {}};
   }
   const int64_t rows = input.size(0), cols = input.size(1);
@@ -144,10 +165,9 @@ torch::Tensor amax(const torch::Tensor& x) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   auto result = at::empty({}, input.options().dtype(at::kFloat));
-  FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(),
-                                            high_precision_of(input.scalar_type(), "quantize"),
-                                            input.numel(), result.data_ptr<float>(),
-                                            at::cuda::getCurrentCUDAStream()));
+  FP8NN_CUDA_CHECK(kernels::amax_per_tensor(
+      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize"), input.numel(),
+      result.data_ptr<float>(), at::cuda::getCurrentCUDAStream()));
   return result;
 }
 

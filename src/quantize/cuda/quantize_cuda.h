@@ -15,8 +15,10 @@ namespace fp8nn::cuda {
 // elements of a row, or per tensor when it is 0, with `amax` (a one-element fp32 tensor on x's
 // device) given or, undefined, computed here (one more pass). `counts`: undefined, or the numerics
 // monitor's int64 [3] on x's device, which the cast kernels add to (kernels/quantize/cast.h).
+// `amax_out`: null, or (per tensor, amax not given) set to the computed amax.
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
-                         const torch::Tensor& amax, const torch::Tensor& counts);
+                         const torch::Tensor& amax, const torch::Tensor& counts,
+                         torch::Tensor* amax_out = nullptr);
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
                                       const torch::Tensor& amax, const torch::Tensor& counts);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);

@@ -129,6 +129,40 @@ TEST_CASE("kernel launchers write every output element, exactly, and nothing pas
           CHECK(
               (out.guard_untouched() && out_t.guard_untouched() && scale_inv_t.guard_untouched()));
 
+          // One launch (amax + cast): the same bytes from a poisoned scratch, with the grid
+          // filling the device and with one block or three walking every vector and tile.
+          int64_t words = 0;
+          REQUIRE(K::amax_cast_scratch_words(&words) == cudaSuccess);
+          for (int64_t scratch_words : {words, int64_t{1}, int64_t{3}}) {
+            CAPTURE(scratch_words);
+            Output scratch(scratch_words, torch::kInt);
+            auto* scratch_u32 = reinterpret_cast<unsigned*>(scratch.ptr());
+            Output one(n, fp8nn::dtype_of(f), offset), one_scale_inv(1, torch::kFloat),
+                one_amax(1, torch::kFloat);
+            REQUIRE(K::amax_cast_per_tensor(x_gpu.data_ptr(), type_of(dtype), n, format_of(f),
+                                            one.u8(), one_scale_inv.f32(), scratch_u32,
+                                            scratch_words, stream(), nullptr,
+                                            one_amax.f32()) == cudaSuccess);
+            CHECK(count_bit_differences(one.values({rows, cols}), reference.data) == 0);
+            CHECK(one_scale_inv.values({}).item<float>() == reference.scale_inv.item<float>());
+            CHECK(one_amax.values({}).item<float>() == amax.values({}).item<float>());
+            CHECK((one.guard_untouched() && one_scale_inv.guard_untouched() &&
+                   one_amax.guard_untouched() && scratch.guard_untouched()));
+
+            Output one_out(n, fp8nn::dtype_of(f), offset), one_out_t(n, fp8nn::dtype_of(f), offset);
+            Output one_scale_inv_t(1, torch::kFloat);
+            REQUIRE(K::amax_cast_transpose_per_tensor(
+                        x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f),
+                        one_out.u8(), one_out_t.u8(), one_scale_inv_t.f32(), scratch_u32,
+                        scratch_words, stream()) == cudaSuccess);
+            CHECK(count_bit_differences(one_out.values({rows, cols}), reference.data) == 0);
+            CHECK(count_bit_differences(one_out_t.values({cols, rows}),
+                                        reference.data.t().contiguous()) == 0);
+            CHECK(one_scale_inv_t.values({}).item<float>() == reference.scale_inv.item<float>());
+            CHECK((one_out.guard_untouched() && one_out_t.guard_untouched() &&
+                   one_scale_inv_t.guard_untouched() && scratch.guard_untouched()));
+          }
+
           for (auto out_dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
             CAPTURE(out_dtype);
             Output back(n, out_dtype, offset);
@@ -186,6 +220,22 @@ TEST_CASE("amax kernels propagate NaN and Inf") {
     const float expected = std::isnan(bad) ? NAN : INFINITY;
     const float got = amax.values({}).item<float>();
     CHECK((std::isnan(expected) ? std::isnan(got) : got == expected));
+    // The one-launch cast: the same amax, and the bytes of the two-launch cast (NaN stays NaN, an
+    // Inf becomes E4M3's NaN; docs/design.md).
+    int64_t words = 0;
+    REQUIRE(K::amax_cast_scratch_words(&words) == cudaSuccess);
+    Output scratch(words, torch::kInt), one(x.numel(), fp8nn::dtype_of(Format::E4M3)),
+        one_scale_inv(1, torch::kFloat), one_amax(1, torch::kFloat);
+    REQUIRE(K::amax_cast_per_tensor(x_gpu.data_ptr(), K::HighPrecision::kFloat32, x.numel(),
+                                    K::Fp8Format::kE4M3, one.u8(), one_scale_inv.f32(),
+                                    reinterpret_cast<unsigned*>(scratch.ptr()), words, stream(),
+                                    nullptr, one_amax.f32()) == cudaSuccess);
+    const float one_got = one_amax.values({}).item<float>();
+    CHECK((std::isnan(expected) ? std::isnan(one_got) : one_got == expected));
+    Output two(x.numel(), fp8nn::dtype_of(Format::E4M3)), two_scale_inv(1, torch::kFloat);
+    K::cast_per_tensor(x_gpu.data_ptr(), K::HighPrecision::kFloat32, x.numel(),
+                       K::Fp8Format::kE4M3, amax.f32(), two.u8(), two_scale_inv.f32(), stream());
+    CHECK(count_bit_differences(one.values({33, 200}), two.values({33, 200})) == 0);
     Output group_amax(33 * 4, torch::kFloat);
     K::amax_per_group(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 33, 200, 64, group_amax.f32(),
                       stream());
