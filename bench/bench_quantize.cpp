@@ -7,8 +7,11 @@
 //   amax                   amax_per_tensor                           read 2N
 //   cast (amax+cast)       amax_per_tensor + cast_per_tensor         read 2N + write N
 //   cast, amax given       cast_per_tensor (amax already known)      read 2N + write N
+//   cast (one launch)      amax_cast_per_tensor (cooperative)        read 2N + write N
 //   cast+transpose (+amax) amax_per_tensor + cast_transpose          read 2N + write 2N
 //   cast+transpose, amax given  cast_transpose (amax known)          read 2N + write 2N
+//   cast+T (one launch)    amax_cast_transpose_per_tensor            read 2N + write 2N
+//   cast+T+sums (one l.)   the same with the column sums (dy's bias gradient)
 //   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
 // Per-tensor current scaling needs amax before the cast, so "amax+cast" and "cast+transpose
 // (+amax)" read the input twice: their bytes moved exceed the minimum by 2N (the "moved" column).
@@ -40,6 +43,8 @@ struct Shape {
 };
 
 const std::vector<Shape> kShapes = {
+    {"x 1024x1024", 1024, 1024},
+    {"x 2048x2048", 2048, 2048},
     {"x 8192x4096", 8192, 4096},
     {"x 16384x8192", 16384, 8192},
     {"W 4096x4096", 4096, 4096},
@@ -92,6 +97,12 @@ void run_quantize(const Options& options) {
     RotatingBuffers x(in_bytes, 3), copy_dst(in_bytes, 3), out(n, 3), out_t(n, 3);
     RotatingBuffers scalars(4 * 4, 1);  // amax, scale_inv: tiny, no rotation needed
     RotatingBuffers group_scales(4 * n / kGroupSize + 4, 3);
+    int64_t scratch_words = 0;
+    FP8NN_CUDA_CHECK(kernels::amax_cast_scratch_words(&scratch_words));
+    RotatingBuffers scratch(4 * scratch_words, 1);
+    RotatingBuffers sums(4 * shape.cols, 1);
+    RotatingBuffers partial_sums(4 * kernels::column_sums_partial_rows(shape.rows) * shape.cols, 1);
+    auto* scratch_u32 = static_cast<unsigned*>(scratch[0]);
     {
       const auto host = random_bf16(n);
       for (int i = 0; i < x.count(); ++i) {
@@ -127,6 +138,13 @@ void run_quantize(const Options& options) {
     });
     print_row(shape, "cast, amax given", cast_alone_us, in_bytes + n, in_bytes + n, copy_gbps);
 
+    const double cast_one_us = median_us(options, stream, [&](int i) {
+      FP8NN_CUDA_CHECK(kernels::amax_cast_per_tensor(x[i], bf16, n, e4m3, u8(out[i]), scale_inv,
+                                                     scratch_u32, scratch_words, stream));
+    });
+    print_row(shape, "cast (one launch)", cast_one_us, in_bytes + n, 2.0 * in_bytes + n,
+              copy_gbps);
+
     const double ct_us = median_us(options, stream, [&](int i) {
       FP8NN_CUDA_CHECK(kernels::amax_per_tensor(x[i], bf16, n, amax, stream));
       FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(x[i], bf16, shape.rows, shape.cols, e4m3,
@@ -143,6 +161,23 @@ void run_quantize(const Options& options) {
     });
     print_row(shape, "cast+transpose, amax given", ct_alone_us, in_bytes + 2.0 * n,
               in_bytes + 2.0 * n, copy_gbps);
+
+    const double ct_one_us = median_us(options, stream, [&](int i) {
+      FP8NN_CUDA_CHECK(kernels::amax_cast_transpose_per_tensor(
+          x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), u8(out_t[i]), scale_inv,
+          scratch_u32, scratch_words, stream));
+    });
+    print_row(shape, "cast+T (one launch)", ct_one_us, in_bytes + 2.0 * n,
+              2.0 * in_bytes + 2.0 * n, copy_gbps);
+
+    const double ct_sums_us = median_us(options, stream, [&](int i) {
+      FP8NN_CUDA_CHECK(kernels::amax_cast_transpose_per_tensor(
+          x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), u8(out_t[i]), scale_inv,
+          scratch_u32, scratch_words, stream, nullptr, static_cast<float*>(sums[0]),
+          static_cast<float*>(partial_sums[0])));
+    });
+    print_row(shape, "cast+T+sums (one launch)", ct_sums_us, in_bytes + 2.0 * n,
+              2.0 * in_bytes + 2.0 * n, copy_gbps);
 
     const double scale_bytes = 4.0 * shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);
     const double group_us = median_us(options, stream, [&](int i) {

@@ -58,6 +58,12 @@ cudaError_t launch_with_monitor_counter(const unsigned long long* counts, Launch
   return counts != nullptr ? launch(CounterTag<CastCounter<F>>{}) : launch(CounterTag<NoCounter>{});
 }
 
+// A kernel as a type, for a generic lambda to pick between instantiations.
+template <auto kKernel>
+struct KernelTag {
+  static constexpr auto value = kKernel;
+};
+
 constexpr int kMaxCooperativeDevices = 64;
 
 // 256-thread blocks one multiprocessor holds at most (2048 threads on sm_90, 1536 on sm_89): the

@@ -38,9 +38,10 @@ torch::Tensor group_amax(const torch::Tensor& x, const AmaxGroup& group) {
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const AmaxGroup& group, const torch::Tensor& counts) {
+                                      const AmaxGroup& group, const torch::Tensor& counts,
+                                      torch::Tensor* column_sums) {
   const auto amax = group ? group_amax(x2d, group) : torch::Tensor();
-  return quantize_with_transpose(x2d, format, amax, counts);
+  return quantize_with_transpose(x2d, format, amax, counts, column_sums);
 }
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format, const AmaxGroup& group,

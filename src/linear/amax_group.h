@@ -18,9 +18,11 @@ using AmaxGroup = c10::intrusive_ptr<c10d::ProcessGroup>;
 torch::Tensor group_amax(const torch::Tensor& x, const AmaxGroup& group);
 
 /// functional::quantize_with_transpose(x2d, format), with the amax reduced over `group` when it
-/// is not null, adding to the monitor's `counts` when defined (quantize/quantize_detail.h).
+/// is not null, adding to the monitor's `counts` when defined, and setting *column_sums when not
+/// null (quantize/quantize_detail.h).
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const AmaxGroup& group, const torch::Tensor& counts = {});
+                                      const AmaxGroup& group, const torch::Tensor& counts = {},
+                                      torch::Tensor* column_sums = nullptr);
 
 /// functional::quantize(x, format), likewise.
 QuantizedTensor quantize(const torch::Tensor& x, Format format, const AmaxGroup& group,

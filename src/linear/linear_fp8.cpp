@@ -73,7 +73,8 @@ detail::DelayedTensors delayed_tensors(const LinearPlan& plan, Format format, Op
 // tensor with the scale of the layer's state (delayed_tensors). With a monitor, the cast counts
 // into its row for `which` and the scales are recorded.
 QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
-                               bool with_transpose, const LinearPlan& plan, Operand which) {
+                               bool with_transpose, const LinearPlan& plan, Operand which,
+                               torch::Tensor* column_sums = nullptr) {
   NumericsMonitor* monitor = plan.numerics.get();
   const auto counts =
       monitor != nullptr ? monitor->begin_operand(which, t.numel(), t.device()) : torch::Tensor();
@@ -84,7 +85,7 @@ QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& oper
   } else if (operand.scaling == Scaling::PerGroup) {
     q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts);
   } else if (with_transpose) {
-    q = detail::quantize_with_transpose(t, operand.format, plan.amax_group, counts);
+    q = detail::quantize_with_transpose(t, operand.format, plan.amax_group, counts, column_sums);
   } else {
     q.quantized = detail::quantize(t, operand.format, plan.amax_group, counts);
   }
@@ -176,9 +177,14 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
 
     // dy's copies: row-major (A of dx = dy W; per group, the groups run along N, dx's K) and,
     // for an FP8 weight gradient, K-major (A of dW = dy^T x) from the same pass.
+    // A per-tensor dy with a transposed copy gives the bias gradient from that same pass.
     QuantizedPair dy_q;
+    torch::Tensor dy_column_sums;
     if (fp8_wgrad || fp8_dgrad) {
-      dy_q = quantize_operand(dy, recipe.grad_output, fp8_wgrad, *plan, Operand::GradOutput);
+      const bool sums_with_cast = want_db && fp8_wgrad && plan->delayed_scaling == nullptr &&
+                                  recipe.grad_output.scaling == Scaling::PerTensor;
+      dy_q = quantize_operand(dy, recipe.grad_output, fp8_wgrad, *plan, Operand::GradOutput,
+                              sums_with_cast ? &dy_column_sums : nullptr);
     }
     const bool measure = plan->measure_errors && saved.size() == 6;
     torch::Tensor dx, dw, db;
@@ -214,7 +220,8 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
       }
     }
     if (want_db) {
-      db = dy.sum(0, /*keepdim=*/false, at::kFloat).to(plan->bias_dtype);
+      db = (dy_column_sums.defined() ? dy_column_sums : dy.sum(0, /*keepdim=*/false, at::kFloat))
+               .to(plan->bias_dtype);
     }
     return {dx, dw, db, torch::Tensor()};
   }

@@ -73,15 +73,17 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const torch::Tensor& amax, const torch::Tensor& counts) {
+                                      const torch::Tensor& amax, const torch::Tensor& counts,
+                                      torch::Tensor* column_sums) {
   check_input(x2d, "quantize_with_transpose");
   TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_with_transpose: expected a 2-d tensor, got a ",
                     x2d.dim(), "-d tensor");
   if (amax.defined()) check_amax(amax, x2d, "quantize_with_transpose");
   check_counts(counts, x2d);
 #ifdef FP8NN_WITH_CUDA
-  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax, counts);
+  if (x2d.is_cuda()) return cuda::quantize_with_transpose(x2d, format, amax, counts, column_sums);
 #endif
+  if (column_sums != nullptr) *column_sums = x2d.sum(0, /*keepdim=*/false, at::kFloat);
   auto quantized = reference::quantize(x2d, format, /*group_size=*/0, amax, counts);
   auto transposed = functional::transpose(quantized);
   return {std::move(quantized), std::move(transposed)};

@@ -26,8 +26,12 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
                          const torch::Tensor& counts);
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
                                    const torch::Tensor& counts);
+/// `column_sums`: null, or set to x2d.sum(0) in fp32 ([cols]: a bias gradient), on CUDA taken in
+/// the same pass as the cast when the amax is computed there (summed in a fixed order: another
+/// order than at::sum's, so the bits may differ from it, never between runs).
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const torch::Tensor& amax, const torch::Tensor& counts);
+                                      const torch::Tensor& amax, const torch::Tensor& counts,
+                                      torch::Tensor* column_sums = nullptr);
 
 /// Per-tensor quantization of x2d with delayed scaling (Recipe::delayed): cast with
 /// delayed.scale (or, when delayed.first, the scale of x2d's own amax), record x2d's amax and

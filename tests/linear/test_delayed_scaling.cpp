@@ -171,7 +171,7 @@ void check_monitored_equals_unmonitored(torch::Device device) {
 FP8NN_CPU_AND_CUDA_CASE("a monitored delayed layer records what an unmonitored one does",
                         check_monitored_equals_unmonitored)
 
-// The first call takes current scaling: its outputs and gradients are Global's bit for bit.
+// The first call takes current scaling: its output and weight gradient are Global's bit for bit.
 void check_first_call_is_current_scaling(torch::Device device) {
   fp8nn::test::seed_torch();
   fp8nn::LinearFP8 delayed(LinearFP8Options(96, 80).recipe(Recipe::global_delayed()));
@@ -190,7 +190,9 @@ void check_first_call_is_current_scaling(torch::Device device) {
   y_global.backward(dy);
   CHECK(torch::equal(y_delayed, y_global));
   CHECK(torch::equal(delayed->weight.grad(), global->weight.grad()));
-  CHECK(torch::equal(delayed->bias.grad(), global->bias.grad()));
+  // The bias gradient is dy's column sum; on CUDA Global takes it from dy's cast pass and the
+  // delayed layer from at::sum: the same 40 terms added in another order (fp32 rounding only).
+  CHECK(torch::allclose(delayed->bias.grad(), global->bias.grad(), /*rtol=*/1e-5, /*atol=*/1e-5));
 }
 
 FP8NN_CPU_AND_CUDA_CASE("a delayed layer's first call equals Global bit for bit",

@@ -94,8 +94,8 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const torch::Tensor& amax_given,
-                                      const torch::Tensor& counts) {
+                                      const torch::Tensor& amax_given, const torch::Tensor& counts,
+                                      torch::Tensor* column_sums) {
   const c10::cuda::CUDAGuard guard(x2d.device());
   const auto input = x2d.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
@@ -105,18 +105,36 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   auto data = at::empty({rows, cols}, fp8);
   auto data_t = at::empty({cols, rows}, fp8);
   const auto type = high_precision_of(input.scalar_type(), "quantize_with_transpose");
+  bool summed = false;
   if (!amax_given.defined()) {
     const auto scratch = amax_cast_scratch(input);
-    FP8NN_CUDA_CHECK(kernels::amax_cast_transpose_per_tensor(
-        input.data_ptr(), type, rows, cols, kernel_format_of(format), bytes_of(data),
-        bytes_of(data_t), scale_inv.data_ptr<float>(), words_of(scratch), scratch.numel(), stream,
-        counters_of(counts)));
+    const auto launch = [&](float* sums, float* partial_sums) {
+      return kernels::amax_cast_transpose_per_tensor(
+          input.data_ptr(), type, rows, cols, kernel_format_of(format), bytes_of(data),
+          bytes_of(data_t), scale_inv.data_ptr<float>(), words_of(scratch), scratch.numel(), stream,
+          counters_of(counts), sums, partial_sums);
+    };
+    if (column_sums != nullptr) {
+      const auto f32 = input.options().dtype(at::kFloat);
+      auto sums = at::empty({cols}, f32);
+      const auto partial = at::empty({kernels::column_sums_partial_rows(rows), cols}, f32);
+      const cudaError_t status = launch(sums.data_ptr<float>(), partial.data_ptr<float>());
+      if (status != cudaErrorNotSupported) {
+        FP8NN_CUDA_CHECK(status);
+        *column_sums = std::move(sums);
+        summed = true;
+      }
+    }
+    if (!summed) FP8NN_CUDA_CHECK(launch(nullptr, nullptr));
   } else {
     const auto amax = amax_given.contiguous();
     FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
         input.data_ptr(), type, rows, cols, kernel_format_of(format), amax.data_ptr<float>(),
         bytes_of(data), bytes_of(data_t), scale_inv.data_ptr<float>(), stream,
         counters_of(counts)));
+  }
+  if (column_sums != nullptr && !summed) {
+    *column_sums = input.sum(0, /*keepdim=*/false, at::kFloat);
   }
   return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
 }

@@ -20,7 +20,8 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
                          const torch::Tensor& amax, const torch::Tensor& counts,
                          torch::Tensor* amax_out = nullptr);
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
-                                      const torch::Tensor& amax, const torch::Tensor& counts);
+                                      const torch::Tensor& amax, const torch::Tensor& counts,
+                                      torch::Tensor* column_sums = nullptr);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 
 /// detail::quantize_delayed (quantize_detail.h).

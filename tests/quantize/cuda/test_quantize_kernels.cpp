@@ -24,6 +24,10 @@ namespace K = fp8nn::kernels;
 
 namespace {
 
+// fp32 sums of up to 4097 terms in two different orders: each differs from the exact sum by at
+// most about terms * 2^-24 of the sum of magnitudes.
+constexpr double kSumRelative = 4097 * 0x1p-23;
+constexpr double kSumAbsolute = 1e-30;
 constexpr int64_t kGuardBytes = 64;  // poisoned bytes after each output, checked untouched
 constexpr uint8_t kPoison = 0xff;
 
@@ -161,6 +165,30 @@ TEST_CASE("kernel launchers write every output element, exactly, and nothing pas
             CHECK(one_scale_inv_t.values({}).item<float>() == reference.scale_inv.item<float>());
             CHECK((one_out.guard_untouched() && one_out_t.guard_untouched() &&
                    one_scale_inv_t.guard_untouched() && scratch.guard_untouched()));
+
+            // With the column sums (a bias gradient): the same bytes, and x.sum(0) in fp32 up to
+            // the order of the additions, the same bits when repeated.
+            Output sum_out(n, fp8nn::dtype_of(f), offset), sum_out_t(n, fp8nn::dtype_of(f), offset);
+            Output sum_scale_inv(1, torch::kFloat), sums(cols, torch::kFloat),
+                partial(K::column_sums_partial_rows(rows) * cols, torch::kFloat);
+            const auto launch_with_sums = [&] {
+              return K::amax_cast_transpose_per_tensor(
+                  x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f), sum_out.u8(),
+                  sum_out_t.u8(), sum_scale_inv.f32(), scratch_u32, scratch_words, stream(),
+                  nullptr, sums.f32(), partial.f32());
+            };
+            REQUIRE(launch_with_sums() == cudaSuccess);
+            CHECK(count_bit_differences(sum_out.values({rows, cols}), reference.data) == 0);
+            CHECK(count_bit_differences(sum_out_t.values({cols, rows}),
+                                        reference.data.t().contiguous()) == 0);
+            const auto x32 = x.to(torch::kFloat);
+            const auto got_sums = sums.values({cols});
+            const auto bound = x32.abs().sum(0) * kSumRelative + kSumAbsolute;
+            CHECK(((got_sums - x32.sum(0)).abs() <= bound).all().item<bool>());
+            REQUIRE(launch_with_sums() == cudaSuccess);
+            CHECK(count_bit_differences(sums.values({cols}), got_sums) == 0);
+            CHECK((sum_out.guard_untouched() && sum_out_t.guard_untouched() &&
+                   sums.guard_untouched() && partial.guard_untouched()));
           }
 
           for (auto out_dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
