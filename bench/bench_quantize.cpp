@@ -20,6 +20,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -43,15 +44,32 @@ struct Shape {
 };
 
 const std::vector<Shape> kShapes = {
-    {"x 1024x1024", 1024, 1024},
-    {"x 2048x2048", 2048, 2048},
-    {"x 8192x4096", 8192, 4096},
-    {"x 16384x8192", 16384, 8192},
-    {"W 4096x4096", 4096, 4096},
+    {"x 1024x1024", 1024, 1024},   {"x 2048x2048", 2048, 2048},   {"x 4096x4096", 4096, 4096},
+    {"x 8192x4096", 8192, 4096},   {"x 16384x8192", 16384, 8192}, {"W 4096x4096", 4096, 4096},
     {"W 14336x4096", 14336, 4096},
 };
 
 constexpr int64_t kGroupSize = 128;
+
+// One small device buffer, not rotated (a scalar or a kernel's scratch; RotatingBuffers would
+// allocate 2 x L2 of them).
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(int64_t bytes) {
+    FP8NN_CUDA_CHECK(cudaMalloc(&data_, std::max<int64_t>(bytes, 1)));
+    FP8NN_CUDA_CHECK(cudaMemset(data_, 0, std::max<int64_t>(bytes, 1)));
+  }
+  ~DeviceBuffer() { cudaFree(data_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+};
 
 // bf16 values from a normal distribution with a spread of magnitudes (bf16 = high half of fp32).
 std::vector<uint16_t> random_bf16(int64_t n) {
@@ -95,21 +113,20 @@ void run_quantize(const Options& options) {
     const int64_t n = shape.rows * shape.cols;
     const int64_t in_bytes = 2 * n;
     RotatingBuffers x(in_bytes, 3), copy_dst(in_bytes, 3), out(n, 3), out_t(n, 3);
-    RotatingBuffers scalars(4 * 4, 1);  // amax, scale_inv: tiny, no rotation needed
+    DeviceBuffer scalars(4 * 4);  // amax, scale_inv
     RotatingBuffers group_scales(4 * n / kGroupSize + 4, 3);
     int64_t scratch_words = 0;
     FP8NN_CUDA_CHECK(kernels::amax_cast_scratch_words(&scratch_words));
-    RotatingBuffers scratch(4 * scratch_words, 1);
-    RotatingBuffers sums(4 * shape.cols, 1);
-    RotatingBuffers partial_sums(4 * kernels::column_sums_partial_rows(shape.rows) * shape.cols, 1);
-    auto* scratch_u32 = static_cast<unsigned*>(scratch[0]);
+    DeviceBuffer scratch(4 * scratch_words), sums(4 * shape.cols),
+        partial_sums(4 * kernels::column_sums_partial_rows(shape.rows) * shape.cols);
+    auto* scratch_u32 = scratch.as<unsigned>();
     {
       const auto host = random_bf16(n);
       for (int i = 0; i < x.count(); ++i) {
         FP8NN_CUDA_CHECK(cudaMemcpy(x[i], host.data(), in_bytes, cudaMemcpyHostToDevice));
       }
     }
-    float* amax = static_cast<float*>(scalars[0]);
+    float* amax = scalars.as<float>();
     float* scale_inv = amax + 1;
     const auto u8 = [](void* p) { return static_cast<uint8_t*>(p); };
 
@@ -142,8 +159,7 @@ void run_quantize(const Options& options) {
       FP8NN_CUDA_CHECK(kernels::amax_cast_per_tensor(x[i], bf16, n, e4m3, u8(out[i]), scale_inv,
                                                      scratch_u32, scratch_words, stream));
     });
-    print_row(shape, "cast (one launch)", cast_one_us, in_bytes + n, 2.0 * in_bytes + n,
-              copy_gbps);
+    print_row(shape, "cast (one launch)", cast_one_us, in_bytes + n, 2.0 * in_bytes + n, copy_gbps);
 
     const double ct_us = median_us(options, stream, [&](int i) {
       FP8NN_CUDA_CHECK(kernels::amax_per_tensor(x[i], bf16, n, amax, stream));
@@ -167,14 +183,13 @@ void run_quantize(const Options& options) {
           x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), u8(out_t[i]), scale_inv,
           scratch_u32, scratch_words, stream));
     });
-    print_row(shape, "cast+T (one launch)", ct_one_us, in_bytes + 2.0 * n,
-              2.0 * in_bytes + 2.0 * n, copy_gbps);
+    print_row(shape, "cast+T (one launch)", ct_one_us, in_bytes + 2.0 * n, 2.0 * in_bytes + 2.0 * n,
+              copy_gbps);
 
     const double ct_sums_us = median_us(options, stream, [&](int i) {
       FP8NN_CUDA_CHECK(kernels::amax_cast_transpose_per_tensor(
           x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), u8(out_t[i]), scale_inv,
-          scratch_u32, scratch_words, stream, nullptr, static_cast<float*>(sums[0]),
-          static_cast<float*>(partial_sums[0])));
+          scratch_u32, scratch_words, stream, nullptr, sums.as<float>(), partial_sums.as<float>()));
     });
     print_row(shape, "cast+T+sums (one launch)", ct_sums_us, in_bytes + 2.0 * n,
               2.0 * in_bytes + 2.0 * n, copy_gbps);
