@@ -17,6 +17,23 @@
 namespace fp8nn::bench {
 namespace {
 
+// The framework's share of a custom layer: a torch::autograd::Function that launches nothing
+// (outputs from at::empty_like), so its step is the cost of apply, the saved tensors and the
+// engine's backward call alone.
+class EmptyFunction : public torch::autograd::Function<EmptyFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight) {
+    ctx->save_for_backward({x, weight});
+    return at::empty({x.size(0), weight.size(0)}, x.options());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    return {at::empty_like(saved[0]), at::empty_like(saved[1])};
+  }
+};
+
 // Mean host microseconds of one call of `piece`, after 20 untimed calls.
 double host_us(const std::function<void()>& piece, int calls) {
   for (int i = 0; i < 20; ++i) piece();
@@ -56,12 +73,31 @@ int run_host_bench(const std::vector<std::array<int64_t, 3>>& shapes, int calls)
       };
     };
     const std::vector<std::pair<std::string, std::function<void()>>> pieces = {
-        {"at::empty", [&] { (void)at::empty({m, k}, bf16); }},
+        {"at::empty",
+         [&] {
+           (void)at::empty({m, k}, bf16);
+         }},
         {"amax (ATen)", [&] { (void)x.abs().amax(); }},
         {"quantize", [&] { (void)F::quantize(x, Format::E4M3); }},
         {"quantize+T", [&] { (void)F::quantize_with_transpose(x, Format::E4M3); }},
         {"scaled_mm", [&] { (void)F::scaled_mm(xq, wq, c10::nullopt, torch::kBFloat16, true); }},
         {"matmul bf16", [&] { (void)at::matmul(x, linear->weight.detach().t()); }},
+        {"bf16 fwd",
+         [&] {
+           const torch::NoGradGuard no_grad;
+           (void)linear(x);
+         }},
+        {"global fwd",
+         [&] {
+           const torch::NoGradGuard no_grad;
+           (void)global(x);
+         }},
+        {"empty Function step",
+         [&] {
+           EmptyFunction::apply(x_grad, global->weight).backward(dy);
+           global->weight.mutable_grad() = torch::Tensor();
+           x_grad.mutable_grad() = torch::Tensor();
+         }},
         {"bf16 step", step(linear)},
         {"global step", step(global)},
         {"delayed step", step(delayed)},

@@ -117,22 +117,24 @@ cudaError_t amax_cast_per_tensor(const void* x, HighPrecision type, int64_t nume
                                  unsigned long long* counts, float* amax_out) {
   if (scratch_words < 1) return cudaErrorInvalidValue;
   bool launched = false;
-  FP8NN_KERNELS_TRY(dispatch_high_precision(type, [&](auto type_tag) {
-    using T = decltype(type_tag);
-    return dispatch_format(format, [&](auto format_tag) {
-      constexpr Fp8Format F = decltype(format_tag)::value;
-      const bool vectorized = is_aligned(x, 16) && is_aligned(out, kVec16<T>);
-      const int64_t items = vectorized ? numel / kVec16<T> : numel;
-      const int64_t wanted =
-          (items + int64_t{kThreads} * kUnroll - 1) / (int64_t{kThreads} * kUnroll);
-      return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
-        using Counter = typename decltype(counter_tag)::type;
-        return launch_cooperative<amax_cast_per_tensor_kernel<T, F, Counter>, kThreads>(
-            wanted, scratch_words, stream, &launched, static_cast<const T*>(x), numel, vectorized,
-            scratch, out, scale_inv, amax_out, counts);
+  if (numel <= kOneLaunchMaxElements) {
+    FP8NN_KERNELS_TRY(dispatch_high_precision(type, [&](auto type_tag) {
+      using T = decltype(type_tag);
+      return dispatch_format(format, [&](auto format_tag) {
+        constexpr Fp8Format F = decltype(format_tag)::value;
+        const bool vectorized = is_aligned(x, 16) && is_aligned(out, kVec16<T>);
+        const int64_t items = vectorized ? numel / kVec16<T> : numel;
+        const int64_t wanted =
+            (items + int64_t{kThreads} * kUnroll - 1) / (int64_t{kThreads} * kUnroll);
+        return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
+          using Counter = typename decltype(counter_tag)::type;
+          return launch_cooperative<amax_cast_per_tensor_kernel<T, F, Counter>, kThreads>(
+              wanted, scratch_words, stream, &launched, static_cast<const T*>(x), numel, vectorized,
+              scratch, out, scale_inv, amax_out, counts);
+        });
       });
-    });
-  }));
+    }));
+  }
   if (launched) return cudaSuccess;
   // The two-launch path.
   float* amax = amax_out != nullptr ? amax_out : reinterpret_cast<float*>(scratch);

@@ -258,7 +258,7 @@ cudaError_t amax_cast_transpose_per_tensor(const void* x, HighPrecision type, in
                                            float* partial_sums) {
   if (scratch_words < 1) return cudaErrorInvalidValue;
   bool launched = false;
-  if (rows > 0 && cols > 0) {
+  if (rows > 0 && cols > 0 && rows * cols <= kOneLaunchMaxElements) {
     const int64_t tiles_c = (cols + kTileCols - 1) / kTileCols;
     const int64_t tiles = ((rows + kTileRows - 1) / kTileRows) * tiles_c;
     FP8NN_KERNELS_TRY(dispatch_high_precision(type, [&](auto type_tag) {

@@ -28,10 +28,10 @@ cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t
 
 /// Per-tensor current scaling in one launch: amax_per_tensor and cast_transpose_per_tensor's
 /// result from one cooperative kernel (kernels/quantize/grid_amax.cuh), or from those two launches
-/// where the device takes no cooperative launch. `scratch`, `scratch_words`: as
-/// amax_cast_per_tensor's (kernels/quantize/cast.h). `column_sums`: null, or [cols] fp32 that
-/// gets the sum of each column of x in fp32 (a bias gradient; summed in a fixed order, so a
-/// repeated call gives the same bits), with `partial_sums` as scratch of
+/// where the device takes no cooperative launch or rows * cols > kOneLaunchMaxElements (cast.h).
+/// `scratch`, `scratch_words`: as amax_cast_per_tensor's (kernels/quantize/cast.h). `column_sums`:
+/// null, or [cols] fp32 that gets the sum of each column of x in fp32 (a bias gradient; summed in a
+/// fixed order, so a repeated call gives the same bits), with `partial_sums` as scratch of
 /// ceil(rows / 128) * cols floats; where the one launch is unavailable, that call returns
 /// cudaErrorNotSupported having written nothing, and the caller sums x itself.
 cudaError_t amax_cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t rows,

@@ -269,6 +269,10 @@ torch::Tensor run_linear(const torch::Tensor& x, const torch::Tensor& weight,
   }
   // An undefined bias must not be a tensor argument of the autograd function.
   const auto optional_bias = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
+  // A 2-d x goes in as it is (contiguous() of a contiguous tensor is itself): no view ops.
+  if (x.dim() == 2) {
+    return LinearFP8Function::apply(x.contiguous(), weight, optional_bias, std::move(plan));
+  }
   const auto y = LinearFP8Function::apply(x.reshape({-1, in_features}).contiguous(), weight,
                                           optional_bias, std::move(plan));
   return y.view(detail::output_sizes(x, out_features));

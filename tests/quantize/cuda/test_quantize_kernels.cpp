@@ -13,6 +13,7 @@
 #include "kernels/quantize/cast_transpose.h"
 #include "kernels/quantize/dequantize.h"
 #include "kernels/quantize/quantize_per_group.h"
+#include "quantize/quantize_detail.h"
 #include "test_support.h"
 
 #include <vector>
@@ -155,10 +156,10 @@ TEST_CASE("kernel launchers write every output element, exactly, and nothing pas
 
             Output one_out(n, fp8nn::dtype_of(f), offset), one_out_t(n, fp8nn::dtype_of(f), offset);
             Output one_scale_inv_t(1, torch::kFloat);
-            REQUIRE(K::amax_cast_transpose_per_tensor(
-                        x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f),
-                        one_out.u8(), one_out_t.u8(), one_scale_inv_t.f32(), scratch_u32,
-                        scratch_words, stream()) == cudaSuccess);
+            REQUIRE(K::amax_cast_transpose_per_tensor(x_gpu.data_ptr(), type_of(dtype), rows, cols,
+                                                      format_of(f), one_out.u8(), one_out_t.u8(),
+                                                      one_scale_inv_t.f32(), scratch_u32,
+                                                      scratch_words, stream()) == cudaSuccess);
             CHECK(count_bit_differences(one_out.values({rows, cols}), reference.data) == 0);
             CHECK(count_bit_differences(one_out_t.values({cols, rows}),
                                         reference.data.t().contiguous()) == 0);
@@ -261,8 +262,8 @@ TEST_CASE("amax kernels propagate NaN and Inf") {
     const float one_got = one_amax.values({}).item<float>();
     CHECK((std::isnan(expected) ? std::isnan(one_got) : one_got == expected));
     Output two(x.numel(), fp8nn::dtype_of(Format::E4M3)), two_scale_inv(1, torch::kFloat);
-    K::cast_per_tensor(x_gpu.data_ptr(), K::HighPrecision::kFloat32, x.numel(),
-                       K::Fp8Format::kE4M3, amax.f32(), two.u8(), two_scale_inv.f32(), stream());
+    K::cast_per_tensor(x_gpu.data_ptr(), K::HighPrecision::kFloat32, x.numel(), K::Fp8Format::kE4M3,
+                       amax.f32(), two.u8(), two_scale_inv.f32(), stream());
     CHECK(count_bit_differences(one.values({33, 200}), two.values({33, 200})) == 0);
     Output group_amax(33 * 4, torch::kFloat);
     K::amax_per_group(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 33, 200, 64, group_amax.f32(),
@@ -271,5 +272,63 @@ TEST_CASE("amax kernels propagate NaN and Inf") {
     const float last = groups[32][3].item<float>();
     CHECK((std::isnan(expected) ? std::isnan(last) : last == expected));
     CHECK(torch::isfinite(groups.narrow(0, 0, 32)).all().item<bool>());
+  }
+}
+
+TEST_CASE("one launch up to kOneLaunchMaxElements, two above: the same bytes and column sums") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  int64_t words = 0;
+  REQUIRE(K::amax_cast_scratch_words(&words) == cudaSuccess);
+  // 2048 x 2048 is the largest shape of the one launch; 2048 x 2049 takes the two launches.
+  for (const int64_t cols : {int64_t{2048}, int64_t{2049}}) {
+    const int64_t rows = 2048, n = rows * cols;
+    const bool one_launch = n <= K::kOneLaunchMaxElements;
+    CAPTURE(cols, one_launch);
+    const auto x = (torch::randn({rows, cols}) * 10).to(torch::kBFloat16);
+    const auto x_gpu = x.cuda();
+    const auto reference = F::quantize(x, Format::E4M3);
+    const auto x32 = x.to(torch::kFloat);
+    const auto bound = x32.abs().sum(0) * kSumRelative + kSumAbsolute;
+    Output scratch(words, torch::kInt);
+    auto* scratch_u32 = reinterpret_cast<unsigned*>(scratch.ptr());
+
+    Output data(n, torch::kFloat8_e4m3fn), scale_inv(1, torch::kFloat), amax(1, torch::kFloat);
+    REQUIRE(K::amax_cast_per_tensor(x_gpu.data_ptr(), K::HighPrecision::kBFloat16, n,
+                                    K::Fp8Format::kE4M3, data.u8(), scale_inv.f32(), scratch_u32,
+                                    words, stream(), nullptr, amax.f32()) == cudaSuccess);
+    CHECK(count_bit_differences(data.values({rows, cols}), reference.data) == 0);
+    CHECK(scale_inv.values({}).item<float>() == reference.scale_inv.item<float>());
+    CHECK(amax.values({}).item<float>() == x32.abs().max().item<float>());
+
+    Output out(n, torch::kFloat8_e4m3fn), out_t(n, torch::kFloat8_e4m3fn);
+    Output sums(cols, torch::kFloat),
+        partial(K::column_sums_partial_rows(rows) * cols, torch::kFloat);
+    const cudaError_t with_sums = K::amax_cast_transpose_per_tensor(
+        x_gpu.data_ptr(), K::HighPrecision::kBFloat16, rows, cols, K::Fp8Format::kE4M3, out.u8(),
+        out_t.u8(), scale_inv.f32(), scratch_u32, words, stream(), nullptr, sums.f32(),
+        partial.f32());
+    if (one_launch) {
+      REQUIRE(with_sums == cudaSuccess);
+      CHECK(((sums.values({cols}) - x32.sum(0)).abs() <= bound).all().item<bool>());
+    } else {
+      // Above the bound the launcher declines the sums and writes nothing: still all poison.
+      REQUIRE(with_sums == cudaErrorNotSupported);
+      CHECK(torch::isnan(sums.values({cols})).all().item<bool>());
+      REQUIRE(K::amax_cast_transpose_per_tensor(x_gpu.data_ptr(), K::HighPrecision::kBFloat16, rows,
+                                                cols, K::Fp8Format::kE4M3, out.u8(), out_t.u8(),
+                                                scale_inv.f32(), scratch_u32, words,
+                                                stream()) == cudaSuccess);
+    }
+    CHECK(count_bit_differences(out.values({rows, cols}), reference.data) == 0);
+    CHECK(count_bit_differences(out_t.values({cols, rows}), reference.data.t().contiguous()) == 0);
+
+    // The engine's call: the column sums either way (at::sum where the launcher declines).
+    torch::Tensor column_sums;
+    const auto pair = fp8nn::detail::quantize_with_transpose(x_gpu, Format::E4M3, torch::Tensor(),
+                                                             torch::Tensor(), &column_sums);
+    CHECK(count_bit_differences(pair.transposed.data.cpu(), reference.data.t().contiguous()) == 0);
+    REQUIRE(column_sums.defined());
+    CHECK(((column_sums.cpu() - x32.sum(0)).abs() <= bound).all().item<bool>());
   }
 }
