@@ -27,9 +27,7 @@ cudaError_t cast_per_tensor(const void* x, HighPrecision type, int64_t numel, Fp
                             const DelayedScalingArgs& delayed = {});
 
 /// Tensors of up to this many elements take the one-launch kernels below; larger ones their two
-/// launches, which are faster there: on the H200 (fp8nn_bench quantize, bf16) one launch saves
-/// 1.9 us of 9.8 (cast+transpose) at 1024x1024 and 0.6 of 14.2 at 2048x2048, and costs 7 us more
-/// at 4096x4096 and 10 at 8192x4096 (its persistent blocks stream the cast at a lower rate).
+/// launches, which stream faster there (the measured crossover: docs/kernels.md).
 constexpr int64_t kOneLaunchMaxElements = int64_t{1} << 22;
 
 /// Per-tensor current scaling in one launch: amax_per_tensor and cast_per_tensor's result (out,

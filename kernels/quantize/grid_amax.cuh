@@ -4,7 +4,7 @@
 // grid, then casts with the scale of that amax, in the same launch. Against an amax launch plus a
 // cast launch plus the memset of the amax, it saves two launches and their gaps, which is most of a
 // small tensor's quantize time; a tensor that fits in L2 is read from DRAM once. Larger tensors
-// stream faster through the two launches (kOneLaunchMaxElements in cast.h has the figures).
+// stream faster through the two launches (kOneLaunchMaxElements in cast.h).
 //
 // The grid amax: each block writes its max into its own word of a scratch array, the grid waits at
 // cooperative_groups' grid barrier, and every block then reduces the whole array itself. Nothing is

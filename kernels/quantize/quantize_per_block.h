@@ -1,5 +1,5 @@
 #pragma once
-// Per-block quantization (issue 18's weight scaling, DeepSeek-V3 style): x [rows, cols] row-major
+// Per-block quantization (blockwise weight scaling, DeepSeek-V3 style): x [rows, cols] row-major
 // in square blocks of 128 x 128 elements (the last row and column of blocks shorter where 128 does
 // not divide the shape), one scale per block from the block's amax by the one definition
 // (docs/design.md, Quantization; a block quantizes exactly as the same values would per tensor).
