@@ -5,9 +5,8 @@
 //    (block_reduce), and every thread derives the same scale from it.
 // 2. Cast from the registers: the FP8 bytes go to `out` and to a shared tile (as 4-byte words).
 // 3. Transposed store: each thread gathers 16 bytes down one tile column and writes them as one
-//    16-byte store into `out_t`; two neighbouring lanes fill one 32-byte sector of an out_t row.
-//    A warp reads 16 consecutive columns of two rows 16 apart; with the row pitch of kTilePitch =
-//    132 bytes (33 words) those rows sit 16 banks apart, so the byte reads are conflict-free.
+//    16-byte store into `out_t` (tile_io.cuh; the row pitch of kTilePitch = 132 bytes keeps its
+//    shared-memory reads conflict-free).
 // Blocks not wholly inside x, or shapes/pointers that break 16-byte alignment, take a scalar path
 // (one element per thread and step, bounds-checked) for the phase concerned.
 
@@ -15,6 +14,7 @@
 
 #include "kernels/quantize/grid_amax.cuh"
 #include "kernels/quantize/quantize_common.cuh"
+#include "kernels/quantize/tile_io.cuh"
 
 namespace fp8nn::kernels {
 namespace {
@@ -22,10 +22,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kBlock = static_cast<int>(kScaleBlock);
 constexpr int kTilePitch = kBlock + 4;  // bytes per shared row: 4-byte aligned, 33 words
-constexpr int kRowsPerStore = 16;       // bytes of one out_t store
-
-static_assert(kThreads == 256 && kBlock == 128, "transposed mapping: 8 warps x 16 columns");
-static_assert(kBlock * (kBlock / kRowsPerStore) % kThreads == 0, "whole transposed store rounds");
 
 // The block's scale from every thread's abs_bits max (all threads must call it; all get the
 // scale). Thread 0 writes the block's scale_inv entries and hands its amax to the counter.
@@ -65,38 +61,18 @@ __global__ void __launch_bounds__(kThreads)
 
   // ---- 1. load and amax, 2. cast into `out` and the tile ----------------------------------
   if (full_block && load_vectorized) {
-    constexpr int kVec = kVec16<T>;
-    constexpr int kVectorsPerRow = kBlock / kVec;
-    constexpr int kLoads = kBlock * kVectorsPerRow / kThreads;
-    static_assert(kLoads * kThreads == kBlock * kVectorsPerRow, "whole loads per thread");
-    Vec<T, kVec> v[kLoads];
-#pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int index = tid + k * kThreads;
-      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
-      v[k] = *reinterpret_cast<const Vec<T, kVec>*>(x + (r0 + r) * cols + c0 + c);
-    }
+    using Vectors = TileVectors<T, kBlock, kBlock, kThreads>;
+    typename Vectors::Vector v[Vectors::kLoads];
+    Vectors::load(x, cols, r0, c0, tid, v);
     unsigned bits = 0;
 #pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
+    for (int k = 0; k < Vectors::kLoads; ++k) {
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) bits = max(bits, abs_bits(to_float(v[k].v[j])));
+      for (int j = 0; j < Vectors::kVec; ++j) bits = max(bits, abs_bits(to_float(v[k].v[j])));
     }
     const float scale =
         block_scale<F>(bits, br, bc, scale_inv, scale_ld, scale_inv_t, scale_t_ld, counter);
-#pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int index = tid + k * kThreads;
-      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
-      const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale, counter);
-      if (out != nullptr) {
-        *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = q;
-      }
-#pragma unroll
-      for (int w = 0; w < kVec / 4; ++w) {
-        *reinterpret_cast<uint32_t*>(tile + r * kTilePitch + c + 4 * w) = q.v[w];
-      }
-    }
+    Vectors::template cast_store<F, kTilePitch>(v, scale, out, cols, r0, c0, tile, tid, counter);
   } else {
     unsigned bits = 0;
     for (int index = tid; index < kBlock * kBlock; index += kThreads) {
@@ -122,35 +98,8 @@ __global__ void __launch_bounds__(kThreads)
 
   // ---- 3. transposed store: out_t[c0 + c][r0 + r] = tile[r][c] ----------------------------
   if (out_t != nullptr) {
-    if (full_block && store_t_vectorized) {
-      // Item i: column (i / 2) % 128, rows from ((i / 256) * 2 + i % 2) * 16: a warp covers 16
-      // columns, its lanes 2j and 2j + 1 the two halves of one 32-byte sector of out_t.
-#pragma unroll
-      for (int k = 0; k < kBlock * (kBlock / kRowsPerStore) / kThreads; ++k) {
-        const int item = tid + k * kThreads;
-        const int c = (item / 2) % kBlock;
-        const int r = ((item / (2 * kBlock)) * 2 + item % 2) * kRowsPerStore;
-        Vec<uint32_t, kRowsPerStore / 4> column;
-#pragma unroll
-        for (int w = 0; w < kRowsPerStore / 4; ++w) {
-          uint32_t word = 0;
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            word |= static_cast<uint32_t>(tile[(r + 4 * w + j) * kTilePitch + c]) << (8 * j);
-          }
-          column.v[w] = word;
-        }
-        *reinterpret_cast<Vec<uint32_t, kRowsPerStore / 4>*>(out_t + (c0 + c) * rows + r0 + r) =
-            column;
-      }
-    } else {
-      for (int index = tid; index < kBlock * kBlock; index += kThreads) {
-        const int c = index / kBlock, r = index % kBlock;
-        if (r0 + r < rows && c0 + c < cols) {
-          out_t[(c0 + c) * rows + r0 + r] = tile[r * kTilePitch + c];
-        }
-      }
-    }
+    store_tile_transposed<kBlock, kBlock, kTilePitch, kThreads>(
+        tile, out_t, rows, cols, r0, c0, full_block && store_t_vectorized, tid);
   }
   counter.template flush<kThreads>(counts);
 }
@@ -173,15 +122,14 @@ cudaError_t quantize_per_block(const void* x, HighPrecision type, int64_t rows, 
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
-      const bool load_vectorized = cols % kVec16<T> == 0 && is_aligned(x, 16) &&
-                                   is_aligned(out, kVec16<T>);  // null: aligned
-      const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
+      const TilePaths paths = tile_paths<T>(x, out, out_t, rows, cols);
       return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
         using Counter = typename decltype(counter_tag)::type;
         quantize_per_block_kernel<T, F, Counter>
             <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-                static_cast<const T*>(x), rows, cols, blocks_c, load_vectorized, store_t_vectorized,
-                out, out_t, scale_inv, scale_ld, scale_inv_t, scale_t_ld, counts);
+                static_cast<const T*>(x), rows, cols, blocks_c, paths.load_vectorized,
+                paths.store_t_vectorized, out, out_t, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
+                counts);
         return cudaGetLastError();
       });
     });
