@@ -111,17 +111,7 @@ QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
   if (x.is_cuda())
     return cuda::quantize(x, format, /*group_size=*/0, torch::Tensor(), counts, amax_out);
 #endif
-  *amax_out = detail::amax(x);
-  return reference::quantize(x, format, /*group_size=*/0, *amax_out, counts);
-}
-
-torch::Tensor amax(const torch::Tensor& x) {
-  check_input(x, "quantize");
-#ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::amax(x);
-#endif
-  return x.numel() == 0 ? torch::zeros({}, x.options().dtype(at::kFloat))
-                        : x.abs().amax().to(at::kFloat);
+  return reference::quantize(x, format, /*group_size=*/0, torch::Tensor(), counts, amax_out);
 }
 
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,

@@ -42,13 +42,9 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
 
 /// quantize(x, format, {}, counts) that also sets *amax_out to the amax it computed (a 0-d fp32
 /// tensor on x's device), for a later cast with the same scale (quantize_transposed): one pass
-/// over x on CUDA where amax() then quantize() would take two.
+/// over x on CUDA, where an amax pass and then a cast would take two.
 QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
                                         const torch::Tensor& counts, torch::Tensor* amax_out);
-
-/// max |x| as a 0-d fp32 tensor on x's device (0 for an empty x; NaN propagates): what a
-/// per-tensor quantization of x computes first, for a later cast with the same scale.
-torch::Tensor amax(const torch::Tensor& x);
 
 /// quantize_with_transpose(x2d, format, amax)'s transposed copy alone (on CUDA the row-major one
 /// is not written): the same bytes and scale_inv.

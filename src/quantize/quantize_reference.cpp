@@ -32,6 +32,16 @@ torch::Tensor cast(const torch::Tensor& x_float, const torch::Tensor& scale, For
   return at::where(x_float.isinf(), x_float, clamped).to(dtype_of(format));
 }
 
+// max |x| over the whole tensor as a 0-d fp32 tensor (0 for an empty one; NaN propagates).
+torch::Tensor tensor_amax(const torch::Tensor& x_float) {
+  return x_float.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
+}
+
+// How many of the scaled values |v * scale| saturate (fp8_format.h: saturation_bound), 0-d.
+torch::Tensor saturated_count(const torch::Tensor& scaled_abs, Format format) {
+  return scaled_abs.ge(kernels::saturation_bound(kernel_format_of(format))).sum();
+}
+
 // What the kernels' CastCounter adds for a cast of x_float with `scale` (broadcast to it) and the
 // amax (or amaxes) behind it.
 void count_cast(const torch::Tensor& x_float, const torch::Tensor& scale, const torch::Tensor& amax,
@@ -39,11 +49,10 @@ void count_cast(const torch::Tensor& x_float, const torch::Tensor& scale, const 
   if (!counts.defined()) return;
   const auto kernel_format = kernel_format_of(format);
   const auto scaled_abs = (x_float * scale).abs();
-  const auto saturated = scaled_abs.ge(kernels::saturation_bound(kernel_format)).sum();
+  const auto saturated = saturated_count(scaled_abs, format);
   const auto flushed =
       x_float.ne(0.0).logical_and(scaled_abs.le(kernels::flush_bound(kernel_format))).sum();
-  const auto largest = amax.numel() == 0 ? torch::zeros({}, amax.options()) : amax.abs().amax();
-  const auto amax_bits = largest.reshape({1}).view(at::kInt).to(at::kLong);
+  const auto amax_bits = tensor_amax(amax).reshape({1}).view(at::kInt).to(at::kLong);
   counts.narrow(0, 0, 1).add_(saturated.to(counts.device()));
   counts.narrow(0, 1, 1).add_(flushed.to(counts.device()));
   counts.narrow(0, 2, 1).copy_(at::maximum(counts.narrow(0, 2, 1), amax_bits.to(counts.device())));
@@ -71,7 +80,8 @@ torch::Tensor from_groups(const torch::Tensor& grouped, at::IntArrayRef sizes) {
 }  // namespace
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
-                         const torch::Tensor& amax_given, const torch::Tensor& counts) {
+                         const torch::Tensor& amax_given, const torch::Tensor& counts,
+                         torch::Tensor* amax_out) {
   const auto x_float = x.to(at::kFloat);
   if (group_size > 0) {
     const auto grouped = as_groups(x_float, group_size);
@@ -81,12 +91,8 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
     auto data = from_groups(cast(grouped, scale.unsqueeze(-1), format), x.sizes());
     return {std::move(data), scale.reciprocal(), format, group_size};
   }
-  torch::Tensor amax;
-  if (amax_given.defined()) {
-    amax = amax_given.reshape({});
-  } else {
-    amax = x.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
-  }
+  const auto amax = amax_given.defined() ? amax_given.reshape({}) : tensor_amax(x_float);
+  if (amax_out != nullptr) *amax_out = amax;
   const auto scale = scale_from_amax(amax, format);
   count_cast(x_float, scale, amax, format, counts);
   return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
@@ -95,7 +101,7 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const detail::DelayedTensors& delayed, const torch::Tensor& counts) {
   const auto x_float = x2d.to(at::kFloat);
-  const auto amax = x2d.numel() == 0 ? torch::zeros({}, x_float.options()) : x_float.abs().amax();
+  const auto amax = tensor_amax(x_float);
   const auto scale =
       delayed.first ? scale_from_amax(amax, format) : delayed.scale.reshape({}).clone();
   count_cast(x_float, scale, amax, format, counts);
@@ -105,9 +111,7 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
     q.transposed = {q.quantized.data.t().contiguous(), q.quantized.scale_inv, format, 0};
 
   // The state, as the last block of the kernel updates it (kernels/quantize/delayed_scaling.h).
-  const auto bound = kernels::saturation_bound(kernel_format_of(format));
-  const auto saturated = (x_float * scale).abs().ge(bound).sum();
-  delayed.counts.narrow(0, 1, 1).add_(saturated);
+  delayed.counts.narrow(0, 1, 1).add_(saturated_count((x_float * scale).abs(), format));
   const float a = amax.item<float>();
   if (!std::isfinite(a)) {
     delayed.counts.narrow(0, 2, 1).add_(1);

@@ -12,9 +12,11 @@ namespace fp8nn::reference {
 /// `x` quantized with one scale per `group_size` consecutive elements of a row (last dimension),
 /// or, with group_size == 0, one for the whole tensor, whose amax may be given (`amax`; undefined:
 /// computed here). `counts`: undefined, or the numerics monitor's int64 [3] on x's device, which
-/// the cast adds to as the kernels do (kernels/quantize/cast.h).
+/// the cast adds to as the kernels do (kernels/quantize/cast.h). `amax_out`: null, or (per tensor)
+/// set to the amax the scale came from.
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
-                         const torch::Tensor& amax, const torch::Tensor& counts);
+                         const torch::Tensor& amax, const torch::Tensor& counts,
+                         torch::Tensor* amax_out = nullptr);
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 
 /// detail::quantize_delayed (quantize_detail.h): the same cast, then the state updated on the host

@@ -179,16 +179,6 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
 }
 
-torch::Tensor amax(const torch::Tensor& x) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  const auto input = x.contiguous();
-  auto result = at::empty({}, input.options().dtype(at::kFloat));
-  FP8NN_CUDA_CHECK(kernels::amax_per_tensor(
-      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize"), input.numel(),
-      result.data_ptr<float>(), at::cuda::getCurrentCUDAStream()));
-  return result;
-}
-
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
                                     const torch::Tensor& amax_given) {
   const c10::cuda::CUDAGuard guard(x2d.device());

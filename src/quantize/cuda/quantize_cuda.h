@@ -28,8 +28,7 @@ torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const detail::DelayedTensors& delayed, const torch::Tensor& counts);
 
-/// detail::amax and detail::quantize_transposed (quantize_detail.h).
-torch::Tensor amax(const torch::Tensor& x);
+/// detail::quantize_transposed (quantize_detail.h).
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
                                     const torch::Tensor& amax);
 
