@@ -105,9 +105,16 @@ struct CounterTag {
   using type = T;
 };
 
-// launch(CounterTag<Counter>{}) with the counter the arguments ask for: DelayedCounter when the
-// cast records into a delayed-scaling state, around CastCounter<F> when the numerics monitor
-// counts (counts != null), else NoCounter (the kernels without counters).
+// launch(CounterTag<Counter>{}) with CastCounter<F> when the numerics monitor counts (counts not
+// null), else NoCounter (the kernels without counters): for casts that never record into a
+// delayed-scaling state.
+template <Fp8Format F, typename Launch>
+cudaError_t launch_with_monitor_counter(const unsigned long long* counts, Launch&& launch) {
+  return counts != nullptr ? launch(CounterTag<CastCounter<F>>{}) : launch(CounterTag<NoCounter>{});
+}
+
+// launch_with_monitor_counter, or, when the cast records into a delayed-scaling state,
+// DelayedCounter around the monitor's counter.
 template <Fp8Format F, typename Launch>
 cudaError_t launch_with_counter(const unsigned long long* counts, const DelayedScalingArgs& delayed,
                                 Launch&& launch) {
@@ -115,7 +122,7 @@ cudaError_t launch_with_counter(const unsigned long long* counts, const DelayedS
     return counts != nullptr ? launch(CounterTag<DelayedCounter<F, CastCounter<F>>>{})
                              : launch(CounterTag<DelayedCounter<F, NoCounter>>{});
   }
-  return counts != nullptr ? launch(CounterTag<CastCounter<F>>{}) : launch(CounterTag<NoCounter>{});
+  return launch_with_monitor_counter<F>(counts, launch);
 }
 
 }  // namespace fp8nn::kernels

@@ -51,14 +51,6 @@ __device__ __forceinline__ float begin_current_scaling_cast(Counter& counter, fl
   return scale;
 }
 
-// launch(CounterTag<Counter>{}) with CastCounter<F> when the numerics monitor counts (counts not
-// null), else NoCounter: launch_with_counter without the delayed-scaling counters, which a
-// current-scaling cast never takes.
-template <Fp8Format F, typename Launch>
-cudaError_t launch_with_monitor_counter(const unsigned long long* counts, Launch&& launch) {
-  return counts != nullptr ? launch(CounterTag<CastCounter<F>>{}) : launch(CounterTag<NoCounter>{});
-}
-
 // A kernel as a type, for a generic lambda to pick between instantiations.
 template <auto kKernel>
 struct KernelTag {
