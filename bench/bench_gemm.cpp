@@ -3,12 +3,15 @@
 // modes) and bf16 at::matmul, on the benchmark's (M, K, N) shapes. Entry points:
 // fp8nn::bench::run_gemm_bench() (bench_gemm.h), called by the bench binary's main.
 //
-// Method: per method and shape, `warmup` untimed runs, then `iters` runs each bracketed by CUDA
-// events on the current stream, reported as the median. Inputs rotate over enough copies that the
-// operands of small shapes do not sit in L2 between runs. Each run allocates its output through
-// the caching allocator, as a caller of either API would. A "check" column compares fp8nn's result
-// with at::_scaled_mm's (same operands, same accumulation mode) as a guard against a fast but wrong
-// kernel.
+// Method: per shape and accumulation mode, at::_scaled_mm, fp8nn's scaled_mm (and, with fast
+// accumulation, bf16 at::matmul) are timed interleaved: `warmup` untimed rounds, then `iters`
+// rounds of one run each, every run bracketed by CUDA events on the current stream. The ms column
+// is each method's median, the speed-up the median of the per-round ratios (bench_timing.h). The
+// group-scaled rows time each route in turn against a tensorwise run of their own. Inputs rotate
+// over enough copies that the operands of small shapes do not sit in L2 between runs. Each run
+// allocates its output through the caching allocator, as a caller of either API would. A "check"
+// column compares fp8nn's result with at::_scaled_mm's (same operands, same accumulation mode) as a
+// guard against a fast but wrong kernel.
 
 #include "bench_gemm.h"
 #include "bench_timing.h"
@@ -124,13 +127,13 @@ double relative_difference(const torch::Tensor& x, const torch::Tensor& y) {
       .item<double>();
 }
 
-void print_row(const Shape& shape, const std::string& method, double ms, double baseline_ms,
+void print_row(const Shape& shape, const std::string& method, double ms, double speedup,
                const std::string& check) {
   const auto [M, K, N] = shape;
   const double tflops = 2.0 * static_cast<double>(M) * static_cast<double>(K) *
                         static_cast<double>(N) / (ms * 1e-3) / 1e12;
   std::printf("| %6ld | %6ld | %6ld | %-22s | %9.4f | %8.1f | %6.3fx | %-10s |\n", M, K, N,
-              method.c_str(), ms, tflops, baseline_ms / ms, check.c_str());
+              method.c_str(), ms, tflops, speedup, check.c_str());
 }
 
 // Mixed's group-scaled products: a quantized per group of G along K (E4M3), b per tensor, through
@@ -168,7 +171,7 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       }
       const std::string what =
           std::string("G=") + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
-      print_row(shape, what, ms, tensorwise_ms, check);
+      print_row(shape, what, ms, tensorwise_ms / ms, check);
     }
   }
   if (restore.empty()) {
@@ -200,9 +203,10 @@ int run_gemm_bench(const GemmBenchOptions& options) {
   torch::NoGradGuard no_grad;
   std::printf("# %s\n", at::cuda::getCurrentDeviceProperties()->name);
   std::printf(
-      "# FP8 GEMM, bf16 output; median of %d runs after %d warm-up runs; "
-      "speed-up against at::_scaled_mm (tensorwise) with the same accumulation mode, "
-      "bf16 matmul against the fast one; fp8nn GEMM autotuning %s\n",
+      "# FP8 GEMM, bf16 output; median of %d runs after %d warm-up runs, the methods of a "
+      "shape and mode interleaved; speed-up: median of the per-round ratios against "
+      "at::_scaled_mm (tensorwise) with the same accumulation mode, bf16 matmul against the fast "
+      "one; fp8nn GEMM autotuning %s\n",
       options.iters, options.warmup, F::gemm_autotuning() ? "on" : "off");
   std::printf("| %6s | %6s | %6s | %-22s | %9s | %8s | %7s | %-10s |\n", "M", "K", "N", "method",
               "ms", "TFLOP/s", "vs _smm", "check");
@@ -214,22 +218,20 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     const auto slot = [&](int i) -> const Operands& { return operands[i % operands.size()]; };
     for (bool fast : {true, false}) {
       const std::string mode = fast ? "fast accum" : "precise";
-      const double torch_ms =
-          median_ms([&](int i) { torch_scaled_mm(slot(i), fast); }, options.warmup, options.iters);
-      const double ours_ms =
-          median_ms([&](int i) { fp8nn_scaled_mm(slot(i), fast); }, options.warmup, options.iters);
+      std::vector<std::function<void(int)>> runs = {[&](int i) { torch_scaled_mm(slot(i), fast); },
+                                                    [&](int i) { fp8nn_scaled_mm(slot(i), fast); }};
+      if (fast) runs.push_back([&](int i) { at::matmul(slot(i).a_bf16, slot(i).b_bf16.t()); });
+      const auto times = interleaved_median_ms(runs, options.warmup, options.iters);
       char check[32];
       std::snprintf(check, sizeof(check), "%.1e",
                     relative_difference(fp8nn_scaled_mm(operands[0], fast),
                                         torch_scaled_mm(operands[0], fast)));
-      print_row(shape, "fp8nn scaled_mm " + mode, ours_ms, torch_ms, check);
-      print_row(shape, "at::_scaled_mm " + mode, torch_ms, torch_ms, "");
-      if (fast) {
-        const double bf16_ms =
-            median_ms([&](int i) { at::matmul(slot(i).a_bf16, slot(i).b_bf16.t()); },
-                      options.warmup, options.iters);
-        print_row(shape, "bf16 at::matmul", bf16_ms, torch_ms, "");
-      }
+      const double torch_ms = times.median_ms[0];
+      print_row(shape, "fp8nn scaled_mm " + mode, times.median_ms[1], times.paired_speedup[1],
+                check);
+      print_row(shape, "at::_scaled_mm " + mode, torch_ms, 1.0, "");
+      if (fast)
+        print_row(shape, "bf16 at::matmul", times.median_ms[2], times.paired_speedup[2], "");
     }
     if (shape[0] >= 4096) group_scaled_rows(shape, operands, options);
   }

@@ -27,6 +27,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 
@@ -395,8 +396,22 @@ cudaError_t encode_operand_map(CUtensorMap* map, const void* data, int64_t rows,
   return result == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+// Facts about a device that the launcher needs on every call, asked of the runtime once per
+// device (devices past kCachedDevices are asked every time).
+constexpr int kCachedDevices = 64;
+struct DeviceFacts {
+  std::atomic<int> sm{-1};  // major * 10 + minor; -1: not asked yet
+  std::atomic<int> sm_count{0};
+  std::atomic<int> loaded{-1};  // real_kernel_loaded's answer; -1: not asked yet
+};
+DeviceFacts device_facts[kCachedDevices];
+
+DeviceFacts* facts_of(int device) {
+  return device >= 0 && device < kCachedDevices ? &device_facts[device] : nullptr;
+}
+
 template <Fp8Format FormatA, typename OutT>
-cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int sm_count) {
+cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
   const auto kernel = group_gemm_sm90_kernel<FormatA, OutT>;
   CUtensorMap map_a, map_b;
   FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, kBlockM));
@@ -419,8 +434,14 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int sm_count)
   p.n_blocks = static_cast<int>((args.n + kBlockN - 1) / kBlockN);
   p.k_blocks = static_cast<int>((args.k + kBlockK - 1) / kBlockK);
 
-  FP8NN_KERNELS_TRY(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+  // The shared-memory opt-in holds for the device once set: set once per device and kernel.
+  static std::atomic<uint64_t> opted_in{0};
+  const uint64_t bit = device < kCachedDevices ? uint64_t{1} << device : 0;
+  if (bit == 0 || (opted_in.load() & bit) == 0) {
+    FP8NN_KERNELS_TRY(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+    opted_in.fetch_or(bit);
+  }
   const int64_t tiles = int64_t{p.m_blocks} * p.n_blocks;
   const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
   kernel<<<grid, kThreads, kSharedBytes, stream>>>(map_a, map_b, p);
@@ -450,9 +471,46 @@ cudaError_t real_kernel_loaded(bool& loaded) {
   return cudaSuccess;
 }
 
+// real_kernel_loaded, asked once per device.
+cudaError_t kernel_loaded_on(int device, bool& loaded) {
+  DeviceFacts* facts = facts_of(device);
+  const int known = facts != nullptr ? facts->loaded.load() : -1;
+  if (known >= 0) {
+    loaded = known == 1;
+    return cudaSuccess;
+  }
+  FP8NN_KERNELS_TRY(real_kernel_loaded(loaded));
+  if (facts != nullptr) facts->loaded.store(loaded ? 1 : 0);
+  return cudaSuccess;
+}
+
+// The device's compute capability (major * 10 + minor) and SM count, asked once per device.
+cudaError_t sm_of(int device, int& sm, int& sm_count) {
+  DeviceFacts* facts = facts_of(device);
+  if (facts != nullptr && facts->sm.load() >= 0) {
+    sm = facts->sm.load();
+    sm_count = facts->sm_count.load();
+    return cudaSuccess;
+  }
+  int major = 0, minor = 0;
+  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  sm = major * 10 + minor;
+  if (facts != nullptr) {
+    facts->sm_count.store(sm_count);
+    facts->sm.store(sm);  // last: a reader that sees sm sees sm_count
+  }
+  return cudaSuccess;
+}
+
 }  // namespace
 
-cudaError_t group_gemm_sm90_compiled(bool* compiled) { return real_kernel_loaded(*compiled); }
+cudaError_t group_gemm_sm90_compiled(bool* compiled) {
+  int device = 0;
+  FP8NN_KERNELS_TRY(cudaGetDevice(&device));
+  return kernel_loaded_on(device, *compiled);
+}
 
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm) {
   if (const char* invalid = group_gemm_invalid_reason(args)) return invalid;
@@ -480,19 +538,17 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
 
 cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   if (group_gemm_invalid_reason(args) != nullptr) return cudaErrorInvalidValue;
-  int device = 0, major = 0, minor = 0, sm_count = 0;
+  int device = 0, sm = 0, sm_count = 0;
   FP8NN_KERNELS_TRY(cudaGetDevice(&device));
-  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  if (!group_gemm_sm90_supported(args, major * 10 + minor)) return cudaErrorNotSupported;
+  FP8NN_KERNELS_TRY(sm_of(device, sm, sm_count));
+  if (!group_gemm_sm90_supported(args, sm)) return cudaErrorNotSupported;
   bool loaded = false;
-  FP8NN_KERNELS_TRY(real_kernel_loaded(loaded));
+  FP8NN_KERNELS_TRY(kernel_loaded_on(device, loaded));
   if (!loaded) return cudaErrorNotSupported;
   return dispatch_format(args.a_format, [&](auto format_tag) {
     constexpr Fp8Format F = decltype(format_tag)::value;
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
-      return launch<F, decltype(out_tag)>(args, stream, sm_count);
+      return launch<F, decltype(out_tag)>(args, stream, device, sm_count);
     });
   });
 }

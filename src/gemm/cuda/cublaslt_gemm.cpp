@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/cuda/device_memory.h"
 #include "common/error.h"
 
 // Per-row scales (OUTER_VEC_32F, A/B_SCALE_MODE) arrived in cuBLAS 12.9; older headers lack them.
@@ -381,8 +382,8 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
       cached = true;
     }
   }
-  // From the caching allocator on the current stream: reused, never a cudaMalloc after warm-up,
-  // and safe to release at the end of this call because later work on the stream runs after.
+  // Autotuning's from the caching allocator, the call's from the stream's workspace: both safe to
+  // reuse once this call is enqueued, because later work on the stream runs after it.
   torch::Tensor workspace;
   if (!cached) {
     // Autotuning times the candidates, which a stream capture cannot do: there the heuristic's
@@ -395,7 +396,8 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
       size_t pick = 0;
       if (tune && candidates.size() > 1) {
         size_t most = call_workspace_bytes(0);
-        for (const auto& c : candidates) most = std::max(most, call_workspace_bytes(c.workspaceSize));
+        for (const auto& c : candidates)
+          most = std::max(most, call_workspace_bytes(c.workspaceSize));
         workspace = at::empty({static_cast<int64_t>(most)}, a.data.options().dtype(at::kByte));
         pick = fastest_candidate(handle, *d, candidates, lt_a, lt_b, lt_d, workspace.data_ptr(),
                                  stream);
@@ -414,8 +416,7 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
   void* workspace_pointer = nullptr;
   if (chosen.workspace_bytes > 0) {
     if (!workspace.defined() || static_cast<size_t>(workspace.numel()) < chosen.workspace_bytes) {
-      workspace = at::empty({static_cast<int64_t>(chosen.workspace_bytes)},
-                            a.data.options().dtype(at::kByte));
+      workspace = stream_workspace(static_cast<int64_t>(chosen.workspace_bytes));
     }
     workspace_pointer = workspace.data_ptr();
   }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/cuda/device_memory.h"
 #include "common/error.h"
 #include "common/format.h"
 #include "kernels/gemm/group_gemm.h"
@@ -59,7 +60,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   const auto b_scale = b.scale_inv.contiguous();
   c10::optional<torch::Tensor> epilogue_bias;
   if (bias.has_value() && bias->defined()) epilogue_bias = bias->to(out_dtype).contiguous();
-  auto out = at::empty({M, N}, a.data.options().dtype(out_dtype));
+  auto out = empty({M, N}, out_dtype, a.data.device());
 
   kernels::GroupGemmArgs args;
   args.a = a_data.data_ptr();

@@ -21,6 +21,7 @@
 #include <array>
 #include <cstdint>
 
+#include "common/cuda/device_memory.h"
 #include "gemm/cuda/cublaslt_gemm.h"
 #include "gemm/cuda/group_gemm_cuda.h"
 #include "gemm/scaled_mm_reference.h"
@@ -121,7 +122,7 @@ c10::optional<torch::Tensor> tensor_core_product(const QuantizedTensor& a, const
     epilogue_bias = aligned(converted) ? converted : converted.clone();
   }
 
-  auto out = at::empty({M, padded_N}, a.data.options().dtype(out_dtype));
+  auto out = cuda::empty({M, padded_N}, out_dtype, a.data.device());
   const cuda::FP8Operand lt_a{a_data, a_scale, mode};
   const cuda::FP8Operand lt_b{b_data, b_scale, mode};
   if (!cuda::cublaslt_scaled_mm(lt_a, lt_b, epilogue_bias, out, fast_accumulation)) {

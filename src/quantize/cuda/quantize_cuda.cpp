@@ -4,6 +4,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "common/cuda/device_memory.h"
 #include "common/error.h"
 #include "common/format.h"
 #include "kernels/quantize/amax.h"
@@ -11,6 +12,9 @@
 #include "kernels/quantize/cast_transpose.h"
 #include "kernels/quantize/dequantize.h"
 #include "kernels/quantize/quantize_per_group.h"
+
+#include <tuple>
+#include <utility>
 
 namespace fp8nn::cuda {
 namespace {
@@ -29,16 +33,36 @@ unsigned long long* counters_of(const torch::Tensor& counts) {
                           : nullptr;
 }
 
-// Scratch for the one-launch amax + cast kernels (kernels/quantize/cast.h), any content.
-torch::Tensor amax_cast_scratch(const torch::Tensor& input) {
-  int64_t words = 0;
-  FP8NN_CUDA_CHECK(kernels::amax_cast_scratch_words(&words));
-  return at::empty({words}, input.options().dtype(at::kInt));
+// FP8 data of `sizes` with its scale_inv (`scale_sizes` fp32) after it, in one allocation: the
+// two are used, and saved for backward, together.
+std::pair<torch::Tensor, torch::Tensor> data_with_scales(at::IntArrayRef sizes, Format format,
+                                                         at::IntArrayRef scale_sizes,
+                                                         c10::Device device) {
+  int64_t numel = 1, scales = 1;
+  for (const int64_t size : sizes) numel *= size;
+  for (const int64_t size : scale_sizes) scales *= size;
+  const int64_t data_bytes = carve_size(numel);
+  const auto block = empty_bytes(data_bytes + scales * int64_t{sizeof(float)}, device);
+  return {carve(block, 0, sizes, dtype_of(format)),
+          carve(block, data_bytes, scale_sizes, at::kFloat)};
 }
 
-unsigned* words_of(const torch::Tensor& scratch) {
-  return reinterpret_cast<unsigned*>(scratch.data_ptr<int32_t>());
-}
+// The one-launch amax + cast kernels' scratch (kernels/quantize/cast.h: any content) in the
+// stream's workspace, with room for `extra_bytes` more after it (at scratch_bytes()).
+struct OneLaunchScratch {
+  torch::Tensor workspace;
+  int64_t words = 0;
+
+  explicit OneLaunchScratch(int64_t extra_bytes = 0) {
+    FP8NN_CUDA_CHECK(kernels::amax_cast_scratch_words(&words));
+    workspace = stream_workspace(scratch_bytes() + extra_bytes);
+  }
+  int64_t scratch_bytes() const { return carve_size(words * int64_t{sizeof(unsigned)}); }
+  unsigned* scratch() const { return static_cast<unsigned*>(workspace.data_ptr()); }
+  float* extra() const {
+    return reinterpret_cast<float*>(static_cast<uint8_t*>(workspace.data_ptr()) + scratch_bytes());
+  }
+};
 
 QuantizedTensor quantize_per_tensor(const torch::Tensor& x, Format format,
                                     const torch::Tensor& amax_given, const torch::Tensor& counts,
@@ -46,20 +70,19 @@ QuantizedTensor quantize_per_tensor(const torch::Tensor& x, Format format,
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
-  auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
+  auto [data, scale_inv] = data_with_scales(input.sizes(), format, {}, input.device());
   const auto type = high_precision_of(input.scalar_type(), "quantize");
   if (!amax_given.defined()) {
-    const auto scratch = amax_cast_scratch(input);
+    const OneLaunchScratch scratch;
     float* amax_ptr = nullptr;
     if (amax_out != nullptr) {
-      *amax_out = at::empty({}, input.options().dtype(at::kFloat));
+      *amax_out = empty({}, at::kFloat, input.device());
       amax_ptr = amax_out->data_ptr<float>();
     }
     FP8NN_CUDA_CHECK(kernels::amax_cast_per_tensor(
         input.data_ptr(), type, input.numel(), kernel_format_of(format), bytes_of(data),
-        scale_inv.data_ptr<float>(), words_of(scratch), scratch.numel(), stream,
-        counters_of(counts), amax_ptr));
+        scale_inv.data_ptr<float>(), scratch.scratch(), scratch.words, stream, counters_of(counts),
+        amax_ptr));
     return {std::move(data), std::move(scale_inv), format, 0};
   }
   const auto amax = amax_given.contiguous();
@@ -75,8 +98,7 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   const auto input = x.contiguous();
   const auto [rows, cols] = rows_cols_of(input);
   const int64_t groups = (cols + group_size - 1) / group_size;
-  auto scale_inv = at::empty({rows, groups}, input.options().dtype(at::kFloat));
-  auto data = at::empty(input.sizes(), input.options().dtype(dtype_of(format)));
+  auto [data, scale_inv] = data_with_scales(input.sizes(), format, {rows, groups}, input.device());
   FP8NN_CUDA_CHECK(kernels::quantize_per_group(
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group"), rows, cols,
       group_size, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
@@ -100,25 +122,28 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   const auto input = x2d.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t rows = input.size(0), cols = input.size(1);
-  const auto fp8 = input.options().dtype(dtype_of(format));
-  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
-  auto data = at::empty({rows, cols}, fp8);
-  auto data_t = at::empty({cols, rows}, fp8);
+  // scale_inv goes with the transposed copy, which a layer keeps for backward: the row-major one
+  // is freed after the forward product.
+  auto data = empty({rows, cols}, dtype_of(format), input.device());
+  torch::Tensor data_t, scale_inv;
+  std::tie(data_t, scale_inv) = data_with_scales({cols, rows}, format, {}, input.device());
   const auto type = high_precision_of(input.scalar_type(), "quantize_with_transpose");
   bool summed = false;
   if (!amax_given.defined()) {
-    const auto scratch = amax_cast_scratch(input);
+    // The column sums' partials (only where the one launch takes them) share the workspace.
+    const bool sums_wanted =
+        column_sums != nullptr && rows * cols <= kernels::kOneLaunchMaxElements;
+    const OneLaunchScratch scratch(
+        sums_wanted ? kernels::column_sums_partial_rows(rows) * cols * int64_t{sizeof(float)} : 0);
     const auto launch = [&](float* sums, float* partial_sums) {
       return kernels::amax_cast_transpose_per_tensor(
           input.data_ptr(), type, rows, cols, kernel_format_of(format), bytes_of(data),
-          bytes_of(data_t), scale_inv.data_ptr<float>(), words_of(scratch), scratch.numel(), stream,
+          bytes_of(data_t), scale_inv.data_ptr<float>(), scratch.scratch(), scratch.words, stream,
           counters_of(counts), sums, partial_sums);
     };
-    if (column_sums != nullptr) {
-      const auto f32 = input.options().dtype(at::kFloat);
-      auto sums = at::empty({cols}, f32);
-      const auto partial = at::empty({kernels::column_sums_partial_rows(rows), cols}, f32);
-      const cudaError_t status = launch(sums.data_ptr<float>(), partial.data_ptr<float>());
+    if (sums_wanted) {
+      auto sums = empty({cols}, at::kFloat, input.device());
+      const cudaError_t status = launch(sums.data_ptr<float>(), scratch.extra());
       if (status != cudaErrorNotSupported) {
         FP8NN_CUDA_CHECK(status);
         *column_sums = std::move(sums);
@@ -145,13 +170,19 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   const auto input = x2d.contiguous();
   const auto stream = at::cuda::getCurrentCUDAStream();
   const auto type = high_precision_of(input.scalar_type(), "quantize");
-  const auto fp8 = input.options().dtype(dtype_of(format));
-  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
-  auto data = at::empty(input.sizes(), fp8);
+  // scale_inv goes with the copy a layer keeps for backward: the transposed one when there is one.
+  torch::Tensor data, data_t, scale_inv;
+  if (with_transpose) {
+    data = empty(input.sizes(), dtype_of(format), input.device());
+    std::tie(data_t, scale_inv) =
+        data_with_scales({input.size(1), input.size(0)}, format, {}, input.device());
+  } else {
+    std::tie(data, scale_inv) = data_with_scales(input.sizes(), format, {}, input.device());
+  }
   kernels::DelayedScalingArgs args;
   torch::Tensor amax;  // the first call's, for current scaling
   if (delayed.first) {
-    amax = at::empty({}, input.options().dtype(at::kFloat));
+    amax = empty({}, at::kFloat, input.device());
     FP8NN_CUDA_CHECK(kernels::amax_per_tensor(input.data_ptr(), type, input.numel(),
                                               amax.data_ptr<float>(), stream));
   } else {
@@ -172,7 +203,6 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
     return {{std::move(data), std::move(scale_inv), format, 0}, {}};
   }
   const int64_t rows = input.size(0), cols = input.size(1);
-  auto data_t = at::empty({cols, rows}, fp8);
   FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
       input.data_ptr(), type, rows, cols, kernel_format_of(format), amax_ptr, bytes_of(data),
       bytes_of(data_t), scale_inv.data_ptr<float>(), stream, counters_of(counts), args));
@@ -185,8 +215,7 @@ QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
   const auto input = x2d.contiguous();
   const auto amax = amax_given.contiguous();
   const int64_t rows = input.size(0), cols = input.size(1);
-  auto scale_inv = at::empty({}, input.options().dtype(at::kFloat));
-  auto data_t = at::empty({cols, rows}, input.options().dtype(dtype_of(format)));
+  auto [data_t, scale_inv] = data_with_scales({cols, rows}, format, {}, input.device());
   FP8NN_CUDA_CHECK(kernels::cast_transpose_per_tensor(
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_with_transpose"), rows,
       cols, kernel_format_of(format), amax.data_ptr<float>(), /*out=*/nullptr, bytes_of(data_t),
@@ -200,7 +229,7 @@ torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   const c10::cuda::CUDAGuard guard(q.data.device());
   const auto data = q.data.contiguous();
   const auto scale_inv = q.scale_inv.contiguous();
-  auto out = at::empty(data.sizes(), data.options().dtype(dtype));
+  auto out = empty(data.sizes(), dtype, data.device());
   // Per tensor the data is one flat row; per group, the rows x cols view of the groups.
   const auto [rows, cols] =
       q.group_size == 0 ? std::pair<int64_t, int64_t>{1, data.numel()} : rows_cols_of(data);
