@@ -63,6 +63,8 @@ int run_host_bench(const std::vector<std::array<int64_t, 3>>& shapes, int calls)
     global->to(torch::kCUDA, torch::kBFloat16);
     LinearFP8 delayed(LinearFP8Options(k, n).bias(false).recipe(Recipe::global_delayed()));
     delayed->to(torch::kCUDA, torch::kBFloat16);
+    LinearFP8Mixed mixed(LinearFP8Options(k, n).bias(false));
+    mixed->to(torch::kCUDA, torch::kBFloat16);
     const auto xq = F::quantize(x, Format::E4M3);
     const auto wq = F::quantize(global->weight.detach(), Format::E4M3);
     auto step = [&](auto& layer) {
@@ -101,6 +103,7 @@ int run_host_bench(const std::vector<std::array<int64_t, 3>>& shapes, int calls)
         {"bf16 step", step(linear)},
         {"global step", step(global)},
         {"delayed step", step(delayed)},
+        {"mixed step", step(mixed)},
     };
     std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
     std::string row = fmt::format("| {:>6} {:>6} {:>6} |", m, k, n);
