@@ -15,6 +15,7 @@
 
 #include "bench_gemm.h"
 #include "bench_timing.h"
+#include "src/gemm/cuda/group_gemm_cuda.h"
 
 #include <fp8nn/fp8nn.h>
 
@@ -137,7 +138,7 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
 }
 
 // Mixed's group-scaled products: a quantized per group of G along K (E4M3), b per tensor, through
-// each FP8NN_GROUP_GEMM route (the variable is read on every call): cublaslt (one product per
+// each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (one product per
 // row-group slice of K, or OUTER_VEC scales when one group spans the row) and the hand-written
 // sm90 kernel. Speed-up against at::_scaled_mm tensorwise with fast accumulation (the ceiling a
 // group-scaled product is measured against); check: relative difference to the cublaslt route.
@@ -160,6 +161,7 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     torch::Tensor reference;
     for (const char* route : {"cublaslt", "sm90", "auto"}) {
       setenv("FP8NN_GROUP_GEMM", route, 1);
+      fp8nn::cuda::reload_group_gemm_route();
       const double ms = median_ms(run, options.warmup, options.iters);
       const auto result =
           F::scaled_mm(grouped[0], operands[0].b, c10::nullopt, torch::kBFloat16, false);
@@ -179,6 +181,7 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
   } else {
     setenv("FP8NN_GROUP_GEMM", restore.c_str(), 1);
   }
+  fp8nn::cuda::reload_group_gemm_route();
 }
 
 }  // namespace

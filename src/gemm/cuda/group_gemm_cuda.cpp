@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -48,7 +49,20 @@ int device_sm(c10::DeviceIndex device) {
 
 }  // namespace
 
-GroupGemmRoute group_gemm_route() { return parse_route(std::getenv("FP8NN_GROUP_GEMM")); }
+namespace {
+// The parsed FP8NN_GROUP_GEMM, or -1 before it is read (or after reload_group_gemm_route).
+std::atomic<int> cached_route{-1};
+}  // namespace
+
+GroupGemmRoute group_gemm_route() {
+  const int cached = cached_route.load();
+  if (cached >= 0) return static_cast<GroupGemmRoute>(cached);
+  const GroupGemmRoute route = parse_route(std::getenv("FP8NN_GROUP_GEMM"));  // may throw
+  cached_route.store(static_cast<int>(route));
+  return route;
+}
+
+void reload_group_gemm_route() { cached_route.store(-1); }
 
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,

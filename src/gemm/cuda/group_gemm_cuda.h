@@ -1,6 +1,6 @@
 #pragma once
-// The hand-written group-scaled FP8 GEMMs (kernels/gemm/group_gemm.h) on tensors, and the switch that
-// decides whether scaled_mm on CUDA uses them (environment variable FP8NN_GROUP_GEMM).
+// The hand-written group-scaled FP8 GEMMs (kernels/gemm/group_gemm.h) on tensors, and the switch
+// that decides whether scaled_mm on CUDA uses them (environment variable FP8NN_GROUP_GEMM).
 
 #include <fp8nn/quantize.h>
 
@@ -17,11 +17,15 @@ namespace fp8nn::cuda {
 ///    reference.
 enum class GroupGemmRoute { CublasLt, Mma, Sm90 };
 
-/// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (read by each scaled_mm call that may take a
-/// hand-written kernel, i.e. not by a per-tensor product that cuBLASLt takes, so tests can switch
-/// it; unset or empty = auto). auto is
-/// kAutoGroupGemmRoute (group_gemm_cuda.cpp). An unknown value raises c10::Error naming it.
+/// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (unset or empty = auto; auto is kAutoGroupGemmRoute,
+/// group_gemm_cuda.cpp), read by the first scaled_mm call that may take a hand-written kernel (a
+/// per-tensor product that cuBLASLt takes never asks) and kept. An unknown value raises c10::Error
+/// naming it, on every call until the variable is fixed and reload_group_gemm_route() called.
 GroupGemmRoute group_gemm_route();
+
+/// Makes the next group_gemm_route() read FP8NN_GROUP_GEMM again: for tests and benchmarks that
+/// switch the route while running.
+void reload_group_gemm_route();
 
 enum class GroupGemmKernel { Mma, Sm90 };
 

@@ -10,6 +10,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "gemm/cuda/group_gemm_cuda.h"
 #include "gemm/cuda/scaled_mm_cuda.h"
 #include "kernels/gemm/group_gemm.h"
 #include "test_support.h"
@@ -189,7 +190,8 @@ Path expected_group_path(const Case& c, const std::string& route) {
   return route == "cublaslt" ? Path::Reference : Path::GroupGemmMma;
 }
 
-// Sets FP8NN_GROUP_GEMM for the scope of a test and restores it after.
+// Sets FP8NN_GROUP_GEMM for the scope of a test and restores it after (the library reads it
+// again at each change).
 struct ScopedRoute {
   std::string previous;
   bool had_previous;
@@ -198,6 +200,7 @@ struct ScopedRoute {
     had_previous = old != nullptr;
     if (had_previous) previous = old;
     setenv("FP8NN_GROUP_GEMM", value, 1);
+    fp8nn::cuda::reload_group_gemm_route();
   }
   ~ScopedRoute() {
     if (had_previous) {
@@ -205,6 +208,7 @@ struct ScopedRoute {
     } else {
       unsetenv("FP8NN_GROUP_GEMM");
     }
+    fp8nn::cuda::reload_group_gemm_route();
   }
 };
 
