@@ -13,6 +13,7 @@
 //   cast+T (one launch)    amax_cast_transpose_per_tensor            read 2N + write 2N
 //   cast+T+sums (one l.)   the same with the column sums (dy's bias gradient)
 //   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
+//   per-block 128x128 (+T) quantize_per_block, both copies           read 2N + write 2N + scales
 // Per-tensor current scaling needs amax before the cast, so "amax+cast" and "cast+transpose
 // (+amax)" read the input twice: their bytes moved exceed the minimum by 2N (the "moved" column).
 // The "amax given" rows are the one-pass case of quantize(x, format, amax), e.g. with the amax
@@ -33,6 +34,7 @@
 #include "kernels/quantize/amax.h"
 #include "kernels/quantize/cast.h"
 #include "kernels/quantize/cast_transpose.h"
+#include "kernels/quantize/quantize_per_block.h"
 #include "kernels/quantize/quantize_per_group.h"
 
 namespace fp8nn::bench {
@@ -202,6 +204,18 @@ void run_quantize(const Options& options) {
     });
     print_row(shape, "per-group G=128", group_us, in_bytes + n + scale_bytes,
               in_bytes + n + scale_bytes, copy_gbps);
+
+    const int64_t blocks_r = (shape.rows + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
+    const int64_t blocks_c = (shape.cols + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
+    const double block_scale_bytes = 2.0 * 4 * blocks_r * blocks_c;
+    const double block_us = median_us(options, stream, [&](int i) {
+      auto* scales = static_cast<float*>(group_scales[i]);
+      FP8NN_CUDA_CHECK(kernels::quantize_per_block(x[i], bf16, shape.rows, shape.cols, e4m3,
+                                                   u8(out[i]), u8(out_t[i]), scales, blocks_c,
+                                                   scales + blocks_r * blocks_c, blocks_r, stream));
+    });
+    print_row(shape, "per-block 128x128 (+T)", block_us, in_bytes + 2.0 * n + block_scale_bytes,
+              in_bytes + 2.0 * n + block_scale_bytes, copy_gbps);
     FP8NN_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
   FP8NN_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -3,9 +3,8 @@
 // 1. Load: each thread reads 16-byte vectors of x (all loads issued before the first use), casts
 //    them, stores the FP8 bytes to `out` and to the shared tile (as 4-byte words).
 // 2. Transposed store: each thread gathers 16 bytes down one tile column and writes them as one
-//    16-byte store into `out_t`; two neighbouring lanes fill one 32-byte sector of an out_t row.
-//    Lanes of a warp read 16 consecutive columns of two rows 16 apart; with the row pitch of
-//    kTilePitch = 68 bytes those rows sit 16 banks apart, so the byte reads are conflict-free.
+//    16-byte store into `out_t` (tile_io.cuh; the row pitch of kTilePitch = 68 bytes keeps its
+//    shared-memory reads conflict-free).
 // Tiles not wholly inside x, or shapes/pointers that break 16-byte alignment, take a scalar path
 // (one element per thread and step, bounds-checked) for the phase concerned.
 // Blocks take tiles from the end of x first (see cast.cu: the amax pass left the end in L2).
@@ -16,6 +15,7 @@
 #include "kernels/quantize/delayed_scaling.cuh"
 #include "kernels/quantize/grid_amax.cuh"
 #include "kernels/quantize/quantize_common.cuh"
+#include "kernels/quantize/tile_io.cuh"
 
 namespace fp8nn::kernels {
 namespace {
@@ -24,10 +24,6 @@ constexpr int kThreads = 256;
 constexpr int kTileRows = 128;
 constexpr int kTileCols = 64;
 constexpr int kTilePitch = kTileCols + 4;  // bytes per shared row: 4-byte aligned, 17 words
-constexpr int kRowsPerStore = 16;          // bytes of one out_t store
-
-static_assert(kThreads == 256 && kTileCols == 64, "transposed mapping: 4 warps x 16 columns");
-static_assert(kTileRows % (kRowsPerStore * 4) == 0, "whole transposed store rounds");
 
 // Column sums of x (a bias gradient, dy.sum(0) in fp32) taken from the tiles as they are cast:
 // each tile's 64 column sums go to partial[tile row][column]; the cooperative kernel adds the
@@ -53,30 +49,13 @@ __device__ __forceinline__ void cast_transpose_tile(
 
   // ---- 1. load, cast, write `out` and the tile -------------------------------------------
   if (full_tile && load_vectorized) {
-    constexpr int kVec = kVec16<T>;
-    constexpr int kVectorsPerRow = kTileCols / kVec;
-    constexpr int kLoads = kTileRows * kVectorsPerRow / kThreads;
-    static_assert(kLoads * kThreads == kTileRows * kVectorsPerRow, "whole loads per thread");
-    Vec<T, kVec> v[kLoads];
-#pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int index = tid + k * kThreads;
-      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
-      v[k] = *reinterpret_cast<const Vec<T, kVec>*>(x + (r0 + r) * cols + c0 + c);
-    }
-#pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int index = tid + k * kThreads;
-      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
-      const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale, counter);
-      if (out != nullptr) {
-        *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = q;
-      }
-#pragma unroll
-      for (int w = 0; w < kVec / 4; ++w) {
-        *reinterpret_cast<uint32_t*>(tile + r * kTilePitch + c + 4 * w) = q.v[w];
-      }
-    }
+    using Vectors = TileVectors<T, kTileRows, kTileCols, kThreads>;
+    constexpr int kVec = Vectors::kVec;
+    constexpr int kVectorsPerRow = Vectors::kVectorsPerRow;
+    constexpr int kLoads = Vectors::kLoads;
+    typename Vectors::Vector v[kLoads];
+    Vectors::load(x, cols, r0, c0, tid, v);
+    Vectors::template cast_store<F, kTilePitch>(v, scale, out, cols, r0, c0, tile, tid, counter);
     if constexpr (kSums) {
       // A thread's vectors all sit in columns (tid % kVectorsPerRow) * kVec + [0, kVec), and so
       // do those of the lanes that differ from it in the bits above kVectorsPerRow.
@@ -132,32 +111,8 @@ __device__ __forceinline__ void cast_transpose_tile(
   }
 
   // ---- 2. transposed store: out_t[c0 + c][r0 + r] = tile[r][c] ---------------------------
-  if (full_tile && store_t_vectorized) {
-    const int warp = tid / 32, lane = tid % 32;
-    const int c = (warp % 4) * 16 + lane / 2;
-#pragma unroll
-    for (int k = 0; k < kTileRows / (kRowsPerStore * 4); ++k) {
-      const int r = ((warp / 4) * 2 + lane % 2 + 4 * k) * kRowsPerStore;
-      Vec<uint32_t, kRowsPerStore / 4> column;
-#pragma unroll
-      for (int w = 0; w < kRowsPerStore / 4; ++w) {
-        uint32_t word = 0;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          word |= static_cast<uint32_t>(tile[(r + 4 * w + j) * kTilePitch + c]) << (8 * j);
-        }
-        column.v[w] = word;
-      }
-      *reinterpret_cast<Vec<uint32_t, kRowsPerStore / 4>*>(out_t + (c0 + c) * rows + r0 + r) =
-          column;
-    }
-  } else {
-    for (int index = tid; index < kTileRows * kTileCols; index += kThreads) {
-      const int c = index / kTileRows, r = index % kTileRows;
-      if (r0 + r < rows && c0 + c < cols)
-        out_t[(c0 + c) * rows + r0 + r] = tile[r * kTilePitch + c];
-    }
-  }
+  store_tile_transposed<kTileRows, kTileCols, kTilePitch, kThreads>(
+      tile, out_t, rows, cols, r0, c0, full_tile && store_t_vectorized, tid);
 }
 
 // Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter, or either
@@ -236,14 +191,12 @@ cudaError_t cast_transpose_per_tensor(const void* x, HighPrecision type, int64_t
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
-      const bool load_vectorized = cols % kVec16<T> == 0 && is_aligned(x, 16) &&
-                                   is_aligned(out, kVec16<T>);  // null: aligned
-      const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
+      const TilePaths paths = tile_paths<T>(x, out, out_t, rows, cols);
       return launch_with_counter<F>(counts, delayed, [&](auto counter_tag) {
         using Counter = typename decltype(counter_tag)::type;
         cast_transpose_kernel<T, F, Counter><<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
-            static_cast<const T*>(x), rows, cols, tiles_c, load_vectorized, store_t_vectorized,
-            amax, out, out_t, scale_inv, counts, delayed);
+            static_cast<const T*>(x), rows, cols, tiles_c, paths.load_vectorized,
+            paths.store_t_vectorized, amax, out, out_t, scale_inv, counts, delayed);
         return cudaGetLastError();
       });
     });
@@ -266,16 +219,14 @@ cudaError_t amax_cast_transpose_per_tensor(const void* x, HighPrecision type, in
       return dispatch_format(format, [&](auto format_tag) {
         constexpr Fp8Format F = decltype(format_tag)::value;
         const bool flat_vectorized = is_aligned(x, 16);
-        const bool load_vectorized =
-            cols % kVec16<T> == 0 && flat_vectorized && is_aligned(out, kVec16<T>);
-        const bool store_t_vectorized = rows % kRowsPerStore == 0 && is_aligned(out_t, 16);
+        const TilePaths paths = tile_paths<T>(x, out, out_t, rows, cols);
         return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
           using Counter = typename decltype(counter_tag)::type;
           const auto launch = [&](auto kernel_tag) {
             return launch_cooperative<decltype(kernel_tag)::value, kThreads>(
                 tiles, scratch_words, stream, &launched, static_cast<const T*>(x), rows, cols,
-                tiles_c, flat_vectorized, load_vectorized, store_t_vectorized, scratch, out, out_t,
-                scale_inv, counts, partial_sums, column_sums);
+                tiles_c, flat_vectorized, paths.load_vectorized, paths.store_t_vectorized, scratch,
+                out, out_t, scale_inv, counts, partial_sums, column_sums);
           };
           return column_sums != nullptr
                      ? launch(KernelTag<amax_cast_transpose_kernel<T, F, true, Counter>>{})

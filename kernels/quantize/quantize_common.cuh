@@ -159,6 +159,25 @@ __device__ __forceinline__ Vec<uint32_t, N / 4> cast_vec_to_fp8(const Vec<T, N>&
   return out;
 }
 
+// kRows bytes (a multiple of 4) down column c of a shared byte tile with row pitch `pitch`, from
+// row r on, packed little-endian into words (row r + i's byte is byte i): the unit of a
+// transposed store.
+template <int kRows>
+__device__ __forceinline__ Vec<uint32_t, kRows / 4> tile_column(const uint8_t* tile, int pitch,
+                                                                int r, int c) {
+  Vec<uint32_t, kRows / 4> column;
+#pragma unroll
+  for (int w = 0; w < kRows / 4; ++w) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      word |= static_cast<uint32_t>(tile[(r + 4 * w + j) * pitch + c]) << (8 * j);
+    }
+    column.v[w] = word;
+  }
+  return column;
+}
+
 // FP8 byte to fp32, exactly (every FP8 value is an fp16 value).
 template <Fp8Format F>
 __device__ __forceinline__ float fp8_to_float(uint8_t q) {

@@ -12,6 +12,7 @@
 #include "kernels/quantize/cast.h"
 #include "kernels/quantize/cast_transpose.h"
 #include "kernels/quantize/dequantize.h"
+#include "kernels/quantize/quantize_per_block.h"
 #include "kernels/quantize/quantize_per_group.h"
 #include "quantize/quantize_detail.h"
 #include "test_support.h"
@@ -331,4 +332,101 @@ TEST_CASE("one launch up to kOneLaunchMaxElements, two above: the same bytes and
     REQUIRE(column_sums.defined());
     CHECK(((column_sums.cpu() - x32.sum(0)).abs() <= bound).all().item<bool>());
   }
+}
+
+// Per 128 x 128 block: each block's bytes and scale_inv are the per-tensor quantization of that
+// block's values (the CPU reference), in both copies; the monitor's counts add up over the blocks;
+// scale_inv's padding words and everything past the outputs stay poisoned.
+TEST_CASE("quantize_per_block: every block quantized as its own tensor, in both copies") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  constexpr int64_t kB = K::kScaleBlock;
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {1, 1}, {128, 128}, {129, 130}, {256, 384}, {300, 257}, {64, 4096}, {4097, 3}, {512, 512}};
+  for (const auto& [rows, cols] : shapes) {
+    for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+      for (auto f : {Format::E4M3, Format::E5M2}) {
+        for (int64_t offset : {0, 1}) {
+          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset);
+          const int64_t n = rows * cols;
+          const int64_t blocks_r = (rows + kB - 1) / kB, blocks_c = (cols + kB - 1) / kB;
+          // A magnitude per block, so that a scale taken from the wrong block shows.
+          const auto block_magnitude = torch::exp(torch::randn({blocks_r, blocks_c}) * 2)
+                                           .repeat_interleave(kB, 0)
+                                           .repeat_interleave(kB, 1)
+                                           .narrow(0, 0, rows)
+                                           .narrow(1, 0, cols);
+          const auto x = (torch::randn({rows, cols}) * block_magnitude).to(dtype);
+          const auto x_gpu = device_input(x, offset);
+          const int64_t scale_ld = (blocks_c + 3) / 4 * 4, scale_t_ld = (blocks_r + 3) / 4 * 4;
+
+          auto expected = torch::empty({rows, cols}, fp8nn::dtype_of(f));
+          auto expected_scale = torch::empty({blocks_r, blocks_c});
+          auto expected_counts = torch::zeros({3}, torch::kLong);
+          for (int64_t br = 0; br < blocks_r; ++br) {
+            for (int64_t bc = 0; bc < blocks_c; ++bc) {
+              const int64_t h = std::min(kB, rows - br * kB), w = std::min(kB, cols - bc * kB);
+              const auto block = x.narrow(0, br * kB, h).narrow(1, bc * kB, w).contiguous();
+              const auto q = fp8nn::detail::quantize(block, f, torch::Tensor(), expected_counts);
+              expected.narrow(0, br * kB, h).narrow(1, bc * kB, w).copy_(q.data);
+              expected_scale[br][bc] = q.scale_inv.item<float>();
+            }
+          }
+
+          Output out(n, fp8nn::dtype_of(f), offset), out_t(n, fp8nn::dtype_of(f), offset);
+          Output scale_inv(blocks_r * scale_ld, torch::kFloat),
+              scale_inv_t(blocks_c * scale_t_ld, torch::kFloat);
+          const auto counts = torch::zeros({3}, torch::dtype(torch::kLong).device(torch::kCUDA));
+          REQUIRE(K::quantize_per_block(x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f),
+                                        out.u8(), out_t.u8(), scale_inv.f32(), scale_ld,
+                                        scale_inv_t.f32(), scale_t_ld, stream(),
+                                        reinterpret_cast<unsigned long long*>(
+                                            counts.data_ptr<int64_t>())) == cudaSuccess);
+          CHECK(count_bit_differences(out.values({rows, cols}), expected) == 0);
+          CHECK(count_bit_differences(out_t.values({cols, rows}), expected.t().contiguous()) == 0);
+          const auto scales = scale_inv.values({blocks_r, scale_ld});
+          const auto scales_t = scale_inv_t.values({blocks_c, scale_t_ld});
+          CHECK(count_bit_differences(scales.narrow(1, 0, blocks_c), expected_scale) == 0);
+          CHECK(count_bit_differences(scales_t.narrow(1, 0, blocks_r), expected_scale.t()) == 0);
+          // Padding words: never written, still NaN (poison).
+          CHECK(torch::isnan(scales.narrow(1, blocks_c, scale_ld - blocks_c)).all().item<bool>());
+          CHECK(
+              torch::isnan(scales_t.narrow(1, blocks_r, scale_t_ld - blocks_r)).all().item<bool>());
+          CHECK(torch::equal(counts.cpu(), expected_counts));
+          CHECK((out.guard_untouched() && out_t.guard_untouched() && scale_inv.guard_untouched() &&
+                 scale_inv_t.guard_untouched()));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE(
+    "quantize_per_block: NaN and Inf stay in their block, a short leading dimension is "
+    "refused") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  for (float bad : {NAN, INFINITY}) {
+    CAPTURE(bad);
+    auto x = torch::randn({256, 256});
+    x[200][10] = bad;  // block (1, 0)
+    const auto x_gpu = x.cuda();
+    Output out(x.numel(), fp8nn::dtype_of(Format::E4M3)), scale_inv(4, torch::kFloat);
+    REQUIRE(K::quantize_per_block(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 256, 256,
+                                  K::Fp8Format::kE4M3, out.u8(), nullptr, scale_inv.f32(), 2,
+                                  nullptr, 0, stream()) == cudaSuccess);
+    const auto scales = scale_inv.values({2, 2});
+    CHECK(std::isnan(scales[1][0].item<float>()) == std::isnan(bad));
+    CHECK(torch::isfinite(scales[0]).all().item<bool>());
+    CHECK(std::isfinite(scales[1][1].item<float>()));
+    // The other blocks are untouched by the bad value: finite bytes (E4M3 NaN is 0x7f / 0xff).
+    const auto bytes = out.values({256, 256}).view(torch::kUInt8).to(torch::kInt);
+    CHECK(((bytes.narrow(0, 0, 128) & 0x7f) != 0x7f).all().item<bool>());
+    const auto bad_block = bytes.narrow(0, 128, 128).narrow(1, 0, 128);
+    CHECK(((bad_block[200 - 128][10] & 0x7f) == 0x7f).item<bool>());
+  }
+  Output out(256 * 256, fp8nn::dtype_of(Format::E4M3)), scale_inv(4, torch::kFloat);
+  const auto x_gpu = torch::randn({256, 256}).cuda();
+  CHECK(K::quantize_per_block(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 256, 256,
+                              K::Fp8Format::kE4M3, out.u8(), nullptr, scale_inv.f32(), 1, nullptr,
+                              0, stream()) == cudaErrorInvalidValue);
 }

@@ -1,0 +1,108 @@
+#pragma once
+// The tile moves that the cast+transpose kernels share (cast_transpose.cu, quantize_per_block.cu):
+// a block of kThreads threads reads a kRows x kCols tile of a row-major x as 16-byte vectors,
+// casts it into `out` and into a shared byte tile, and writes the shared tile's transpose into
+// `out_t` with 16-byte stores.
+
+#include "kernels/quantize/quantize_common.cuh"
+
+namespace fp8nn::kernels {
+
+// The 16-byte vectors of a kRows x kCols tile that thread `tid` owns: vector k sits at row
+// (tid + k * kThreads) / kVectorsPerRow, column ((tid + k * kThreads) % kVectorsPerRow) * kVec.
+// kThreads is a multiple of kVectorsPerRow, so a thread's vectors share their columns.
+template <typename T, int kRows, int kCols, int kThreads>
+struct TileVectors {
+  static constexpr int kVec = kVec16<T>;
+  static constexpr int kVectorsPerRow = kCols / kVec;
+  static constexpr int kLoads = kRows * kVectorsPerRow / kThreads;
+  static_assert(kLoads * kThreads == kRows * kVectorsPerRow, "whole loads per thread");
+  using Vector = Vec<T, kVec>;
+
+  // Every load issued before the first use. x + r0 * cols + c0 and cols keep 16-byte alignment.
+  static __device__ __forceinline__ void load(const T* __restrict__ x, int64_t cols, int64_t r0,
+                                              int64_t c0, int tid, Vector (&v)[kLoads]) {
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int index = tid + k * kThreads;
+      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
+      v[k] = *reinterpret_cast<const Vector*>(x + (r0 + r) * cols + c0 + c);
+    }
+  }
+
+  // The cast with `scale`: the bytes go to `out` (row-major, when not null) and to the shared
+  // tile (row pitch kPitch bytes, a multiple of 4) as 4-byte words.
+  template <Fp8Format F, int kPitch, typename Counter>
+  static __device__ __forceinline__ void cast_store(const Vector (&v)[kLoads], float scale,
+                                                    uint8_t* __restrict__ out, int64_t cols,
+                                                    int64_t r0, int64_t c0, uint8_t* tile, int tid,
+                                                    Counter& counter) {
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int index = tid + k * kThreads;
+      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
+      const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale, counter);
+      if (out != nullptr) {
+        *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = q;
+      }
+#pragma unroll
+      for (int w = 0; w < kVec / 4; ++w) {
+        *reinterpret_cast<uint32_t*>(tile + r * kPitch + c + 4 * w) = q.v[w];
+      }
+    }
+  }
+};
+
+// Bytes of one transposed store.
+constexpr int kRowsPerTransposedStore = 16;
+
+// Host side: which phases of a tile kernel over x [rows, cols] of T take the 16-byte paths. Loads
+// and `out` stores: rows of whole vectors, x 16-byte aligned, out aligned to a vector of FP8
+// bytes (a null out counts as aligned). Transposed stores: rows a multiple of 16, out_t 16-byte
+// aligned.
+struct TilePaths {
+  bool load_vectorized, store_t_vectorized;
+};
+
+template <typename T>
+inline TilePaths tile_paths(const void* x, const uint8_t* out, const uint8_t* out_t, int64_t rows,
+                            int64_t cols) {
+  return {cols % kVec16<T> == 0 && is_aligned(x, 16) && is_aligned(out, kVec16<T>),
+          rows % kRowsPerTransposedStore == 0 && is_aligned(out_t, 16)};
+}
+
+// out_t[c0 + c][r0 + r] = tile[r][c] for the kRows x kCols shared tile (row pitch kPitch), out_t
+// having `rows` columns. Vectorized (a whole tile, rows and out_t 16-byte aligned): each warp
+// takes 16 columns, lane l column l / 2 of them, and the two lanes of a column the rows of two
+// neighbouring 16-byte stores, which fill one 32-byte sector of an out_t row. A warp reads 16
+// consecutive columns of two rows 16 apart; with a pitch of 4 bytes past a multiple of 64 those
+// rows sit 16 banks apart, so the byte reads are conflict-free. Otherwise one byte at a time,
+// bounds-checked.
+template <int kRows, int kCols, int kPitch, int kThreads>
+__device__ __forceinline__ void store_tile_transposed(const uint8_t* tile, uint8_t* out_t,
+                                                      int64_t rows, int64_t cols, int64_t r0,
+                                                      int64_t c0, bool vectorized, int tid) {
+  constexpr int kStore = kRowsPerTransposedStore;
+  constexpr int kColumnGroups = kCols / 16;  // warps side by side across the tile
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kStoresPerRound = 2 * kWarps / kColumnGroups;  // row stores one round covers
+  static_assert(kCols % 16 == 0 && kWarps % kColumnGroups == 0, "whole warps per column group");
+  static_assert(kRows % (kStore * kStoresPerRound) == 0, "whole transposed store rounds");
+  if (vectorized) {
+    const int warp = tid / 32, lane = tid % 32;
+    const int c = (warp % kColumnGroups) * 16 + lane / 2;
+#pragma unroll
+    for (int k = 0; k < kRows / (kStore * kStoresPerRound); ++k) {
+      const int r = ((warp / kColumnGroups) * 2 + lane % 2 + kStoresPerRound * k) * kStore;
+      *reinterpret_cast<Vec<uint32_t, kStore / 4>*>(out_t + (c0 + c) * rows + r0 + r) =
+          tile_column<kStore>(tile, kPitch, r, c);
+    }
+  } else {
+    for (int index = tid; index < kRows * kCols; index += kThreads) {
+      const int c = index / kRows, r = index % kRows;
+      if (r0 + r < rows && c0 + c < cols) out_t[(c0 + c) * rows + r0 + r] = tile[r * kPitch + c];
+    }
+  }
+}
+
+}  // namespace fp8nn::kernels
