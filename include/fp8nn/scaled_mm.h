@@ -1,8 +1,9 @@
 #pragma once
 // The FP8 matrix product every layer is built from, TN form (both operands K-major):
 //   out[M, N] = dequantize(a)[M, K] @ dequantize(b)[N, K]^T (+ bias[N])
-// a and b are each quantized per tensor or per group along K (their last dimension).
-// CPU: the reference, fp32 products of the dequantized values. CUDA: FP8 tensor cores.
+// a and b are each quantized per tensor, per group along K (their last dimension) or per block
+// (quantize_per_block). CPU: the reference, fp32 products of the dequantized values. CUDA: FP8
+// tensor cores; for now the reference on the device when an operand is scaled per block.
 
 #include <fp8nn/quantize.h>  // QuantizedTensor; also functional::transpose
 

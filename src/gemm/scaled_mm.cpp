@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "gemm/scaled_mm_reference.h"
+#include "quantize/quantize_detail.h"
 
 #ifdef FP8NN_WITH_CUDA
 #include "gemm/cuda/cublaslt_gemm.h"
@@ -28,16 +29,17 @@ void check_operand(const QuantizedTensor& q, const char* name) {
               ".scale_inv on ", q.data.device(), ", got ", q.scale_inv.device());
   TORCH_CHECK_VALUE(q.group_size >= 0, "fp8nn::scaled_mm: expected ", name,
                     ".group_size >= 0, got ", q.group_size);
+  TORCH_CHECK_VALUE(q.group_rows >= 1 && (q.group_size > 0 || q.group_rows == 1),
+                    "fp8nn::scaled_mm: expected ", name,
+                    ".group_rows >= 1 (1 when per tensor), got ", q.group_rows);
   if (q.group_size == 0) {
     TORCH_CHECK_VALUE(q.scale_inv.numel() == 1, "fp8nn::scaled_mm: expected one scale_inv for ",
                       "per-tensor ", name, ", got ", q.scale_inv.numel());
   } else {
-    const int64_t rows = q.data.size(0);
-    const int64_t groups = (q.data.size(1) + q.group_size - 1) / q.group_size;
-    TORCH_CHECK_VALUE(
-        q.scale_inv.dim() == 2 && q.scale_inv.size(0) == rows && q.scale_inv.size(1) == groups,
-        "fp8nn::scaled_mm: expected ", name, ".scale_inv of shape [", rows, ", ", groups, "], got ",
-        q.scale_inv.sizes());
+    const auto shape = detail::group_scale_shape(q);
+    TORCH_CHECK_VALUE(q.scale_inv.sizes() == at::IntArrayRef(shape), "fp8nn::scaled_mm: expected ",
+                      name, ".scale_inv of shape ", at::IntArrayRef(shape), ", got ",
+                      q.scale_inv.sizes());
   }
 }
 

@@ -89,6 +89,25 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   return {std::move(quantized), std::move(transposed)};
 }
 
+QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
+                                 const torch::Tensor& counts) {
+  check_input(x2d, "quantize_per_block");
+  TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_per_block: expected a 2-d tensor, got a ",
+                    x2d.dim(), "-d tensor");
+  check_counts(counts, x2d);
+#ifdef FP8NN_WITH_CUDA
+  if (x2d.is_cuda()) return cuda::quantize_per_block(x2d, format, with_transpose, counts);
+#endif
+  return reference::quantize_per_block(x2d, format, with_transpose, counts);
+}
+
+std::vector<int64_t> group_scale_shape(const QuantizedTensor& q) {
+  const int64_t cols = q.data.dim() == 0 ? 1 : q.data.size(-1);
+  const int64_t rows = cols == 0 ? 0 : q.data.numel() / cols;
+  const int64_t groups = (cols + q.group_size - 1) / q.group_size;
+  return {(rows + q.group_rows - 1) / q.group_rows, groups};
+}
+
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const DelayedTensors& delayed, const torch::Tensor& counts) {
   check_input(x2d, "quantize");
@@ -153,6 +172,15 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
   return detail::quantize_with_transpose(x2d, format, amax, torch::Tensor());
 }
 
+QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format) {
+  return detail::quantize_per_block(x2d, format, /*with_transpose=*/false, torch::Tensor())
+      .quantized;
+}
+
+QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format format) {
+  return detail::quantize_per_block(x2d, format, /*with_transpose=*/true, torch::Tensor());
+}
+
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   TORCH_CHECK_VALUE(q.data.defined() && q.scale_inv.defined(),
                     "fp8nn::dequantize: expected data and scale_inv to be defined");
@@ -164,33 +192,43 @@ torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
                    "fp8nn::dequantize: expected an output dtype of float, half or bfloat16, got ",
                    dtype);
+  TORCH_CHECK_VALUE(q.group_rows >= 1, "fp8nn::dequantize: expected group_rows >= 1, got ",
+                    q.group_rows);
   if (q.group_size == 0) {
+    TORCH_CHECK_VALUE(q.group_rows == 1, "fp8nn::dequantize: per-tensor data (group_size 0) ",
+                      "expects group_rows 1, got ", q.group_rows);
     TORCH_CHECK_VALUE(q.scale_inv.numel() == 1, "fp8nn::dequantize: per-tensor data expects one ",
                       "scale_inv, got ", q.scale_inv.numel());
   } else {
     TORCH_CHECK_VALUE(q.group_size > 0, "fp8nn::dequantize: expected group_size >= 0, got ",
                       q.group_size);
     TORCH_CHECK_VALUE(q.data.dim() >= 1, "fp8nn::dequantize: per-group data must be at least 1-d");
-    const int64_t cols = q.data.size(-1);
-    const int64_t rows = cols == 0 ? 0 : q.data.numel() / cols;
-    const int64_t groups = (cols + q.group_size - 1) / q.group_size;
-    TORCH_CHECK_VALUE(
-        q.scale_inv.dim() == 2 && q.scale_inv.size(0) == rows && q.scale_inv.size(1) == groups,
-        "fp8nn::dequantize: expected scale_inv of shape [", rows, ", ", groups, "], got ",
-        q.scale_inv.sizes());
+    TORCH_CHECK_VALUE(q.group_rows == 1 || q.data.dim() == 2,
+                      "fp8nn::dequantize: per-block data (group_rows > 1) must be 2-d, got ",
+                      q.data.dim(), "-d");
+    const auto shape = detail::group_scale_shape(q);
+    TORCH_CHECK_VALUE(q.scale_inv.sizes() == at::IntArrayRef(shape),
+                      "fp8nn::dequantize: expected scale_inv of shape ", at::IntArrayRef(shape),
+                      ", got ", q.scale_inv.sizes());
   }
 #ifdef FP8NN_WITH_CUDA
-  if (q.data.is_cuda()) return cuda::dequantize(q, dtype);
+  // Blocks have no dequantize kernel: the reference's ATen ops run on the device.
+  if (q.data.is_cuda() && q.group_rows == 1) return cuda::dequantize(q, dtype);
 #endif
   return reference::dequantize(q, dtype);
 }
 
 QuantizedTensor transpose(const QuantizedTensor& q) {
-  TORCH_CHECK_VALUE(q.group_size == 0, "fp8nn::transpose: expected a per-tensor quantized tensor, ",
-                    "got one with groups of ", q.group_size);
+  TORCH_CHECK_VALUE(q.group_size == 0 || q.group_rows > 1,
+                    "fp8nn::transpose: expected a tensor quantized per tensor or per block, got "
+                    "one with groups of ",
+                    q.group_size, " along its rows");
   TORCH_CHECK_VALUE(q.data.dim() == 2, "fp8nn::transpose: expected 2-d data, got ", q.data.dim(),
                     "-d");
-  return {q.data.t().contiguous(), q.scale_inv, q.format, 0};
+  if (q.group_size == 0) return {q.data.t().contiguous(), q.scale_inv, q.format, 0};
+  // A block of R rows x G columns becomes one of G rows x R columns.
+  return {q.data.t().contiguous(), q.scale_inv.t().contiguous(), q.format, q.group_rows,
+          q.group_size};
 }
 
 }  // namespace functional

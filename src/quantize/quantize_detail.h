@@ -7,6 +7,8 @@
 
 #include <fp8nn/quantize.h>
 
+#include <vector>
+
 namespace fp8nn::detail {
 
 /// One operand's row of a delayed-scaling state (functional::DelayedScalingState), as tensors on
@@ -45,6 +47,15 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
 /// over x on CUDA, where an amax pass and then a cast would take two.
 QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
                                         const torch::Tensor& counts, torch::Tensor* amax_out);
+
+/// functional::quantize_per_block(x2d, format) with the monitor's counts (their amax word takes the
+/// largest block amax), and with `with_transpose` its transpose from the same pass.
+QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
+                                 const torch::Tensor& counts);
+
+/// The shape scale_inv must have for q's data and groups (q.group_size > 0): [rows,
+/// ceil(cols / group_size)], or per block [ceil(rows / group_rows), ceil(cols / group_size)].
+std::vector<int64_t> group_scale_shape(const QuantizedTensor& q);
 
 /// quantize_with_transpose(x2d, format, amax)'s transposed copy alone (on CUDA the row-major one
 /// is not written): the same bytes and scale_inv.

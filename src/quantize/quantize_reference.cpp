@@ -132,8 +132,44 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   return q;
 }
 
+QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
+                                 const torch::Tensor& counts) {
+  const auto x_float = x2d.to(at::kFloat);
+  const int64_t rows = x2d.size(0), cols = x2d.size(1), b = kBlockSize;
+  const int64_t block_rows = (rows + b - 1) / b, block_cols = (cols + b - 1) / b;
+  // Zero padding to whole blocks changes no amax; the padding is cut off again after the cast.
+  const auto blocks =
+      at::constant_pad_nd(x_float, {0, block_cols * b - cols, 0, block_rows * b - rows}, 0.0)
+          .view({block_rows, b, block_cols, b});
+  const auto amax = blocks.abs().amax({1, 3});  // [block_rows, block_cols]; NaN propagates
+  const auto scale = scale_from_amax(amax, format);
+  const auto block_scale = scale.view({block_rows, 1, block_cols, 1});
+  count_cast(blocks, block_scale, amax, format, counts);
+  auto data = cast(blocks, block_scale, format)
+                  .view({block_rows * b, block_cols * b})
+                  .narrow(0, 0, rows)
+                  .narrow(1, 0, cols)
+                  .contiguous();
+  QuantizedPair q;
+  q.quantized = {std::move(data), scale.reciprocal(), format, b, b};
+  if (with_transpose) {
+    q.transposed = {q.quantized.data.t().contiguous(), q.quantized.scale_inv.t().contiguous(),
+                    format, b, b};
+  }
+  return q;
+}
+
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {
   if (q.group_size == 0) return (q.data.to(at::kFloat) * q.scale_inv).to(dtype);
+  if (q.group_rows > 1) {
+    // Each scale repeated over its block's rows and columns, cut to the data's shape.
+    const int64_t rows = q.data.size(0), cols = q.data.size(1);
+    const auto scales = q.scale_inv.repeat_interleave(q.group_rows, 0)
+                            .narrow(0, 0, rows)
+                            .repeat_interleave(q.group_size, 1)
+                            .narrow(1, 0, cols);
+    return (q.data.to(at::kFloat) * scales).to(dtype);
+  }
   const auto grouped = as_groups(q.data.to(at::kFloat), q.group_size);
   return from_groups(grouped * q.scale_inv.unsqueeze(-1), q.data.sizes()).to(dtype);
 }

@@ -79,17 +79,46 @@ Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group) {
   return q;
 }
 
-torch::Tensor dequantize(const torch::Tensor& data, const torch::Tensor& scale_inv, int64_t group) {
+Quantized quantize_blocks(const torch::Tensor& x2d, Fp8 format, int64_t block) {
+  const auto v = x2d.detach().cpu().to(torch::kFloat).contiguous();
+  const int64_t rows = v.size(0), cols = v.size(1);
+  const int64_t block_rows = (rows + block - 1) / block, block_cols = (cols + block - 1) / block;
+  Quantized q;
+  q.group = block;
+  q.group_rows = block;
+  q.data = torch::empty({rows, cols}, fp8_dtype(format));
+  q.scale_inv = torch::empty({block_rows, block_cols});
+  for (int64_t br = 0; br < block_rows; ++br) {
+    for (int64_t bc = 0; bc < block_cols; ++bc) {
+      const int64_t r0 = br * block, c0 = bc * block;
+      const auto values =
+          v.narrow(0, r0, std::min(block, rows - r0)).narrow(1, c0, std::min(block, cols - c0));
+      const auto one = quantize(values, format, /*group=*/0);  // the block as a tensor
+      q.data.narrow(0, r0, values.size(0)).narrow(1, c0, values.size(1)).copy_(one.data);
+      q.scale_inv[br][bc] = one.scale_inv;
+    }
+  }
+  return q;
+}
+
+torch::Tensor dequantize(const torch::Tensor& data, const torch::Tensor& scale_inv, int64_t group,
+                         int64_t group_rows) {
   const auto [rows, cols] = matrix_shape(data);
   const auto values = f64(data).reshape({rows, cols});
   if (group == 0) return values * f64(scale_inv);
-  return values * f64(scale_inv).repeat_interleave(group, /*dim=*/1).narrow(1, 0, cols);
+  return values * f64(scale_inv)
+                      .repeat_interleave(group_rows, /*dim=*/0)
+                      .narrow(0, 0, rows)
+                      .repeat_interleave(group, /*dim=*/1)
+                      .narrow(1, 0, cols);
 }
 
-torch::Tensor dequantize(const Quantized& q) { return dequantize(q.data, q.scale_inv, q.group); }
+torch::Tensor dequantize(const Quantized& q) {
+  return dequantize(q.data, q.scale_inv, q.group, q.group_rows);
+}
 
 torch::Tensor dequantize(const fp8nn::QuantizedTensor& q) {
-  return dequantize(q.data, q.scale_inv, q.group_size);
+  return dequantize(q.data, q.scale_inv, q.group_size, q.group_rows);
 }
 
 torch::Tensor fake_quantize(const torch::Tensor& x2d, Fp8 format, int64_t group) {

@@ -35,13 +35,21 @@ torch::Tensor cast(const torch::Tensor& values, float scale, Fp8 format);
 struct Quantized {
   torch::Tensor data, scale_inv;
   int64_t group = 0;
+  int64_t group_rows = 1;  ///< rows sharing a scale: 1, or a block's height (quantize_blocks)
 };
 
 /// x (any device, dtype and shape) quantized on the CPU, per tensor or per group.
 Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group = 0);
 
-/// data * scale_inv in fp64 on the CPU (exact: 4 + 24 significant bits), as [rows, cols].
-torch::Tensor dequantize(const torch::Tensor& data, const torch::Tensor& scale_inv, int64_t group);
+/// x2d [rows, cols] quantized on the CPU with one scale per square block of `block` x `block`
+/// elements (the last row and column of blocks shorter): each block quantized as a tensor of its
+/// own, one block at a time; scale_inv [ceil(rows / block), ceil(cols / block)].
+Quantized quantize_blocks(const torch::Tensor& x2d, Fp8 format, int64_t block);
+
+/// data * scale_inv in fp64 on the CPU (exact: 4 + 24 significant bits), as [rows, cols]; with
+/// group_rows > 1, each scale covers group_rows rows of its group.
+torch::Tensor dequantize(const torch::Tensor& data, const torch::Tensor& scale_inv, int64_t group,
+                         int64_t group_rows = 1);
 torch::Tensor dequantize(const Quantized& q);
 torch::Tensor dequantize(const fp8nn::QuantizedTensor& q);
 

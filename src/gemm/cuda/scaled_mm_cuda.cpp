@@ -1,4 +1,5 @@
-// Path choice for the FP8 product on CUDA:
+// Path choice for the FP8 product on CUDA (operands scaled per block, group_rows > 1, take the
+// reference product on the device: no tensor-core path for them yet):
 //  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
@@ -193,6 +194,10 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
     auto out = at::empty(product.sizes(), product.options().dtype(out_dtype));
     at::add_out(out, product, *bias);
     return out;
+  }
+  // Per-block scales have no tensor-core path yet: the reference product on the device.
+  if (a.group_rows > 1 || b.group_rows > 1) {
+    return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
   }
   // FP8NN_GROUP_GEMM is read only where it can matter: a product that cuBLASLt's one-launch path
   // takes (every per-tensor one) reads no environment.

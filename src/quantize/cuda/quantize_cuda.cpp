@@ -11,6 +11,7 @@
 #include "kernels/quantize/cast.h"
 #include "kernels/quantize/cast_transpose.h"
 #include "kernels/quantize/dequantize.h"
+#include "kernels/quantize/quantize_per_block.h"
 #include "kernels/quantize/quantize_per_group.h"
 
 #include <tuple>
@@ -18,6 +19,8 @@
 
 namespace fp8nn::cuda {
 namespace {
+
+static_assert(kernels::kScaleBlock == kBlockSize, "the per-block kernel's block is the API's");
 
 uint8_t* bytes_of(const torch::Tensor& t) { return static_cast<uint8_t*>(t.data_ptr()); }
 
@@ -207,6 +210,35 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
       input.data_ptr(), type, rows, cols, kernel_format_of(format), amax_ptr, bytes_of(data),
       bytes_of(data_t), scale_inv.data_ptr<float>(), stream, counters_of(counts), args));
   return {{std::move(data), scale_inv, format, 0}, {std::move(data_t), scale_inv, format, 0}};
+}
+
+QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
+                                 const torch::Tensor& counts) {
+  const c10::cuda::CUDAGuard guard(x2d.device());
+  const auto input = x2d.contiguous();
+  const int64_t rows = input.size(0), cols = input.size(1);
+  const int64_t block_rows = (rows + kBlockSize - 1) / kBlockSize;
+  const int64_t block_cols = (cols + kBlockSize - 1) / kBlockSize;
+  // Each copy with its scales in one block, as they are used and saved together.
+  auto [data, scale_inv] =
+      data_with_scales({rows, cols}, format, {block_rows, block_cols}, input.device());
+  torch::Tensor data_t, scale_inv_t;
+  if (with_transpose) {
+    std::tie(data_t, scale_inv_t) =
+        data_with_scales({cols, rows}, format, {block_cols, block_rows}, input.device());
+  }
+  FP8NN_CUDA_CHECK(kernels::quantize_per_block(
+      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_block"), rows, cols,
+      kernel_format_of(format), bytes_of(data), with_transpose ? bytes_of(data_t) : nullptr,
+      scale_inv.data_ptr<float>(), block_cols,
+      with_transpose ? scale_inv_t.data_ptr<float>() : nullptr, block_rows,
+      at::cuda::getCurrentCUDAStream(), counters_of(counts)));
+  QuantizedPair q;
+  q.quantized = {std::move(data), std::move(scale_inv), format, kBlockSize, kBlockSize};
+  if (with_transpose) {
+    q.transposed = {std::move(data_t), std::move(scale_inv_t), format, kBlockSize, kBlockSize};
+  }
+  return q;
 }
 
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,

@@ -22,12 +22,16 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_si
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
                                       const torch::Tensor& amax, const torch::Tensor& counts,
                                       torch::Tensor* column_sums = nullptr);
+/// Per tensor and per group of a row (group_rows == 1).
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 
 /// detail::quantize_delayed (quantize_detail.h).
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const detail::DelayedTensors& delayed, const torch::Tensor& counts);
 
+/// detail::quantize_per_block (quantize_detail.h).
+QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
+                                 const torch::Tensor& counts);
 /// detail::quantize_transposed (quantize_detail.h).
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
                                     const torch::Tensor& amax);
