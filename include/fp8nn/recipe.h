@@ -27,7 +27,8 @@ enum class Scaling {
   /// One scale per group of consecutive elements of a row, along the product's reduction
   /// dimension (x: in_features, dy: out_features); OperandRecipe::group_size says how many.
   PerGroup,
-  /// One scale per 128x128 block (DeepSeek-V3's weights). Not runnable yet: refused.
+  /// One scale per 128x128 block (DeepSeek-V3's weights; functional::quantize_per_block). The
+  /// weight only; its products run on the CPU reference path on CUDA for now (correct, slow).
   Block128x128,
 };
 
@@ -35,7 +36,9 @@ enum class Scaling {
 struct OperandRecipe {
   Format format = Format::E4M3;
   Scaling scaling = Scaling::PerTensor;
-  /// PerGroup only: elements per group; 0 takes default_group_size(row length) per layer.
+  /// PerGroup only: elements per group; 0 takes default_group_size(row length) per layer. An FP8
+  /// weight gradient takes a per-group operand's transposed copy with groups of the same size
+  /// along the rows (tokens), quantized from the operand itself.
   int64_t group_size = 0;
 
   static constexpr OperandRecipe per_tensor(Format format) {
@@ -136,6 +139,17 @@ struct Recipe {
     recipe.grad_weight = ProductRecipe::high_precision();
     return recipe;
   }
+  /// DeepSeek-V3's recipe: x and the output gradient E4M3 per group of 128 (their weight-gradient
+  /// copies per 128 rows), the weight E4M3 per 128x128 block; all three products FP8, precise
+  /// accumulation. E4M3 covers dy because each 128 values of a row get their own scale.
+  static constexpr Recipe blockwise() {
+    Recipe recipe;
+    recipe.x = OperandRecipe::per_group(Format::E4M3, 128);
+    recipe.weight = {Format::E4M3, Scaling::Block128x128, 0};
+    recipe.grad_output = OperandRecipe::per_group(Format::E4M3, 128);
+    recipe.forward = ProductRecipe::fp8(Accumulation::Precise);
+    return recipe;
+  }
   /// global() with delayed scaling of x and the output gradient (see DelayedScaling).
   static constexpr Recipe global_delayed(int64_t history_len = 1024, int margin = 0) {
     Recipe recipe;
@@ -167,12 +181,12 @@ inline constexpr Recipe Recipe::Global = Recipe::global();
 inline constexpr Recipe Recipe::Mixed = Recipe::mixed();
 
 /// Raises a c10::ValueError naming `who` and the first choice of `recipe` that no kernel can run
-/// yet (e.g. a 128x128-block weight), a negative group size, or delayed scaling with a negative
+/// yet (e.g. a 128x128-block x), a negative group size, or delayed scaling with a negative
 /// history length or margin, or with a per-group x or output gradient.
 void check_recipe(const Recipe& recipe, const std::string& who);
 
-/// e.g. "Recipe::global()", "Recipe::mixed(128, 64)", "Recipe::global_delayed(1024, 0)", or every
-/// field for other recipes.
+/// e.g. "Recipe::global()", "Recipe::mixed(128, 64)", "Recipe::global_delayed(1024, 0)",
+/// "Recipe::blockwise()", or every field for other recipes.
 std::string to_string(const Recipe& recipe);
 std::ostream& operator<<(std::ostream& stream, const Recipe& recipe);
 

@@ -67,11 +67,12 @@ detail::DelayedTensors delayed_tensors(const LinearPlan& plan, Format format, Op
   return delayed;
 }
 
-// An operand quantized as its recipe says: per group, or per tensor with the amax reduced over
-// the plan's group when there is one, and then with its transpose when a backward product needs
-// it (check_recipe allows a transpose of per-tensor operands only); with delayed scaling, per
-// tensor with the scale of the layer's state (delayed_tensors). With a monitor, the cast counts
-// into its row for `which` and the scales are recorded.
+// An operand quantized as its recipe says: per 128x128 block, per group, or per tensor with the
+// amax reduced over the plan's group when there is one, and then with its transposed copy when a
+// backward product needs it (per block: the transpose; per group: groups along the other
+// dimension); with delayed scaling, per tensor with the scale of the layer's state
+// (delayed_tensors). With a monitor, the cast counts into its row for `which` and the scales are
+// recorded.
 QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& operand,
                                bool with_transpose, const LinearPlan& plan, Operand which,
                                torch::Tensor* column_sums = nullptr) {
@@ -79,11 +80,20 @@ QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& oper
   const auto counts =
       monitor != nullptr ? monitor->begin_operand(which, t.numel(), t.device()) : torch::Tensor();
   QuantizedPair q;
-  if (plan.delayed_scaling != nullptr) {
+  if (operand.scaling == Scaling::Block128x128) {
+    q = detail::quantize_per_block(t, operand.format, with_transpose, counts);
+  } else if (plan.delayed_scaling != nullptr) {
     q = detail::quantize_delayed(t, operand.format, with_transpose,
                                  delayed_tensors(plan, operand.format, which), counts);
   } else if (operand.scaling == Scaling::PerGroup) {
     q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts);
+    // The weight gradient reduces over the rows (tokens): its copy has its groups along them, a
+    // quantization of t^T of its own (not a transpose of the one above). The monitor counts
+    // each value once, in the copy above.
+    if (with_transpose) {
+      q.transposed = detail::quantize_per_group(t.t().contiguous(), operand.format,
+                                                operand.group_size, torch::Tensor());
+    }
   } else if (with_transpose) {
     q = detail::quantize_with_transpose(t, operand.format, plan.amax_group, counts, column_sums);
   } else {
@@ -119,10 +129,13 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     // W and w_amax (the same bytes), so that the step keeps no FP8 copy of W alive in between.
     // With a shared amax the ranks must quantize together, so the cache (a per-process decision)
     // stays out of it.
+    // A block-scaled W takes no cache yet: its row-major copy now, its transpose rebuilt in
+    // backward from W (the same bytes).
     torch::Tensor w_amax;
-    const auto w_q = plan->amax_group
-                         ? quantize_operand(weight, recipe.weight, /*with_transpose=*/true, *plan,
-                                            Operand::Weight)
+    const bool block_weight = recipe.weight.scaling == Scaling::Block128x128;
+    const auto w_q = plan->amax_group || block_weight
+                         ? quantize_operand(weight, recipe.weight, /*with_transpose=*/!block_weight,
+                                            *plan, Operand::Weight)
                          : detail::quantize_weight(weight, plan->weight_cache.get(), plan->layer,
                                                    plan->numerics.get(), &w_amax);
     auto y = scaled_mm(x_q.quantized, w_q.quantized, bias, x.scalar_type(), fast(recipe.forward));
@@ -140,10 +153,10 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
       if (fp8_wgrad) x_scale_inv = x_q.transposed.scale_inv;
     }
     if (want_dx) {
-      if (!fp8_dgrad || w_amax.defined()) {
+      if (!fp8_dgrad || w_amax.defined() || block_weight) {
         w_saved = weight;  // a reference: autograd's version check guards it
         w_scale_inv = w_amax;
-        plan->rebuild_weight_t = fp8_dgrad;
+        plan->rebuild_weight_t = fp8_dgrad && !block_weight;
       } else {
         w_saved = w_q.transposed.data;
         w_scale_inv = w_q.transposed.scale_inv;
@@ -190,10 +203,16 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     torch::Tensor dx, dw, db;
     if (want_dx) {
       if (fp8_dgrad) {
-        const QuantizedTensor w_t =
-            plan->rebuild_weight_t
-                ? detail::quantize_transposed(saved[2], recipe.weight.format, saved[3])
-                : QuantizedTensor{saved[2], saved[3], recipe.weight.format, 0};
+        QuantizedTensor w_t;
+        if (recipe.weight.scaling == Scaling::Block128x128) {
+          w_t = detail::quantize_per_block(saved[2], recipe.weight.format, /*with_transpose=*/true,
+                                           torch::Tensor())
+                    .transposed;
+        } else if (plan->rebuild_weight_t) {
+          w_t = detail::quantize_transposed(saved[2], recipe.weight.format, saved[3]);
+        } else {
+          w_t = QuantizedTensor{saved[2], saved[3], recipe.weight.format, 0};
+        }
         dx = scaled_mm(dy_q.quantized, w_t, c10::nullopt, plan->x_dtype, fast(recipe.grad_input));
         if (measure) {
           const auto reference = at::matmul(dy.to(at::kFloat), saved[5].to(at::kFloat));
@@ -207,7 +226,10 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
     }
     if (want_dw) {
       if (fp8_wgrad) {
-        const QuantizedTensor x_t{saved[0], saved[1], recipe.x.format, 0};
+        // Per group, x^T was quantized with its groups along the rows of x (quantize_operand).
+        const int64_t x_t_group =
+            recipe.x.scaling == Scaling::PerGroup ? recipe.x.group_size : int64_t{0};
+        const QuantizedTensor x_t{saved[0], saved[1], recipe.x.format, x_t_group};
         dw = scaled_mm(dy_q.transposed, x_t, c10::nullopt, plan->weight_dtype,
                        fast(recipe.grad_weight));
         if (measure) {

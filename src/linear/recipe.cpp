@@ -30,10 +30,13 @@ std::string describe(const ProductRecipe& product) {
   return product.accumulation == Accumulation::Fast ? "fp8 fast" : "fp8 precise";
 }
 
-void check_operand(const OperandRecipe& operand, const char* which, const std::string& who) {
-  TORCH_CHECK_VALUE(operand.scaling != Scaling::Block128x128, who, ": unsupported recipe: ", which,
+// `block_allowed`: the operand may be scaled per 128x128 block (the weight).
+void check_operand(const OperandRecipe& operand, const char* which, const std::string& who,
+                   bool block_allowed = false) {
+  TORCH_CHECK_VALUE(block_allowed || operand.scaling != Scaling::Block128x128, who,
+                    ": unsupported recipe: ", which,
                     " scaled per 128x128 block has no kernel yet (supported: per tensor, and per "
-                    "group for x and the output gradient)");
+                    "group for x and the output gradient; the weight may be per block)");
   TORCH_CHECK_VALUE(operand.group_size >= 0, who, ": expected ", which,
                     " group_size > 0 (or 0 for the default table), got ", operand.group_size);
 }
@@ -42,7 +45,7 @@ void check_operand(const OperandRecipe& operand, const char* which, const std::s
 
 void check_recipe(const Recipe& recipe, const std::string& who) {
   check_operand(recipe.x, "x", who);
-  check_operand(recipe.weight, "the weight", who);
+  check_operand(recipe.weight, "the weight", who, /*block_allowed=*/true);
   check_operand(recipe.grad_output, "the output gradient", who);
   TORCH_CHECK_VALUE(recipe.forward.precision == Precision::FP8, who,
                     ": unsupported recipe: a high-precision forward product (use torch::nn::Linear"
@@ -50,17 +53,10 @@ void check_recipe(const Recipe& recipe, const std::string& who) {
   TORCH_CHECK_VALUE(recipe.x.format == Format::E4M3, who,
                     ": unsupported recipe: x in e5m2 (the forward product takes e4m3 x)");
   TORCH_CHECK_VALUE(
-      recipe.weight.format == Format::E4M3 && recipe.weight.scaling == Scaling::PerTensor, who,
-      ": unsupported recipe: the weight as ", describe(recipe.weight),
-      " (supported: e4m3 per-tensor)");
-  TORCH_CHECK_VALUE(recipe.grad_weight.precision == Precision::High ||
-                        (recipe.x.scaling == Scaling::PerTensor &&
-                         recipe.grad_output.scaling == Scaling::PerTensor),
-                    who,
-                    ": unsupported recipe: an FP8 weight gradient needs per-tensor x and output "
-                    "gradient (it reduces over rows, across their groups), got x ",
-                    describe(recipe.x), " and output gradient ", describe(recipe.grad_output),
-                    "; use grad_weight = ProductRecipe::high_precision()");
+      recipe.weight.format == Format::E4M3 && (recipe.weight.scaling == Scaling::PerTensor ||
+                                               recipe.weight.scaling == Scaling::Block128x128),
+      who, ": unsupported recipe: the weight as ", describe(recipe.weight),
+      " (supported: e4m3 per-tensor or 128x128-block)");
   const auto& delayed = recipe.delayed;
   TORCH_CHECK_VALUE(delayed.history_len >= 0, who,
                     ": expected a delayed-scaling history_len >= 0 (0: off), got ",
@@ -89,10 +85,11 @@ Recipe Recipe::resolved(int64_t in_features, int64_t out_features) const {
 std::string to_string(const Recipe& recipe) {
   std::ostringstream out;
   if (recipe == Recipe::global()) return "Recipe::global()";
+  if (recipe == Recipe::blockwise()) return "Recipe::blockwise()";
   if (recipe == Recipe::global_delayed(recipe.delayed.history_len, recipe.delayed.margin) &&
       recipe.delayed.enabled()) {
-    out << "Recipe::global_delayed(" << recipe.delayed.history_len << ", "
-        << recipe.delayed.margin << ")";
+    out << "Recipe::global_delayed(" << recipe.delayed.history_len << ", " << recipe.delayed.margin
+        << ")";
     return out.str();
   }
   if (recipe.is_mixed()) {
@@ -104,8 +101,7 @@ std::string to_string(const Recipe& recipe) {
       << ", forward=" << describe(recipe.forward) << ", grad_input=" << describe(recipe.grad_input)
       << ", grad_weight=" << describe(recipe.grad_weight);
   if (recipe.delayed.enabled()) {
-    out << ", delayed=history " << recipe.delayed.history_len << " margin "
-        << recipe.delayed.margin
+    out << ", delayed=history " << recipe.delayed.history_len << " margin " << recipe.delayed.margin
         << (recipe.delayed.amax_compute == AmaxCompute::Max ? " max" : " most-recent");
   }
   out << ")";

@@ -46,6 +46,15 @@ TEST_CASE("Recipe presets say what Global and Mixed run, and print by name") {
   CHECK(mixed != Recipe::Mixed);
   CHECK(fp8nn::to_string(global) == "Recipe::global()");
   CHECK(fp8nn::to_string(mixed) == "Recipe::mixed(128, 64)");
+  const auto blockwise = Recipe::blockwise();
+  CHECK(blockwise.x == OperandRecipe::per_group(Format::E4M3, 128));
+  CHECK(blockwise.weight.scaling == Scaling::Block128x128);
+  CHECK(blockwise.weight.format == Format::E4M3);
+  CHECK(blockwise.grad_output == OperandRecipe::per_group(Format::E4M3, 128));
+  CHECK(blockwise.forward == ProductRecipe::fp8(Accumulation::Precise));
+  CHECK(blockwise.grad_weight == ProductRecipe::fp8(Accumulation::Precise));
+  CHECK(fp8nn::to_string(blockwise) == "Recipe::blockwise()");
+  CHECK(blockwise.resolved(96, 160) == blockwise);
   auto custom = global;
   custom.grad_output.format = Format::E4M3;
   std::ostringstream printed;
@@ -69,22 +78,22 @@ TEST_CASE("A layer's recipe has its default group sizes resolved for its feature
 }
 
 TEST_CASE("A recipe no kernel runs is refused with a ValueError naming the choice") {
-  auto block_weight = Recipe::global();
-  block_weight.weight.scaling = Scaling::Block128x128;
+  auto block_x = Recipe::blockwise();
+  block_x.x = {Format::E4M3, Scaling::Block128x128, 0};
+  auto e5m2_block_weight = Recipe::blockwise();
+  e5m2_block_weight.weight.format = Format::E5M2;
   auto grouped_weight = Recipe::global();
   grouped_weight.weight = OperandRecipe::per_group(Format::E4M3, 128);
   auto e5m2_x = Recipe::global();
   e5m2_x.x.format = Format::E5M2;
   auto high_forward = Recipe::global();
   high_forward.forward = ProductRecipe::high_precision();
-  auto fp8_wgrad_groups = Recipe::mixed();
-  fp8_wgrad_groups.grad_weight = ProductRecipe::fp8(Accumulation::Precise);
   const std::vector<std::pair<Recipe, std::string>> refused = {
-      {block_weight, "128x128 block"},
+      {block_x, "x scaled per 128x128 block"},
+      {e5m2_block_weight, "the weight as e5m2 128x128-block"},
       {grouped_weight, "the weight as e4m3 per-group 128"},
       {e5m2_x, "x in e5m2"},
       {high_forward, "high-precision forward"},
-      {fp8_wgrad_groups, "an FP8 weight gradient needs per-tensor x"},
       {Recipe::mixed(-1, 64), "group_size > 0"}};
   for (const auto& [recipe, fragment] : refused) {
     CAPTURE(fragment);
@@ -221,6 +230,19 @@ void check_variants(const torch::Device& device) {
   SECTION("Mixed with an E4M3 output gradient per group of 16") {
     auto recipe = Recipe::mixed(32, 16);
     recipe.grad_output.format = Format::E4M3;
+    check_variant(device, recipe);
+  }
+  SECTION("Recipe::blockwise(): 128x128-block weight, x and dy per 128, all products FP8") {
+    check_variant(device, Recipe::blockwise());
+  }
+  SECTION("Mixed with an FP8 weight gradient (x^T and dy^T per group along the tokens)") {
+    auto recipe = Recipe::mixed(64, 32);
+    recipe.grad_weight = ProductRecipe::fp8(Accumulation::Precise);
+    check_variant(device, recipe);
+  }
+  SECTION("Global with a 128x128-block weight") {
+    auto recipe = Recipe::global();
+    recipe.weight.scaling = Scaling::Block128x128;
     check_variant(device, recipe);
   }
   SECTION("Both gradients in high precision") {

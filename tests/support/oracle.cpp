@@ -134,11 +134,22 @@ Reference product(const torch::Tensor& a, const torch::Tensor& b) {
 LinearReference emulate(const fp8nn::Recipe& recipe, const torch::Tensor& x,
                         const torch::Tensor& weight, const torch::Tensor& bias,
                         const torch::Tensor& dy) {
-  const auto fake = [](const torch::Tensor& t, const fp8nn::OperandRecipe& operand, int64_t row) {
-    const int64_t group = operand.scaling == fp8nn::Scaling::PerTensor ? 0
-                          : operand.group_size > 0                     ? operand.group_size
-                                                   : fp8nn::default_group_size(row);
-    return fake_quantize(t, operand.format, group);
+  const auto group_of = [](const fp8nn::OperandRecipe& operand, int64_t row) {
+    return operand.scaling == fp8nn::Scaling::PerTensor ? 0
+           : operand.group_size > 0                     ? operand.group_size
+                                                        : fp8nn::default_group_size(row);
+  };
+  const auto fake = [&](const torch::Tensor& t, const fp8nn::OperandRecipe& operand, int64_t row) {
+    if (operand.scaling == fp8nn::Scaling::Block128x128) {
+      return dequantize(quantize_blocks(t, operand.format, 128));
+    }
+    return fake_quantize(t, operand.format, group_of(operand, row));
+  };
+  // The weight gradient's copies of x and dy: t^T quantized with the operand's groups along the
+  // rows of t (per tensor, the transpose of the forward copy).
+  const auto fake_t = [&](const torch::Tensor& t, const fp8nn::OperandRecipe& operand,
+                          int64_t row) {
+    return fake_quantize(t.t().contiguous(), operand.format, group_of(operand, row));
   };
   const int64_t in = weight.size(1), out = weight.size(0);
   const auto xq = fake(x, recipe.x, in), wq = fake(weight, recipe.weight, in);
@@ -147,7 +158,9 @@ LinearReference emulate(const fp8nn::Recipe& recipe, const torch::Tensor& x,
   const bool fp8_dw = recipe.grad_weight.precision == fp8nn::Precision::FP8;
   return {bias_terms(product(xq, wq), bias),
           fp8_dx ? product(dyq, wq.t()) : product(f64(dy), f64(weight).t()),
-          fp8_dw ? product(dyq.t(), xq.t()) : product(f64(dy).t(), f64(x).t()), bias_grad(dy)};
+          fp8_dw ? product(fake_t(dy, recipe.grad_output, out), fake_t(x, recipe.x, in))
+                 : product(f64(dy).t(), f64(x).t()),
+          bias_grad(dy)};
 }
 
 LinearReference emulate_global(const torch::Tensor& x, const torch::Tensor& weight,

@@ -76,8 +76,10 @@ struct LinearReference {
 };
 
 /// Any runnable recipe: each operand fake-quantized as the recipe says (a group size of 0 takes
-/// default_group_size of the row: in_features for x, out_features for dy), FP8 products from
-/// those copies, high-precision products from the unquantized tensors.
+/// default_group_size of the row: in_features for x, out_features for dy; a block weight per
+/// 128x128 block), FP8 products from those copies, high-precision products from the unquantized
+/// tensors. The FP8 weight gradient takes x^T and dy^T quantized with their operand's groups
+/// along the tokens.
 LinearReference emulate(const fp8nn::Recipe& recipe, const torch::Tensor& x,
                         const torch::Tensor& weight, const torch::Tensor& bias,
                         const torch::Tensor& dy);
