@@ -306,6 +306,45 @@ void check_unchanged_results(const torch::Device& device) {
 FP8NN_CPU_AND_CUDA_CASE("Numerics monitor: results with a monitor equal results without",
                         check_unchanged_results)
 
+TEST_CASE("Numerics monitor: a monitored blockwise layer computes what an unmonitored one does") {
+  fp8nn::test::seed_torch();
+  const int64_t M = 40, K = 160, N = 136;  // ragged 128x128 blocks and groups of 128
+  const auto x = spread_input(M, K, torch::kCPU), g = spread_input(M, N, torch::kCPU);
+  std::vector<std::vector<torch::Tensor>> results;
+  for (const bool monitored : {false, true}) {
+    torch::manual_seed(3);
+    fp8nn::LinearFP8 layer(LinearFP8Options(K, N).recipe(fp8nn::Recipe::blockwise()));
+    if (monitored) fp8nn::enable_numerics(*layer, NumericsOptions().error_every(1));
+    auto input = x.clone().requires_grad_(true);
+    const auto y = layer->forward(input);
+    (y * g).sum().backward();
+    results.push_back({y, input.grad(), layer->weight.grad(), layer->bias.grad()});
+    if (monitored) {
+      // Each quantized tensor counted once (x and dy not again for their weight-gradient
+      // copies), its scales from its groups or blocks; every product measured.
+      const auto snapshot = layer->numerics->read();
+      const int64_t numels[] = {M * K, N * K, M * N};
+      for (int i = 0; i < 3; ++i) {
+        CAPTURE(i);
+        const auto& figures = snapshot.operands[i];
+        CHECK(figures.numel == numels[i]);
+        CHECK(figures.scale_min > 0.0f);
+        CHECK(figures.scale_min <= figures.scale_max);
+        CHECK(std::isfinite(figures.amax));
+        CHECK(figures.saturated == 0);
+      }
+      for (const float error : snapshot.product_errors) {
+        CHECK(std::isfinite(error));
+        CHECK(error < 0.1f);
+      }
+    }
+  }
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    CAPTURE(i);
+    CHECK(fp8nn::test::count_bit_differences(results[0][i], results[1][i]) == 0);
+  }
+}
+
 TEST_CASE("Numerics monitor: a negative error_every is a ValueError") {
   CHECK_THROWS_AS(NumericsMonitor(NumericsOptions().error_every(-1)), c10::ValueError);
 }
