@@ -98,7 +98,10 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
 #ifdef FP8NN_WITH_CUDA
   if (x2d.is_cuda()) return cuda::quantize_per_block(x2d, format, with_transpose, counts);
 #endif
-  return reference::quantize_per_block(x2d, format, with_transpose, counts);
+  QuantizedPair q;
+  q.quantized = reference::quantize_per_block(x2d, format, counts);
+  if (with_transpose) q.transposed = functional::transpose(q.quantized);
+  return q;
 }
 
 std::vector<int64_t> group_scale_shape(const QuantizedTensor& q) {

@@ -132,8 +132,8 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
   return q;
 }
 
-QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts) {
+QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format,
+                                   const torch::Tensor& counts) {
   const auto x_float = x2d.to(at::kFloat);
   const int64_t rows = x2d.size(0), cols = x2d.size(1), b = kBlockSize;
   const int64_t block_rows = (rows + b - 1) / b, block_cols = (cols + b - 1) / b;
@@ -150,13 +150,7 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
                   .narrow(0, 0, rows)
                   .narrow(1, 0, cols)
                   .contiguous();
-  QuantizedPair q;
-  q.quantized = {std::move(data), scale.reciprocal(), format, b, b};
-  if (with_transpose) {
-    q.transposed = {q.quantized.data.t().contiguous(), q.quantized.scale_inv.t().contiguous(),
-                    format, b, b};
-  }
-  return q;
+  return {std::move(data), scale.reciprocal(), format, b, b};
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {

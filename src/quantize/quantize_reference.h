@@ -17,9 +17,9 @@ namespace fp8nn::reference {
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
                          const torch::Tensor& amax, const torch::Tensor& counts,
                          torch::Tensor* amax_out = nullptr);
-/// detail::quantize_per_block (quantize_detail.h).
-QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts);
+/// detail::quantize_per_block's row-major copy (quantize_detail.h); the caller transposes it.
+QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format,
+                                   const torch::Tensor& counts);
 
 /// data * scale_inv, any scaling (per block too), with ATen ops on data's device.
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
