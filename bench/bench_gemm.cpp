@@ -7,7 +7,8 @@
 // accumulation, bf16 at::matmul) are timed interleaved: `warmup` untimed rounds, then `iters`
 // rounds of one run each, every run bracketed by CUDA events on the current stream. The ms column
 // is each method's median, the speed-up the median of the per-round ratios (bench_timing.h). The
-// group-scaled rows time each route in turn against a tensorwise run of their own. Inputs rotate
+// group-scaled rows time each route in turn against a tensorwise run of their own, the blockwise
+// rows cuBLASLt's block scale modes interleaved with a tensorwise run. Inputs rotate
 // over enough copies that the operands of small shapes do not sit in L2 between runs. Each run
 // allocates its output through the caching allocator, as a caller of either API would. A "check"
 // column compares fp8nn's result with at::_scaled_mm's (same operands, same accumulation mode) as a
@@ -137,6 +138,27 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
               method.c_str(), ms, tflops, speedup, check.c_str());
 }
 
+// Sets FP8NN_GROUP_GEMM to `route` for its scope (the library reads it again), then restores it.
+struct RouteScope {
+  std::string previous;
+  bool had_previous;
+  explicit RouteScope(const char* route) {
+    const char* saved = std::getenv("FP8NN_GROUP_GEMM");
+    had_previous = saved != nullptr;
+    if (had_previous) previous = saved;
+    setenv("FP8NN_GROUP_GEMM", route, 1);
+    fp8nn::cuda::reload_group_gemm_route();
+  }
+  ~RouteScope() {
+    if (had_previous) {
+      setenv("FP8NN_GROUP_GEMM", previous.c_str(), 1);
+    } else {
+      unsetenv("FP8NN_GROUP_GEMM");
+    }
+    fp8nn::cuda::reload_group_gemm_route();
+  }
+};
+
 // Mixed's group-scaled products: a quantized per group of G along K (E4M3), b per tensor, through
 // each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (one product per
 // row-group slice of K, or OUTER_VEC scales when one group spans the row) and the hand-written
@@ -147,8 +169,6 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
   const double tensorwise_ms =
       median_ms([&](int i) { torch_scaled_mm(operands[i % operands.size()], true); },
                 options.warmup, options.iters);
-  const char* saved = std::getenv("FP8NN_GROUP_GEMM");
-  const std::string restore = saved == nullptr ? "" : saved;
   for (int64_t group : {int64_t{128}, int64_t{4096}}) {
     std::vector<fp8nn::QuantizedTensor> grouped;
     for (const auto& o : operands) {
@@ -160,8 +180,7 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     };
     torch::Tensor reference;
     for (const char* route : {"cublaslt", "sm90", "auto"}) {
-      setenv("FP8NN_GROUP_GEMM", route, 1);
-      fp8nn::cuda::reload_group_gemm_route();
+      const RouteScope scope(route);
       const double ms = median_ms(run, options.warmup, options.iters);
       const auto result =
           F::scaled_mm(grouped[0], operands[0].b, c10::nullopt, torch::kBFloat16, false);
@@ -176,12 +195,39 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       print_row(shape, what, ms, tensorwise_ms / ms, check);
     }
   }
-  if (restore.empty()) {
-    unsetenv("FP8NN_GROUP_GEMM");
-  } else {
-    setenv("FP8NN_GROUP_GEMM", restore.c_str(), 1);
+}
+
+// The blockwise (DeepSeek-V3) products on cuBLASLt's block scale modes (FP8NN_GROUP_GEMM=cublaslt):
+// "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the forward and the input gradient), and
+// "1D1D", a times b per 1x128 (the weight gradient's form), each timed interleaved with
+// at::_scaled_mm tensorwise with fast accumulation, the ceiling a blockwise product is measured
+// against. These modes accumulate precisely only. check: relative difference to the product of the
+// dequantized operands.
+void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
+                       const GemmBenchOptions& options) {
+  std::vector<fp8nn::QuantizedTensor> a_rows, b_rows, b_blocks;
+  for (const auto& o : operands) {
+    a_rows.push_back(F::quantize_per_group(o.a_bf16, fp8nn::Format::E4M3, fp8nn::kBlockSize));
+    b_rows.push_back(F::quantize_per_group(o.b_bf16, fp8nn::Format::E4M3, fp8nn::kBlockSize));
+    b_blocks.push_back(F::quantize_per_block(o.b_bf16, fp8nn::Format::E4M3));
   }
-  fp8nn::cuda::reload_group_gemm_route();
+  const auto slot = [&](int i) { return static_cast<size_t>(i) % operands.size(); };
+  for (const auto* b : {&b_blocks, &b_rows}) {
+    const auto product = [&](size_t i) {
+      return F::scaled_mm(a_rows[i], (*b)[i], c10::nullopt, torch::kBFloat16, false);
+    };
+    // The exact product of the dequantized operands, up to fp32 accumulation.
+    const auto reference = at::matmul(F::dequantize(a_rows[0]), F::dequantize((*b)[0]).t());
+    const RouteScope scope("cublaslt");
+    const auto times =
+        interleaved_median_ms({[&](int i) { torch_scaled_mm(operands[slot(i)], true); },
+                               [&](int i) { product(slot(i)); }},
+                              options.warmup, options.iters);
+    char check[32];
+    std::snprintf(check, sizeof(check), "%.1e", relative_difference(product(0), reference));
+    const char* what = b == &b_blocks ? "bw 1D2D cublaslt" : "bw 1D1D cublaslt";
+    print_row(shape, what, times.median_ms[1], times.paired_speedup[1], check);
+  }
 }
 
 }  // namespace
@@ -236,7 +282,10 @@ int run_gemm_bench(const GemmBenchOptions& options) {
       if (fast)
         print_row(shape, "bf16 at::matmul", times.median_ms[2], times.paired_speedup[2], "");
     }
-    if (shape[0] >= 4096) group_scaled_rows(shape, operands, options);
+    if (shape[0] >= 4096) {
+      group_scaled_rows(shape, operands, options);
+      block_scaled_rows(shape, operands, options);
+    }
   }
   return 0;
 }

@@ -28,7 +28,8 @@
 #include "common/cuda/device_memory.h"
 #include "common/error.h"
 
-// Per-row scales (OUTER_VEC_32F, A/B_SCALE_MODE) arrived in cuBLAS 12.9; older headers lack them.
+// Per-row and block scales (OUTER_VEC_32F, VEC128_32F, BLK128x128_32F, A/B_SCALE_MODE) arrived
+// in cuBLAS 12.9; older headers lack them.
 #if defined(CUBLAS_VERSION) && CUBLAS_VERSION >= 120900
 #define FP8NN_HAVE_OUTER_VEC_SCALES 1
 #else
@@ -112,18 +113,46 @@ Owned<cublasLtMatrixLayout_t> column_major(cudaDataType_t type, int64_t rows, in
   return Owned<cublasLtMatrixLayout_t>(layout);
 }
 
+#if FP8NN_HAVE_OUTER_VEC_SCALES
+int32_t lt_scale_mode(ScaleMode mode) {
+  switch (mode) {
+    case ScaleMode::PerTensor:
+      return CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+    case ScaleMode::PerRow:
+      return CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    case ScaleMode::Vec128:
+      return CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    case ScaleMode::Block128x128:
+      return CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+  }
+  TORCH_INTERNAL_ASSERT(false, "fp8nn: unknown cuBLASLt scale mode");
+}
+#endif
+
+bool is_block_mode(ScaleMode mode) {
+  return mode == ScaleMode::Vec128 || mode == ScaleMode::Block128x128;
+}
+
+// The pairings cublaslt_scaled_mm accepts (see ScaleMode).
+bool valid_pairing(ScaleMode a, ScaleMode b) {
+  if (!is_block_mode(a) && !is_block_mode(b)) return a == b;
+  return (a == ScaleMode::Vec128 && is_block_mode(b)) ||
+         (b == ScaleMode::Vec128 && is_block_mode(a));
+}
+
 // Everything cuBLASLt's heuristic sees. The algorithm it picks depends on the problem, the types,
 // the epilogue, the accumulation and scale modes, and the alignment of the buffers.
 struct AlgoKey {
   int device;
   int64_t m, n, k;
   int a_type, b_type, d_type, bias_type;  // bias_type -1: no bias
-  bool fast_accumulation, per_row;
+  bool fast_accumulation;
+  int a_mode, b_mode;  // ScaleMode of cuBLASLt's A (our b) and B (our a)
   uint32_t align_a, align_b, align_d, align_bias, align_scales;
 
   auto tie() const {
-    return std::tie(device, m, n, k, a_type, b_type, d_type, bias_type, fast_accumulation, per_row,
-                    align_a, align_b, align_d, align_bias, align_scales);
+    return std::tie(device, m, n, k, a_type, b_type, d_type, bias_type, fast_accumulation, a_mode,
+                    b_mode, align_a, align_b, align_d, align_bias, align_scales);
   }
   bool operator<(const AlgoKey& other) const { return tie() < other.tie(); }
 };
@@ -165,7 +194,8 @@ Descriptors* descriptors_for(const AlgoKey& key, cudaDataType_t lt_a_type, cudaD
   const auto found = cache.find(key);
   if (found != cache.end()) return &found->second;
 #if !FP8NN_HAVE_OUTER_VEC_SCALES
-  if (key.per_row) return nullptr;  // this cuBLASLt cannot scale per row
+  // This cuBLASLt scales per tensor only.
+  if (key.a_mode != static_cast<int>(ScaleMode::PerTensor)) return nullptr;
 #endif
   cublasLtMatmulDesc_t raw_desc = nullptr;
   FP8NN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -177,11 +207,13 @@ Descriptors* descriptors_for(const AlgoKey& key, cudaDataType_t lt_a_type, cudaD
   FP8NN_SET_DESC(desc, CUBLASLT_MATMUL_DESC_TRANSA, transa);
   FP8NN_SET_DESC(desc, CUBLASLT_MATMUL_DESC_TRANSB, transb);
 #if FP8NN_HAVE_OUTER_VEC_SCALES
-  if (key.per_row) {
-    // One fp32 scale per row of op(A) (our b: N values) and per column of op(B) (our a: M values).
-    const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
-    FP8NN_SET_DESC(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, mode);
-    FP8NN_SET_DESC(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, mode);
+  // Per row: one fp32 scale per row of op(A) (our b: N values) and per column of op(B) (our a: M
+  // values). Blocks: along cuBLASLt's K, which is each operand's inner dimension here.
+  if (key.a_mode != static_cast<int>(ScaleMode::PerTensor)) {
+    const int32_t a_mode = lt_scale_mode(static_cast<ScaleMode>(key.a_mode));
+    const int32_t b_mode = lt_scale_mode(static_cast<ScaleMode>(key.b_mode));
+    FP8NN_SET_DESC(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, a_mode);
+    FP8NN_SET_DESC(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, b_mode);
   }
 #endif
   const int8_t fast_accum = key.fast_accumulation ? 1 : 0;
@@ -300,6 +332,21 @@ size_t fastest_candidate(cublasLtHandle_t handle, const Descriptors& d,
 
 }  // namespace
 
+int64_t scale_count(ScaleMode mode, int64_t rows, int64_t k) {
+  const int64_t k_blocks = (k + 127) / 128;
+  switch (mode) {
+    case ScaleMode::PerTensor:
+      return 1;
+    case ScaleMode::PerRow:
+      return rows;
+    case ScaleMode::Vec128:
+      return k_blocks * rows;
+    case ScaleMode::Block128x128:
+      return (rows + 127) / 128 * ((k_blocks + 3) / 4 * 4);
+  }
+  TORCH_INTERNAL_ASSERT(false, "fp8nn: unknown cuBLASLt scale mode");
+}
+
 void set_gemm_autotuning(bool enabled) { autotuning_setting.store(enabled ? 1 : 0); }
 
 bool gemm_autotuning() { return autotuning_enabled(); }
@@ -311,7 +358,6 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
   const int64_t K = a.data.size(1);
   const int64_t N = b.data.size(0);
   const bool has_bias = bias.has_value() && bias->defined();
-  const bool per_row = a.mode == ScaleMode::PerRow;
   TORCH_INTERNAL_ASSERT(a.data.dim() == 2 && b.data.dim() == 2 && b.data.size(1) == K);
   TORCH_INTERNAL_ASSERT(a.data.is_contiguous() && b.data.is_contiguous() && out.is_contiguous());
   TORCH_INTERNAL_ASSERT(out.size(0) == M && out.size(1) == N);
@@ -323,12 +369,15 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
   TORCH_INTERNAL_ASSERT(
       !(a.data.scalar_type() == at::kFloat8_e5m2 && b.data.scalar_type() == at::kFloat8_e5m2),
       "fp8nn: cuBLASLt has no e5m2 x e5m2 product");
-  TORCH_INTERNAL_ASSERT(a.mode == b.mode, "fp8nn: OUTER_VEC_32F applies to both operands or none");
+  TORCH_INTERNAL_ASSERT(valid_pairing(a.mode, b.mode),
+                        "fp8nn: cuBLASLt scale modes that do not pair (see ScaleMode)");
+  TORCH_INTERNAL_ASSERT(!fast_accumulation || !is_block_mode(a.mode),
+                        "fp8nn: cuBLASLt's block scale modes accumulate precisely only");
   TORCH_INTERNAL_ASSERT(a.scale_inv.scalar_type() == at::kFloat &&
                         b.scale_inv.scalar_type() == at::kFloat);
-  TORCH_INTERNAL_ASSERT(per_row ? (a.scale_inv.numel() == M && b.scale_inv.numel() == N &&
-                                   a.scale_inv.is_contiguous() && b.scale_inv.is_contiguous())
-                                : (a.scale_inv.numel() == 1 && b.scale_inv.numel() == 1));
+  TORCH_INTERNAL_ASSERT(a.scale_inv.is_contiguous() && b.scale_inv.is_contiguous());
+  TORCH_INTERNAL_ASSERT(a.scale_inv.numel() == scale_count(a.mode, M, K) &&
+                        b.scale_inv.numel() == scale_count(b.mode, N, K));
   TORCH_INTERNAL_ASSERT(!has_bias || (out.scalar_type() != at::kFloat &&
                                       bias->scalar_type() == out.scalar_type() &&
                                       bias->numel() == N && bias->is_contiguous()));
@@ -358,7 +407,8 @@ bool cublaslt_scaled_mm(const FP8Operand& a, const FP8Operand& b,
                     static_cast<int>(d_type),
                     has_bias ? static_cast<int>(d_type) : -1,
                     fast_accumulation,
-                    per_row,
+                    static_cast<int>(b.mode),
+                    static_cast<int>(a.mode),
                     alignment_of(lt_a),
                     alignment_of(lt_b),
                     alignment_of(lt_d),

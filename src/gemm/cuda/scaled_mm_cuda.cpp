@@ -1,5 +1,9 @@
-// Path choice for the FP8 product on CUDA (operands scaled per block, group_rows > 1, take the
-// reference product on the device: no tensor-core path for them yet):
+// Path choice for the FP8 product on CUDA:
+//  0. Under FP8NN_GROUP_GEMM=cublaslt, cuBLASLt's block scale modes (cuBLAS 12.9+, Hopper) for a
+//     pair of 1x128 (per group of 128) and 128x128 (per block) or two 1x128 operands: the
+//     DeepSeek-V3 products. Not yet under the other routes, which send block-scaled operands
+//     (group_rows > 1) to the reference product on the device: these modes have not been run
+//     against the reference on a GPU.
 //  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
@@ -148,6 +152,90 @@ QuantizedTensor k_slice(const QuantizedTensor& q, int64_t begin, int64_t length)
 // the group boundaries: each slice is a per-row (OUTER_VEC) product on the tensor cores, summed in
 // fp32; then the bias and the output dtype. Exact up to accumulation order. (The hand-written
 // group-scaled GEMMs promote inside the K loop instead of re-reading the output.)
+// The cuBLASLt scale mode of a block-scaled operand: 1x128 (per group of 128 along K) or 128x128.
+c10::optional<cuda::ScaleMode> block_mode_of(const QuantizedTensor& q) {
+  if (q.group_size != kBlockSize) return c10::nullopt;
+  if (q.group_rows == 1) return cuda::ScaleMode::Vec128;
+  if (q.group_rows == kBlockSize) return cuda::ScaleMode::Block128x128;
+  return c10::nullopt;
+}
+
+// scale_inv in the layout cuBLASLt's block modes read (cublaslt_gemm.h), for `rows` rows (more
+// than the operand has when its data was padded: the extra scales are ones, their rows zeros).
+torch::Tensor block_scales(const QuantizedTensor& q, cuda::ScaleMode mode, int64_t rows) {
+  torch::Tensor scales;
+  if (mode == cuda::ScaleMode::Vec128) {
+    // [rows, K blocks] -> K-block-major.
+    scales = q.scale_inv.t();
+    const int64_t extra_rows = rows - q.data.size(0);
+    if (extra_rows > 0) scales = at::constant_pad_nd(scales, {0, extra_rows}, 1.0);
+  } else {
+    // [row blocks, K blocks] with each row padded to a multiple of 4 K blocks. Padded data rows
+    // stay inside the last row block (rows round up to 16 only), so no row block is added.
+    const int64_t k_blocks = q.scale_inv.size(1);
+    const int64_t padded_k_blocks = round_up(k_blocks, 4);
+    scales = q.scale_inv;
+    if (padded_k_blocks != k_blocks) {
+      scales = at::constant_pad_nd(scales, {0, padded_k_blocks - k_blocks}, 1.0);
+    }
+  }
+  scales = scales.contiguous();
+  return aligned(scales) ? scales : scales.clone();
+}
+
+// The product on cuBLASLt's block scale modes, or nullopt when they cannot express it (operands,
+// device or library) or cuBLASLt refuses. Always accumulates precisely (the only mode there is).
+c10::optional<torch::Tensor> block_product(const QuantizedTensor& a, const QuantizedTensor& b,
+                                           const c10::optional<torch::Tensor>& bias,
+                                           at::ScalarType out_dtype) {
+  const int64_t M = a.data.size(0);
+  const int64_t K = a.data.size(1);
+  const int64_t N = b.data.size(0);
+  if (M == 0 || N == 0 || K == 0) return c10::nullopt;
+  const auto a_mode = block_mode_of(a);
+  const auto b_mode = block_mode_of(b);
+  if (!a_mode || !b_mode) return c10::nullopt;
+  if (*a_mode == cuda::ScaleMode::Block128x128 && *b_mode == cuda::ScaleMode::Block128x128) {
+    return c10::nullopt;  // cuBLASLt pairs a 128x128 operand with a 1x128 one only
+  }
+  const cudaDeviceProp* properties = at::cuda::getDeviceProperties(a.data.device().index());
+  if (properties->major != 9) return c10::nullopt;  // Hopper's block modes
+  if (a.format == Format::E5M2 && b.format == Format::E5M2) return c10::nullopt;
+
+  // Zeros along K add nothing, and a K block keeps its scale (128 is a multiple of 16).
+  const int64_t padded_K = round_up(K, kDimMultiple);
+  const int64_t padded_N = round_up(N, kDimMultiple);
+  const auto a_data = padded_data(a.data, M, padded_K);
+  const auto b_data = padded_data(b.data, padded_N, padded_K);
+  const auto a_scale = block_scales(a, *a_mode, M);
+  const auto b_scale = block_scales(b, *b_mode, padded_N);
+
+  // The epilogue's bias as on the per-tensor path; should cuBLASLt refuse it with these modes,
+  // the product comes out in fp32 and the bias is added there, rounding once to out_dtype.
+  const bool has_bias = bias.has_value() && bias->defined();
+  const auto run = [&](const c10::optional<torch::Tensor>& epilogue_bias,
+                       at::ScalarType dtype) -> c10::optional<torch::Tensor> {
+    auto out = cuda::empty({M, padded_N}, dtype, a.data.device());
+    const cuda::FP8Operand lt_a{a_data, a_scale, *a_mode};
+    const cuda::FP8Operand lt_b{b_data, b_scale, *b_mode};
+    if (!cuda::cublaslt_scaled_mm(lt_a, lt_b, epilogue_bias, out, /*fast_accumulation=*/false)) {
+      return c10::nullopt;
+    }
+    if (padded_N != N) out = out.narrow(1, 0, N).contiguous();
+    return out;
+  };
+  if (has_bias && out_dtype != at::kFloat) {
+    auto converted = bias->to(out_dtype).contiguous();
+    if (padded_N != N) converted = at::constant_pad_nd(converted, {0, padded_N - N}, 0.0);
+    if (!aligned(converted)) converted = converted.clone();
+    if (auto out = run(converted, out_dtype)) return out;
+  }
+  auto out = run(c10::nullopt, has_bias ? at::kFloat : out_dtype);
+  if (!out || !has_bias) return out;
+  out->add_(*bias);
+  return out_dtype == at::kFloat ? out : out->to(out_dtype);
+}
+
 c10::optional<torch::Tensor> k_split_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                              const c10::optional<torch::Tensor>& bias,
                                              at::ScalarType out_dtype, bool fast_accumulation) {
@@ -195,13 +283,21 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
     at::add_out(out, product, *bias);
     return out;
   }
-  // Per-block scales have no tensor-core path yet: the reference product on the device.
-  if (a.group_rows > 1 || b.group_rows > 1) {
-    return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
-  }
   // FP8NN_GROUP_GEMM is read only where it can matter: a product that cuBLASLt's one-launch path
   // takes (every per-tensor one) reads no environment.
   const int64_t K = a.data.size(1);
+  const bool block_scaled = a.group_rows > 1 || b.group_rows > 1;
+  const bool both_per_128 =
+      a.group_size == kBlockSize && b.group_size == kBlockSize && K > kBlockSize;
+  if ((block_scaled || both_per_128) &&
+      cuda::group_gemm_route() == cuda::GroupGemmRoute::CublasLt) {
+    if (auto out = block_product(a, b, bias, out_dtype)) {
+      return counted(ScaledMmPath::CublasLtBlock, *out);
+    }
+  }
+  if (block_scaled) {
+    return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
+  }
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
   if (a_split_by_groups && cuda::group_gemm_route() == cuda::GroupGemmRoute::Sm90) {
     if (auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {
@@ -242,6 +338,8 @@ const char* path_name(ScaledMmPath path) {
       return "group_gemm_mma";
     case ScaledMmPath::Reference:
       return "reference";
+    case ScaledMmPath::CublasLtBlock:
+      return "cublaslt_block";
   }
   return "unknown";
 }

@@ -1,7 +1,8 @@
 // The group-scaled FP8 GEMM kernels (kernels/group_gemm.h), called directly and through
 // functional::scaled_mm with FP8NN_GROUP_GEMM, against the CPU reference (scaled_mm on CPU tensors)
-// on ragged shapes, group sizes, both formats of a, every output dtype and extreme scales; and the
-// path scaled_mm takes for each setting. Outputs start as NaN (0xff bytes), so an element the
+// on ragged shapes, group sizes, both formats of a, every output dtype and extreme scales; the
+// path scaled_mm takes for each setting; and cuBLASLt's block scale modes (1x128 and 128x128
+// operands) under FP8NN_GROUP_GEMM=cublaslt. Outputs start as NaN (0xff bytes), so an element the
 // kernel never writes fails the comparison.
 
 #include <fp8nn/fp8nn.h>
@@ -65,7 +66,7 @@ QuantizedTensor quantize_cpu(const torch::Tensor& x, Format format, int64_t grou
 }
 
 QuantizedTensor to_cuda(const QuantizedTensor& q) {
-  return {q.data.cuda(), q.scale_inv.cuda(), q.format, q.group_size};
+  return {q.data.cuda(), q.scale_inv.cuda(), q.format, q.group_size, q.group_rows};
 }
 
 // |dequantize(a)| @ |dequantize(b)|^T + |bias|, in fp64 on the CPU.
@@ -417,5 +418,83 @@ TEST_CASE("the hand-written kernels are captured in a CUDA graph and replay with
     const auto eager = F::scaled_mm(fresh, b, bias, torch::kBFloat16);
     CHECK(torch::isfinite(captured).all().item<bool>());
     CHECK(fp8nn::test::count_bit_differences(captured, eager) == 0);
+  }
+}
+
+namespace {
+
+// A block-scaled operand on the CPU: per group of 128 along K (1x128) or per 128x128 block.
+enum class Blocks { Row128, Square128 };
+
+QuantizedTensor quantize_blocks_cpu(const torch::Tensor& x, Format format, Blocks blocks) {
+  return blocks == Blocks::Row128 ? F::quantize_per_group(x, format, fp8nn::kBlockSize)
+                                  : F::quantize_per_block(x, format);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "cuBLASLt's block modes take 1x128 x 128x128 and 1x128 x 1x128 products and match the "
+    "CPU reference") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
+  if (properties->major != 9) FP8NN_SKIP_TEST("cuBLASLt's block scale modes need a Hopper GPU");
+  fp8nn::test::seed_torch();
+  const ScopedRoute scoped("cublaslt");
+  // Ragged M (not a multiple of 4 either), K and N not multiples of 16 or 128, one K block, and
+  // the DeepSeek-V3 products: x W^T and dy W (1x128 x 128x128), dy^T x (1x128 x 1x128), and the
+  // 128x128 operand on the left.
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 16, 128}, {13, 100, 300}, {200, 256, 1024}, {129, 272, 1040}, {256, 384, 4096}};
+  const std::vector<std::pair<Blocks, Blocks>> pairings = {{Blocks::Row128, Blocks::Square128},
+                                                           {Blocks::Row128, Blocks::Row128},
+                                                           {Blocks::Square128, Blocks::Row128}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (const auto& [blocks_a, blocks_b] : pairings) {
+      const int64_t M = s[0], N = s[1], K_size = s[2];
+      const Format format_a = index % 2 == 0 ? Format::E4M3 : Format::E5M2;
+      const auto out = kOutDtypes[index % 3];
+      const bool with_bias = index % 4 != 3;
+      ++index;
+      CAPTURE(M, N, K_size, static_cast<int>(blocks_a), static_cast<int>(blocks_b),
+              fp8nn::name_of(format_a), out, with_bias);
+      // Magnitudes that differ between rows and blocks, so that every scale matters.
+      const auto a = quantize_blocks_cpu(
+          torch::randn({M, K_size}) * torch::exp(torch::randn({M, 1}) * 2.0), format_a, blocks_a);
+      const auto b = quantize_blocks_cpu(
+          torch::randn({N, K_size}) * torch::exp(torch::randn({1, K_size}) * 2.0), Format::E4M3,
+          blocks_b);
+      c10::optional<torch::Tensor> bias;
+      if (with_bias) bias = torch::randn({N}).to(out);
+      const auto expected = F::scaled_mm(a, b, bias, out).to(torch::kDouble);
+      c10::optional<torch::Tensor> bias_gpu;
+      if (bias) bias_gpu = bias->cuda();
+      const auto a_gpu = to_cuda(a);
+      const auto b_gpu = to_cuda(b);
+      torch::Tensor got;
+      const Path taken = path_of([&] { got = F::scaled_mm(a_gpu, b_gpu, bias_gpu, out); });
+      CHECK(std::string(F::path_name(taken)) == F::path_name(Path::CublasLtBlock));
+      const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
+      const auto allowed =
+          magnitude_sum(a, b, bias) * relative_bound(Kernel::AnyRoute, K_size, out) + 0x1p-24;
+      CHECK(torch::isfinite(got).all().item<bool>());
+      CHECK((error <= allowed).all().item<bool>());
+    }
+  }
+}
+
+TEST_CASE("block-scaled products take the on-device reference under the other routes") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  const auto a =
+      to_cuda(quantize_blocks_cpu(torch::randn({64, 256}), Format::E4M3, Blocks::Row128));
+  const auto b =
+      to_cuda(quantize_blocks_cpu(torch::randn({32, 256}), Format::E4M3, Blocks::Square128));
+  for (const char* route : {"mma", "sm90", "auto"}) {
+    CAPTURE(route);
+    const ScopedRoute scoped(route);
+    const Path taken = path_of([&] { F::scaled_mm(a, b, c10::nullopt, torch::kFloat); });
+    CHECK(std::string(F::path_name(taken)) == F::path_name(Path::Reference));
   }
 }
