@@ -18,28 +18,25 @@
 // Tile order: columns of kRasterWidth N-blocks, M-blocks down each column, so a wave of CTAs
 // shares both operand slices in L2.
 //
+// The PTX it is built from (mbarriers, TMA loads, wgmma, setmaxnreg) is in sm90_pipeline.cuh, the
+// tensor-map encoding in sm90_tensor_map.h; this file holds the tiles, the kernel and its launcher.
+//
 // The 8.9 (and any non-sm_90a) compilation of this file gets an empty kernel; the host side tells
 // the two apart by the kernel's static shared memory (the mbarriers live there only in the real
 // one).
 
 #include <cuda.h>  // CUtensorMap and its enums (types only: the driver is reached through cudart)
-#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 
 #include "kernels/common/cuda_error.h"
 #include "kernels/common/dtypes.cuh"
 #include "kernels/gemm/group_gemm.h"
-
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define FP8NN_SM90_DEVICE_CODE 1
-#else
-#define FP8NN_SM90_DEVICE_CODE 0
-#endif
+#include "kernels/gemm/sm90_pipeline.cuh"  // defines FP8NN_SM90_DEVICE_CODE
+#include "kernels/gemm/sm90_tensor_map.h"
 
 namespace fp8nn::kernels {
 namespace {
@@ -72,140 +69,13 @@ struct Sm90Params {
   int m_blocks, n_blocks, k_blocks;
 };
 
-// ---- device helpers (PTX) ----------------------------------------------------------------------
+// ---- device side -------------------------------------------------------------------------------
 #if FP8NN_SM90_DEVICE_CODE
 
 constexpr int kWgmmaK = 32;
 constexpr int kRowsPerConsumer = kBlockM / kConsumerWarpgroups;  // 64: one wgmma m64
 constexpr int kAccumulators = kBlockN / 2;                       // m64n128 f32: 64 per thread
 constexpr int kRasterWidth = 16;                                 // N-blocks per raster column
-constexpr unsigned long long kWaitTimeoutNs = 10ull * 1000 * 1000 * 1000;
-
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void barrier_init(uint64_t* barrier, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_address(barrier)), "r"(count));
-}
-
-__device__ __forceinline__ bool barrier_try_wait(uint32_t address, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      " selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(address), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-
-__device__ __forceinline__ uint64_t global_timer_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
-// Waits for the phase of `parity` to complete. A pipeline bug would otherwise hang the GPU: after
-// kWaitTimeoutNs the kernel traps, and the host sees a launch failure instead.
-__device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
-  const uint32_t address = smem_address(barrier);
-  if (barrier_try_wait(address, parity)) return;
-  const uint64_t start = global_timer_ns();
-  while (!barrier_try_wait(address, parity)) {
-    if (global_timer_ns() - start > kWaitTimeoutNs) __trap();
-  }
-}
-
-__device__ __forceinline__ void barrier_arrive(uint64_t* barrier) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_address(barrier)) : "memory");
-}
-
-__device__ __forceinline__ void barrier_arrive_expect_bytes(uint64_t* barrier, uint32_t bytes) {
-  asm volatile(
-      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_address(barrier)),
-      "r"(bytes)
-      : "memory");
-}
-
-__device__ __forceinline__ void tma_load_2d(void* destination, const CUtensorMap* map,
-                                            uint64_t* barrier, int inner, int outer) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_address(destination)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_address(barrier))
-      : "memory");
-}
-
-__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
-  asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-}
-
-// Shared-memory matrix descriptor of a K-major tile with 128-byte swizzle: rows of 128 bytes,
-// 8-row groups 1024 bytes apart (stride byte offset); the leading byte offset is unused for this
-// layout. Fields are in 16-byte units; bits 62-63 = 1 selects the 128-byte swizzle.
-__device__ __forceinline__ uint64_t smem_descriptor(const void* tile) {
-  const uint64_t address = smem_address(tile);
-  uint64_t descriptor = (address & 0x3FFFF) >> 4;
-  descriptor |= uint64_t{1} << 16;          // leading byte offset: 16 bytes (ignored)
-  descriptor |= uint64_t{1024 >> 4} << 32;  // stride byte offset
-  descriptor |= uint64_t{1} << 62;          // SWIZZLE_128B
-  return descriptor;
-}
-
-__device__ __forceinline__ void wgmma_fence() {
-  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_wait_all() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-}
-
-// Keeps the compiler from moving accumulator reads/writes across wgmma issue and wait.
-__device__ __forceinline__ void fence_registers(float (&d)[kAccumulators]) {
-#pragma unroll
-  for (int i = 0; i < kAccumulators; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
-#define FP8NN_WGMMA_OPERANDS                                                                      \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
-      "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
-      "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),  \
-      "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),  \
-      "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),  \
-      "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),  \
-      "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),  \
-      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-
-#define FP8NN_WGMMA_REGISTERS                                                                   \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
-  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
-  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
-  "%56, %57, %58, %59, %60, %61, %62, %63}"
-
-// d (+)= A (64 x 32, smem) * B (128 x 32, smem)^T; accumulate when `accumulate`, else overwrite.
-template <Fp8Format FormatA>
-__device__ __forceinline__ void wgmma_m64n128k32(float (&d)[kAccumulators], uint64_t desc_a,
-                                                 uint64_t desc_b, int accumulate) {
-  if constexpr (FormatA == Fp8Format::kE4M3) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
-        " wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " FP8NN_WGMMA_REGISTERS
-        ", %64, %65, p, 1, 1;\n}\n"
-        : FP8NN_WGMMA_OPERANDS
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-  } else {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
-        " wgmma.mma_async.sync.aligned.m64n128k32.f32.e5m2.e4m3 " FP8NN_WGMMA_REGISTERS
-        ", %64, %65, p, 1, 1;\n}\n"
-        : FP8NN_WGMMA_OPERANDS
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-  }
-}
 
 // Tile t of the persistent sequence -> (m_block, n_block), raster columns of kRasterWidth N-blocks.
 __device__ __forceinline__ void tile_coordinates(int tile, int m_blocks, int n_blocks, int& m_block,
@@ -243,19 +113,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warpgroup = threadIdx.x / 128;
   const int thread_in_group = threadIdx.x % 128;
   if (threadIdx.x == 0) {
-    prefetch_tensor_map(&map_a);
-    prefetch_tensor_map(&map_b);
+    sm90::prefetch_tensor_map(&map_a);
+    sm90::prefetch_tensor_map(&map_b);
     for (int s = 0; s < kStages; ++s) {
-      barrier_init(&full[s], 1);  // the producer's arrive.expect_tx; TMA completes the bytes
-      barrier_init(&empty[s], kConsumerWarpgroups * 4);  // one arrival per consumer warp
+      sm90::barrier_init(&full[s], 1);  // the producer's arrive.expect_tx; TMA completes the bytes
+      sm90::barrier_init(&empty[s], kConsumerWarpgroups * 4);  // one arrival per consumer warp
     }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    sm90::fence_barrier_init();
   }
   __syncthreads();
 
   const int tiles = p.m_blocks * p.n_blocks;
   if (warpgroup == 0) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegisters));
+    sm90::setmaxnreg_dec<kProducerRegisters>();
     if (thread_in_group != 0) return;
     int stage = 0;
     uint32_t phase = 0;
@@ -263,10 +133,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       int m_block, n_block;
       tile_coordinates(tile, p, m_block, n_block);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
-        barrier_wait(&empty[stage], phase ^ 1);
-        barrier_arrive_expect_bytes(&full[stage], kStageBytes);
-        tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * kBlockM);
-        tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+        sm90::barrier_wait(&empty[stage], phase ^ 1);
+        sm90::barrier_arrive_expect_bytes(&full[stage], kStageBytes);
+        sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * kBlockM);
+        sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
         if (++stage == kStages) {
           stage = 0;
           phase ^= 1;
@@ -276,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     return;
   }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegisters));
+  sm90::setmaxnreg_inc<kConsumerRegisters>();
   const int consumer = warpgroup - 1;
   const int warp = thread_in_group / 32;
   const int lane = thread_in_group % 32;
@@ -310,22 +180,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float scale0 = scale_row0 != nullptr ? __ldg(scale_row0 + group) : 0.0f;
       const float scale1 = scale_row1 != nullptr ? __ldg(scale_row1 + group) : 0.0f;
 
-      barrier_wait(&full[stage], phase);
+      sm90::barrier_wait(&full[stage], phase);
       const uint64_t desc_a =
-          smem_descriptor(tile_a(stage) + consumer * kRowsPerConsumer * kBlockK);
-      const uint64_t desc_b = smem_descriptor(tile_b(stage));
-      fence_registers(partial);
-      wgmma_fence();
+          sm90::smem_descriptor(tile_a(stage) + consumer * kRowsPerConsumer * kBlockK);
+      const uint64_t desc_b = sm90::smem_descriptor(tile_b(stage));
+      sm90::fence_registers(partial);
+      sm90::wgmma_fence();
 #pragma unroll
       for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
         // +32 bytes along K inside the swizzle atom = +2 in the 16-byte address field.
-        wgmma_m64n128k32<FormatA>(partial, desc_a + 2 * step, desc_b + 2 * step, step > 0);
+        sm90::wgmma_m64n128k32<FormatA>(partial, desc_a + 2 * step, desc_b + 2 * step, step > 0);
       }
-      wgmma_commit();
-      wgmma_wait_all();
-      fence_registers(partial);
+      sm90::wgmma_commit();
+      sm90::wgmma_wait_all();
+      sm90::fence_registers(partial);
       __syncwarp();
-      if (lane == 0) barrier_arrive(&empty[stage]);
+      if (lane == 0) sm90::barrier_arrive(&empty[stage]);
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
@@ -364,36 +234,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ---- host side -------------------------------------------------------------------------------
 
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 encoder = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* function = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000,
-                                         cudaEnableDefault, &found) == cudaSuccess &&
-        found == cudaDriverEntryPointSuccess) {
-      encoder = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(function);
-    }
-  });
-  return encoder;
-}
-
 // A rows x cols FP8 matrix (row pitch ld bytes) read in kBlockK x 128-row boxes, 128-byte swizzle,
 // zeros outside the matrix.
 cudaError_t encode_operand_map(CUtensorMap* map, const void* data, int64_t rows, int64_t cols,
                                int64_t ld, int box_rows) {
-  const auto encode = tensor_map_encoder();
-  if (encode == nullptr) return cudaErrorNotSupported;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld)};
-  const cuuint32_t box[2] = {kBlockK, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult result =
-      encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(data), dims, strides, box,
-             element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return result == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+  return sm90::encode_tensor_map_2d(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, data,
+                                    static_cast<uint64_t>(cols), static_cast<uint64_t>(rows),
+                                    static_cast<uint64_t>(ld), kBlockK,
+                                    static_cast<uint32_t>(box_rows), CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 // Facts about a device that the launcher needs on every call, asked of the runtime once per
