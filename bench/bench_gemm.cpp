@@ -17,6 +17,7 @@
 #include "bench_gemm.h"
 #include "bench_timing.h"
 #include "src/gemm/cuda/group_gemm_cuda.h"
+#include "src/gemm/cuda/scaled_mm_cuda.h"
 
 #include <fp8nn/fp8nn.h>
 
@@ -162,8 +163,9 @@ struct RouteScope {
 // Mixed's group-scaled products: a quantized per group of G along K (E4M3), b per tensor, through
 // each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (one product per
 // row-group slice of K, or OUTER_VEC scales when one group spans the row) and the hand-written
-// sm90 kernel. Speed-up against at::_scaled_mm tensorwise with fast accumulation (the ceiling a
-// group-scaled product is measured against); check: relative difference to the cublaslt route.
+// sm90 kernel (128-row tiles, its choice), then that kernel with 256-row tiles. Speed-up against
+// at::_scaled_mm tensorwise with fast accumulation (the ceiling a group-scaled product is measured
+// against); check: relative difference to the cublaslt route.
 void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
                        const GemmBenchOptions& options) {
   const double tensorwise_ms =
@@ -194,15 +196,28 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
           std::string("G=") + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
       print_row(shape, what, ms, tensorwise_ms / ms, check);
     }
+    const auto tall = [&](int i) {
+      return fp8nn::cuda::group_gemm_product(grouped[i % grouped.size()],
+                                             operands[i % operands.size()].b, c10::nullopt,
+                                             torch::kBFloat16, fp8nn::cuda::GroupGemmKernel::Sm90,
+                                             /*tile_m=*/256);
+    };
+    const auto result = tall(0);
+    if (!result) continue;  // not an sm_90 device or build: the sm90 row above says as much
+    const double ms = median_ms([&](int i) { tall(i); }, options.warmup, options.iters);
+    char check[32];
+    std::snprintf(check, sizeof(check), "%.1e", relative_difference(*result, reference));
+    print_row(shape, "G=" + std::to_string(group) + " sm90 256", ms, tensorwise_ms / ms, check);
   }
 }
 
-// The blockwise (DeepSeek-V3) products on cuBLASLt's block scale modes (FP8NN_GROUP_GEMM=cublaslt):
-// "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the forward and the input gradient), and
-// "1D1D", a times b per 1x128 (the weight gradient's form), each timed interleaved with
+// The blockwise (DeepSeek-V3) products: "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the
+// forward and the input gradient), on cuBLASLt's block scale mode (FP8NN_GROUP_GEMM=cublaslt, the
+// peer) and on group_gemm_sm90 with 128- and 256-row tiles; "1D1D", a times b per 1x128 (the
+// weight gradient's form), on cuBLASLt. The variants of a form are timed interleaved with
 // at::_scaled_mm tensorwise with fast accumulation, the ceiling a blockwise product is measured
-// against. These modes accumulate precisely only. check: relative difference to the product of the
-// dequantized operands.
+// against. Every variant promotes per 128 of K (cuBLASLt's block modes accumulate precisely only).
+// check: relative difference to the product of the dequantized operands.
 void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
                        const GemmBenchOptions& options) {
   std::vector<fp8nn::QuantizedTensor> a_rows, b_rows, b_blocks;
@@ -212,21 +227,63 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     b_blocks.push_back(F::quantize_per_block(o.b_bf16, fp8nn::Format::E4M3));
   }
   const auto slot = [&](int i) { return static_cast<size_t>(i) % operands.size(); };
-  for (const auto* b : {&b_blocks, &b_rows}) {
-    const auto product = [&](size_t i) {
-      return F::scaled_mm(a_rows[i], (*b)[i], c10::nullopt, torch::kBFloat16, false);
+  struct Variant {
+    std::string name;
+    std::function<torch::Tensor(size_t)> product;
+  };
+  // scaled_mm takes cuBLASLt's block modes under this route; the sm90 rows call the kernel.
+  const RouteScope scope("cublaslt");
+  const auto cublaslt = [&](const std::vector<fp8nn::QuantizedTensor>& b) {
+    return [&b, &a_rows](size_t i) {
+      return F::scaled_mm(a_rows[i], b[i], c10::nullopt, torch::kBFloat16, false);
     };
+  };
+  const auto sm90_tile = [&](int tile_m) {
+    return [&b_blocks, &a_rows, tile_m](size_t i) {
+      auto out =
+          fp8nn::cuda::group_gemm_product(a_rows[i], b_blocks[i], c10::nullopt, torch::kBFloat16,
+                                          fp8nn::cuda::GroupGemmKernel::Sm90, tile_m);
+      return out ? *out : torch::Tensor();
+    };
+  };
+  const std::vector<std::pair<const std::vector<fp8nn::QuantizedTensor>*, std::vector<Variant>>>
+      forms = {{&b_blocks,
+                {{"bw 1D2D cublaslt", cublaslt(b_blocks)},
+                 {"bw 1D2D sm90 128", sm90_tile(128)},
+                 {"bw 1D2D sm90 256", sm90_tile(256)}}},
+               {&b_rows, {{"bw 1D1D cublaslt", cublaslt(b_rows)}}}};
+  for (const auto& [b, variants] : forms) {
     // The exact product of the dequantized operands, up to fp32 accumulation.
     const auto reference = at::matmul(F::dequantize(a_rows[0]), F::dequantize((*b)[0]).t());
-    const RouteScope scope("cublaslt");
-    const auto times =
-        interleaved_median_ms({[&](int i) { torch_scaled_mm(operands[slot(i)], true); },
-                               [&](int i) { product(slot(i)); }},
-                              options.warmup, options.iters);
-    char check[32];
-    std::snprintf(check, sizeof(check), "%.1e", relative_difference(product(0), reference));
-    const char* what = b == &b_blocks ? "bw 1D2D cublaslt" : "bw 1D1D cublaslt";
-    print_row(shape, what, times.median_ms[1], times.paired_speedup[1], check);
+    std::vector<std::function<void(int)>> runs = {
+        [&](int i) { torch_scaled_mm(operands[slot(i)], true); }};
+    std::vector<const Variant*> running;
+    for (const auto& variant : variants) {
+      const int64_t block_calls = F::scaled_mm_path_count(F::ScaledMmPath::CublasLtBlock);
+      const auto first = variant.product(0);
+      if (variant.name.find("cublaslt") != std::string::npos &&
+          F::scaled_mm_path_count(F::ScaledMmPath::CublasLtBlock) == block_calls) {
+        std::printf(
+            "# %s: cuBLASLt refused the block modes at %ld,%ld,%ld; the row times "
+            "scaled_mm's fallback\n",
+            variant.name.c_str(), shape[0], shape[1], shape[2]);
+      }
+      if (!first.defined()) {
+        std::printf("# %s: the kernel refused %ld,%ld,%ld\n", variant.name.c_str(), shape[0],
+                    shape[1], shape[2]);
+        continue;
+      }
+      running.push_back(&variant);
+      runs.push_back([&variant, &slot](int i) { variant.product(slot(i)); });
+    }
+    const auto times = interleaved_median_ms(runs, options.warmup, options.iters);
+    for (size_t v = 0; v < running.size(); ++v) {
+      char check[32];
+      std::snprintf(check, sizeof(check), "%.1e",
+                    relative_difference(running[v]->product(0), reference));
+      print_row(shape, running[v]->name, times.median_ms[v + 1], times.paired_speedup[v + 1],
+                check);
+    }
   }
 }
 

@@ -7,15 +7,19 @@
 // graph capturable, nothing allocated), laid out as QuantizedTensor's (include/fp8nn/quantize.h):
 //   group_size == 0: one value for the whole operand;
 //   group_size == G: [rows, ceil(K / G)] contiguous, sa(m, k) = a_scale_inv[m * ceil(K/G) + k / G]
-//   (a row of length K <= G is one group: per-row scaling; the last group of a row may be short).
+//   (a row of length K <= G is one group: per-row scaling; the last group of a row may be short);
+//   group_rows == R > 1 as well: blocks of R rows x G columns share a scale,
+//   [ceil(rows / R), ceil(K / G)] contiguous, sa(m, k) = a_scale_inv[(m / R) * ceil(K/G) + k / G]
+//   (a 128x128 block-scaled weight: G = R = 128).
 // Accumulation: each K-chunk that lies inside one group of both operands is summed by the tensor
 // cores from zero, then promoted: total += (partial * sa) * sb in fp32 (DeepGEMM-style; never
 // sa * sb first, which can overflow or lose bits where the reference's (a * sa)(b * sb) does not).
 //
 // Two implementations:
 //  - group_gemm_mma: portable (sm_80+ tensor cores via exact FP8 -> fp16 conversion), any M, N, K
-//    (0 and 1 included), any group sizes on either operand, any pointer alignment and leading dims,
-//    either format on either operand. The correctness fallback.
+//    (0 and 1 included), any group sizes on either operand (one row per group: block scales are
+//    expanded to one scale row per data row first), any pointer alignment and leading dims, either
+//    format on either operand. The correctness fallback.
 //  - group_gemm_sm90: Hopper (sm_90a) wgmma + TMA, warp-specialised and persistent. Narrower: see
 //    group_gemm_sm90_unsupported_reason. Compiled to a stub (returns cudaErrorNotSupported) when
 //    the build has no sm_90a target.
@@ -35,6 +39,8 @@ struct GroupGemmArgs {
   const float* b_scale_inv = nullptr;
   int64_t a_group_size = 0;  ///< 0: per tensor; G > 0: per (row, group of G along K)
   int64_t b_group_size = 0;
+  int64_t a_group_rows = 1;  ///< rows sharing a group's scale (with group_size > 0): 1 or more
+  int64_t b_group_rows = 1;
   void* c = nullptr;           ///< M x N, out_type
   const void* bias = nullptr;  ///< N values of out_type, or null
   int64_t m = 0, n = 0, k = 0;
@@ -42,14 +48,17 @@ struct GroupGemmArgs {
   Fp8Format a_format = Fp8Format::kE4M3;
   Fp8Format b_format = Fp8Format::kE4M3;
   HighPrecision out_type = HighPrecision::kBFloat16;
+  int tile_m = 0;  ///< group_gemm_sm90's tile height: 128 or 256; 0 lets it choose
 };
 
 /// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
-/// pointers present where sizes need them, group sizes >= 0); else what is wrong.
+/// pointers present where sizes need them, group sizes >= 0, group rows >= 1, tile_m 0, 128 or
+/// 256); else what is wrong.
 const char* group_gemm_invalid_reason(const GroupGemmArgs& args);
 
-/// Portable kernel. cudaErrorInvalidValue for invalid arguments (group_gemm_invalid_reason), else
-/// the launch status. Enqueues on `stream`; never synchronises.
+/// Portable kernel. cudaErrorInvalidValue for invalid arguments (group_gemm_invalid_reason),
+/// cudaErrorNotSupported for group_rows other than 1, else the launch status. Enqueues on `stream`;
+/// never synchronises.
 cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 
 /// Null when group_gemm_sm90 can run this problem on a device of compute capability
@@ -57,8 +66,9 @@ cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 /// group_gemm_mma)". A pure check of the arguments (whether this build has the sm_90a kernel is
 /// group_gemm_sm90_compiled's question). Needs: device_sm == 90, K % 16 == 0,
 /// N % 16 == 0 (TMA row pitch and the epilogue), lda/ldb multiples of 16, ldc a multiple of 8,
-/// a/b/c/bias 16-byte aligned, b E4M3 per tensor, a per tensor or with groups that are multiples
-/// of 128 (or cover the row), M, N >= 1. M is free (TMA fills out-of-range rows with zeros).
+/// a/b/c/bias 16-byte aligned, b E4M3 per tensor or per 128x128 block (then a E4M3), a per tensor
+/// or with groups of one row that are multiples of 128 (or cover the row), M, N >= 1. M is free
+/// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 (tile_m 0 or 128) or 256 x 128.
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm);
 
 inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) {

@@ -225,6 +225,10 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream) {
 const char* group_gemm_invalid_reason(const GroupGemmArgs& args) {
   if (args.m < 0 || args.n < 0 || args.k < 0) return "m, n and k must be >= 0";
   if (args.a_group_size < 0 || args.b_group_size < 0) return "group sizes must be >= 0";
+  if (args.a_group_rows < 1 || args.b_group_rows < 1) return "group rows must be >= 1";
+  if (args.tile_m != 0 && args.tile_m != 128 && args.tile_m != 256) {
+    return "tile_m must be 0, 128 or 256";
+  }
   if (args.m > 0 && args.n > 0) {
     if (args.c == nullptr) return "c is null";
     if (args.ldc < args.n) return "ldc must be >= n";
@@ -242,6 +246,7 @@ const char* group_gemm_invalid_reason(const GroupGemmArgs& args) {
 
 cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream) {
   if (group_gemm_invalid_reason(args) != nullptr) return cudaErrorInvalidValue;
+  if (args.a_group_rows != 1 || args.b_group_rows != 1) return cudaErrorNotSupported;
   if (args.m == 0 || args.n == 0) return cudaSuccess;
   // Grid limits: x (M tiles) up to 2^31 - 1, y (N tiles) up to 65535.
   if ((args.m + kTileM - 1) / kTileM > std::numeric_limits<int32_t>::max() ||

@@ -41,21 +41,30 @@
 namespace fp8nn::kernels {
 namespace {
 
-constexpr int kBlockM = 128;
+constexpr int kWaveM = 128;  // rows one pass of the two consumers covers (2 x wgmma m64)
 constexpr int kBlockN = 128;
 constexpr int kBlockK = 128;  // bytes of K per stage row = one 128-byte swizzle atom
-constexpr int kStages = 6;
 constexpr int kConsumerWarpgroups = 2;
 constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
 constexpr int kProducerRegisters = 40;
 constexpr int kConsumerRegisters = 232;
-constexpr int kStageBytesA = kBlockM * kBlockK;
 constexpr int kStageBytesB = kBlockN * kBlockK;
-constexpr int kStageBytes = kStageBytesA + kStageBytesB;
 constexpr int kSwizzleAlignment = 1024;  // 128B swizzle repeats every 8 rows of 128 bytes
-constexpr int kSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
-static_assert(kSharedBytes <= 227 * 1024, "pipeline does not fit in shared memory");
 static_assert(kProducerRegisters * 128 + kConsumerRegisters * 256 <= 65536, "register budget");
+
+// A tile of Waves x 128 rows by 128 columns: each consumer owns 64 rows of every 128-row wave and
+// runs the waves one after the other on the same stage. Taller tiles read B once for more rows
+// (fewer L2 bytes per FLOP) at the cost of fewer stages and 64 more accumulators per wave.
+template <int Waves>
+struct Tile {
+  static constexpr int kBlockM = Waves * kWaveM;
+  static constexpr int kStageBytesA = kBlockM * kBlockK;
+  static constexpr int kStageBytes = kStageBytesA + kStageBytesB;
+  static constexpr int kStages = Waves == 1 ? 6 : 4;
+  static constexpr int kSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+  static_assert(kSharedBytes <= 227 * 1024, "pipeline does not fit in shared memory");
+  static_assert(kBlockM <= 256, "a TMA box holds at most 256 rows");
+};
 
 struct Sm90Params {
   const float* a_scale_inv;
@@ -67,15 +76,16 @@ struct Sm90Params {
   int64_t a_scale_row_stride;  // 0 per tensor, else groups per row
   int k_blocks_per_group;      // K blocks sharing one scale column (huge when per row/tensor)
   int m_blocks, n_blocks, k_blocks;
+  int64_t b_scale_row_stride;  // b per 128x128 block: K blocks per row of blocks
 };
 
 // ---- device side -------------------------------------------------------------------------------
 #if FP8NN_SM90_DEVICE_CODE
 
 constexpr int kWgmmaK = 32;
-constexpr int kRowsPerConsumer = kBlockM / kConsumerWarpgroups;  // 64: one wgmma m64
-constexpr int kAccumulators = kBlockN / 2;                       // m64n128 f32: 64 per thread
-constexpr int kRasterWidth = 16;                                 // N-blocks per raster column
+constexpr int kRowsPerConsumer = kWaveM / kConsumerWarpgroups;  // 64: one wgmma m64
+constexpr int kAccumulators = kBlockN / 2;                      // m64n128 f32: 64 per thread
+constexpr int kRasterWidth = 16;                                // N-blocks per raster column
 
 // Tile t of the persistent sequence -> (m_block, n_block), raster columns of kRasterWidth N-blocks.
 __device__ __forceinline__ void tile_coordinates(int tile, int m_blocks, int n_blocks, int& m_block,
@@ -95,27 +105,30 @@ __device__ __forceinline__ void tile_coordinates(int tile, const Sm90Params& p, 
 
 #endif  // FP8NN_SM90_DEVICE_CODE
 
-template <Fp8Format FormatA, typename OutT>
+// BlockScaledB: b carries one scale per 128x128 block (b_scale_row_stride K blocks per row of
+// blocks), applied in the promotion; otherwise b has one scale, applied in the epilogue.
+template <Fp8Format FormatA, typename OutT, int Waves, bool BlockScaledB>
 __global__ void __launch_bounds__(kThreads, 1)
     group_gemm_sm90_kernel(const __grid_constant__ CUtensorMap map_a,
                            const __grid_constant__ CUtensorMap map_b, const Sm90Params p) {
 #if FP8NN_SM90_DEVICE_CODE
+  using T = Tile<Waves>;
   // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
-  __shared__ uint64_t full[kStages];
-  __shared__ uint64_t empty[kStages];
+  __shared__ uint64_t full[T::kStages];
+  __shared__ uint64_t empty[T::kStages];
   extern __shared__ uint8_t raw_shared[];
   uint8_t* shared =
       reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
                                  ~uintptr_t{kSwizzleAlignment - 1});
-  auto tile_a = [&](int stage) { return shared + stage * kStageBytes; };
-  auto tile_b = [&](int stage) { return shared + stage * kStageBytes + kStageBytesA; };
+  auto tile_a = [&](int stage) { return shared + stage * T::kStageBytes; };
+  auto tile_b = [&](int stage) { return shared + stage * T::kStageBytes + T::kStageBytesA; };
 
   const int warpgroup = threadIdx.x / 128;
   const int thread_in_group = threadIdx.x % 128;
   if (threadIdx.x == 0) {
     sm90::prefetch_tensor_map(&map_a);
     sm90::prefetch_tensor_map(&map_b);
-    for (int s = 0; s < kStages; ++s) {
+    for (int s = 0; s < T::kStages; ++s) {
       sm90::barrier_init(&full[s], 1);  // the producer's arrive.expect_tx; TMA completes the bytes
       sm90::barrier_init(&empty[s], kConsumerWarpgroups * 4);  // one arrival per consumer warp
     }
@@ -134,10 +147,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       tile_coordinates(tile, p, m_block, n_block);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         sm90::barrier_wait(&empty[stage], phase ^ 1);
-        sm90::barrier_arrive_expect_bytes(&full[stage], kStageBytes);
-        sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * kBlockM);
+        sm90::barrier_arrive_expect_bytes(&full[stage], T::kStageBytes);
+        sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * T::kBlockM);
         sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
-        if (++stage == kStages) {
+        if (++stage == T::kStages) {
           stage = 0;
           phase ^= 1;
         }
@@ -151,10 +164,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = thread_in_group / 32;
   const int lane = thread_in_group % 32;
   // wgmma m64 accumulator layout: warp w holds rows 16w..16w+15; lane l rows l/4 and l/4 + 8,
-  // columns 8j + 2(l%4) + {0, 1} for j = 0..15 (registers 4j..4j+3).
-  const int row_in_tile = consumer * kRowsPerConsumer + warp * 16 + lane / 4;
+  // columns 8j + 2(l%4) + {0, 1} for j = 0..15 (registers 4j..4j+3). Wave v adds 128 v rows.
+  const int row_in_wave = consumer * kRowsPerConsumer + warp * 16 + lane / 4;
   const int col_in_block = (lane % 4) * 2;
-  const float b_scale = *p.b_scale_inv;
+  const float b_scale = BlockScaledB ? 1.0f : *p.b_scale_inv;
   OutT* const c = static_cast<OutT*>(p.c);
   const OutT* const bias = static_cast<const OutT*>(p.bias);
 
@@ -163,53 +176,85 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     int m_block, n_block;
     tile_coordinates(tile, p, m_block, n_block);
-    const int row0 = m_block * kBlockM + row_in_tile;
-    const int row1 = row0 + 8;
-    // Scale rows of this thread (rows past M read nothing: their results are never stored).
-    const float* scale_row0 = row0 < p.m ? p.a_scale_inv + row0 * p.a_scale_row_stride : nullptr;
-    const float* scale_row1 = row1 < p.m ? p.a_scale_inv + row1 * p.a_scale_row_stride : nullptr;
-
-    float total[kAccumulators];
+    // This thread's rows (two per wave) and their scale rows (rows past M read nothing: their
+    // results are never stored).
+    int rows[Waves][2];
+    const float* scale_rows[Waves][2];
 #pragma unroll
-    for (int i = 0; i < kAccumulators; ++i) total[i] = 0.0f;
+    for (int v = 0; v < Waves; ++v) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        rows[v][h] = m_block * T::kBlockM + v * kWaveM + row_in_wave + 8 * h;
+        scale_rows[v][h] =
+            rows[v][h] < p.m ? p.a_scale_inv + rows[v][h] * p.a_scale_row_stride : nullptr;
+      }
+    }
+    const float* const b_scale_row =
+        BlockScaledB ? p.b_scale_inv + n_block * p.b_scale_row_stride : nullptr;
+
+    float total[Waves][kAccumulators];
+#pragma unroll
+    for (int v = 0; v < Waves; ++v) {
+#pragma unroll
+      for (int i = 0; i < kAccumulators; ++i) total[v][i] = 0.0f;
+    }
     float partial[kAccumulators];
 
     for (int kb = 0; kb < p.k_blocks; ++kb) {
       // Scales first: their global-load latency hides behind the barrier wait and the wgmmas.
       const int group = kb / p.k_blocks_per_group;
-      const float scale0 = scale_row0 != nullptr ? __ldg(scale_row0 + group) : 0.0f;
-      const float scale1 = scale_row1 != nullptr ? __ldg(scale_row1 + group) : 0.0f;
+      float scales[Waves][2];
+#pragma unroll
+      for (int v = 0; v < Waves; ++v) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          scales[v][h] = scale_rows[v][h] != nullptr ? __ldg(scale_rows[v][h] + group) : 0.0f;
+        }
+      }
+      const float block_scale = BlockScaledB ? __ldg(b_scale_row + kb) : 1.0f;
 
       sm90::barrier_wait(&full[stage], phase);
-      const uint64_t desc_a =
-          sm90::smem_descriptor(tile_a(stage) + consumer * kRowsPerConsumer * kBlockK);
       const uint64_t desc_b = sm90::smem_descriptor(tile_b(stage));
-      sm90::fence_registers(partial);
-      sm90::wgmma_fence();
 #pragma unroll
-      for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
-        // +32 bytes along K inside the swizzle atom = +2 in the 16-byte address field.
-        sm90::wgmma_m64n128k32<FormatA>(partial, desc_a + 2 * step, desc_b + 2 * step, step > 0);
-      }
-      sm90::wgmma_commit();
-      sm90::wgmma_wait_all();
-      sm90::fence_registers(partial);
-      __syncwarp();
-      if (lane == 0) sm90::barrier_arrive(&empty[stage]);
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
+      for (int v = 0; v < Waves; ++v) {
+        const uint64_t desc_a = sm90::smem_descriptor(tile_a(stage) + v * kWaveM * kBlockK +
+                                                      consumer * kRowsPerConsumer * kBlockK);
+        sm90::fence_registers(partial);
+        sm90::wgmma_fence();
 #pragma unroll
-      for (int j = 0; j < kAccumulators / 4; ++j) {
-        total[4 * j + 0] = fmaf(partial[4 * j + 0], scale0, total[4 * j + 0]);
-        total[4 * j + 1] = fmaf(partial[4 * j + 1], scale0, total[4 * j + 1]);
-        total[4 * j + 2] = fmaf(partial[4 * j + 2], scale1, total[4 * j + 2]);
-        total[4 * j + 3] = fmaf(partial[4 * j + 3], scale1, total[4 * j + 3]);
+        for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
+          // +32 bytes along K inside the swizzle atom = +2 in the 16-byte address field.
+          sm90::wgmma_m64n128k32<FormatA>(partial, desc_a + 2 * step, desc_b + 2 * step, step > 0);
+        }
+        sm90::wgmma_commit();
+        sm90::wgmma_wait_all();
+        sm90::fence_registers(partial);
+        if (v == Waves - 1) {
+          // The stage's last reader in this warp is done with it.
+          __syncwarp();
+          if (lane == 0) sm90::barrier_arrive(&empty[stage]);
+          if (++stage == T::kStages) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+        // total += partial * sa (then * sb for a per-block b: never sa * sb first, see
+        // group_gemm.h).
+#pragma unroll
+        for (int j = 0; j < kAccumulators / 4; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float scale = scales[v][e / 2];
+            total[v][4 * j + e] =
+                BlockScaledB ? fmaf(partial[4 * j + e] * scale, block_scale, total[v][4 * j + e])
+                             : fmaf(partial[4 * j + e], scale, total[v][4 * j + e]);
+          }
+        }
       }
     }
 
-    // Epilogue: c = total * sb + bias, two adjacent columns per store (N even, ldc % 8 == 0).
+    // Epilogue: c = total * sb + bias (sb already applied for a per-block b), two adjacent columns
+    // per store (N even, ldc % 8 == 0).
     const int col_base = n_block * kBlockN + col_in_block;
 #pragma unroll
     for (int j = 0; j < kAccumulators / 4; ++j) {
@@ -217,15 +262,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (col >= p.n) continue;
       float2 bias_pair = make_float2(0.0f, 0.0f);
       if (bias != nullptr) bias_pair = to_float2(*reinterpret_cast<const Vec2<OutT>*>(bias + col));
-      if (row0 < p.m) {
-        *reinterpret_cast<Vec2<OutT>*>(c + int64_t{row0} * p.ldc + col) =
-            from_float2<OutT>(fmaf(total[4 * j + 0], b_scale, bias_pair.x),
-                              fmaf(total[4 * j + 1], b_scale, bias_pair.y));
-      }
-      if (row1 < p.m) {
-        *reinterpret_cast<Vec2<OutT>*>(c + int64_t{row1} * p.ldc + col) =
-            from_float2<OutT>(fmaf(total[4 * j + 2], b_scale, bias_pair.x),
-                              fmaf(total[4 * j + 3], b_scale, bias_pair.y));
+#pragma unroll
+      for (int v = 0; v < Waves; ++v) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (rows[v][h] >= p.m) continue;
+          *reinterpret_cast<Vec2<OutT>*>(c + int64_t{rows[v][h]} * p.ldc + col) =
+              from_float2<OutT>(fmaf(total[v][4 * j + 2 * h], b_scale, bias_pair.x),
+                                fmaf(total[v][4 * j + 2 * h + 1], b_scale, bias_pair.y));
+        }
       }
     }
   }
@@ -258,11 +303,12 @@ DeviceFacts* facts_of(int device) {
   return device >= 0 && device < kCachedDevices ? &device_facts[device] : nullptr;
 }
 
-template <Fp8Format FormatA, typename OutT>
+template <Fp8Format FormatA, typename OutT, int Waves, bool BlockScaledB>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
-  const auto kernel = group_gemm_sm90_kernel<FormatA, OutT>;
+  using T = Tile<Waves>;
+  const auto kernel = group_gemm_sm90_kernel<FormatA, OutT, Waves, BlockScaledB>;
   CUtensorMap map_a, map_b;
-  FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, kBlockM));
+  FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, T::kBlockM));
   FP8NN_KERNELS_TRY(encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN));
 
   Sm90Params p{};
@@ -278,7 +324,8 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   const bool one_column = g == 0 || g >= args.k;  // per tensor or per row
   p.a_scale_row_stride = g == 0 ? 0 : (args.k + g - 1) / g;
   p.k_blocks_per_group = one_column ? (1 << 30) : static_cast<int>(g / kBlockK);
-  p.m_blocks = static_cast<int>((args.m + kBlockM - 1) / kBlockM);
+  p.b_scale_row_stride = (args.k + kBlockK - 1) / kBlockK;
+  p.m_blocks = static_cast<int>((args.m + T::kBlockM - 1) / T::kBlockM);
   p.n_blocks = static_cast<int>((args.n + kBlockN - 1) / kBlockN);
   p.k_blocks = static_cast<int>((args.k + kBlockK - 1) / kBlockK);
 
@@ -287,12 +334,12 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   const uint64_t bit = device < kCachedDevices ? uint64_t{1} << device : 0;
   if (bit == 0 || (opted_in.load() & bit) == 0) {
     FP8NN_KERNELS_TRY(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSharedBytes));
     opted_in.fetch_or(bit);
   }
   const int64_t tiles = int64_t{p.m_blocks} * p.n_blocks;
   const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
-  kernel<<<grid, kThreads, kSharedBytes, stream>>>(map_a, map_b, p);
+  kernel<<<grid, kThreads, T::kSharedBytes, stream>>>(map_a, map_b, p);
   return cudaGetLastError();
 }
 
@@ -308,8 +355,8 @@ cudaError_t real_kernel_loaded(bool& loaded) {
   cudaError_t status = cudaPeekAtLastError();
   if (status != cudaSuccess) return status;
   cudaFuncAttributes attributes{};
-  status =
-      cudaFuncGetAttributes(&attributes, group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16>);
+  status = cudaFuncGetAttributes(&attributes,
+                                 group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16, 1, false>);
   if (status == cudaErrorInvalidDeviceFunction || status == cudaErrorNoKernelImageForDevice) {
     static_cast<void>(cudaGetLastError());  // the query's own error: nothing else was pending
     return cudaSuccess;
@@ -376,7 +423,14 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
     return "a, b, c and bias must be 16-byte aligned";
   }
   if (args.b_format != Fp8Format::kE4M3) return "b must be E4M3";
-  if (args.b_group_size != 0) return "b must be scaled per tensor";
+  const bool b_blocks = args.b_group_size == kBlockK && args.b_group_rows == kBlockN;
+  if (args.b_group_size != 0 && !b_blocks) {
+    return "b must be scaled per tensor or per 128x128 block";
+  }
+  if (b_blocks && args.a_format != Fp8Format::kE4M3) return "a must be E4M3 with a block-scaled b";
+  if (args.a_group_size != 0 && args.a_group_rows != 1) {
+    return "a must be scaled per tensor, per row or per row group";
+  }
   const int64_t g = args.a_group_size;
   if (g != 0 && g < args.k && g % kBlockK != 0) {
     return "a's group size must be a multiple of 128 or cover the row";
@@ -393,10 +447,20 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   bool loaded = false;
   FP8NN_KERNELS_TRY(kernel_loaded_on(device, loaded));
   if (!loaded) return cudaErrorNotSupported;
+  const bool tall = args.tile_m == 256;
+  if (args.b_group_size != 0) {  // per 128x128 block; a is E4M3 (unsupported_reason)
+    return dispatch_high_precision(args.out_type, [&](auto out_tag) {
+      using OutT = decltype(out_tag);
+      return tall ? launch<Fp8Format::kE4M3, OutT, 2, true>(args, stream, device, sm_count)
+                  : launch<Fp8Format::kE4M3, OutT, 1, true>(args, stream, device, sm_count);
+    });
+  }
   return dispatch_format(args.a_format, [&](auto format_tag) {
     constexpr Fp8Format F = decltype(format_tag)::value;
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
-      return launch<F, decltype(out_tag)>(args, stream, device, sm_count);
+      using OutT = decltype(out_tag);
+      return tall ? launch<F, OutT, 2, false>(args, stream, device, sm_count)
+                  : launch<F, OutT, 1, false>(args, stream, device, sm_count);
     });
   });
 }

@@ -15,14 +15,12 @@
 namespace fp8nn::cuda {
 namespace {
 
-// What FP8NN_GROUP_GEMM=auto (or unset) means: the sm90 kernel for activations whose groups split
-// rows, which beats the cuBLASLt K split at every benchmarked shape (docs/kernels.md). Rows of one
-// group (per-row scales) stay on cuBLASLt's OUTER_VEC path either way (the kernel is not asked).
-constexpr GroupGemmRoute kAutoGroupGemmRoute = GroupGemmRoute::Sm90;
-
+// FP8NN_GROUP_GEMM=auto (or unset) takes the sm90 kernel for activations whose groups split rows,
+// which beats the cuBLASLt K split at every benchmarked shape (docs/kernels.md). Rows of one group
+// (per-row scales) stay on cuBLASLt's OUTER_VEC path either way (the kernel is not asked).
 GroupGemmRoute parse_route(const char* value) {
   const std::string text = value == nullptr ? "" : value;
-  if (text.empty() || text == "auto") return kAutoGroupGemmRoute;
+  if (text.empty() || text == "auto") return GroupGemmRoute::Auto;
   if (text == "cublaslt") return GroupGemmRoute::CublasLt;
   if (text == "mma") return GroupGemmRoute::Mma;
   if (text == "sm90") return GroupGemmRoute::Sm90;
@@ -66,12 +64,22 @@ void reload_group_gemm_route() { cached_route.store(-1); }
 
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
-                                                at::ScalarType out_dtype, GroupGemmKernel kernel) {
+                                                at::ScalarType out_dtype, GroupGemmKernel kernel,
+                                                int tile_m) {
   const int64_t M = a.data.size(0), K = a.data.size(1), N = b.data.size(0);
   const auto a_data = k_major(a.data);
   const auto b_data = k_major(b.data);
-  const auto a_scale = a.scale_inv.contiguous();
-  const auto b_scale = b.scale_inv.contiguous();
+  // group_gemm_mma reads one scale row per data row: block scales are repeated down their rows.
+  const auto scales_for = [&](const QuantizedTensor& q) {
+    if (kernel == GroupGemmKernel::Mma && q.group_rows > 1) {
+      return q.scale_inv.repeat_interleave(q.group_rows, 0)
+          .narrow(0, 0, q.data.size(0))
+          .contiguous();
+    }
+    return q.scale_inv.contiguous();
+  };
+  const auto a_scale = scales_for(a);
+  const auto b_scale = scales_for(b);
   c10::optional<torch::Tensor> epilogue_bias;
   if (bias.has_value() && bias->defined()) epilogue_bias = bias->to(out_dtype).contiguous();
   auto out = empty({M, N}, out_dtype, a.data.device());
@@ -83,6 +91,9 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.b_scale_inv = b_scale.data_ptr<float>();
   args.a_group_size = a.group_size;
   args.b_group_size = b.group_size;
+  args.a_group_rows = kernel == GroupGemmKernel::Mma ? 1 : a.group_rows;
+  args.b_group_rows = kernel == GroupGemmKernel::Mma ? 1 : b.group_rows;
+  args.tile_m = tile_m;
   args.c = out.data_ptr();
   args.bias = epilogue_bias ? epilogue_bias->data_ptr() : nullptr;
   args.m = M;

@@ -9,18 +9,20 @@
 namespace fp8nn::cuda {
 
 /// Which products scaled_mm_cuda sends to the hand-written kernels:
-///  - CublasLt: none (cuBLASLt, K split at group boundaries, the on-device reference);
+///  - CublasLt: none (cuBLASLt, its block scale modes for 1x128 and 128x128 operands, K split at
+///    group boundaries, the on-device reference);
 ///  - Mma: what cuBLASLt cannot do directly goes to group_gemm_mma instead of the K split and the
-///    reference;
-///  - Sm90: group-scaled a goes to group_gemm_sm90 where it supports the problem (sm_90 device,
-///    9.0a build, aligned shapes); the rest as CublasLt, with group_gemm_mma instead of the
-///    reference.
-enum class GroupGemmRoute { CublasLt, Mma, Sm90 };
+///    reference, block-scaled operands (group_rows > 1) included;
+///  - Sm90: group-scaled a, also with a 128x128 block-scaled b, goes to group_gemm_sm90 where it
+///    supports the problem (sm_90 device, 9.0a build, aligned shapes); the rest as Mma;
+///  - Auto: as Sm90 for operands without block scales; block-scaled products take the on-device
+///    reference, since their kernel paths have not yet run against it on a GPU.
+enum class GroupGemmRoute { CublasLt, Mma, Sm90, Auto };
 
-/// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (unset or empty = auto; auto is kAutoGroupGemmRoute,
-/// group_gemm_cuda.cpp), read by the first scaled_mm call that may take a hand-written kernel (a
-/// per-tensor product that cuBLASLt takes never asks) and kept. An unknown value raises c10::Error
-/// naming it, on every call until the variable is fixed and reload_group_gemm_route() called.
+/// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (unset or empty = auto), read by the first scaled_mm
+/// call that may take a hand-written kernel (a per-tensor product that cuBLASLt takes never asks)
+/// and kept. An unknown value raises c10::Error naming it, on every call until the variable is
+/// fixed and reload_group_gemm_route() called.
 GroupGemmRoute group_gemm_route();
 
 /// Makes the next group_gemm_route() read FP8NN_GROUP_GEMM again: for tests and benchmarks that
@@ -31,10 +33,12 @@ enum class GroupGemmKernel { Mma, Sm90 };
 
 /// out[M, N] = (a * sa)(b * sb)^T (+ bias) with the given kernel on the current stream, or nullopt
 /// when that kernel does not support the problem (Sm90: see group_gemm_sm90_unsupported_reason).
-/// a: [M, K], b: [N, K], any group sizes (Mma); CUDA errors raise c10::Error. The kernels always
-/// promote every K-chunk to fp32, so scaled_mm's fast_accumulation flag does not apply to them.
+/// a: [M, K], b: [N, K], any group sizes and group rows (Mma); CUDA errors raise c10::Error. The
+/// kernels always promote every K-chunk to fp32, so scaled_mm's fast_accumulation flag does not
+/// apply to them. tile_m: group_gemm_sm90's tile height (GroupGemmArgs::tile_m; 0 lets it choose).
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
-                                                at::ScalarType out_dtype, GroupGemmKernel kernel);
+                                                at::ScalarType out_dtype, GroupGemmKernel kernel,
+                                                int tile_m = 0);
 
 }  // namespace fp8nn::cuda

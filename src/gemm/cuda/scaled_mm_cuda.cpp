@@ -1,9 +1,11 @@
 // Path choice for the FP8 product on CUDA:
-//  0. Under FP8NN_GROUP_GEMM=cublaslt, cuBLASLt's block scale modes (cuBLAS 12.9+, Hopper) for a
-//     pair of 1x128 (per group of 128) and 128x128 (per block) or two 1x128 operands: the
-//     DeepSeek-V3 products. Not yet under the other routes, which send block-scaled operands
-//     (group_rows > 1) to the reference product on the device: these modes have not been run
-//     against the reference on a GPU.
+//  0. Block-scaled operands (group_rows > 1: 128x128 blocks) and pairs of 1x128 operands (per
+//     group of 128 on both sides), the DeepSeek-V3 products, depend on FP8NN_GROUP_GEMM:
+//     `cublaslt` takes cuBLASLt's block scale modes (cuBLAS 12.9+, Hopper) where they apply;
+//     `sm90` group_gemm_sm90 for a 1x128 a and a 128x128 b, then group_gemm_mma for any other
+//     block-scaled product; `mma` group_gemm_mma. Under auto, block-scaled products take the
+//     reference product on the device: these paths have not yet run against it on a GPU. What
+//     remains (1x128 pairs) goes on as below.
 //  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
@@ -13,9 +15,9 @@
 //  3. Otherwise, or when cuBLASLt refuses: the reference product (dequantize, fp32 matmul) on the
 //     device.
 // FP8NN_GROUP_GEMM (gemm/cuda/group_gemm_cuda.h) swaps in the hand-written kernels: `mma`
-// replaces 2 and 3 with group_gemm_mma; `sm90` sends group-scaled a to group_gemm_sm90 first (where
-// it applies) and replaces 3 with group_gemm_mma. The default (auto) is `sm90` (the faster route
-// on an H100: docs/kernels.md).
+// replaces 2 and 3 with group_gemm_mma; `sm90` and auto send group-scaled a to group_gemm_sm90
+// first (where it applies) and replace 3 with group_gemm_mma (the faster route on an H100:
+// docs/kernels.md).
 
 #include "gemm/cuda/scaled_mm_cuda.h"
 
@@ -289,17 +291,35 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
   const bool block_scaled = a.group_rows > 1 || b.group_rows > 1;
   const bool both_per_128 =
       a.group_size == kBlockSize && b.group_size == kBlockSize && K > kBlockSize;
-  if ((block_scaled || both_per_128) &&
-      cuda::group_gemm_route() == cuda::GroupGemmRoute::CublasLt) {
-    if (auto out = block_product(a, b, bias, out_dtype)) {
-      return counted(ScaledMmPath::CublasLtBlock, *out);
+  if (block_scaled || both_per_128) {
+    const auto route = cuda::group_gemm_route();
+    if (route == cuda::GroupGemmRoute::CublasLt) {
+      if (auto out = block_product(a, b, bias, out_dtype)) {
+        return counted(ScaledMmPath::CublasLtBlock, *out);
+      }
+    }
+    if (block_scaled) {
+      if (route == cuda::GroupGemmRoute::Sm90) {
+        if (auto out =
+                cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {
+          return counted(ScaledMmPath::GroupGemmSm90, *out);
+        }
+      }
+      if ((route == cuda::GroupGemmRoute::Sm90 || route == cuda::GroupGemmRoute::Mma) &&
+          has_fp8_tensor_cores(a.data.device().index())) {
+        auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
+        TORCH_INTERNAL_ASSERT(out.has_value(), "fp8nn::scaled_mm: group_gemm_mma refused a ",
+                              a.data.sizes(), " x ", b.data.sizes(), "^T product");
+        return counted(ScaledMmPath::GroupGemmMma, *out);
+      }
+      return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
     }
   }
-  if (block_scaled) {
-    return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
-  }
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
-  if (a_split_by_groups && cuda::group_gemm_route() == cuda::GroupGemmRoute::Sm90) {
+  const auto takes_sm90 = [](cuda::GroupGemmRoute route) {
+    return route == cuda::GroupGemmRoute::Sm90 || route == cuda::GroupGemmRoute::Auto;
+  };
+  if (a_split_by_groups && takes_sm90(cuda::group_gemm_route())) {
     if (auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {
       return counted(ScaledMmPath::GroupGemmSm90, *out);
     }

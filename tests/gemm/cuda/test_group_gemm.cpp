@@ -86,6 +86,8 @@ K::GroupGemmArgs args_for(const QuantizedTensor& a, const QuantizedTensor& b,
   args.b_scale_inv = b.scale_inv.data_ptr<float>();
   args.a_group_size = a.group_size;
   args.b_group_size = b.group_size;
+  args.a_group_rows = a.group_rows;
+  args.b_group_rows = b.group_rows;
   args.c = out.data_ptr();
   args.bias = bias ? bias->data_ptr() : nullptr;
   args.m = a.data.size(0);
@@ -108,12 +110,15 @@ struct Case {
   Format format_a;
   torch::ScalarType out;
   bool bias;
+  bool b_blocks = false;  // b per 128x128 block instead of per tensor
+  int tile_m = 0;         // group_gemm_sm90's tile height (0: its choice)
 };
 
 // Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
 void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
-                   const c10::optional<torch::Tensor>& bias, torch::Tensor& out) {
-  const auto args = args_for(a, b, bias, out);
+                   const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0) {
+  auto args = args_for(a, b, bias, out);
+  args.tile_m = tile_m;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const cudaError_t status =
       kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
@@ -122,9 +127,13 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
 
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
 void check_case(const Case& c, Kernel kernel, bool use_api) {
-  CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, use_api);
+  CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, c.b_blocks, c.tile_m,
+          use_api);
   const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0, c.format_a, c.group_a);
-  const auto b = quantize_cpu(torch::randn({c.N, c.K}), Format::E4M3, 0);
+  // A spread of magnitudes across b's blocks, so that each block scale matters.
+  const auto b_values = torch::randn({c.N, c.K}) * torch::exp(torch::randn({1, c.K}) * 2.0);
+  const auto b = c.b_blocks ? F::quantize_per_block(b_values, Format::E4M3)
+                            : quantize_cpu(b_values, Format::E4M3, 0);
   c10::optional<torch::Tensor> bias;
   if (c.bias) bias = torch::randn({c.N}).to(c.out);
   const auto expected = F::scaled_mm(a, b, bias, c.out).to(torch::kDouble);
@@ -139,7 +148,7 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
   } else {
     got = torch::full({c.M, c.N}, std::numeric_limits<float>::quiet_NaN(),
                       torch::dtype(c.out).device(torch::kCUDA));
-    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got);
+    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got, c.tile_m);
   }
   const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
   const auto allowed = magnitude_sum(a, b, bias) * relative_bound(kernel, c.K, c.out) + 0x1p-24;
@@ -251,6 +260,32 @@ TEST_CASE("group_gemm_sm90 matches the CPU reference on aligned K and N with rag
         const Case c{s[0], s[1], s[2], group, format, kOutDtypes[index % 3], index % 4 != 3};
         ++index;
         check_case(c, Kernel::Sm90, /*use_api=*/false);
+      }
+    }
+  }
+}
+
+TEST_CASE("group_gemm_sm90's 256-row tile and its 128x128 block-scaled b match the CPU reference") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
+  fp8nn::test::seed_torch();
+  // Ragged M (a tile's second wave partly or wholly past M), one and several tiles along N, K
+  // with a short last block; a per tensor, per row group and per row.
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 16, 16}, {100, 128, 256}, {129, 272, 1040}, {300, 512, 4096}, {513, 384, 640}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}, int64_t{4096}}) {
+      for (int tile_m : {128, 256}) {
+        for (bool b_blocks : {false, true}) {
+          if (!b_blocks && tile_m == 128) continue;  // the test above
+          // A block-scaled b takes E4M3 a only (group_gemm_sm90_unsupported_reason).
+          const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
+          const Case c{s[0],           s[1],     s[2],  group, format, kOutDtypes[index % 3],
+                       index % 4 != 3, b_blocks, tile_m};
+          ++index;
+          check_case(c, Kernel::Sm90, /*use_api=*/false);
+        }
       }
     }
   }
@@ -474,7 +509,11 @@ TEST_CASE(
       const auto b_gpu = to_cuda(b);
       torch::Tensor got;
       const Path taken = path_of([&] { got = F::scaled_mm(a_gpu, b_gpu, bias_gpu, out); });
-      CHECK(std::string(F::path_name(taken)) == F::path_name(Path::CublasLtBlock));
+      // Two 1x128 operands with K <= 128 are per row: cuBLASLt's per-row mode.
+      const bool per_row =
+          blocks_a == Blocks::Row128 && blocks_b == Blocks::Row128 && K_size <= fp8nn::kBlockSize;
+      CHECK(std::string(F::path_name(taken)) ==
+            F::path_name(per_row ? Path::CublasLt : Path::CublasLtBlock));
       const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
       const auto allowed =
           magnitude_sum(a, b, bias) * relative_bound(Kernel::AnyRoute, K_size, out) + 0x1p-24;
@@ -484,17 +523,50 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("block-scaled products take the on-device reference under the other routes") {
+TEST_CASE("block-scaled products take the kernel their route names, and the reference under auto") {
   FP8NN_SKIP_WITHOUT_CUDA();
+  if (!fp8_tensor_cores()) FP8NN_SKIP_TEST("needs FP8 tensor cores (compute capability 8.9+)");
   fp8nn::test::seed_torch();
-  const auto a =
-      to_cuda(quantize_blocks_cpu(torch::randn({64, 256}), Format::E4M3, Blocks::Row128));
-  const auto b =
-      to_cuda(quantize_blocks_cpu(torch::randn({32, 256}), Format::E4M3, Blocks::Square128));
-  for (const char* route : {"mma", "sm90", "auto"}) {
-    CAPTURE(route);
-    const ScopedRoute scoped(route);
-    const Path taken = path_of([&] { F::scaled_mm(a, b, c10::nullopt, torch::kFloat); });
-    CHECK(std::string(F::path_name(taken)) == F::path_name(Path::Reference));
+  const std::vector<std::array<int64_t, 3>> shapes = {{64, 256, 384}, {13, 100, 300}};
+  const std::vector<std::pair<Blocks, Blocks>> pairings = {{Blocks::Row128, Blocks::Square128},
+                                                           {Blocks::Square128, Blocks::Row128}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (const auto& [blocks_a, blocks_b] : pairings) {
+      const int64_t M = s[0], N = s[1], K_size = s[2];
+      const auto out = kOutDtypes[index % 3];
+      const bool with_bias = index % 2 == 0;
+      ++index;
+      const auto a = quantize_blocks_cpu(torch::randn({M, K_size}) * 3.0, Format::E4M3, blocks_a);
+      const auto b = quantize_blocks_cpu(
+          torch::randn({N, K_size}) * torch::exp(torch::randn({1, K_size}) * 2.0), Format::E4M3,
+          blocks_b);
+      c10::optional<torch::Tensor> bias, bias_gpu;
+      if (with_bias) {
+        bias = torch::randn({N}).to(out);
+        bias_gpu = bias->cuda();
+      }
+      const auto expected = F::scaled_mm(a, b, bias, out).to(torch::kDouble);
+      const auto magnitude = magnitude_sum(a, b, bias);
+      for (const char* route : {"mma", "sm90", "auto"}) {
+        CAPTURE(M, N, K_size, static_cast<int>(blocks_a), route, out, with_bias);
+        const ScopedRoute scoped(route);
+        // sm90 takes a 1x128 a with a 128x128 b on aligned K and N; mma the rest.
+        const bool sm90_takes = std::string(route) == "sm90" && sm90_available() &&
+                                blocks_a == Blocks::Row128 && K_size % 16 == 0 && N % 16 == 0;
+        const Path expected_path = std::string(route) == "auto" ? Path::Reference
+                                   : sm90_takes                 ? Path::GroupGemmSm90
+                                                                : Path::GroupGemmMma;
+        torch::Tensor got;
+        const Path taken =
+            path_of([&] { got = F::scaled_mm(to_cuda(a), to_cuda(b), bias_gpu, out); });
+        CHECK(std::string(F::path_name(taken)) == F::path_name(expected_path));
+        const Kernel kernel = taken == Path::GroupGemmSm90 ? Kernel::Sm90 : Kernel::Mma;
+        const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
+        const auto allowed = magnitude * relative_bound(kernel, K_size, out) + 0x1p-24;
+        CHECK(torch::isfinite(got).all().item<bool>());
+        CHECK((error <= allowed).all().item<bool>());
+      }
+    }
   }
 }
