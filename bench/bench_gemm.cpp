@@ -16,6 +16,7 @@
 
 #include "bench_gemm.h"
 #include "bench_timing.h"
+#include "route_scope.h"
 #include "src/gemm/cuda/group_gemm_cuda.h"
 #include "src/gemm/cuda/scaled_mm_cuda.h"
 
@@ -138,27 +139,6 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
   std::printf("| %6ld | %6ld | %6ld | %-22s | %9.4f | %8.1f | %6.3fx | %-10s |\n", M, K, N,
               method.c_str(), ms, tflops, speedup, check.c_str());
 }
-
-// Sets FP8NN_GROUP_GEMM to `route` for its scope (the library reads it again), then restores it.
-struct RouteScope {
-  std::string previous;
-  bool had_previous;
-  explicit RouteScope(const char* route) {
-    const char* saved = std::getenv("FP8NN_GROUP_GEMM");
-    had_previous = saved != nullptr;
-    if (had_previous) previous = saved;
-    setenv("FP8NN_GROUP_GEMM", route, 1);
-    fp8nn::cuda::reload_group_gemm_route();
-  }
-  ~RouteScope() {
-    if (had_previous) {
-      setenv("FP8NN_GROUP_GEMM", previous.c_str(), 1);
-    } else {
-      unsetenv("FP8NN_GROUP_GEMM");
-    }
-    fp8nn::cuda::reload_group_gemm_route();
-  }
-};
 
 // Mixed's group-scaled products: a quantized per group of G along K (E4M3), b per tensor, through
 // each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (one product per

@@ -21,13 +21,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <memory>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "bench_layer.h"
 #include "bench_timing.h"
+#include "route_scope.h"
 
 namespace fp8nn::bench {
 namespace {
@@ -77,6 +78,8 @@ struct Variant {
   bool graphed = false;
   // The variant its × column compares with (empty: the first, bf16).
   std::string baseline;
+  // FP8NN_GROUP_GEMM for its steps (null: as the process has it).
+  const char* route = nullptr;
 };
 
 // bf16 autocast around a forward, as torch.autocast does: the cast weights are cached within the
@@ -103,6 +106,8 @@ struct Result {
 // One training step of a variant without its parameter and input gradients kept (nothing
 // accumulates from step to step).
 void eager_step(const Variant& v, const torch::Tensor& x, const torch::Tensor& grad) {
+  std::unique_ptr<RouteScope> route;
+  if (v.route != nullptr) route = std::make_unique<RouteScope>(v.route);
   v.forward(x).backward(grad);
   for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
   x.mutable_grad() = torch::Tensor();
@@ -200,6 +205,8 @@ void time_interleaved(std::vector<Stepper>& steppers, const std::vector<size_t>&
 // Host time, saved-for-backward and peak memory of one eager variant.
 void measure_memory_and_host(const Variant& v, const std::vector<torch::Tensor>& xs,
                              const torch::Tensor& grad, Result& r) {
+  std::unique_ptr<RouteScope> route;
+  if (v.route != nullptr) route = std::make_unique<RouteScope>(v.route);
   // Host time to enqueue one step (the GPU queue is drained first and holds the 20 steps): where
   // it exceeds the GPU time, the step is bound by the host, not by the kernels.
   torch::cuda::synchronize();
@@ -240,9 +247,10 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
-  const std::vector<std::string> names = {
-      "bf16",     "naive",     "global", "global-mb", "mixed",  "mixed-mb",   "global-nm",
-      "mixed-nm", "global-dl", "bf16-g", "global-g",  "global-dl-g", "bf16-ac", "global-rs"};
+  const std::vector<std::string> names = {"bf16",      "naive",     "global",    "global-mb",
+                                          "mixed",     "mixed-mb",  "global-nm", "mixed-nm",
+                                          "global-dl", "bf16-g",    "global-g",  "global-dl-g",
+                                          "bf16-ac",   "global-rs", "bw-lt",     "bw-sm90"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -291,6 +299,10 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
     // -dl: delayed scaling of x and dy (Recipe::global_delayed()).
     LinearFP8 global_dl(LinearFP8Options(k, n).bias(false).recipe(Recipe::global_delayed()));
     global_dl->to(device, torch::kBFloat16);
+    // bw: Recipe::blockwise() (1x128 x and dy, 128x128 W) with its products on cuBLASLt's block
+    // modes (-lt) or on group_gemm_sm90 (-sm90): FP8NN_GROUP_GEMM=cublaslt or sm90 for its steps.
+    LinearFP8 blockwise(LinearFP8Options(k, n).bias(false).recipe(Recipe::blockwise()));
+    blockwise->to(device, torch::kBFloat16);
     auto naive_weight = linear->weight.detach().clone().requires_grad_();
     // The README's usual setup: fp32 master weights and a bias, bf16 input. Its baseline is
     // torch::nn::Linear in fp32 under bf16 autocast.
@@ -331,6 +343,18 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
          {global_rs->weight, global_rs->bias},
          false,
          "bf16-ac"},
+        {"bw-lt",
+         [&](const torch::Tensor& x) { return blockwise(x); },
+         {blockwise->weight},
+         false,
+         "",
+         "cublaslt"},
+        {"bw-sm90",
+         [&](const torch::Tensor& x) { return blockwise(x); },
+         {blockwise->weight},
+         false,
+         "",
+         "sm90"},
     };
     // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
     const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
@@ -383,7 +407,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "against bf16-g (bf16-g× against eager bf16; memory columns: see the eager variant); "
       "bf16-ac: the README's setup in bf16, torch::nn::Linear with fp32 weights and bias under "
       "bf16 autocast; global-rs: LinearFP8Global in that setup (fp32 weights and bias, bf16 x), × "
-      "against bf16-ac; -mb: micro-batches (W's FP8 copies "
+      "against bf16-ac; bw-lt, bw-sm90: Recipe::blockwise() with FP8NN_GROUP_GEMM=cublaslt or "
+      "sm90; -mb: micro-batches (W's FP8 copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "
       "beyond the output (x included where the graph "
