@@ -85,6 +85,14 @@ QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format);
 /// quantize_per_block(x2d.t()) (a square block has the same amax either way).
 QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format format);
 
+/// quantize_per_group(x2d, format, group_size) and, as `transposed`, quantize_per_group(x2d.t(),
+/// format, group_size): each column of x2d quantized per group of `group_size` rows, a different
+/// quantization (not a transpose of the first copy); equal bit for bit to those two calls. The
+/// blockwise recipe's activations take both: the first for the forward product, the second for
+/// the weight gradient. On CUDA one pass over x2d for group_size == kBlockSize.
+QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
+                                                int64_t group_size);
+
 /// data * scale_inv in fp32, returned as `dtype` (fp32/fp16/bf16).
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype = at::kFloat);
 

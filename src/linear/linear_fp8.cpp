@@ -86,13 +86,13 @@ QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& oper
     q = detail::quantize_delayed(t, operand.format, with_transpose,
                                  delayed_tensors(plan, operand.format, which), counts);
   } else if (operand.scaling == Scaling::PerGroup) {
-    q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts);
     // The weight gradient reduces over the rows (tokens): its copy has its groups along them, a
-    // quantization of t^T of its own (not a transpose of the one above). The monitor counts
-    // each value once, in the copy above.
+    // quantization of t^T of its own (not a transpose of the row copy). The monitor counts each
+    // value once, in the row copy.
     if (with_transpose) {
-      q.transposed = detail::quantize_per_group(t.t().contiguous(), operand.format,
-                                                operand.group_size, torch::Tensor());
+      q = detail::quantize_per_group_with_transpose(t, operand.format, operand.group_size, counts);
+    } else {
+      q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts);
     }
   } else if (with_transpose) {
     q = detail::quantize_with_transpose(t, operand.format, plan.amax_group, counts, column_sums);

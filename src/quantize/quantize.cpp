@@ -104,6 +104,27 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
   return q;
 }
 
+QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
+                                                int64_t group_size, const torch::Tensor& counts) {
+  check_input(x2d, "quantize_per_group_with_transpose");
+  TORCH_CHECK_VALUE(x2d.dim() == 2,
+                    "fp8nn::quantize_per_group_with_transpose: expected a 2-d tensor, got a ",
+                    x2d.dim(), "-d tensor");
+  TORCH_CHECK_VALUE(group_size > 0,
+                    "fp8nn::quantize_per_group_with_transpose: expected group_size > 0, got ",
+                    group_size);
+  check_counts(counts, x2d);
+#ifdef FP8NN_WITH_CUDA
+  if (x2d.is_cuda() && group_size == kBlockSize) {
+    return cuda::quantize_per_group_with_transpose(x2d, format, counts);
+  }
+#endif
+  QuantizedPair q;
+  q.quantized = quantize_per_group(x2d, format, group_size, counts);
+  q.transposed = quantize_per_group(x2d.t().contiguous(), format, group_size, torch::Tensor());
+  return q;
+}
+
 std::vector<int64_t> group_scale_shape(const QuantizedTensor& q) {
   const int64_t cols = q.data.dim() == 0 ? 1 : q.data.size(-1);
   const int64_t rows = cols == 0 ? 0 : q.data.numel() / cols;
@@ -182,6 +203,11 @@ QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format) {
 
 QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format format) {
   return detail::quantize_per_block(x2d, format, /*with_transpose=*/true, torch::Tensor());
+}
+
+QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
+                                                int64_t group_size) {
+  return detail::quantize_per_group_with_transpose(x2d, format, group_size, torch::Tensor());
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {

@@ -53,6 +53,11 @@ QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
                                  const torch::Tensor& counts);
 
+/// functional::quantize_per_group_with_transpose with the monitor's counts, which count the first
+/// copy only (the second holds the same values).
+QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
+                                                int64_t group_size, const torch::Tensor& counts);
+
 /// The shape scale_inv must have for q's data and groups (q.group_size > 0): [rows,
 /// ceil(cols / group_size)], or per block [ceil(rows / group_rows), ceil(cols / group_size)].
 std::vector<int64_t> group_scale_shape(const QuantizedTensor& q);

@@ -153,4 +153,36 @@ TEST_CASE("quantize_per_block, dequantize and transpose refuse what they cannot 
   CHECK_THROWS_AS(F::dequantize(per_tensor), c10::ValueError);
   CHECK_THROWS_AS(F::scaled_mm(per_tensor, per_tensor, c10::nullopt, torch::kFloat),
                   c10::ValueError);
+  // Per group along both axes: 2-d input of a floating type, a positive group size.
+  CHECK_THROWS_AS(F::quantize_per_group_with_transpose(torch::randn({7}), Format::E4M3, 128),
+                  c10::ValueError);
+  CHECK_THROWS_AS(F::quantize_per_group_with_transpose(x, Format::E4M3, 0), c10::ValueError);
+  CHECK_THROWS_AS(
+      F::quantize_per_group_with_transpose(torch::ones({4, 4}, torch::kInt), Format::E4M3, 128),
+      c10::TypeError);
 }
+
+FP8NN_CPU_AND_CUDA_CASE(
+    "quantize_per_group_with_transpose: the row copy quantizes x per group, the column copy x^T",
+    [](torch::Device device) {
+      fp8nn::test::seed_torch();
+      for (const auto& shape : kShapes) {
+        // 128: one pass on CUDA; the other sizes take two per-group quantizations there.
+        for (int64_t group : {int64_t{128}, int64_t{64}, int64_t{200}}) {
+          for (auto f : kFormats) {
+            CAPTURE(shape, group, fp8nn::name_of(f));
+            const auto x = random_input(shape, torch::kBFloat16).to(device);
+            const auto pair = F::quantize_per_group_with_transpose(x, f, group);
+            const auto rows = F::quantize_per_group(x, f, group);
+            const auto columns = F::quantize_per_group(x.t().contiguous(), f, group);
+            CHECK(pair.quantized.group_size == group);
+            CHECK(pair.transposed.group_size == group);
+            CHECK(pair.transposed.data.sizes() == torch::IntArrayRef({shape[1], shape[0]}));
+            CHECK(count_bit_differences(pair.quantized.data, rows.data) == 0);
+            CHECK(torch::equal(pair.quantized.scale_inv, rows.scale_inv));
+            CHECK(count_bit_differences(pair.transposed.data, columns.data) == 0);
+            CHECK(torch::equal(pair.transposed.scale_inv, columns.scale_inv));
+          }
+        }
+      }
+    })

@@ -13,6 +13,7 @@
 #include "kernels/quantize/dequantize.h"
 #include "kernels/quantize/quantize_per_block.h"
 #include "kernels/quantize/quantize_per_group.h"
+#include "kernels/quantize/quantize_per_group_transpose.h"
 
 #include <tuple>
 #include <utility>
@@ -21,6 +22,7 @@ namespace fp8nn::cuda {
 namespace {
 
 static_assert(kernels::kScaleBlock == kBlockSize, "the per-block kernel's block is the API's");
+static_assert(kernels::kTransposeGroup == kBlockSize, "the two-axis kernel's group is the API's");
 
 uint8_t* bytes_of(const torch::Tensor& t) { return static_cast<uint8_t*>(t.data_ptr()); }
 
@@ -239,6 +241,26 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
     q.transposed = {std::move(data_t), std::move(scale_inv_t), format, kBlockSize, kBlockSize};
   }
   return q;
+}
+
+QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
+                                                const torch::Tensor& counts) {
+  const c10::cuda::CUDAGuard guard(x2d.device());
+  const auto input = x2d.contiguous();
+  const int64_t rows = input.size(0), cols = input.size(1);
+  const int64_t groups = (cols + kBlockSize - 1) / kBlockSize;
+  const int64_t groups_t = (rows + kBlockSize - 1) / kBlockSize;
+  // Each copy with its scales in one block, as they are used and saved together.
+  auto [data, scale_inv] = data_with_scales({rows, cols}, format, {rows, groups}, input.device());
+  auto [data_t, scale_inv_t] =
+      data_with_scales({cols, rows}, format, {cols, groups_t}, input.device());
+  FP8NN_CUDA_CHECK(kernels::quantize_per_group_with_transpose(
+      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group_with_transpose"),
+      rows, cols, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
+      bytes_of(data_t), scale_inv_t.data_ptr<float>(), at::cuda::getCurrentCUDAStream(),
+      counters_of(counts)));
+  return {{std::move(data), std::move(scale_inv), format, kBlockSize},
+          {std::move(data_t), std::move(scale_inv_t), format, kBlockSize}};
 }
 
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,

@@ -29,6 +29,11 @@ torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);
 QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool with_transpose,
                                const detail::DelayedTensors& delayed, const torch::Tensor& counts);
 
+/// detail::quantize_per_group_with_transpose (quantize_detail.h) for groups of kBlockSize: one
+/// pass over x2d writes both copies.
+QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
+                                                const torch::Tensor& counts);
+
 /// detail::quantize_per_block (quantize_detail.h).
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
                                  const torch::Tensor& counts);

@@ -14,6 +14,7 @@
 #include "kernels/quantize/dequantize.h"
 #include "kernels/quantize/quantize_per_block.h"
 #include "kernels/quantize/quantize_per_group.h"
+#include "kernels/quantize/quantize_per_group_transpose.h"
 #include "quantize/quantize_detail.h"
 #include "test_support.h"
 
@@ -429,4 +430,79 @@ TEST_CASE(
   CHECK(K::quantize_per_block(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 256, 256,
                               K::Fp8Format::kE4M3, out.u8(), nullptr, scale_inv.f32(), 1, nullptr,
                               0, stream()) == cudaErrorInvalidValue);
+}
+
+// Per group of 128 along both axes in one pass: the row copy is quantize_per_group(x, 128), the
+// column copy quantize_per_group(x^T, 128), bit for bit (bytes and scale_inv) against the CPU
+// reference, NaN and Inf included; the monitor's counts are the row copy's alone; everything past
+// the outputs stays poisoned.
+TEST_CASE(
+    "quantize_per_group_with_transpose: both copies equal per-group quantizations of x and x^T") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  constexpr int64_t kG = K::kTransposeGroup;
+  // scale_inv bit for bit, except that a NaN (the scale of a group holding NaN) may carry another
+  // payload on the device than on the host.
+  const auto same_scales = [](const torch::Tensor& got, const torch::Tensor& want) {
+    const auto nan = want.isnan();
+    return torch::equal(got.isnan(), nan) &&
+           count_bit_differences(got.masked_fill(nan, 0.0), want.masked_fill(nan, 0.0)) == 0;
+  };
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {1, 1}, {128, 128}, {129, 130}, {256, 384}, {300, 257}, {64, 4096}, {4097, 3}, {512, 512}};
+  int index = 0;
+  for (const auto& [rows, cols] : shapes) {
+    for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+      for (auto f : {Format::E4M3, Format::E5M2}) {
+        for (int64_t offset : {0, 1}) {
+          const bool with_bad = index++ % 3 == 0;
+          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset, with_bad);
+          const int64_t n = rows * cols;
+          // Magnitudes that differ along both axes, so that a row scale used for a column (or
+          // the other way round) shows.
+          auto x = torch::randn({rows, cols}) * torch::exp(torch::randn({rows, 1}) * 2) *
+                   torch::exp(torch::randn({1, cols}) * 2);
+          if (with_bad) {
+            x[rows / 2][cols / 3] = NAN;
+            x[rows - 1][0] = -INFINITY;
+          }
+          x = x.to(dtype);
+          const auto x_gpu = device_input(x, offset);
+          const int64_t groups = (cols + kG - 1) / kG, groups_t = (rows + kG - 1) / kG;
+
+          auto expected_counts = torch::zeros({3}, torch::kLong);
+          const auto expected = fp8nn::detail::quantize_per_group(x, f, kG, expected_counts);
+          const auto expected_t =
+              fp8nn::detail::quantize_per_group(x.t().contiguous(), f, kG, torch::Tensor());
+
+          Output out(n, fp8nn::dtype_of(f), offset), out_t(n, fp8nn::dtype_of(f), offset);
+          Output scale_inv(rows * groups, torch::kFloat),
+              scale_inv_t(cols * groups_t, torch::kFloat);
+          const auto counts = torch::zeros({3}, torch::dtype(torch::kLong).device(torch::kCUDA));
+          REQUIRE(K::quantize_per_group_with_transpose(
+                      x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f), out.u8(),
+                      scale_inv.f32(), out_t.u8(), scale_inv_t.f32(), stream(),
+                      reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>())) ==
+                  cudaSuccess);
+          CHECK(count_bit_differences(out.values({rows, cols}), expected.data) == 0);
+          CHECK(count_bit_differences(out_t.values({cols, rows}), expected_t.data) == 0);
+          CHECK(same_scales(scale_inv.values({rows, groups}), expected.scale_inv));
+          CHECK(same_scales(scale_inv_t.values({cols, groups_t}), expected_t.scale_inv));
+          CHECK(torch::equal(counts.cpu(), expected_counts));
+          CHECK((out.guard_untouched() && out_t.guard_untouched() && scale_inv.guard_untouched() &&
+                 scale_inv_t.guard_untouched()));
+        }
+      }
+    }
+  }
+  // The engine's call takes the kernel for groups of 128 and gives the same pair.
+  const auto x = torch::randn({300, 260}).to(torch::kBFloat16);
+  const auto pair =
+      fp8nn::detail::quantize_per_group_with_transpose(x.cuda(), Format::E4M3, kG, torch::Tensor());
+  const auto row_copy = fp8nn::detail::quantize_per_group(x, Format::E4M3, kG, torch::Tensor());
+  const auto column_copy =
+      fp8nn::detail::quantize_per_group(x.t().contiguous(), Format::E4M3, kG, torch::Tensor());
+  CHECK(count_bit_differences(pair.quantized.data.cpu(), row_copy.data) == 0);
+  CHECK(count_bit_differences(pair.transposed.data.cpu(), column_copy.data) == 0);
+  CHECK(torch::equal(pair.transposed.scale_inv.cpu(), column_copy.scale_inv));
 }
