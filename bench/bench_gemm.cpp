@@ -194,10 +194,11 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
 // The blockwise (DeepSeek-V3) products: "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the
 // forward and the input gradient), on cuBLASLt's block scale mode (FP8NN_GROUP_GEMM=cublaslt, the
 // peer) and on group_gemm_sm90 with 128- and 256-row tiles; "1D1D", a times b per 1x128 (the
-// weight gradient's form), on cuBLASLt. The variants of a form are timed interleaved with
-// at::_scaled_mm tensorwise with fast accumulation, the ceiling a blockwise product is measured
-// against. Every variant promotes per 128 of K (cuBLASLt's block modes accumulate precisely only).
-// check: relative difference to the product of the dequantized operands.
+// weight gradient's form), on cuBLASLt and on group_gemm_sm90. The variants of a form are timed
+// interleaved with at::_scaled_mm tensorwise with fast accumulation, the ceiling a blockwise
+// product is measured against. Every variant promotes per 128 of K (cuBLASLt's block modes
+// accumulate precisely only). check: relative difference to the product of the dequantized
+// operands.
 void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
                        const GemmBenchOptions& options) {
   std::vector<fp8nn::QuantizedTensor> a_rows, b_rows, b_blocks;
@@ -218,20 +219,21 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       return F::scaled_mm(a_rows[i], b[i], c10::nullopt, torch::kBFloat16, false);
     };
   };
-  const auto sm90_tile = [&](int tile_m) {
-    return [&b_blocks, &a_rows, tile_m](size_t i) {
-      auto out =
-          fp8nn::cuda::group_gemm_product(a_rows[i], b_blocks[i], c10::nullopt, torch::kBFloat16,
-                                          fp8nn::cuda::GroupGemmKernel::Sm90, tile_m);
+  const auto sm90_tile = [&](const std::vector<fp8nn::QuantizedTensor>& b, int tile_m) {
+    return [&b, &a_rows, tile_m](size_t i) {
+      auto out = fp8nn::cuda::group_gemm_product(a_rows[i], b[i], c10::nullopt, torch::kBFloat16,
+                                                 fp8nn::cuda::GroupGemmKernel::Sm90, tile_m);
       return out ? *out : torch::Tensor();
     };
   };
   const std::vector<std::pair<const std::vector<fp8nn::QuantizedTensor>*, std::vector<Variant>>>
-      forms = {{&b_blocks,
-                {{"bw 1D2D cublaslt", cublaslt(b_blocks)},
-                 {"bw 1D2D sm90 128", sm90_tile(128)},
-                 {"bw 1D2D sm90 256", sm90_tile(256)}}},
-               {&b_rows, {{"bw 1D1D cublaslt", cublaslt(b_rows)}}}};
+      forms = {
+          {&b_blocks,
+           {{"bw 1D2D cublaslt", cublaslt(b_blocks)},
+            {"bw 1D2D sm90 128", sm90_tile(b_blocks, 128)},
+            {"bw 1D2D sm90 256", sm90_tile(b_blocks, 256)}}},
+          {&b_rows,
+           {{"bw 1D1D cublaslt", cublaslt(b_rows)}, {"bw 1D1D sm90", sm90_tile(b_rows, 128)}}}};
   for (const auto& [b, variants] : forms) {
     // The exact product of the dequantized operands, up to fp32 accumulation.
     const auto reference = at::matmul(F::dequantize(a_rows[0]), F::dequantize((*b)[0]).t());

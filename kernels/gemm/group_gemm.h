@@ -49,6 +49,10 @@ struct GroupGemmArgs {
   Fp8Format b_format = Fp8Format::kE4M3;
   HighPrecision out_type = HighPrecision::kBFloat16;
   int tile_m = 0;  ///< group_gemm_sm90's tile height: 128 or 256; 0 lets it choose
+  /// group_gemm_sm90 with b per row and 128 of K (b_group_size 128, b_group_rows 1): the values
+  /// of b_scale_inv K-block-major, [ceil(k / 128), n] contiguous (its TMA loads a K block's
+  /// column scales with the operands); unused otherwise.
+  const float* b_scale_inv_k_major = nullptr;
 };
 
 /// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
@@ -66,8 +70,9 @@ cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 /// group_gemm_mma)". A pure check of the arguments (whether this build has the sm_90a kernel is
 /// group_gemm_sm90_compiled's question). Needs: device_sm == 90, K % 16 == 0,
 /// N % 16 == 0 (TMA row pitch and the epilogue), lda/ldb multiples of 16, ldc a multiple of 8,
-/// a/b/c/bias 16-byte aligned, b E4M3 per tensor or per 128x128 block (then a E4M3), a per tensor
-/// or with groups of one row that are multiples of 128 (or cover the row), M, N >= 1. M is free
+/// a/b/c/bias 16-byte aligned, b E4M3 per tensor, per 128x128 block or per row and 128 of K (the
+/// last two with a E4M3; per row group with b_scale_inv_k_major, 128-row tiles), a per tensor or
+/// with groups of one row that are multiples of 128 (or cover the row), M, N >= 1. M is free
 /// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 (tile_m 0 or 128) or 256 x 128.
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm);
 

@@ -1,19 +1,21 @@
 // Hopper group-scaled FP8 GEMM (see group_gemm.h), sm_90a only.
 //
 //   c = (a * sa) (b * sb)^T (+ bias): a M x K FP8 (E4M3/E5M2) with scale_inv per tensor, per row
-//   or per (row, group of G = 128 * j along K); b N x K E4M3 with one scale_inv.
+//   or per (row, group of G = 128 * j along K); b N x K E4M3 with one scale_inv, or (a E4M3) one
+//   per 128x128 block (the 1D2D product) or per (row, 128 of K) (the 1D1D product).
 //
 // Design (DeepGEMM-style promotion on a CUTLASS-style warp-specialised persistent pipeline):
 //  - one CTA per SM (persistent), 3 warpgroups: WG 0 produces (one thread issues the TMA loads,
 //    registers given back with setmaxnreg.dec), WGs 1 and 2 consume (setmaxnreg.inc), each owning
-//    64 rows of the 128 x 128 output tile;
-//  - K in blocks of 128 bytes: a kStages-deep ring of (A 128x128, B 128x128) FP8 tiles in shared
+//    64 rows of each 128-row wave of the output tile (one wave: 128 x 128; two: 256 x 128);
+//  - K in blocks of 128 bytes: a kStages-deep ring of (A, B 128x128) FP8 tiles in shared
 //    memory, filled by cp.async.bulk.tensor (128-byte swizzle, out-of-range rows and columns read
 //    as zeros) and guarded by "full" / "empty" mbarriers;
-//  - per K block a consumer runs 4 wgmma m64n128k32 (FP8 x FP8 -> fp32) into a fresh `partial`,
-//    waits for them, frees the stage, and promotes: total += partial * sa[row, group]. A K block
-//    never crosses a group (G % 128 == 0), so every block has one scale per row. sb is a single
-//    value, applied once in the epilogue: c = total * sb + bias;
+//  - per K block and wave a consumer runs 4 wgmma m64n128k32 (FP8 x FP8 -> fp32) into a fresh
+//    `partial`, waits for them, frees the stage after the last wave, and promotes:
+//    total += partial * sa[row, group] (then * sb of the block, or of the column, where b's scale
+//    changes along K). A K block never crosses a group (G % 128 == 0), so every block has one
+//    scale per row. A per-tensor sb is applied once in the epilogue: c = total * sb + bias;
 //  - the epilogue stores straight from registers (2 elements per store).
 // Tile order: columns of kRasterWidth N-blocks, M-blocks down each column, so a wave of CTAs
 // shares both operand slices in L2.
@@ -55,15 +57,30 @@ static_assert(kProducerRegisters * 128 + kConsumerRegisters * 256 <= 65536, "reg
 // A tile of Waves x 128 rows by 128 columns: each consumer owns 64 rows of every 128-row wave and
 // runs the waves one after the other on the same stage. Taller tiles read B once for more rows
 // (fewer L2 bytes per FLOP) at the cost of fewer stages and 64 more accumulators per wave.
-template <int Waves>
+// How b's scale_inv applies:
+//  - kPerTensor: one value, applied in the epilogue;
+//  - kPerBlock: one value per 128x128 block (b_scale_row_stride K blocks per row of blocks), read
+//    per K block and applied in the promotion (the 1D2D product);
+//  - kPerRowGroup: one value per row of b and 128 of K (the 1D1D product, a weight gradient):
+//    the tile's 128 values of a K block come by TMA with the stage, from a K-block-major copy,
+//    and apply per accumulator column in the promotion.
+enum class BScale { kPerTensor, kPerBlock, kPerRowGroup };
+
+constexpr int kBScaleBytes = kBlockN * static_cast<int>(sizeof(float));  // kPerRowGroup, per stage
+
+template <int Waves, BScale B>
 struct Tile {
   static constexpr int kBlockM = Waves * kWaveM;
   static constexpr int kStageBytesA = kBlockM * kBlockK;
   static constexpr int kStageBytes = kStageBytesA + kStageBytesB;
   static constexpr int kStages = Waves == 1 ? 6 : 4;
-  static constexpr int kSharedBytes = kStages * kStageBytes + kSwizzleAlignment;
+  // b's column scales of each stage, after the stages (whose tiles keep their 1024-byte alignment)
+  static constexpr int kScaleRingBytes = B == BScale::kPerRowGroup ? kStages * kBScaleBytes : 0;
+  static constexpr int kSharedBytes = kStages * kStageBytes + kScaleRingBytes + kSwizzleAlignment;
   static_assert(kSharedBytes <= 227 * 1024, "pipeline does not fit in shared memory");
   static_assert(kBlockM <= 256, "a TMA box holds at most 256 rows");
+  static_assert(B != BScale::kPerRowGroup || Waves == 1,
+                "per-column scales are read during the promotion: one wave's registers only");
 };
 
 struct Sm90Params {
@@ -105,14 +122,16 @@ __device__ __forceinline__ void tile_coordinates(int tile, const Sm90Params& p, 
 
 #endif  // FP8NN_SM90_DEVICE_CODE
 
-// BlockScaledB: b carries one scale per 128x128 block (b_scale_row_stride K blocks per row of
-// blocks), applied in the promotion; otherwise b has one scale, applied in the epilogue.
-template <Fp8Format FormatA, typename OutT, int Waves, bool BlockScaledB>
+// map_b_scale: b's scales K-block-major ([k_blocks, n] fp32, boxes of 128 x 1) for kPerRowGroup;
+// unused otherwise.
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B>
 __global__ void __launch_bounds__(kThreads, 1)
     group_gemm_sm90_kernel(const __grid_constant__ CUtensorMap map_a,
-                           const __grid_constant__ CUtensorMap map_b, const Sm90Params p) {
+                           const __grid_constant__ CUtensorMap map_b,
+                           const __grid_constant__ CUtensorMap map_b_scale, const Sm90Params p) {
 #if FP8NN_SM90_DEVICE_CODE
-  using T = Tile<Waves>;
+  using T = Tile<Waves, B>;
+  constexpr bool kRowGroupB = B == BScale::kPerRowGroup;
   // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
   __shared__ uint64_t full[T::kStages];
   __shared__ uint64_t empty[T::kStages];
@@ -122,12 +141,16 @@ __global__ void __launch_bounds__(kThreads, 1)
                                  ~uintptr_t{kSwizzleAlignment - 1});
   auto tile_a = [&](int stage) { return shared + stage * T::kStageBytes; };
   auto tile_b = [&](int stage) { return shared + stage * T::kStageBytes + T::kStageBytesA; };
+  auto b_scales = [&](int stage) {
+    return reinterpret_cast<float*>(shared + T::kStages * T::kStageBytes + stage * kBScaleBytes);
+  };
 
   const int warpgroup = threadIdx.x / 128;
   const int thread_in_group = threadIdx.x % 128;
   if (threadIdx.x == 0) {
     sm90::prefetch_tensor_map(&map_a);
     sm90::prefetch_tensor_map(&map_b);
+    if (kRowGroupB) sm90::prefetch_tensor_map(&map_b_scale);
     for (int s = 0; s < T::kStages; ++s) {
       sm90::barrier_init(&full[s], 1);  // the producer's arrive.expect_tx; TMA completes the bytes
       sm90::barrier_init(&empty[s], kConsumerWarpgroups * 4);  // one arrival per consumer warp
@@ -147,9 +170,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       tile_coordinates(tile, p, m_block, n_block);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         sm90::barrier_wait(&empty[stage], phase ^ 1);
-        sm90::barrier_arrive_expect_bytes(&full[stage], T::kStageBytes);
+        sm90::barrier_arrive_expect_bytes(&full[stage],
+                                          T::kStageBytes + (kRowGroupB ? kBScaleBytes : 0));
         sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * T::kBlockM);
         sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+        if (kRowGroupB) {
+          sm90::tma_load_2d(b_scales(stage), &map_b_scale, &full[stage], n_block * kBlockN, kb);
+        }
         if (++stage == T::kStages) {
           stage = 0;
           phase ^= 1;
@@ -167,7 +194,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // columns 8j + 2(l%4) + {0, 1} for j = 0..15 (registers 4j..4j+3). Wave v adds 128 v rows.
   const int row_in_wave = consumer * kRowsPerConsumer + warp * 16 + lane / 4;
   const int col_in_block = (lane % 4) * 2;
-  const float b_scale = BlockScaledB ? 1.0f : *p.b_scale_inv;
+  const float b_scale = B == BScale::kPerTensor ? *p.b_scale_inv : 1.0f;
   OutT* const c = static_cast<OutT*>(p.c);
   const OutT* const bias = static_cast<const OutT*>(p.bias);
 
@@ -190,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     const float* const b_scale_row =
-        BlockScaledB ? p.b_scale_inv + n_block * p.b_scale_row_stride : nullptr;
+        B == BScale::kPerBlock ? p.b_scale_inv + n_block * p.b_scale_row_stride : nullptr;
 
     float total[Waves][kAccumulators];
 #pragma unroll
@@ -211,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           scales[v][h] = scale_rows[v][h] != nullptr ? __ldg(scale_rows[v][h] + group) : 0.0f;
         }
       }
-      const float block_scale = BlockScaledB ? __ldg(b_scale_row + kb) : 1.0f;
+      const float block_scale = B == BScale::kPerBlock ? __ldg(b_scale_row + kb) : 1.0f;
 
       sm90::barrier_wait(&full[stage], phase);
       const uint64_t desc_b = sm90::smem_descriptor(tile_b(stage));
@@ -229,31 +256,43 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::wgmma_commit();
         sm90::wgmma_wait_all();
         sm90::fence_registers(partial);
-        if (v == Waves - 1) {
-          // The stage's last reader in this warp is done with it.
+        // The stage's last reader in this warp is done with it: after the last wave's wgmmas, or,
+        // when the promotion reads the stage's column scales, after the promotion.
+        const auto release_stage = [&] {
           __syncwarp();
           if (lane == 0) sm90::barrier_arrive(&empty[stage]);
           if (++stage == T::kStages) {
             stage = 0;
             phase ^= 1;
           }
-        }
-        // total += partial * sa (then * sb for a per-block b: never sa * sb first, see
-        // group_gemm.h).
+        };
+        if (!kRowGroupB && v == Waves - 1) release_stage();
+        // total += partial * sa, then * sb where b's scale changes along K (never sa * sb first,
+        // see group_gemm.h).
+        const float* const column_scales = kRowGroupB ? b_scales(stage) + col_in_block : nullptr;
 #pragma unroll
         for (int j = 0; j < kAccumulators / 4; ++j) {
+          float2 column_pair = make_float2(1.0f, 1.0f);
+          if (kRowGroupB) column_pair = *reinterpret_cast<const float2*>(column_scales + 8 * j);
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const float scale = scales[v][e / 2];
-            total[v][4 * j + e] =
-                BlockScaledB ? fmaf(partial[4 * j + e] * scale, block_scale, total[v][4 * j + e])
-                             : fmaf(partial[4 * j + e], scale, total[v][4 * j + e]);
+            float& sum = total[v][4 * j + e];
+            if (B == BScale::kPerTensor) {
+              sum = fmaf(partial[4 * j + e], scale, sum);
+            } else if (B == BScale::kPerBlock) {
+              sum = fmaf(partial[4 * j + e] * scale, block_scale, sum);
+            } else {
+              sum =
+                  fmaf(partial[4 * j + e] * scale, e % 2 == 0 ? column_pair.x : column_pair.y, sum);
+            }
           }
         }
+        if (kRowGroupB) release_stage();
       }
     }
 
-    // Epilogue: c = total * sb + bias (sb already applied for a per-block b), two adjacent columns
+    // Epilogue: c = total * sb + bias (sb already applied unless per tensor), two adjacent columns
     // per store (N even, ldc % 8 == 0).
     const int col_base = n_block * kBlockN + col_in_block;
 #pragma unroll
@@ -303,13 +342,23 @@ DeviceFacts* facts_of(int device) {
   return device >= 0 && device < kCachedDevices ? &device_facts[device] : nullptr;
 }
 
-template <Fp8Format FormatA, typename OutT, int Waves, bool BlockScaledB>
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
-  using T = Tile<Waves>;
-  const auto kernel = group_gemm_sm90_kernel<FormatA, OutT, Waves, BlockScaledB>;
-  CUtensorMap map_a, map_b;
+  using T = Tile<Waves, B>;
+  const auto kernel = group_gemm_sm90_kernel<FormatA, OutT, Waves, B>;
+  CUtensorMap map_a, map_b, map_b_scale;
   FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, T::kBlockM));
   FP8NN_KERNELS_TRY(encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN));
+  if (B == BScale::kPerRowGroup) {
+    // [k_blocks, n] fp32 rows of n values; a box is one K block's 128 columns (zeros past n).
+    const int64_t k_blocks = (args.k + kBlockK - 1) / kBlockK;
+    FP8NN_KERNELS_TRY(sm90::encode_tensor_map_2d(
+        &map_b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, args.b_scale_inv_k_major,
+        static_cast<uint64_t>(args.n), static_cast<uint64_t>(k_blocks),
+        static_cast<uint64_t>(args.n) * sizeof(float), kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE));
+  } else {
+    map_b_scale = map_b;  // a valid map the kernel never reads
+  }
 
   Sm90Params p{};
   p.a_scale_inv = args.a_scale_inv;
@@ -339,7 +388,7 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   }
   const int64_t tiles = int64_t{p.m_blocks} * p.n_blocks;
   const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
-  kernel<<<grid, kThreads, T::kSharedBytes, stream>>>(map_a, map_b, p);
+  kernel<<<grid, kThreads, T::kSharedBytes, stream>>>(map_a, map_b, map_b_scale, p);
   return cudaGetLastError();
 }
 
@@ -355,8 +404,8 @@ cudaError_t real_kernel_loaded(bool& loaded) {
   cudaError_t status = cudaPeekAtLastError();
   if (status != cudaSuccess) return status;
   cudaFuncAttributes attributes{};
-  status = cudaFuncGetAttributes(&attributes,
-                                 group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16, 1, false>);
+  status = cudaFuncGetAttributes(
+      &attributes, group_gemm_sm90_kernel<Fp8Format::kE4M3, __nv_bfloat16, 1, BScale::kPerTensor>);
   if (status == cudaErrorInvalidDeviceFunction || status == cudaErrorNoKernelImageForDevice) {
     static_cast<void>(cudaGetLastError());  // the query's own error: nothing else was pending
     return cudaSuccess;
@@ -424,10 +473,19 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
   }
   if (args.b_format != Fp8Format::kE4M3) return "b must be E4M3";
   const bool b_blocks = args.b_group_size == kBlockK && args.b_group_rows == kBlockN;
-  if (args.b_group_size != 0 && !b_blocks) {
-    return "b must be scaled per tensor or per 128x128 block";
+  const bool b_row_groups = args.b_group_size == kBlockK && args.b_group_rows == 1;
+  if (args.b_group_size != 0 && !b_blocks && !b_row_groups) {
+    return "b must be scaled per tensor, per 128x128 block or per row and 128 of K";
   }
-  if (b_blocks && args.a_format != Fp8Format::kE4M3) return "a must be E4M3 with a block-scaled b";
+  if (args.b_group_size != 0 && args.a_format != Fp8Format::kE4M3) {
+    return "a must be E4M3 with a group-scaled b";
+  }
+  if (b_row_groups) {
+    if (args.b_scale_inv_k_major == nullptr || !aligned16(args.b_scale_inv_k_major)) {
+      return "b per row group needs b_scale_inv_k_major, 16-byte aligned";
+    }
+    if (args.tile_m == 256) return "256-row tiles take b per tensor or per block";
+  }
   if (args.a_group_size != 0 && args.a_group_rows != 1) {
     return "a must be scaled per tensor, per row or per row group";
   }
@@ -448,19 +506,28 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   FP8NN_KERNELS_TRY(kernel_loaded_on(device, loaded));
   if (!loaded) return cudaErrorNotSupported;
   const bool tall = args.tile_m == 256;
+  if (args.b_group_size != 0 && args.b_group_rows == 1) {  // per row group: a E4M3, 128 rows
+    return dispatch_high_precision(args.out_type, [&](auto out_tag) {
+      using OutT = decltype(out_tag);
+      return launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup>(args, stream, device,
+                                                                     sm_count);
+    });
+  }
   if (args.b_group_size != 0) {  // per 128x128 block; a is E4M3 (unsupported_reason)
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      return tall ? launch<Fp8Format::kE4M3, OutT, 2, true>(args, stream, device, sm_count)
-                  : launch<Fp8Format::kE4M3, OutT, 1, true>(args, stream, device, sm_count);
+      constexpr BScale kBlocks = BScale::kPerBlock;
+      return tall ? launch<Fp8Format::kE4M3, OutT, 2, kBlocks>(args, stream, device, sm_count)
+                  : launch<Fp8Format::kE4M3, OutT, 1, kBlocks>(args, stream, device, sm_count);
     });
   }
   return dispatch_format(args.a_format, [&](auto format_tag) {
     constexpr Fp8Format F = decltype(format_tag)::value;
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      return tall ? launch<F, OutT, 2, false>(args, stream, device, sm_count)
-                  : launch<F, OutT, 1, false>(args, stream, device, sm_count);
+      constexpr BScale kTensor = BScale::kPerTensor;
+      return tall ? launch<F, OutT, 2, kTensor>(args, stream, device, sm_count)
+                  : launch<F, OutT, 1, kTensor>(args, stream, device, sm_count);
     });
   });
 }

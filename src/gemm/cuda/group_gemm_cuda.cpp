@@ -80,6 +80,11 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   };
   const auto a_scale = scales_for(a);
   const auto b_scale = scales_for(b);
+  // group_gemm_sm90 loads b's per-row-group scales K-block-major, with its operand tiles.
+  torch::Tensor b_scale_k_major;
+  if (kernel == GroupGemmKernel::Sm90 && b.group_size > 0 && b.group_rows == 1) {
+    b_scale_k_major = b_scale.t().contiguous();
+  }
   c10::optional<torch::Tensor> epilogue_bias;
   if (bias.has_value() && bias->defined()) epilogue_bias = bias->to(out_dtype).contiguous();
   auto out = empty({M, N}, out_dtype, a.data.device());
@@ -94,6 +99,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.a_group_rows = kernel == GroupGemmKernel::Mma ? 1 : a.group_rows;
   args.b_group_rows = kernel == GroupGemmKernel::Mma ? 1 : b.group_rows;
   args.tile_m = tile_m;
+  if (b_scale_k_major.defined()) args.b_scale_inv_k_major = b_scale_k_major.data_ptr<float>();
   args.c = out.data_ptr();
   args.bias = epilogue_bias ? epilogue_bias->data_ptr() : nullptr;
   args.m = M;

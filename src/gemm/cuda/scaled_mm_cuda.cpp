@@ -5,7 +5,8 @@
 //     `sm90` group_gemm_sm90 for a 1x128 a and a 128x128 b, then group_gemm_mma for any other
 //     block-scaled product; `mma` group_gemm_mma. Under auto, block-scaled products take the
 //     reference product on the device: these paths have not yet run against it on a GPU. What
-//     remains (1x128 pairs) goes on as below.
+//     remains (1x128 pairs) goes on as below, to group_gemm_sm90 under `sm90` only (auto keeps
+//     them on the K split for the same reason).
 //  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
@@ -316,8 +317,10 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
     }
   }
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
-  const auto takes_sm90 = [](cuda::GroupGemmRoute route) {
-    return route == cuda::GroupGemmRoute::Sm90 || route == cuda::GroupGemmRoute::Auto;
+  // auto keeps a group-scaled b (the 1D1D product) off the kernel until that has run on a GPU.
+  const auto takes_sm90 = [&](cuda::GroupGemmRoute route) {
+    return route == cuda::GroupGemmRoute::Sm90 ||
+           (route == cuda::GroupGemmRoute::Auto && b.group_size == 0);
   };
   if (a_split_by_groups && takes_sm90(cuda::group_gemm_route())) {
     if (auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {

@@ -110,8 +110,9 @@ struct Case {
   Format format_a;
   torch::ScalarType out;
   bool bias;
-  bool b_blocks = false;  // b per 128x128 block instead of per tensor
-  int tile_m = 0;         // group_gemm_sm90's tile height (0: its choice)
+  bool b_blocks = false;      // b per 128x128 block instead of per tensor
+  int tile_m = 0;             // group_gemm_sm90's tile height (0: its choice)
+  bool b_row_groups = false;  // b per row and 128 of K instead of per tensor
 };
 
 // Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
@@ -119,6 +120,11 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
                    const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0) {
   auto args = args_for(a, b, bias, out);
   args.tile_m = tile_m;
+  torch::Tensor b_k_major;  // freed after the launch: later work on the stream runs after it
+  if (b.group_size > 0 && b.group_rows == 1) {
+    b_k_major = b.scale_inv.t().contiguous();
+    args.b_scale_inv_k_major = b_k_major.data_ptr<float>();
+  }
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const cudaError_t status =
       kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
@@ -128,12 +134,13 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
 void check_case(const Case& c, Kernel kernel, bool use_api) {
   CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, c.b_blocks, c.tile_m,
-          use_api);
+          c.b_row_groups, use_api);
   const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0, c.format_a, c.group_a);
   // A spread of magnitudes across b's blocks, so that each block scale matters.
   const auto b_values = torch::randn({c.N, c.K}) * torch::exp(torch::randn({1, c.K}) * 2.0);
-  const auto b = c.b_blocks ? F::quantize_per_block(b_values, Format::E4M3)
-                            : quantize_cpu(b_values, Format::E4M3, 0);
+  const auto b = c.b_blocks       ? F::quantize_per_block(b_values, Format::E4M3)
+                 : c.b_row_groups ? quantize_cpu(b_values, Format::E4M3, fp8nn::kBlockSize)
+                                  : quantize_cpu(b_values, Format::E4M3, 0);
   c10::optional<torch::Tensor> bias;
   if (c.bias) bias = torch::randn({c.N}).to(c.out);
   const auto expected = F::scaled_mm(a, b, bias, c.out).to(torch::kDouble);
@@ -261,6 +268,26 @@ TEST_CASE("group_gemm_sm90 matches the CPU reference on aligned K and N with rag
         ++index;
         check_case(c, Kernel::Sm90, /*use_api=*/false);
       }
+    }
+  }
+}
+
+TEST_CASE(
+    "group_gemm_sm90 with b per row and 128 of K (the 1D1D product) matches the CPU reference") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
+  fp8nn::test::seed_torch();
+  // N not a multiple of 128 (the scale box's tail reads zeros), one and several K blocks, a short
+  // last K block; a per tensor and per row group.
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 16, 16}, {100, 128, 256}, {129, 272, 1040}, {300, 512, 4096}, {513, 400, 640}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}}) {
+      Case c{s[0], s[1], s[2], group, Format::E4M3, kOutDtypes[index % 3], index % 4 != 3};
+      c.b_row_groups = true;
+      ++index;
+      check_case(c, Kernel::Sm90, /*use_api=*/false);
     }
   }
 }
@@ -520,6 +547,35 @@ TEST_CASE(
       CHECK(torch::isfinite(got).all().item<bool>());
       CHECK((error <= allowed).all().item<bool>());
     }
+  }
+}
+
+TEST_CASE("1x128 x 1x128 products take group_gemm_sm90 under sm90 and the K split under auto") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!fp8_tensor_cores()) FP8NN_SKIP_TEST("needs FP8 tensor cores (compute capability 8.9+)");
+  fp8nn::test::seed_torch();
+  const int64_t M = 200, N = 256, K_size = 1024;
+  const auto a = quantize_blocks_cpu(torch::randn({M, K_size}) * 3.0, Format::E4M3, Blocks::Row128);
+  const auto b =
+      quantize_blocks_cpu(torch::randn({N, K_size}) * torch::exp(torch::randn({1, K_size}) * 2.0),
+                          Format::E4M3, Blocks::Row128);
+  const auto expected = F::scaled_mm(a, b, c10::nullopt, torch::kFloat).to(torch::kDouble);
+  const auto magnitude = magnitude_sum(a, b, c10::nullopt);
+  for (const char* route : {"sm90", "auto"}) {
+    CAPTURE(route);
+    const ScopedRoute scoped(route);
+    const Path expected_path = std::string(route) == "sm90" && sm90_available()
+                                   ? Path::GroupGemmSm90
+                                   : Path::CublasLtKSplit;
+    torch::Tensor got;
+    const Path taken =
+        path_of([&] { got = F::scaled_mm(to_cuda(a), to_cuda(b), c10::nullopt, torch::kFloat); });
+    CHECK(std::string(F::path_name(taken)) == F::path_name(expected_path));
+    const Kernel kernel = taken == Path::GroupGemmSm90 ? Kernel::Sm90 : Kernel::AnyRoute;
+    const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
+    CHECK((error <= magnitude * relative_bound(kernel, K_size, torch::kFloat) + 0x1p-24)
+              .all()
+              .item<bool>());
   }
 }
 
