@@ -41,7 +41,8 @@ cxxopts::Options make_options() {
   options.add_options()
       ("linear", "bf16 (torch::nn::Linear in the parameter dtype), global (fp8nn::LinearFP8Global), "
                  "mixed (fp8nn::LinearFP8Mixed), global-delayed (fp8nn::LinearFP8 with delayed "
-                 "scaling), or all (bf16, global and mixed): each from the same initial weights and "
+                 "scaling), blockwise (fp8nn::LinearFP8 with Recipe::blockwise()), "
+                 "or all (bf16, global and mixed): each from the same initial weights and "
                  "batches, then a comparison table", cxxopts::value<std::string>()->default_value("all"))
       ("device", "auto (cuda when available), cpu, cuda or cuda:N",
        cxxopts::value<std::string>()->default_value("auto"))

@@ -11,8 +11,10 @@ LinearKind parse_linear_kind(const std::string& name) {
   if (name == "global") return LinearKind::Global;
   if (name == "mixed") return LinearKind::Mixed;
   if (name == "global-delayed") return LinearKind::GlobalDelayed;
-  throw std::invalid_argument("--linear: expected bf16, global, mixed, global-delayed or all, got '" +
-                              name + "'");
+  if (name == "blockwise") return LinearKind::Blockwise;
+  throw std::invalid_argument(
+      "--linear: expected bf16, global, mixed, global-delayed, blockwise or all, got '" + name +
+      "'");
 }
 
 std::string name_of(LinearKind kind) {
@@ -21,6 +23,7 @@ std::string name_of(LinearKind kind) {
     case LinearKind::Global: return "global";
     case LinearKind::Mixed: return "mixed";
     case LinearKind::GlobalDelayed: return "global-delayed";
+    case LinearKind::Blockwise: return "blockwise";
   }
   return "?";
 }
@@ -54,6 +57,7 @@ torch::nn::Sequential with_linear(const torch::nn::Sequential& base, LinearKind 
     case LinearKind::Global: return fp8nn::convert(model, fp8nn::Recipe::Global);
     case LinearKind::Mixed: return fp8nn::convert(model, fp8nn::Recipe::Mixed);
     case LinearKind::GlobalDelayed: return fp8nn::convert(model, fp8nn::Recipe::global_delayed());
+    case LinearKind::Blockwise: return fp8nn::convert(model, fp8nn::Recipe::blockwise());
   }
   return model;
 }

@@ -9,10 +9,11 @@
 namespace train_mlp {
 
 /// bf16: plain torch::nn::Linear (in the parameter dtype); global / mixed: fp8nn's layers;
-/// global-delayed: fp8nn::LinearFP8 with Recipe::global_delayed() (not part of "all").
-enum class LinearKind { HighPrecision, Global, Mixed, GlobalDelayed };
+/// global-delayed: fp8nn::LinearFP8 with Recipe::global_delayed(); blockwise: with
+/// Recipe::blockwise() (neither is part of "all").
+enum class LinearKind { HighPrecision, Global, Mixed, GlobalDelayed, Blockwise };
 
-// "bf16" | "global" | "mixed" | "global-delayed"
+// "bf16" | "global" | "mixed" | "global-delayed" | "blockwise"
 LinearKind parse_linear_kind(const std::string& name);
 std::string name_of(LinearKind kind);
 

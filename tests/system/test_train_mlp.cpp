@@ -37,7 +37,7 @@ torch::nn::Sequential small_mlp() { return fp8nn::test::small_mlp(3); }
 TEST_CASE("train_mlp: each variant's training loss falls on the CPU") {
   const auto base = small_mlp();
   for (auto kind : {LinearKind::HighPrecision, LinearKind::Global, LinearKind::Mixed,
-                    LinearKind::GlobalDelayed}) {
+                    LinearKind::GlobalDelayed, LinearKind::Blockwise}) {
     CAPTURE(name_of(kind));
     const auto run = train(with_linear(base, kind), name_of(kind), small_task(), small_config(120));
     REQUIRE(run.train_loss.size() == 120);
@@ -59,6 +59,11 @@ TEST_CASE("train_mlp: FP8 variants convert the hidden layers, the 4-class head s
   delayed_text << *delayed;
   CHECK(delayed_text.str().find("recipe=Recipe::global_delayed(1024, 0)") != std::string::npos);
   CHECK(parse_linear_kind("global-delayed") == LinearKind::GlobalDelayed);
+  const auto blockwise = with_linear(small_mlp(), LinearKind::Blockwise);
+  std::ostringstream blockwise_text;
+  blockwise_text << *blockwise;
+  CHECK(blockwise_text.str().find("recipe=Recipe::blockwise()") != std::string::npos);
+  CHECK(parse_linear_kind("blockwise") == LinearKind::Blockwise);
 }
 
 TEST_CASE("train_mlp: the loss CSV and the SVG plot are written") {
