@@ -54,6 +54,11 @@ struct QuantizedPair {
 
 namespace functional {
 
+/// How the per-group and per-block quantizers round a scale: Exact keeps fmt_max / amax;
+/// PowerOfTwo takes the largest power of two not above it (OperandRecipe::power_of_two_scales),
+/// so that scaling and dequantizing multiply without rounding.
+enum class ScaleRounding { Exact, PowerOfTwo };
+
 /// Quantizes `x` (fp32/fp16/bf16, any shape, any device) with one scale for the whole tensor.
 QuantizedTensor quantize(const torch::Tensor& x, Format format);
 
@@ -65,6 +70,8 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
 /// each row (last dimension); a row shorter than the group is one group, a longer row ends with a
 /// shorter group.
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size);
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
+                                   ScaleRounding rounding);
 
 /// quantize(x2d) and its transpose in one call, for a 2-d `x2d`; equal bit for bit to
 /// {quantize(x2d), transpose(quantize(x2d))}. On CUDA: an amax pass, then one pass that writes
@@ -79,11 +86,14 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 /// Quantizes the 2-d `x2d` with one scale per square block of kBlockSize x kBlockSize elements
 /// (DeepSeek-V3's weight scaling): each block quantized as a tensor of its own would be.
 QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format);
+QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format, ScaleRounding rounding);
 
 /// quantize_per_block(x2d) and its transpose from one pass (on CUDA) over x2d; equal bit for bit
 /// to {quantize_per_block(x2d), transpose(quantize_per_block(x2d))}, and the transposed copy to
 /// quantize_per_block(x2d.t()) (a square block has the same amax either way).
 QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format format);
+QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format format,
+                                                ScaleRounding rounding);
 
 /// quantize_per_group(x2d, format, group_size) and, as `transposed`, quantize_per_group(x2d.t(),
 /// format, group_size): each column of x2d quantized per group of `group_size` rows, a different
@@ -91,7 +101,8 @@ QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format
 /// blockwise recipe's activations take both: the first for the forward product, the second for
 /// the weight gradient. On CUDA one pass over x2d for group_size == kBlockSize.
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
-                                                int64_t group_size);
+                                                int64_t group_size,
+                                                ScaleRounding rounding = ScaleRounding::Exact);
 
 /// data * scale_inv in fp32, returned as `dtype` (fp32/fp16/bf16).
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype = at::kFloat);

@@ -28,7 +28,8 @@ enum class Scaling {
   /// dimension (x: in_features, dy: out_features); OperandRecipe::group_size says how many.
   PerGroup,
   /// One scale per 128x128 block (DeepSeek-V3's weights; functional::quantize_per_block). The
-  /// weight only; its products run on the CPU reference path on CUDA for now (correct, slow).
+  /// weight only. On CUDA its products take the reference (dequantize, fp32 matmul) on the device
+  /// unless FP8NN_GROUP_GEMM=cublaslt or sm90 sends them to tensor cores (docs/design.md).
   Block128x128,
 };
 
@@ -40,6 +41,11 @@ struct OperandRecipe {
   /// weight gradient takes a per-group operand's transposed copy with groups of the same size
   /// along the rows (tokens), quantized from the operand itself.
   int64_t group_size = 0;
+  /// PerGroup and Block128x128 only: each scale rounded down to a power of two (the largest one
+  /// <= fmt_max / amax), so that scaling and dequantizing multiply without rounding, at the cost
+  /// of up to one bit of the format's range per group (values then reach at least half of
+  /// fmt_max).
+  bool power_of_two_scales = false;
 
   static constexpr OperandRecipe per_tensor(Format format) {
     return {format, Scaling::PerTensor, 0};
@@ -48,7 +54,8 @@ struct OperandRecipe {
     return {format, Scaling::PerGroup, group_size};
   }
   constexpr bool operator==(const OperandRecipe& other) const {
-    return format == other.format && scaling == other.scaling && group_size == other.group_size;
+    return format == other.format && scaling == other.scaling && group_size == other.group_size &&
+           power_of_two_scales == other.power_of_two_scales;
   }
   constexpr bool operator!=(const OperandRecipe& other) const { return !(*this == other); }
 };
@@ -142,11 +149,15 @@ struct Recipe {
   /// DeepSeek-V3's recipe: x and the output gradient E4M3 per group of 128 (their weight-gradient
   /// copies per 128 rows), the weight E4M3 per 128x128 block; all three products FP8, precise
   /// accumulation. E4M3 covers dy because each 128 values of a row get their own scale.
-  static constexpr Recipe blockwise() {
+  /// `power_of_two_scales`: every scale a power of two (OperandRecipe::power_of_two_scales).
+  static constexpr Recipe blockwise(bool power_of_two_scales = false) {
     Recipe recipe;
     recipe.x = OperandRecipe::per_group(Format::E4M3, 128);
     recipe.weight = {Format::E4M3, Scaling::Block128x128, 0};
     recipe.grad_output = OperandRecipe::per_group(Format::E4M3, 128);
+    recipe.x.power_of_two_scales = power_of_two_scales;
+    recipe.weight.power_of_two_scales = power_of_two_scales;
+    recipe.grad_output.power_of_two_scales = power_of_two_scales;
     recipe.forward = ProductRecipe::fp8(Accumulation::Precise);
     return recipe;
   }
@@ -181,12 +192,13 @@ inline constexpr Recipe Recipe::Global = Recipe::global();
 inline constexpr Recipe Recipe::Mixed = Recipe::mixed();
 
 /// Raises a c10::ValueError naming `who` and the first choice of `recipe` that no kernel can run
-/// yet (e.g. a 128x128-block x), a negative group size, or delayed scaling with a negative
-/// history length or margin, or with a per-group x or output gradient.
+/// yet (e.g. a 128x128-block x), a negative group size, power-of-two scales on a per-tensor
+/// operand, or delayed scaling with a negative history length or margin, or with a per-group x or
+/// output gradient.
 void check_recipe(const Recipe& recipe, const std::string& who);
 
 /// e.g. "Recipe::global()", "Recipe::mixed(128, 64)", "Recipe::global_delayed(1024, 0)",
-/// "Recipe::blockwise()", or every field for other recipes.
+/// "Recipe::blockwise()", "Recipe::blockwise(true)", or every field for other recipes.
 std::string to_string(const Recipe& recipe);
 std::ostream& operator<<(std::ostream& stream, const Recipe& recipe);
 

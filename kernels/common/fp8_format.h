@@ -5,6 +5,8 @@
 
 #include <cfloat>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define FP8NN_HOST_DEVICE __host__ __device__ __forceinline__
@@ -40,6 +42,31 @@ FP8NN_HOST_DEVICE float scale_from_amax(float amax, float fmt_max) {
   const float scale = fmt_max / amax;
 #endif
   return scale == INFINITY ? FLT_MAX : scale;
+}
+
+/// The largest power of two <= `scale`, for what scale_from_amax returns: 0, NaN, or a normal
+/// float (at least fmt_max / FLT_MAX, at most FLT_MAX), whose significand is cleared; 0 and NaN
+/// stay. Power-of-two scales multiply and divide without rounding: x * scale and q * scale_inv
+/// are exact wherever they stay in range.
+FP8NN_HOST_DEVICE float power_of_two_below(float scale) {
+  if (!(scale > 0.0f)) return scale;
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(__float_as_uint(scale) & 0xff800000u);
+#else
+  uint32_t bits = 0;
+  std::memcpy(&bits, &scale, sizeof(bits));
+  bits &= 0xff800000u;
+  float rounded = 0.0f;
+  std::memcpy(&rounded, &bits, sizeof(rounded));
+  return rounded;
+#endif
+}
+
+/// scale_from_amax, rounded down to a power of two when `power_of_two` (an operand's
+/// OperandRecipe::power_of_two_scales).
+FP8NN_HOST_DEVICE float scale_from_amax(float amax, float fmt_max, bool power_of_two) {
+  const float scale = scale_from_amax(amax, fmt_max);
+  return power_of_two ? power_of_two_below(scale) : scale;
 }
 
 /// The numerics monitor's two counts (docs/design.md, "Numerics monitor"), on the scaled value

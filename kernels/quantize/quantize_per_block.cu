@@ -28,12 +28,13 @@ constexpr int kTilePitch = kBlock + 4;  // bytes per shared row: 4-byte aligned,
 template <Fp8Format F, typename Counter>
 __device__ __forceinline__ float block_scale(unsigned bits, int64_t br, int64_t bc,
                                              float* scale_inv, int64_t scale_ld, float* scale_inv_t,
-                                             int64_t scale_t_ld, Counter& counter) {
+                                             int64_t scale_t_ld, bool power_of_two,
+                                             Counter& counter) {
   __shared__ float scale;
   bits = block_reduce<kThreads, false>(bits, WarpMax{});
   if (threadIdx.x == 0) {
     const float amax = __uint_as_float(bits);
-    scale = scale_from_amax(amax, fp8_max(F));
+    scale = scale_from_amax(amax, fp8_max(F), power_of_two);
     const float inverse = __frcp_rn(scale);
     scale_inv[br * scale_ld + bc] = inverse;
     if (scale_inv_t != nullptr) scale_inv_t[bc * scale_t_ld + br] = inverse;
@@ -51,7 +52,7 @@ __global__ void __launch_bounds__(kThreads)
                               uint8_t* __restrict__ out, uint8_t* __restrict__ out_t,
                               float* __restrict__ scale_inv, int64_t scale_ld,
                               float* __restrict__ scale_inv_t, int64_t scale_t_ld,
-                              unsigned long long* __restrict__ counts) {
+                              bool power_of_two, unsigned long long* __restrict__ counts) {
   __shared__ __align__(16) uint8_t tile[kBlock * kTilePitch];
   Counter counter;
   const int64_t br = blockIdx.x / blocks_c, bc = blockIdx.x % blocks_c;
@@ -70,8 +71,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int j = 0; j < Vectors::kVec; ++j) bits = max(bits, abs_bits(to_float(v[k].v[j])));
     }
-    const float scale =
-        block_scale<F>(bits, br, bc, scale_inv, scale_ld, scale_inv_t, scale_t_ld, counter);
+    const float scale = block_scale<F>(bits, br, bc, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
+                                       power_of_two, counter);
     Vectors::template cast_store<F, kTilePitch>(v, scale, out, cols, r0, c0, tile, tid, counter);
   } else {
     unsigned bits = 0;
@@ -81,8 +82,8 @@ __global__ void __launch_bounds__(kThreads)
         bits = max(bits, abs_bits(to_float(x[(r0 + r) * cols + c0 + c])));
       }
     }
-    const float scale =
-        block_scale<F>(bits, br, bc, scale_inv, scale_ld, scale_inv_t, scale_t_ld, counter);
+    const float scale = block_scale<F>(bits, br, bc, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
+                                       power_of_two, counter);
     for (int index = tid; index < kBlock * kBlock; index += kThreads) {
       const int r = index / kBlock, c = index % kBlock;
       uint8_t q = 0;
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(kThreads)
 cudaError_t quantize_per_block(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                Fp8Format format, uint8_t* out, uint8_t* out_t, float* scale_inv,
                                int64_t scale_ld, float* scale_inv_t, int64_t scale_t_ld,
-                               cudaStream_t stream, unsigned long long* counts) {
+                               cudaStream_t stream, unsigned long long* counts, bool power_of_two) {
   const int64_t blocks_r = (rows + kBlock - 1) / kBlock;
   const int64_t blocks_c = (cols + kBlock - 1) / kBlock;
   if (scale_ld < blocks_c || (scale_inv_t != nullptr && scale_t_ld < blocks_r)) {
@@ -129,7 +130,7 @@ cudaError_t quantize_per_block(const void* x, HighPrecision type, int64_t rows, 
             <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
                 static_cast<const T*>(x), rows, cols, blocks_c, paths.load_vectorized,
                 paths.store_t_vectorized, out, out_t, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
-                counts);
+                power_of_two, counts);
         return cudaGetLastError();
       });
     });

@@ -25,11 +25,13 @@ constexpr int64_t kScaleBlock = 128;
 /// br < ceil(rows / 128), bc < ceil(cols / 128) (scale_ld >= ceil(cols / 128); the words between
 /// are not touched), and, when not null, scale_inv_t[bc * scale_t_ld + br], the same values for
 /// the transposed copy (scale_t_ld >= ceil(rows / 128)). `counts`: as cast_per_tensor's
-/// (kernels/quantize/cast.h), [2] taking the largest block amax. cudaErrorInvalidValue for a
-/// leading dimension that is too small.
+/// (kernels/quantize/cast.h), [2] taking the largest block amax. `power_of_two`: each scale rounded
+/// down to a power of two (fp8_format.h). cudaErrorInvalidValue for a leading dimension that is
+/// too small.
 cudaError_t quantize_per_block(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                Fp8Format format, uint8_t* out, uint8_t* out_t, float* scale_inv,
                                int64_t scale_ld, float* scale_inv_t, int64_t scale_t_ld,
-                               cudaStream_t stream, unsigned long long* counts = nullptr);
+                               cudaStream_t stream, unsigned long long* counts = nullptr,
+                               bool power_of_two = false);
 
 }  // namespace fp8nn::kernels

@@ -27,6 +27,7 @@ struct GroupLayout {
   int64_t rows, cols, group_size, groups_per_row;
   int lanes_per_group;  // power of two, 1..32
   bool in_registers;    // every group fits in kUnroll vectors per lane
+  bool power_of_two;    // scales rounded down to powers of two
 };
 
 // Casts and stores one vector of kVec elements (kVec == 1: the scalar path).
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     if constexpr (!kCast) {
       if (active && lane_in_group == 0) result[group] = amax;
     } else {
-      const float scale = scale_from_amax(amax, fp8_max(F));
+      const float scale = scale_from_amax(amax, fp8_max(F), layout.power_of_two);
       if (active && lane_in_group == 0) result[group] = __frcp_rn(scale);
       counter.add_amax(amax);
       uint8_t* group_out = out + offset;
@@ -134,10 +135,11 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
 template <typename T, Fp8Format F, bool kCast, typename Counter>
 cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t group_size,
                              uint8_t* out, float* result, cudaStream_t stream,
-                             unsigned long long* counts) {
+                             unsigned long long* counts, bool power_of_two) {
   if (group_size <= 0) return cudaErrorInvalidValue;
   if (rows == 0 || cols == 0) return cudaSuccess;
-  GroupLayout layout{rows, cols, group_size, (cols + group_size - 1) / group_size, 1, true};
+  GroupLayout layout{rows, cols, group_size,  (cols + group_size - 1) / group_size,
+                     1,    true, power_of_two};
   const bool vectorized = cols % kVec16<T> == 0 && group_size % kVec16<T> == 0 &&
                           is_aligned(x, 16) && (!kCast || is_aligned(out, kVec16<T>));
   const int vec = vectorized ? kVec16<T> : 1;
@@ -166,17 +168,17 @@ cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t 
 
 cudaError_t quantize_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                int64_t group_size, Fp8Format format, uint8_t* out, float* scale_inv,
-                               cudaStream_t stream, unsigned long long* counts) {
+                               cudaStream_t stream, unsigned long long* counts, bool power_of_two) {
   return dispatch_high_precision(type, [&](auto type_tag) {
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
       if (counts != nullptr) {
-        return launch_per_group<T, F, true, CastCounter<F>>(x, rows, cols, group_size, out,
-                                                            scale_inv, stream, counts);
+        return launch_per_group<T, F, true, CastCounter<F>>(
+            x, rows, cols, group_size, out, scale_inv, stream, counts, power_of_two);
       }
       return launch_per_group<T, F, true, NoCounter>(x, rows, cols, group_size, out, scale_inv,
-                                                     stream, counts);
+                                                     stream, counts, power_of_two);
     });
   });
 }
@@ -186,8 +188,8 @@ cudaError_t amax_per_group(const void* x, HighPrecision type, int64_t rows, int6
   return dispatch_high_precision(type, [&](auto type_tag) {
     using T = decltype(type_tag);
     // The format does not matter without the cast; E4M3 names one instantiation.
-    return launch_per_group<T, Fp8Format::kE4M3, false, NoCounter>(x, rows, cols, group_size,
-                                                                   nullptr, amax, stream, nullptr);
+    return launch_per_group<T, Fp8Format::kE4M3, false, NoCounter>(
+        x, rows, cols, group_size, nullptr, amax, stream, nullptr, /*power_of_two=*/false);
   });
 }
 

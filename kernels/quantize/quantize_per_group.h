@@ -17,9 +17,11 @@ namespace fp8nn::kernels {
 /// One pass: per group, amax, scale, the FP8 cast into `out` (rows * cols bytes) and scale_inv
 /// [rows, groups] fp32 (1 / scale), with no other kernel before or after. `counts`: as
 /// cast_per_tensor's (kernels/quantize/cast.h), [2] taking the largest group amax.
+/// `power_of_two`: each scale rounded down to a power of two (fp8_format.h, power_of_two_below).
 cudaError_t quantize_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                int64_t group_size, Fp8Format format, uint8_t* out, float* scale_inv,
-                               cudaStream_t stream, unsigned long long* counts = nullptr);
+                               cudaStream_t stream, unsigned long long* counts = nullptr,
+                               bool power_of_two = false);
 
 /// amax [rows, groups] fp32 alone (NaN-propagating), for callers that need the values themselves.
 cudaError_t amax_per_group(const void* x, HighPrecision type, int64_t rows, int64_t cols,

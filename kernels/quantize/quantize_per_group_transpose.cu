@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
                                         int64_t tiles_r, int64_t tiles_c, bool load_vectorized,
                                         bool store_t_vectorized, uint8_t* __restrict__ out,
                                         float* __restrict__ scale_inv, uint8_t* __restrict__ out_t,
-                                        float* __restrict__ scale_inv_t,
+                                        float* __restrict__ scale_inv_t, bool power_of_two,
                                         unsigned long long* __restrict__ counts) {
   __shared__ __align__(16) uint8_t tile[kTile * kTilePitch];
   __shared__ unsigned row_bits[kTile];
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   const auto column_scales = [&] {
     if (tid < kTile) {
       const float amax = __uint_as_float(column_bits[tid]);
-      const float scale = scale_from_amax(amax, fp8_max(F));
+      const float scale = scale_from_amax(amax, fp8_max(F), power_of_two);
       column_scale[tid] = scale;
       if (c0 + tid < cols) scale_inv_t[(c0 + tid) * tiles_r + br] = __frcp_rn(scale);
     }
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     for (int k = 0; k < Vectors::kLoads; ++k) {
       const int r = tid / kLanesPerRow + k * kRowsPerLoad;
       const float amax = __uint_as_float(row_max[k]);
-      const float scale = scale_from_amax(amax, fp8_max(F));
+      const float scale = scale_from_amax(amax, fp8_max(F), power_of_two);
       if (tid % kLanesPerRow == 0) {
         scale_inv[(r0 + r) * tiles_c + bc] = __frcp_rn(scale);
         counter.add_amax(amax);
@@ -156,7 +156,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     column_scales();
     if (tid < kTile) {
       const float amax = __uint_as_float(row_bits[tid]);
-      const float scale = scale_from_amax(amax, fp8_max(F));
+      const float scale = scale_from_amax(amax, fp8_max(F), power_of_two);
       row_scale[tid] = scale;
       if (r0 + tid < rows) {
         scale_inv[(r0 + tid) * tiles_c + bc] = __frcp_rn(scale);
@@ -189,7 +189,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
 cudaError_t quantize_per_group_with_transpose(const void* x, HighPrecision type, int64_t rows,
                                               int64_t cols, Fp8Format format, uint8_t* out,
                                               float* scale_inv, uint8_t* out_t, float* scale_inv_t,
-                                              cudaStream_t stream, unsigned long long* counts) {
+                                              cudaStream_t stream, unsigned long long* counts,
+                                              bool power_of_two) {
   const int64_t tiles_r = (rows + kTile - 1) / kTile;
   const int64_t tiles_c = (cols + kTile - 1) / kTile;
   const int64_t tiles = tiles_r * tiles_c;
@@ -208,7 +209,7 @@ cudaError_t quantize_per_group_with_transpose(const void* x, HighPrecision type,
         quantize_per_group_transpose_kernel<T, F, Counter>
             <<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
                 static_cast<const T*>(x), rows, cols, tiles_r, tiles_c, paths.load_vectorized,
-                paths.store_t_vectorized, out, scale_inv, out_t, scale_inv_t, counts);
+                paths.store_t_vectorized, out, scale_inv, out_t, scale_inv_t, power_of_two, counts);
         return cudaGetLastError();
       });
     });

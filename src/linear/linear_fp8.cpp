@@ -81,7 +81,8 @@ QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& oper
       monitor != nullptr ? monitor->begin_operand(which, t.numel(), t.device()) : torch::Tensor();
   QuantizedPair q;
   if (operand.scaling == Scaling::Block128x128) {
-    q = detail::quantize_per_block(t, operand.format, with_transpose, counts);
+    q = detail::quantize_per_block(t, operand.format, with_transpose, counts,
+                                   operand.power_of_two_scales);
   } else if (plan.delayed_scaling != nullptr) {
     q = detail::quantize_delayed(t, operand.format, with_transpose,
                                  delayed_tensors(plan, operand.format, which), counts);
@@ -90,9 +91,11 @@ QuantizedPair quantize_operand(const torch::Tensor& t, const OperandRecipe& oper
     // quantization of t^T of its own (not a transpose of the row copy). The monitor counts each
     // value once, in the row copy.
     if (with_transpose) {
-      q = detail::quantize_per_group_with_transpose(t, operand.format, operand.group_size, counts);
+      q = detail::quantize_per_group_with_transpose(t, operand.format, operand.group_size, counts,
+                                                    operand.power_of_two_scales);
     } else {
-      q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts);
+      q.quantized = detail::quantize_per_group(t, operand.format, operand.group_size, counts,
+                                               operand.power_of_two_scales);
     }
   } else if (with_transpose) {
     q = detail::quantize_with_transpose(t, operand.format, plan.amax_group, counts, column_sums);
@@ -206,7 +209,7 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
         QuantizedTensor w_t;
         if (recipe.weight.scaling == Scaling::Block128x128) {
           w_t = detail::quantize_per_block(saved[2], recipe.weight.format, /*with_transpose=*/true,
-                                           torch::Tensor())
+                                           torch::Tensor(), recipe.weight.power_of_two_scales)
                     .transposed;
         } else if (plan->rebuild_weight_t) {
           w_t = detail::quantize_transposed(saved[2], recipe.weight.format, saved[3]);

@@ -22,6 +22,7 @@ std::string describe(const OperandRecipe& operand) {
   if (operand.scaling == Scaling::PerGroup) {
     out << " " << (operand.group_size > 0 ? std::to_string(operand.group_size) : "default");
   }
+  if (operand.power_of_two_scales) out << " power-of-two";
   return out.str();
 }
 
@@ -39,6 +40,11 @@ void check_operand(const OperandRecipe& operand, const char* which, const std::s
                     "group for x and the output gradient; the weight may be per block)");
   TORCH_CHECK_VALUE(operand.group_size >= 0, who, ": expected ", which,
                     " group_size > 0 (or 0 for the default table), got ", operand.group_size);
+  TORCH_CHECK_VALUE(
+      !operand.power_of_two_scales || operand.scaling != Scaling::PerTensor, who,
+      ": unsupported recipe: ", which,
+      " per tensor with power-of-two scales (they apply to per-group and 128x128-block "
+      "operands)");
 }
 
 }  // namespace
@@ -86,6 +92,7 @@ std::string to_string(const Recipe& recipe) {
   std::ostringstream out;
   if (recipe == Recipe::global()) return "Recipe::global()";
   if (recipe == Recipe::blockwise()) return "Recipe::blockwise()";
+  if (recipe == Recipe::blockwise(true)) return "Recipe::blockwise(true)";
   if (recipe == Recipe::global_delayed(recipe.delayed.history_len, recipe.delayed.margin) &&
       recipe.delayed.enabled()) {
     out << "Recipe::global_delayed(" << recipe.delayed.history_len << ", " << recipe.delayed.margin

@@ -57,7 +57,7 @@ QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Ten
 }
 
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
-                                   const torch::Tensor& counts) {
+                                   const torch::Tensor& counts, bool power_of_two) {
   check_input(x, "quantize_per_group");
   TORCH_CHECK_VALUE(x.dim() >= 1,
                     "fp8nn::quantize_per_group: expected x with at least 1 dimension, "
@@ -67,9 +67,11 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
                     group_size);
   check_counts(counts, x);
 #ifdef FP8NN_WITH_CUDA
-  if (x.is_cuda()) return cuda::quantize(x, format, group_size, torch::Tensor(), counts);
+  if (x.is_cuda()) {
+    return cuda::quantize(x, format, group_size, torch::Tensor(), counts, nullptr, power_of_two);
+  }
 #endif
-  return reference::quantize(x, format, group_size, torch::Tensor(), counts);
+  return reference::quantize(x, format, group_size, torch::Tensor(), counts, nullptr, power_of_two);
 }
 
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
@@ -90,22 +92,25 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 }
 
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts) {
+                                 const torch::Tensor& counts, bool power_of_two) {
   check_input(x2d, "quantize_per_block");
   TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_per_block: expected a 2-d tensor, got a ",
                     x2d.dim(), "-d tensor");
   check_counts(counts, x2d);
 #ifdef FP8NN_WITH_CUDA
-  if (x2d.is_cuda()) return cuda::quantize_per_block(x2d, format, with_transpose, counts);
+  if (x2d.is_cuda()) {
+    return cuda::quantize_per_block(x2d, format, with_transpose, counts, power_of_two);
+  }
 #endif
   QuantizedPair q;
-  q.quantized = reference::quantize_per_block(x2d, format, counts);
+  q.quantized = reference::quantize_per_block(x2d, format, counts, power_of_two);
   if (with_transpose) q.transposed = functional::transpose(q.quantized);
   return q;
 }
 
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
-                                                int64_t group_size, const torch::Tensor& counts) {
+                                                int64_t group_size, const torch::Tensor& counts,
+                                                bool power_of_two) {
   check_input(x2d, "quantize_per_group_with_transpose");
   TORCH_CHECK_VALUE(x2d.dim() == 2,
                     "fp8nn::quantize_per_group_with_transpose: expected a 2-d tensor, got a ",
@@ -116,12 +121,13 @@ QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format
   check_counts(counts, x2d);
 #ifdef FP8NN_WITH_CUDA
   if (x2d.is_cuda() && group_size == kBlockSize) {
-    return cuda::quantize_per_group_with_transpose(x2d, format, counts);
+    return cuda::quantize_per_group_with_transpose(x2d, format, counts, power_of_two);
   }
 #endif
   QuantizedPair q;
-  q.quantized = quantize_per_group(x2d, format, group_size, counts);
-  q.transposed = quantize_per_group(x2d.t().contiguous(), format, group_size, torch::Tensor());
+  q.quantized = quantize_per_group(x2d, format, group_size, counts, power_of_two);
+  q.transposed =
+      quantize_per_group(x2d.t().contiguous(), format, group_size, torch::Tensor(), power_of_two);
   return q;
 }
 
@@ -186,6 +192,12 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   return detail::quantize_per_group(x, format, group_size, torch::Tensor());
 }
 
+QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
+                                   ScaleRounding rounding) {
+  return detail::quantize_per_group(x, format, group_size, torch::Tensor(),
+                                    rounding == ScaleRounding::PowerOfTwo);
+}
+
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format) {
   return detail::quantize_with_transpose(x2d, format, torch::Tensor(), torch::Tensor());
 }
@@ -197,17 +209,30 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 }
 
 QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format) {
-  return detail::quantize_per_block(x2d, format, /*with_transpose=*/false, torch::Tensor())
+  return quantize_per_block(x2d, format, ScaleRounding::Exact);
+}
+
+QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format,
+                                   ScaleRounding rounding) {
+  return detail::quantize_per_block(x2d, format, /*with_transpose=*/false, torch::Tensor(),
+                                    rounding == ScaleRounding::PowerOfTwo)
       .quantized;
 }
 
 QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format format) {
-  return detail::quantize_per_block(x2d, format, /*with_transpose=*/true, torch::Tensor());
+  return quantize_per_block_with_transpose(x2d, format, ScaleRounding::Exact);
+}
+
+QuantizedPair quantize_per_block_with_transpose(const torch::Tensor& x2d, Format format,
+                                                ScaleRounding rounding) {
+  return detail::quantize_per_block(x2d, format, /*with_transpose=*/true, torch::Tensor(),
+                                    rounding == ScaleRounding::PowerOfTwo);
 }
 
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
-                                                int64_t group_size) {
-  return detail::quantize_per_group_with_transpose(x2d, format, group_size, torch::Tensor());
+                                                int64_t group_size, ScaleRounding rounding) {
+  return detail::quantize_per_group_with_transpose(x2d, format, group_size, torch::Tensor(),
+                                                   rounding == ScaleRounding::PowerOfTwo);
 }
 
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype) {

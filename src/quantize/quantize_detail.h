@@ -26,8 +26,10 @@ struct DelayedTensors {
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format, const torch::Tensor& amax,
                          const torch::Tensor& counts);
+/// `power_of_two`: each group's scale rounded down to a power of two (OperandRecipe::
+/// power_of_two_scales; kernels/common/fp8_format.h, power_of_two_below).
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
-                                   const torch::Tensor& counts);
+                                   const torch::Tensor& counts, bool power_of_two = false);
 /// `column_sums`: null, or set to x2d.sum(0) in fp32 ([cols]: a bias gradient), on CUDA taken in
 /// the same pass as the cast when the amax is computed there (summed in a fixed order: another
 /// order than at::sum's, so the bits may differ from it, never between runs).
@@ -49,14 +51,16 @@ QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
                                         const torch::Tensor& counts, torch::Tensor* amax_out);
 
 /// functional::quantize_per_block(x2d, format) with the monitor's counts (their amax word takes the
-/// largest block amax), and with `with_transpose` its transpose from the same pass.
+/// largest block amax), and with `with_transpose` its transpose from the same pass; power-of-two
+/// scales as in quantize_per_group.
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts);
+                                 const torch::Tensor& counts, bool power_of_two = false);
 
 /// functional::quantize_per_group_with_transpose with the monitor's counts, which count the first
 /// copy only (the second holds the same values).
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
-                                                int64_t group_size, const torch::Tensor& counts);
+                                                int64_t group_size, const torch::Tensor& counts,
+                                                bool power_of_two = false);
 
 /// The shape scale_inv must have for q's data and groups (q.group_size > 0): [rows,
 /// ceil(cols / group_size)], or per block [ceil(rows / group_rows), ceil(cols / group_size)].

@@ -13,14 +13,16 @@ namespace fp8nn::reference {
 namespace {
 
 // kernels::scale_from_amax applied to every amax value (a handful per tensor: one per tensor or
-// group), on the host.
-torch::Tensor scale_from_amax(const torch::Tensor& amax, Format format) {
+// group), on the host; rounded down to powers of two when `power_of_two`.
+torch::Tensor scale_from_amax(const torch::Tensor& amax, Format format, bool power_of_two = false) {
   const auto amax_host = amax.to(at::kCPU, at::kFloat).contiguous();
   auto scale = at::empty_like(amax_host);
   const float fmt_max = max_of(format);
   const float* in = amax_host.data_ptr<float>();
   float* out = scale.data_ptr<float>();
-  for (int64_t i = 0; i < amax_host.numel(); ++i) out[i] = kernels::scale_from_amax(in[i], fmt_max);
+  for (int64_t i = 0; i < amax_host.numel(); ++i) {
+    out[i] = kernels::scale_from_amax(in[i], fmt_max, power_of_two);
+  }
   return scale.to(amax.device());
 }
 
@@ -81,19 +83,19 @@ torch::Tensor from_groups(const torch::Tensor& grouped, at::IntArrayRef sizes) {
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
                          const torch::Tensor& amax_given, const torch::Tensor& counts,
-                         torch::Tensor* amax_out) {
+                         torch::Tensor* amax_out, bool power_of_two) {
   const auto x_float = x.to(at::kFloat);
   if (group_size > 0) {
     const auto grouped = as_groups(x_float, group_size);
     const auto amax = grouped.abs().amax(-1);  // [rows, groups]; NaN propagates
-    const auto scale = scale_from_amax(amax, format);
+    const auto scale = scale_from_amax(amax, format, power_of_two);
     count_cast(grouped, scale.unsqueeze(-1), amax, format, counts);
     auto data = from_groups(cast(grouped, scale.unsqueeze(-1), format), x.sizes());
     return {std::move(data), scale.reciprocal(), format, group_size};
   }
   const auto amax = amax_given.defined() ? amax_given.reshape({}) : tensor_amax(x_float);
   if (amax_out != nullptr) *amax_out = amax;
-  const auto scale = scale_from_amax(amax, format);
+  const auto scale = scale_from_amax(amax, format, power_of_two);
   count_cast(x_float, scale, amax, format, counts);
   return {cast(x_float, scale, format), scale.reciprocal(), format, 0};
 }
@@ -133,7 +135,7 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
 }
 
 QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format,
-                                   const torch::Tensor& counts) {
+                                   const torch::Tensor& counts, bool power_of_two) {
   const auto x_float = x2d.to(at::kFloat);
   const int64_t rows = x2d.size(0), cols = x2d.size(1), b = kBlockSize;
   const int64_t block_rows = (rows + b - 1) / b, block_cols = (cols + b - 1) / b;
@@ -142,7 +144,7 @@ QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format,
       at::constant_pad_nd(x_float, {0, block_cols * b - cols, 0, block_rows * b - rows}, 0.0)
           .view({block_rows, b, block_cols, b});
   const auto amax = blocks.abs().amax({1, 3});  // [block_rows, block_cols]; NaN propagates
-  const auto scale = scale_from_amax(amax, format);
+  const auto scale = scale_from_amax(amax, format, power_of_two);
   const auto block_scale = scale.view({block_rows, 1, block_cols, 1});
   count_cast(blocks, block_scale, amax, format, counts);
   auto data = cast(blocks, block_scale, format)

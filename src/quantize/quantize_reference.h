@@ -13,13 +13,14 @@ namespace fp8nn::reference {
 /// or, with group_size == 0, one for the whole tensor, whose amax may be given (`amax`; undefined:
 /// computed here). `counts`: undefined, or the numerics monitor's int64 [3] on x's device, which
 /// the cast adds to as the kernels do (kernels/quantize/cast.h). `amax_out`: null, or (per tensor)
-/// set to the amax the scale came from.
+/// set to the amax the scale came from. `power_of_two`: scales rounded down to powers of two
+/// (kernels::power_of_two_below).
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
                          const torch::Tensor& amax, const torch::Tensor& counts,
-                         torch::Tensor* amax_out = nullptr);
+                         torch::Tensor* amax_out = nullptr, bool power_of_two = false);
 /// detail::quantize_per_block's row-major copy (quantize_detail.h); the caller transposes it.
 QuantizedTensor quantize_per_block(const torch::Tensor& x2d, Format format,
-                                   const torch::Tensor& counts);
+                                   const torch::Tensor& counts, bool power_of_two = false);
 
 /// data * scale_inv, any scaling (per block too), with ATen ops on data's device.
 torch::Tensor dequantize(const QuantizedTensor& q, at::ScalarType dtype);

@@ -54,6 +54,14 @@ TEST_CASE("Recipe presets say what Global and Mixed run, and print by name") {
   CHECK(blockwise.forward == ProductRecipe::fp8(Accumulation::Precise));
   CHECK(blockwise.grad_weight == ProductRecipe::fp8(Accumulation::Precise));
   CHECK(fp8nn::to_string(blockwise) == "Recipe::blockwise()");
+  const auto power_of_two = Recipe::blockwise(true);
+  CHECK(power_of_two != blockwise);
+  CHECK((power_of_two.x.power_of_two_scales && power_of_two.weight.power_of_two_scales &&
+         power_of_two.grad_output.power_of_two_scales));
+  CHECK(fp8nn::to_string(power_of_two) == "Recipe::blockwise(true)");
+  auto only_x = Recipe::blockwise();
+  only_x.x.power_of_two_scales = true;
+  CHECK(fp8nn::to_string(only_x).find("x=e4m3 per-group 128 power-of-two") != std::string::npos);
   CHECK(blockwise.resolved(96, 160) == blockwise);
   auto custom = global;
   custom.grad_output.format = Format::E4M3;
@@ -88,12 +96,15 @@ TEST_CASE("A recipe no kernel runs is refused with a ValueError naming the choic
   e5m2_x.x.format = Format::E5M2;
   auto high_forward = Recipe::global();
   high_forward.forward = ProductRecipe::high_precision();
+  auto power_of_two_per_tensor = Recipe::global();
+  power_of_two_per_tensor.grad_output.power_of_two_scales = true;
   const std::vector<std::pair<Recipe, std::string>> refused = {
       {block_x, "x scaled per 128x128 block"},
       {e5m2_block_weight, "the weight as e5m2 128x128-block"},
       {grouped_weight, "the weight as e4m3 per-group 128"},
       {e5m2_x, "x in e5m2"},
       {high_forward, "high-precision forward"},
+      {power_of_two_per_tensor, "the output gradient per tensor with power-of-two scales"},
       {Recipe::mixed(-1, 64), "group_size > 0"}};
   for (const auto& [recipe, fragment] : refused) {
     CAPTURE(fragment);
@@ -234,6 +245,9 @@ void check_variants(const torch::Device& device) {
   }
   SECTION("Recipe::blockwise(): 128x128-block weight, x and dy per 128, all products FP8") {
     check_variant(device, Recipe::blockwise());
+  }
+  SECTION("Recipe::blockwise(true): the same with power-of-two scales") {
+    check_variant(device, Recipe::blockwise(true));
   }
   SECTION("Mixed with an FP8 weight gradient (x^T and dy^T per group along the tokens)") {
     auto recipe = Recipe::mixed(64, 32);

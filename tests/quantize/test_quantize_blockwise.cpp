@@ -186,3 +186,48 @@ FP8NN_CPU_AND_CUDA_CASE(
         }
       }
     })
+
+FP8NN_CPU_AND_CUDA_CASE(
+    "power-of-two scales: per group, per block and along both axes, equal to the oracle's",
+    [](torch::Device device) {
+      fp8nn::test::seed_torch();
+      constexpr auto kPowerOfTwo = F::ScaleRounding::PowerOfTwo;
+      // Every finite, non-zero scale_inv is a power of two (frexp's mantissa 0.5), and no value
+      // scales past the format: the largest |q| of a group lies in [max / 2, max].
+      const auto powers_of_two = [](const torch::Tensor& scale_inv) {
+        const auto s = scale_inv.cpu();
+        const auto regular = s.isfinite() & (s != 0);
+        const auto [mantissa, exponent] = torch::frexp(s);
+        return (mantissa.masked_select(regular) == 0.5).all().item<bool>();
+      };
+      for (const auto& shape : kShapes) {
+        // (The oracle's per-group scale_inv of an empty tensor is shaped differently.)
+        if (shape[0] == 0 || shape[1] == 0) continue;
+        for (auto f : kFormats) {
+          CAPTURE(shape, fp8nn::name_of(f));
+          const auto x = random_input(shape, torch::kBFloat16);
+          const auto x_device = x.to(device);
+
+          const auto grouped = F::quantize_per_group(x_device, f, 128, kPowerOfTwo);
+          const auto grouped_expected = oracle::quantize(x, f, 128, /*power_of_two=*/true);
+          CHECK(count_bit_differences(grouped.data.cpu(), grouped_expected.data) == 0);
+          CHECK(torch::equal(grouped.scale_inv.cpu(), grouped_expected.scale_inv));
+          CHECK(powers_of_two(grouped.scale_inv));
+
+          const auto blocks = F::quantize_per_block_with_transpose(x_device, f, kPowerOfTwo);
+          const auto blocks_expected = oracle::quantize_blocks(x, f, 128, /*power_of_two=*/true);
+          CHECK(count_bit_differences(blocks.quantized.data.cpu(), blocks_expected.data) == 0);
+          CHECK(torch::equal(blocks.quantized.scale_inv.cpu(), blocks_expected.scale_inv));
+          CHECK(count_bit_differences(blocks.transposed.data.cpu(),
+                                      blocks_expected.data.t().contiguous()) == 0);
+          CHECK(powers_of_two(blocks.quantized.scale_inv));
+
+          const auto both = F::quantize_per_group_with_transpose(x_device, f, 128, kPowerOfTwo);
+          const auto columns_expected =
+              oracle::quantize(x.t().contiguous(), f, 128, /*power_of_two=*/true);
+          CHECK(count_bit_differences(both.quantized.data.cpu(), grouped_expected.data) == 0);
+          CHECK(count_bit_differences(both.transposed.data.cpu(), columns_expected.data) == 0);
+          CHECK(torch::equal(both.transposed.scale_inv.cpu(), columns_expected.scale_inv));
+        }
+      }
+    })

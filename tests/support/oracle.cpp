@@ -31,10 +31,15 @@ Reference bias_grad(const torch::Tensor& dy) { return {f64(dy).sum(0), f64(dy).a
 
 double format_max(Fp8 format) { return format == Fp8::E4M3 ? 448.0 : 57344.0; }
 
-torch::Tensor scale_for(const torch::Tensor& amax, Fp8 format) {
+torch::Tensor scale_for(const torch::Tensor& amax, Fp8 format, bool power_of_two) {
   auto scale = torch::full_like(amax, format_max(format)) / amax;  // fp32 division
   scale = torch::where(torch::isposinf(scale), torch::full_like(scale, FLT_MAX), scale);
-  return torch::where(amax == 0, torch::ones_like(scale), scale);
+  scale = torch::where(amax == 0, torch::ones_like(scale), scale);
+  if (!power_of_two) return scale;
+  // scale = m 2^e with m in [0.5, 1): the largest power of two not above it is 2^(e - 1).
+  const auto [mantissa, exponent] = torch::frexp(scale);
+  const auto below = torch::ldexp(torch::ones_like(scale), exponent - 1);
+  return torch::where(scale.isnan() | (scale == 0), scale, below);
 }
 
 float scale_for(float amax, Fp8 format) {
@@ -51,7 +56,7 @@ torch::Tensor cast(const torch::Tensor& values, float scale, Fp8 format) {
   return cast(values, torch::tensor(scale), format);
 }
 
-Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group) {
+Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group, bool power_of_two) {
   const auto v = x.detach().cpu().to(torch::kFloat).contiguous();
   const auto [rows, cols] = matrix_shape(v);
   const auto matrix = v.reshape({rows, cols});
@@ -60,7 +65,7 @@ Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group) {
   if (group == 0) {
     // (an empty tensor has amax 0: amax() itself refuses empty input)
     const auto amax = v.numel() == 0 ? torch::zeros({}) : v.abs().amax();
-    const auto scale = scale_for(amax, format);
+    const auto scale = scale_for(amax, format, power_of_two);
     q.data = cast(matrix, scale, format).view(v.sizes());
     q.scale_inv = torch::ones_like(scale) / scale;
     return q;
@@ -71,7 +76,7 @@ Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group) {
   for (int64_t g = 0; g < groups; ++g) {  // one group column at a time, all rows at once
     const int64_t begin = g * group, length = std::min(group, cols - begin);
     const auto block = matrix.narrow(1, begin, length);
-    const auto scale = scale_for(block.abs().amax(1, /*keepdim=*/true), format);
+    const auto scale = scale_for(block.abs().amax(1, /*keepdim=*/true), format, power_of_two);
     data.narrow(1, begin, length).copy_(cast(block, scale, format));
     q.scale_inv.select(1, g).copy_((torch::ones_like(scale) / scale).squeeze(1));
   }
@@ -79,7 +84,7 @@ Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group) {
   return q;
 }
 
-Quantized quantize_blocks(const torch::Tensor& x2d, Fp8 format, int64_t block) {
+Quantized quantize_blocks(const torch::Tensor& x2d, Fp8 format, int64_t block, bool power_of_two) {
   const auto v = x2d.detach().cpu().to(torch::kFloat).contiguous();
   const int64_t rows = v.size(0), cols = v.size(1);
   const int64_t block_rows = (rows + block - 1) / block, block_cols = (cols + block - 1) / block;
@@ -93,7 +98,7 @@ Quantized quantize_blocks(const torch::Tensor& x2d, Fp8 format, int64_t block) {
       const int64_t r0 = br * block, c0 = bc * block;
       const auto values =
           v.narrow(0, r0, std::min(block, rows - r0)).narrow(1, c0, std::min(block, cols - c0));
-      const auto one = quantize(values, format, /*group=*/0);  // the block as a tensor
+      const auto one = quantize(values, format, /*group=*/0, power_of_two);  // the block alone
       q.data.narrow(0, r0, values.size(0)).narrow(1, c0, values.size(1)).copy_(one.data);
       q.scale_inv[br][bc] = one.scale_inv;
     }
@@ -121,8 +126,9 @@ torch::Tensor dequantize(const fp8nn::QuantizedTensor& q) {
   return dequantize(q.data, q.scale_inv, q.group_size, q.group_rows);
 }
 
-torch::Tensor fake_quantize(const torch::Tensor& x2d, Fp8 format, int64_t group) {
-  return dequantize(quantize(x2d, format, group));
+torch::Tensor fake_quantize(const torch::Tensor& x2d, Fp8 format, int64_t group,
+                            bool power_of_two) {
+  return dequantize(quantize(x2d, format, group, power_of_two));
 }
 
 torch::Tensor f64(const torch::Tensor& t) { return t.detach().cpu().to(torch::kDouble); }
@@ -141,15 +147,16 @@ LinearReference emulate(const fp8nn::Recipe& recipe, const torch::Tensor& x,
   };
   const auto fake = [&](const torch::Tensor& t, const fp8nn::OperandRecipe& operand, int64_t row) {
     if (operand.scaling == fp8nn::Scaling::Block128x128) {
-      return dequantize(quantize_blocks(t, operand.format, 128));
+      return dequantize(quantize_blocks(t, operand.format, 128, operand.power_of_two_scales));
     }
-    return fake_quantize(t, operand.format, group_of(operand, row));
+    return fake_quantize(t, operand.format, group_of(operand, row), operand.power_of_two_scales);
   };
   // The weight gradient's copies of x and dy: t^T quantized with the operand's groups along the
   // rows of t (per tensor, the transpose of the forward copy).
   const auto fake_t = [&](const torch::Tensor& t, const fp8nn::OperandRecipe& operand,
                           int64_t row) {
-    return fake_quantize(t.t().contiguous(), operand.format, group_of(operand, row));
+    return fake_quantize(t.t().contiguous(), operand.format, group_of(operand, row),
+                         operand.power_of_two_scales);
   };
   const int64_t in = weight.size(1), out = weight.size(0);
   const auto xq = fake(x, recipe.x, in), wq = fake(weight, recipe.weight, in);

@@ -19,8 +19,9 @@ using Fp8 = fp8nn::Format;
 double format_max(Fp8 format);
 
 /// The scale of a set of values whose amax is `amax`: format_max / amax in fp32, 1 where amax is 0
-/// and FLT_MAX where the division overflows. Elementwise on an fp32 tensor of amaxes.
-torch::Tensor scale_for(const torch::Tensor& amax, Fp8 format);
+/// and FLT_MAX where the division overflows; with `power_of_two`, the largest power of two not
+/// above that (frexp's exponent; 0 and NaN kept). Elementwise on an fp32 tensor of amaxes.
+torch::Tensor scale_for(const torch::Tensor& amax, Fp8 format, bool power_of_two = false);
 float scale_for(float amax, Fp8 format);
 
 /// libtorch's own cast of values sharing `scale` (broadcast):
@@ -38,13 +39,16 @@ struct Quantized {
   int64_t group_rows = 1;  ///< rows sharing a scale: 1, or a block's height (quantize_blocks)
 };
 
-/// x (any device, dtype and shape) quantized on the CPU, per tensor or per group.
-Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group = 0);
+/// x (any device, dtype and shape) quantized on the CPU, per tensor or per group (power-of-two
+/// scales: see scale_for).
+Quantized quantize(const torch::Tensor& x, Fp8 format, int64_t group = 0,
+                   bool power_of_two = false);
 
 /// x2d [rows, cols] quantized on the CPU with one scale per square block of `block` x `block`
 /// elements (the last row and column of blocks shorter): each block quantized as a tensor of its
 /// own, one block at a time; scale_inv [ceil(rows / block), ceil(cols / block)].
-Quantized quantize_blocks(const torch::Tensor& x2d, Fp8 format, int64_t block);
+Quantized quantize_blocks(const torch::Tensor& x2d, Fp8 format, int64_t block,
+                          bool power_of_two = false);
 
 /// data * scale_inv in fp64 on the CPU (exact: 4 + 24 significant bits), as [rows, cols]; with
 /// group_rows > 1, each scale covers group_rows rows of its group.
@@ -55,7 +59,8 @@ torch::Tensor dequantize(const fp8nn::QuantizedTensor& q);
 
 /// x2d [rows, cols] quantized with one scale per `group` consecutive columns of a row (0: one
 /// scale for the whole tensor), returned dequantized in fp64 on the CPU.
-torch::Tensor fake_quantize(const torch::Tensor& x2d, Fp8 format, int64_t group);
+torch::Tensor fake_quantize(const torch::Tensor& x2d, Fp8 format, int64_t group,
+                            bool power_of_two = false);
 
 /// A tensor as fp64 on the CPU.
 torch::Tensor f64(const torch::Tensor& t);

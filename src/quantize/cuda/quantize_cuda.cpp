@@ -98,7 +98,7 @@ QuantizedTensor quantize_per_tensor(const torch::Tensor& x, Format format,
 }
 
 QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_t group_size,
-                                   const torch::Tensor& counts) {
+                                   const torch::Tensor& counts, bool power_of_two) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto input = x.contiguous();
   const auto [rows, cols] = rows_cols_of(input);
@@ -107,7 +107,7 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   FP8NN_CUDA_CHECK(kernels::quantize_per_group(
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group"), rows, cols,
       group_size, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
-      at::cuda::getCurrentCUDAStream(), counters_of(counts)));
+      at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two));
   return {std::move(data), std::move(scale_inv), format, group_size};
 }
 
@@ -115,8 +115,10 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
 
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
                          const torch::Tensor& amax, const torch::Tensor& counts,
-                         torch::Tensor* amax_out) {
-  return group_size > 0 ? quantize_per_group(x, format, group_size, counts)
+                         torch::Tensor* amax_out, bool power_of_two) {
+  TORCH_INTERNAL_ASSERT(group_size > 0 || !power_of_two,
+                        "fp8nn: power-of-two scales are for per-group and per-block quantization");
+  return group_size > 0 ? quantize_per_group(x, format, group_size, counts, power_of_two)
                         : quantize_per_tensor(x, format, amax, counts, amax_out);
 }
 
@@ -215,7 +217,7 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
 }
 
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts) {
+                                 const torch::Tensor& counts, bool power_of_two) {
   const c10::cuda::CUDAGuard guard(x2d.device());
   const auto input = x2d.contiguous();
   const int64_t rows = input.size(0), cols = input.size(1);
@@ -234,7 +236,7 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
       kernel_format_of(format), bytes_of(data), with_transpose ? bytes_of(data_t) : nullptr,
       scale_inv.data_ptr<float>(), block_cols,
       with_transpose ? scale_inv_t.data_ptr<float>() : nullptr, block_rows,
-      at::cuda::getCurrentCUDAStream(), counters_of(counts)));
+      at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two));
   QuantizedPair q;
   q.quantized = {std::move(data), std::move(scale_inv), format, kBlockSize, kBlockSize};
   if (with_transpose) {
@@ -244,7 +246,7 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
 }
 
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
-                                                const torch::Tensor& counts) {
+                                                const torch::Tensor& counts, bool power_of_two) {
   const c10::cuda::CUDAGuard guard(x2d.device());
   const auto input = x2d.contiguous();
   const int64_t rows = input.size(0), cols = input.size(1);
@@ -258,7 +260,7 @@ QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group_with_transpose"),
       rows, cols, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
       bytes_of(data_t), scale_inv_t.data_ptr<float>(), at::cuda::getCurrentCUDAStream(),
-      counters_of(counts)));
+      counters_of(counts), power_of_two));
   return {{std::move(data), std::move(scale_inv), format, kBlockSize},
           {std::move(data_t), std::move(scale_inv_t), format, kBlockSize}};
 }

@@ -18,7 +18,7 @@ namespace fp8nn::cuda {
 // `amax_out`: null, or (per tensor, amax not given) set to the computed amax.
 QuantizedTensor quantize(const torch::Tensor& x, Format format, int64_t group_size,
                          const torch::Tensor& amax, const torch::Tensor& counts,
-                         torch::Tensor* amax_out = nullptr);
+                         torch::Tensor* amax_out = nullptr, bool power_of_two = false);
 QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
                                       const torch::Tensor& amax, const torch::Tensor& counts,
                                       torch::Tensor* column_sums = nullptr);
@@ -32,11 +32,12 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
 /// detail::quantize_per_group_with_transpose (quantize_detail.h) for groups of kBlockSize: one
 /// pass over x2d writes both copies.
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
-                                                const torch::Tensor& counts);
+                                                const torch::Tensor& counts,
+                                                bool power_of_two = false);
 
 /// detail::quantize_per_block (quantize_detail.h).
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts);
+                                 const torch::Tensor& counts, bool power_of_two = false);
 /// detail::quantize_transposed (quantize_detail.h).
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
                                     const torch::Tensor& amax);
