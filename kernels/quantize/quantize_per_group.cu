@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "kernels/quantize/delayed_scaling.cuh"  // launch_with_monitor_counter
 #include "kernels/quantize/quantize_common.cuh"
 
 namespace fp8nn::kernels {
@@ -27,7 +28,6 @@ struct GroupLayout {
   int64_t rows, cols, group_size, groups_per_row;
   int lanes_per_group;  // power of two, 1..32
   bool in_registers;    // every group fits in kUnroll vectors per lane
-  bool power_of_two;    // scales rounded down to powers of two
 };
 
 // Casts and stores one vector of kVec elements (kVec == 1: the scalar path).
@@ -50,7 +50,9 @@ __device__ __forceinline__ unsigned max_abs_bits(unsigned bits, const Vec<T, kVe
 
 // kCast: write out and scale_inv into `result`; otherwise write the amax into `result`.
 // Counter (with kCast): CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
-template <typename T, Fp8Format F, int kVec, bool kCast, typename Counter>
+// kPowerOfTwo: scales rounded down to powers of two (a template argument, so that the kernels
+// without it are the ones they were before it existed).
+template <typename T, Fp8Format F, int kVec, bool kCast, typename Counter, bool kPowerOfTwo>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     per_group_kernel(const T* __restrict__ x, GroupLayout layout, uint8_t* __restrict__ out,
                      float* __restrict__ result, unsigned long long* __restrict__ counts) {
@@ -108,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     if constexpr (!kCast) {
       if (active && lane_in_group == 0) result[group] = amax;
     } else {
-      const float scale = scale_from_amax(amax, fp8_max(F), layout.power_of_two);
+      const float scale = scale_from_amax(amax, fp8_max(F), kPowerOfTwo);
       if (active && lane_in_group == 0) result[group] = __frcp_rn(scale);
       counter.add_amax(amax);
       uint8_t* group_out = out + offset;
@@ -132,14 +134,13 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   counter.template flush<kThreads>(counts);
 }
 
-template <typename T, Fp8Format F, bool kCast, typename Counter>
+template <typename T, Fp8Format F, bool kCast, typename Counter, bool kPowerOfTwo = false>
 cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t group_size,
                              uint8_t* out, float* result, cudaStream_t stream,
-                             unsigned long long* counts, bool power_of_two) {
+                             unsigned long long* counts) {
   if (group_size <= 0) return cudaErrorInvalidValue;
   if (rows == 0 || cols == 0) return cudaSuccess;
-  GroupLayout layout{rows, cols, group_size,  (cols + group_size - 1) / group_size,
-                     1,    true, power_of_two};
+  GroupLayout layout{rows, cols, group_size, (cols + group_size - 1) / group_size, 1, true};
   const bool vectorized = cols % kVec16<T> == 0 && group_size % kVec16<T> == 0 &&
                           is_aligned(x, 16) && (!kCast || is_aligned(out, kVec16<T>));
   const int vec = vectorized ? kVec16<T> : 1;
@@ -155,10 +156,10 @@ cudaError_t launch_per_group(const void* x, int64_t rows, int64_t cols, int64_t 
   FP8NN_KERNELS_TRY(grid_for(warps, kWarpsPerBlock, kBlocksPerSm, &blocks));
   const T* typed = static_cast<const T*>(x);
   if (vectorized) {
-    per_group_kernel<T, F, kVec16<T>, kCast, Counter>
+    per_group_kernel<T, F, kVec16<T>, kCast, Counter, kPowerOfTwo>
         <<<blocks, kThreads, 0, stream>>>(typed, layout, out, result, counts);
   } else {
-    per_group_kernel<T, F, 1, kCast, Counter>
+    per_group_kernel<T, F, 1, kCast, Counter, kPowerOfTwo>
         <<<blocks, kThreads, 0, stream>>>(typed, layout, out, result, counts);
   }
   return cudaGetLastError();
@@ -173,12 +174,13 @@ cudaError_t quantize_per_group(const void* x, HighPrecision type, int64_t rows, 
     using T = decltype(type_tag);
     return dispatch_format(format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
-      if (counts != nullptr) {
-        return launch_per_group<T, F, true, CastCounter<F>>(
-            x, rows, cols, group_size, out, scale_inv, stream, counts, power_of_two);
-      }
-      return launch_per_group<T, F, true, NoCounter>(x, rows, cols, group_size, out, scale_inv,
-                                                     stream, counts, power_of_two);
+      return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
+        using Counter = typename decltype(counter_tag)::type;
+        return power_of_two ? launch_per_group<T, F, true, Counter, true>(
+                                  x, rows, cols, group_size, out, scale_inv, stream, counts)
+                            : launch_per_group<T, F, true, Counter, false>(
+                                  x, rows, cols, group_size, out, scale_inv, stream, counts);
+      });
     });
   });
 }
@@ -188,8 +190,8 @@ cudaError_t amax_per_group(const void* x, HighPrecision type, int64_t rows, int6
   return dispatch_high_precision(type, [&](auto type_tag) {
     using T = decltype(type_tag);
     // The format does not matter without the cast; E4M3 names one instantiation.
-    return launch_per_group<T, Fp8Format::kE4M3, false, NoCounter>(
-        x, rows, cols, group_size, nullptr, amax, stream, nullptr, /*power_of_two=*/false);
+    return launch_per_group<T, Fp8Format::kE4M3, false, NoCounter>(x, rows, cols, group_size,
+                                                                   nullptr, amax, stream, nullptr);
   });
 }
 
