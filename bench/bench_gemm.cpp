@@ -16,7 +16,6 @@
 
 #include "bench_gemm.h"
 #include "bench_timing.h"
-#include "route_scope.h"
 #include "src/gemm/cuda/group_gemm_cuda.h"
 #include "src/gemm/cuda/scaled_mm_cuda.h"
 
@@ -162,7 +161,7 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     };
     torch::Tensor reference;
     for (const char* route : {"cublaslt", "sm90", "auto"}) {
-      const RouteScope scope(route);
+      const fp8nn::cuda::ScopedGroupGemmRoute scope(route);
       const double ms = median_ms(run, options.warmup, options.iters);
       const auto result =
           F::scaled_mm(grouped[0], operands[0].b, c10::nullopt, torch::kBFloat16, false);
@@ -213,7 +212,7 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     std::function<torch::Tensor(size_t)> product;
   };
   // scaled_mm takes cuBLASLt's block modes under this route; the sm90 rows call the kernel.
-  const RouteScope scope("cublaslt");
+  const fp8nn::cuda::ScopedGroupGemmRoute scope("cublaslt");
   const auto cublaslt = [&](const std::vector<fp8nn::QuantizedTensor>& b) {
     return [&b, &a_rows](size_t i) {
       return F::scaled_mm(a_rows[i], b[i], c10::nullopt, torch::kBFloat16, false);

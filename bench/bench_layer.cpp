@@ -28,7 +28,7 @@
 
 #include "bench_layer.h"
 #include "bench_timing.h"
-#include "route_scope.h"
+#include "src/gemm/cuda/group_gemm_cuda.h"
 
 namespace fp8nn::bench {
 namespace {
@@ -106,8 +106,8 @@ struct Result {
 // One training step of a variant without its parameter and input gradients kept (nothing
 // accumulates from step to step).
 void eager_step(const Variant& v, const torch::Tensor& x, const torch::Tensor& grad) {
-  std::unique_ptr<RouteScope> route;
-  if (v.route != nullptr) route = std::make_unique<RouteScope>(v.route);
+  std::unique_ptr<fp8nn::cuda::ScopedGroupGemmRoute> route;
+  if (v.route != nullptr) route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(v.route);
   v.forward(x).backward(grad);
   for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
   x.mutable_grad() = torch::Tensor();
@@ -205,8 +205,8 @@ void time_interleaved(std::vector<Stepper>& steppers, const std::vector<size_t>&
 // Host time, saved-for-backward and peak memory of one eager variant.
 void measure_memory_and_host(const Variant& v, const std::vector<torch::Tensor>& xs,
                              const torch::Tensor& grad, Result& r) {
-  std::unique_ptr<RouteScope> route;
-  if (v.route != nullptr) route = std::make_unique<RouteScope>(v.route);
+  std::unique_ptr<fp8nn::cuda::ScopedGroupGemmRoute> route;
+  if (v.route != nullptr) route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(v.route);
   // Host time to enqueue one step (the GPU queue is drained first and holds the 20 steps): where
   // it exceeds the GPU time, the step is bound by the host, not by the kernels.
   torch::cuda::synchronize();

@@ -62,6 +62,23 @@ GroupGemmRoute group_gemm_route() {
 
 void reload_group_gemm_route() { cached_route.store(-1); }
 
+ScopedGroupGemmRoute::ScopedGroupGemmRoute(const char* route) {
+  const char* saved = std::getenv("FP8NN_GROUP_GEMM");
+  had_previous_ = saved != nullptr;
+  if (had_previous_) previous_ = saved;
+  setenv("FP8NN_GROUP_GEMM", route, 1);
+  reload_group_gemm_route();
+}
+
+ScopedGroupGemmRoute::~ScopedGroupGemmRoute() {
+  if (had_previous_) {
+    setenv("FP8NN_GROUP_GEMM", previous_.c_str(), 1);
+  } else {
+    unsetenv("FP8NN_GROUP_GEMM");
+  }
+  reload_group_gemm_route();
+}
+
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,

@@ -6,6 +6,8 @@
 
 #include <c10/util/Optional.h>
 
+#include <string>
+
 namespace fp8nn::cuda {
 
 /// Which products scaled_mm_cuda sends to the hand-written kernels:
@@ -28,6 +30,21 @@ GroupGemmRoute group_gemm_route();
 /// Makes the next group_gemm_route() read FP8NN_GROUP_GEMM again: for tests and benchmarks that
 /// switch the route while running.
 void reload_group_gemm_route();
+
+/// FP8NN_GROUP_GEMM set to `route` for a scope (the next product reads it again), and put back
+/// as it was, set or not, when the scope ends: for tests and benchmarks that compare routes in
+/// one process. Not thread-safe (it writes the environment).
+class ScopedGroupGemmRoute {
+ public:
+  explicit ScopedGroupGemmRoute(const char* route);
+  ~ScopedGroupGemmRoute();
+  ScopedGroupGemmRoute(const ScopedGroupGemmRoute&) = delete;
+  ScopedGroupGemmRoute& operator=(const ScopedGroupGemmRoute&) = delete;
+
+ private:
+  std::string previous_;
+  bool had_previous_ = false;
+};
 
 enum class GroupGemmKernel { Mma, Sm90 };
 

@@ -207,27 +207,8 @@ Path expected_group_path(const Case& c, const std::string& route) {
   return route == "cublaslt" ? Path::Reference : Path::GroupGemmMma;
 }
 
-// Sets FP8NN_GROUP_GEMM for the scope of a test and restores it after (the library reads it
-// again at each change).
-struct ScopedRoute {
-  std::string previous;
-  bool had_previous;
-  explicit ScopedRoute(const char* value) {
-    const char* old = std::getenv("FP8NN_GROUP_GEMM");
-    had_previous = old != nullptr;
-    if (had_previous) previous = old;
-    setenv("FP8NN_GROUP_GEMM", value, 1);
-    fp8nn::cuda::reload_group_gemm_route();
-  }
-  ~ScopedRoute() {
-    if (had_previous) {
-      setenv("FP8NN_GROUP_GEMM", previous.c_str(), 1);
-    } else {
-      unsetenv("FP8NN_GROUP_GEMM");
-    }
-    fp8nn::cuda::reload_group_gemm_route();
-  }
-};
+// FP8NN_GROUP_GEMM for the scope of a test, restored after.
+using ScopedRoute = fp8nn::cuda::ScopedGroupGemmRoute;
 
 const std::vector<torch::ScalarType> kOutDtypes = {torch::kBFloat16, torch::kHalf, torch::kFloat};
 
