@@ -205,8 +205,9 @@ c10::optional<torch::Tensor> block_product(const QuantizedTensor& a, const Quant
   if (properties->major != 9) return c10::nullopt;  // Hopper's block modes
   if (a.format == Format::E5M2 && b.format == Format::E5M2) return c10::nullopt;
 
-  // Zeros along K add nothing, and a K block keeps its scale (128 is a multiple of 16).
-  const int64_t padded_K = round_up(K, kDimMultiple);
+  // K in whole blocks of 128 (the block modes scale per 128 of K; a short last block is not
+  // something to rely on them for): zeros add nothing, and the last block keeps its scale.
+  const int64_t padded_K = round_up(K, kBlockSize);
   const int64_t padded_N = round_up(N, kDimMultiple);
   const auto a_data = padded_data(a.data, M, padded_K);
   const auto b_data = padded_data(b.data, padded_N, padded_K);
