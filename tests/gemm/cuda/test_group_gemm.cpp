@@ -11,6 +11,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "gemm/cuda/cublaslt_gemm.h"
 #include "gemm/cuda/group_gemm_cuda.h"
 #include "gemm/cuda/scaled_mm_cuda.h"
 #include "kernels/gemm/group_gemm.h"
@@ -606,4 +607,78 @@ TEST_CASE("block-scaled products take the kernel their route names, and the refe
       }
     }
   }
+}
+
+// The launchers' argument checks and the cuBLASLt scale layouts are host code: checked here on any
+// machine, GPU or not.
+TEST_CASE("group_gemm_sm90 names what it refuses among the block-scaled configurations") {
+  const auto args = [] {
+    K::GroupGemmArgs a;
+    alignas(16) static uint8_t data[16 * 256];
+    alignas(16) static float scales[64];
+    alignas(16) static uint16_t out[16 * 16];
+    a.a = data;
+    a.b = data;
+    a.a_scale_inv = scales;
+    a.b_scale_inv = scales;
+    a.c = out;
+    a.m = 16;
+    a.n = 16;
+    a.k = 256;
+    a.lda = a.ldb = 256;
+    a.ldc = 16;
+    return a;
+  };
+  const auto reason = [](const K::GroupGemmArgs& a) {
+    const char* text = K::group_gemm_sm90_unsupported_reason(a, 90);
+    return std::string(text == nullptr ? "" : text);
+  };
+  auto blocks = args();
+  blocks.a_group_size = 128;
+  blocks.b_group_size = 128;
+  blocks.b_group_rows = 128;
+  CHECK(reason(blocks).empty());
+  blocks.tile_m = 256;
+  CHECK(reason(blocks).empty());
+  blocks.a_format = K::Fp8Format::kE5M2;
+  CHECK(reason(blocks) == "a must be E4M3 with a group-scaled b");
+
+  auto row_groups = args();
+  row_groups.a_group_size = 128;
+  row_groups.b_group_size = 128;
+  CHECK(reason(row_groups) == "b per row group needs b_scale_inv_k_major, 16-byte aligned");
+  alignas(16) static float k_major[64];
+  row_groups.b_scale_inv_k_major = k_major;
+  CHECK(reason(row_groups).empty());
+  row_groups.tile_m = 256;
+  CHECK(reason(row_groups) == "256-row tiles take b per tensor or per block");
+
+  auto other_b = args();
+  other_b.b_group_size = 64;
+  CHECK(reason(other_b) ==
+        "b must be scaled per tensor, per 128x128 block or per row and 128 of K");
+  auto block_a = args();
+  block_a.a_group_size = 128;
+  block_a.a_group_rows = 128;
+  CHECK(reason(block_a) == "a must be scaled per tensor, per row or per row group");
+  auto bad_tile = args();
+  bad_tile.tile_m = 64;
+  CHECK(std::string(K::group_gemm_invalid_reason(bad_tile)) == "tile_m must be 0, 128 or 256");
+  auto bad_rows = args();
+  bad_rows.b_group_rows = 0;
+  CHECK(std::string(K::group_gemm_invalid_reason(bad_rows)) == "group rows must be >= 1");
+}
+
+TEST_CASE("cuBLASLt's block scale layouts hold the values the modes read") {
+  using fp8nn::cuda::scale_count;
+  using fp8nn::cuda::ScaleMode;
+  CHECK(scale_count(ScaleMode::PerTensor, 300, 1000) == 1);
+  CHECK(scale_count(ScaleMode::PerRow, 300, 1000) == 300);
+  // 1x128: ceil(K / 128) K blocks of `rows` values each.
+  CHECK(scale_count(ScaleMode::Vec128, 300, 1000) == 8 * 300);
+  CHECK(scale_count(ScaleMode::Vec128, 13, 128) == 13);
+  // 128x128: ceil(rows / 128) rows of K blocks, each padded to a multiple of 4.
+  CHECK(scale_count(ScaleMode::Block128x128, 300, 1000) == 3 * 8);
+  CHECK(scale_count(ScaleMode::Block128x128, 300, 1040) == 3 * 12);
+  CHECK(scale_count(ScaleMode::Block128x128, 1, 128) == 4);
 }
