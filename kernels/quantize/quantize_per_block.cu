@@ -25,16 +25,15 @@ constexpr int kTilePitch = kBlock + 4;  // bytes per shared row: 4-byte aligned,
 
 // The block's scale from every thread's abs_bits max (all threads must call it; all get the
 // scale). Thread 0 writes the block's scale_inv entries and hands its amax to the counter.
-template <Fp8Format F, typename Counter>
+template <Fp8Format F, bool kPowerOfTwo, typename Counter>
 __device__ __forceinline__ float block_scale(unsigned bits, int64_t br, int64_t bc,
                                              float* scale_inv, int64_t scale_ld, float* scale_inv_t,
-                                             int64_t scale_t_ld, bool power_of_two,
-                                             Counter& counter) {
+                                             int64_t scale_t_ld, Counter& counter) {
   __shared__ float scale;
   bits = block_reduce<kThreads, false>(bits, WarpMax{});
   if (threadIdx.x == 0) {
     const float amax = __uint_as_float(bits);
-    scale = scale_from_amax(amax, fp8_max(F), power_of_two);
+    scale = scale_from_amax(amax, fp8_max(F), kPowerOfTwo);
     const float inverse = __frcp_rn(scale);
     scale_inv[br * scale_ld + bc] = inverse;
     if (scale_inv_t != nullptr) scale_inv_t[bc * scale_t_ld + br] = inverse;
@@ -45,14 +44,16 @@ __device__ __forceinline__ float block_scale(unsigned bits, int64_t br, int64_t 
 }
 
 // Counter: CastCounter<F> (the numerics monitor's counts into `counts`) or NoCounter.
-template <typename T, Fp8Format F, typename Counter>
+// kPowerOfTwo: scales rounded down to powers of two (a template argument, so that the kernels
+// without it are the ones they were before it existed).
+template <typename T, Fp8Format F, typename Counter, bool kPowerOfTwo>
 __global__ void __launch_bounds__(kThreads)
     quantize_per_block_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t blocks_c,
                               bool load_vectorized, bool store_t_vectorized,
                               uint8_t* __restrict__ out, uint8_t* __restrict__ out_t,
                               float* __restrict__ scale_inv, int64_t scale_ld,
                               float* __restrict__ scale_inv_t, int64_t scale_t_ld,
-                              bool power_of_two, unsigned long long* __restrict__ counts) {
+                              unsigned long long* __restrict__ counts) {
   __shared__ __align__(16) uint8_t tile[kBlock * kTilePitch];
   Counter counter;
   const int64_t br = blockIdx.x / blocks_c, bc = blockIdx.x % blocks_c;
@@ -71,8 +72,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int j = 0; j < Vectors::kVec; ++j) bits = max(bits, abs_bits(to_float(v[k].v[j])));
     }
-    const float scale = block_scale<F>(bits, br, bc, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
-                                       power_of_two, counter);
+    const float scale = block_scale<F, kPowerOfTwo>(bits, br, bc, scale_inv, scale_ld, scale_inv_t,
+                                                    scale_t_ld, counter);
     Vectors::template cast_store<F, kTilePitch>(v, scale, out, cols, r0, c0, tile, tid, counter);
   } else {
     unsigned bits = 0;
@@ -82,8 +83,8 @@ __global__ void __launch_bounds__(kThreads)
         bits = max(bits, abs_bits(to_float(x[(r0 + r) * cols + c0 + c])));
       }
     }
-    const float scale = block_scale<F>(bits, br, bc, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
-                                       power_of_two, counter);
+    const float scale = block_scale<F, kPowerOfTwo>(bits, br, bc, scale_inv, scale_ld, scale_inv_t,
+                                                    scale_t_ld, counter);
     for (int index = tid; index < kBlock * kBlock; index += kThreads) {
       const int r = index / kBlock, c = index % kBlock;
       uint8_t q = 0;
@@ -126,11 +127,12 @@ cudaError_t quantize_per_block(const void* x, HighPrecision type, int64_t rows, 
       const TilePaths paths = tile_paths<T>(x, out, out_t, rows, cols);
       return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
         using Counter = typename decltype(counter_tag)::type;
-        quantize_per_block_kernel<T, F, Counter>
-            <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-                static_cast<const T*>(x), rows, cols, blocks_c, paths.load_vectorized,
-                paths.store_t_vectorized, out, out_t, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
-                power_of_two, counts);
+        const auto kernel = power_of_two ? quantize_per_block_kernel<T, F, Counter, true>
+                                         : quantize_per_block_kernel<T, F, Counter, false>;
+        kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+            static_cast<const T*>(x), rows, cols, blocks_c, paths.load_vectorized,
+            paths.store_t_vectorized, out, out_t, scale_inv, scale_ld, scale_inv_t, scale_t_ld,
+            counts);
         return cudaGetLastError();
       });
     });
