@@ -106,8 +106,6 @@ struct Result {
 // One training step of a variant without its parameter and input gradients kept (nothing
 // accumulates from step to step).
 void eager_step(const Variant& v, const torch::Tensor& x, const torch::Tensor& grad) {
-  std::unique_ptr<fp8nn::cuda::ScopedGroupGemmRoute> route;
-  if (v.route != nullptr) route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(v.route);
   v.forward(x).backward(grad);
   for (const auto& p : v.parameters) p.mutable_grad() = torch::Tensor();
   x.mutable_grad() = torch::Tensor();
@@ -130,6 +128,11 @@ struct Stepper {
     if (graph) {
       graph->replay();
     } else {
+      // Variants of different routes run interleaved: each step sets its own.
+      std::unique_ptr<fp8nn::cuda::ScopedGroupGemmRoute> route;
+      if (variant->route != nullptr) {
+        route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(variant->route);
+      }
       eager_step(*variant, (*xs)[i % xs->size()], grad);
     }
   }

@@ -240,6 +240,16 @@ c10::optional<torch::Tensor> block_product(const QuantizedTensor& a, const Quant
   return out_dtype == at::kFloat ? out : out->to(out_dtype);
 }
 
+// The product on group_gemm_mma, which takes every problem (built for the FP8 architectures only,
+// 8.9 and 9.0a, like the rest of kernels/: the caller checks the device).
+torch::Tensor mma_product(const QuantizedTensor& a, const QuantizedTensor& b,
+                          const c10::optional<torch::Tensor>& bias, at::ScalarType out_dtype) {
+  auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
+  TORCH_INTERNAL_ASSERT(out.has_value(), "fp8nn::scaled_mm: group_gemm_mma refused a ",
+                        a.data.sizes(), " x ", b.data.sizes(), "^T product");
+  return *out;
+}
+
 c10::optional<torch::Tensor> k_split_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                              const c10::optional<torch::Tensor>& bias,
                                              at::ScalarType out_dtype, bool fast_accumulation) {
@@ -309,10 +319,7 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
       }
       if ((route == cuda::GroupGemmRoute::Sm90 || route == cuda::GroupGemmRoute::Mma) &&
           has_fp8_tensor_cores(a.data.device().index())) {
-        auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
-        TORCH_INTERNAL_ASSERT(out.has_value(), "fp8nn::scaled_mm: group_gemm_mma refused a ",
-                              a.data.sizes(), " x ", b.data.sizes(), "^T product");
-        return counted(ScaledMmPath::GroupGemmMma, *out);
+        return counted(ScaledMmPath::GroupGemmMma, mma_product(a, b, bias, out_dtype));
       }
       return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
     }
@@ -337,13 +344,8 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
       return counted(ScaledMmPath::CublasLtKSplit, *out);
     }
   }
-  // The kernels are built for the FP8 architectures only (8.9, 9.0a), like the rest of kernels/.
   if (route != cuda::GroupGemmRoute::CublasLt && has_fp8_tensor_cores(a.data.device().index())) {
-    auto out = cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Mma);
-    // Only a kernel that refuses the problem gives nullopt, and group_gemm_mma takes every one.
-    TORCH_INTERNAL_ASSERT(out.has_value(), "fp8nn::scaled_mm: group_gemm_mma refused a ",
-                          a.data.sizes(), " x ", b.data.sizes(), "^T product");
-    return counted(ScaledMmPath::GroupGemmMma, *out);
+    return counted(ScaledMmPath::GroupGemmMma, mma_product(a, b, bias, out_dtype));
   }
   return counted(ScaledMmPath::Reference, scaled_mm_reference(a, b, bias, out_dtype));
 }
