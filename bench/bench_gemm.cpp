@@ -175,24 +175,28 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
           std::string("G=") + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
       print_row(shape, what, ms, tensorwise_ms / ms, check);
     }
-    const auto tall = [&](int i) {
-      return fp8nn::cuda::group_gemm_product(grouped[i % grouped.size()],
-                                             operands[i % operands.size()].b, c10::nullopt,
-                                             torch::kBFloat16, fp8nn::cuda::GroupGemmKernel::Sm90,
-                                             /*tile_m=*/256);
-    };
-    const auto result = tall(0);
-    if (!result) continue;  // not an sm_90 device or build: the sm90 row above says as much
-    const double ms = median_ms([&](int i) { tall(i); }, options.warmup, options.iters);
-    char check[32];
-    std::snprintf(check, sizeof(check), "%.1e", relative_difference(*result, reference));
-    print_row(shape, "G=" + std::to_string(group) + " sm90 256", ms, tensorwise_ms / ms, check);
+    // group_gemm_sm90's other tiles (the sm90 row above: the kernel's choice).
+    for (const auto& [name, tile] : std::vector<std::pair<const char*, fp8nn::cuda::Sm90Tile>>{
+             {"sm90 256", {256, 1}}, {"sm90 128x2", {128, 2}}, {"sm90 256x2", {256, 2}}}) {
+      const auto product = [&, tile = tile](int i) {
+        return fp8nn::cuda::group_gemm_product(
+            grouped[i % grouped.size()], operands[i % operands.size()].b, c10::nullopt,
+            torch::kBFloat16, fp8nn::cuda::GroupGemmKernel::Sm90, tile);
+      };
+      const auto result = product(0);
+      if (!result) break;  // not an sm_90 device or build: the sm90 row above says as much
+      const double ms = median_ms([&](int i) { product(i); }, options.warmup, options.iters);
+      char check[32];
+      std::snprintf(check, sizeof(check), "%.1e", relative_difference(*result, reference));
+      print_row(shape, "G=" + std::to_string(group) + " " + name, ms, tensorwise_ms / ms, check);
+    }
   }
 }
 
 // The blockwise (DeepSeek-V3) products: "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the
 // forward and the input gradient), on cuBLASLt's block scale mode (FP8NN_GROUP_GEMM=cublaslt, the
-// peer) and on group_gemm_sm90 with 128- and 256-row tiles; "1D1D", a times b per 1x128 (the
+// peer) and on group_gemm_sm90 with 128- and 256-row tiles, alone or in clusters of two CTAs
+// ("x2"); "1D1D", a times b per 1x128 (the
 // weight gradient's form), on cuBLASLt and on group_gemm_sm90. The variants of a form are timed
 // interleaved with at::_scaled_mm tensorwise with fast accumulation, the ceiling a blockwise
 // product is measured against. Every variant promotes per 128 of K (cuBLASLt's block modes
@@ -218,10 +222,12 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       return F::scaled_mm(a_rows[i], b[i], c10::nullopt, torch::kBFloat16, false);
     };
   };
-  const auto sm90_tile = [&](const std::vector<fp8nn::QuantizedTensor>& b, int tile_m) {
-    return [&b, &a_rows, tile_m](size_t i) {
-      auto out = fp8nn::cuda::group_gemm_product(a_rows[i], b[i], c10::nullopt, torch::kBFloat16,
-                                                 fp8nn::cuda::GroupGemmKernel::Sm90, tile_m);
+  const auto sm90_tile = [&](const std::vector<fp8nn::QuantizedTensor>& b, int tile_m,
+                             int cluster_m) {
+    return [&b, &a_rows, tile_m, cluster_m](size_t i) {
+      auto out =
+          fp8nn::cuda::group_gemm_product(a_rows[i], b[i], c10::nullopt, torch::kBFloat16,
+                                          fp8nn::cuda::GroupGemmKernel::Sm90, {tile_m, cluster_m});
       return out ? *out : torch::Tensor();
     };
   };
@@ -229,10 +235,12 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       forms = {
           {&b_blocks,
            {{"bw 1D2D cublaslt", cublaslt(b_blocks)},
-            {"bw 1D2D sm90 128", sm90_tile(b_blocks, 128)},
-            {"bw 1D2D sm90 256", sm90_tile(b_blocks, 256)}}},
+            {"bw 1D2D sm90 128", sm90_tile(b_blocks, 128, 1)},
+            {"bw 1D2D sm90 256", sm90_tile(b_blocks, 256, 1)},
+            {"bw 1D2D sm90 128x2", sm90_tile(b_blocks, 128, 2)},
+            {"bw 1D2D sm90 256x2", sm90_tile(b_blocks, 256, 2)}}},
           {&b_rows,
-           {{"bw 1D1D cublaslt", cublaslt(b_rows)}, {"bw 1D1D sm90", sm90_tile(b_rows, 128)}}}};
+           {{"bw 1D1D cublaslt", cublaslt(b_rows)}, {"bw 1D1D sm90", sm90_tile(b_rows, 128, 1)}}}};
   for (const auto& [b, variants] : forms) {
     // The exact product of the dequantized operands, up to fp32 accumulation.
     const auto reference = at::matmul(F::dequantize(a_rows[0]), F::dequantize((*b)[0]).t());

@@ -250,10 +250,10 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
-  const std::vector<std::string> names = {"bf16",      "naive",     "global",    "global-mb",
-                                          "mixed",     "mixed-mb",  "global-nm", "mixed-nm",
-                                          "global-dl", "bf16-g",    "global-g",  "global-dl-g",
-                                          "bf16-ac",   "global-rs", "bw-lt",     "bw-sm90"};
+  const std::vector<std::string> names = {
+      "bf16",      "naive",     "global",    "global-mb", "mixed",     "mixed-mb",
+      "global-nm", "mixed-nm",  "global-dl", "bf16-g",    "global-g",  "global-dl-g",
+      "bf16-ac",   "global-rs", "bw-lt",     "bw-sm90",   "bw-sm90-2", "mixed-2"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -358,6 +358,18 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
          false,
          "",
          "sm90"},
+        {"bw-sm90-2",
+         [&](const torch::Tensor& x) { return blockwise(x); },
+         {blockwise->weight},
+         false,
+         "",
+         "sm90:256x2"},
+        {"mixed-2",
+         [&](const torch::Tensor& x) { return mixed(x); },
+         {mixed->weight},
+         false,
+         "",
+         "auto:256x2"},
     };
     // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
     const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
@@ -411,7 +423,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "bf16-ac: the README's setup in bf16, torch::nn::Linear with fp32 weights and bias under "
       "bf16 autocast; global-rs: LinearFP8Global in that setup (fp32 weights and bias, bf16 x), × "
       "against bf16-ac; bw-lt, bw-sm90: Recipe::blockwise() with FP8NN_GROUP_GEMM=cublaslt or "
-      "sm90; -mb: micro-batches (W's FP8 copies "
+      "sm90; bw-sm90-2, mixed-2: blockwise and mixed with group_gemm_sm90's 256-row tiles in "
+      "clusters of two (FP8NN_GROUP_GEMM=sm90:256x2, auto:256x2); -mb: micro-batches (W's FP8 "
+      "copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "
       "beyond the output (x included where the graph "

@@ -49,6 +49,9 @@ struct GroupGemmArgs {
   Fp8Format b_format = Fp8Format::kE4M3;
   HighPrecision out_type = HighPrecision::kBFloat16;
   int tile_m = 0;  ///< group_gemm_sm90's tile height: 128 or 256; 0 lets it choose
+  /// group_gemm_sm90's CTAs per cluster along M, which share b's tile by TMA multicast: 1 or 2
+  /// (b per tensor or per block); 0 lets it choose
+  int cluster_m = 0;
   /// group_gemm_sm90 with b per row and 128 of K (b_group_size 128, b_group_rows 1): the values
   /// of b_scale_inv K-block-major, [ceil(k / 128), n] contiguous (its TMA loads a K block's
   /// column scales with the operands); unused otherwise.
@@ -57,7 +60,7 @@ struct GroupGemmArgs {
 
 /// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
 /// pointers present where sizes need them, group sizes >= 0, group rows >= 1, tile_m 0, 128 or
-/// 256); else what is wrong.
+/// 256, cluster_m 0, 1 or 2); else what is wrong.
 const char* group_gemm_invalid_reason(const GroupGemmArgs& args);
 
 /// Portable kernel. cudaErrorInvalidValue for invalid arguments (group_gemm_invalid_reason),
@@ -73,7 +76,8 @@ cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 /// a/b/c/bias 16-byte aligned, b E4M3 per tensor, per 128x128 block or per row and 128 of K (the
 /// last two with a E4M3; per row group with b_scale_inv_k_major, 128-row tiles), a per tensor or
 /// with groups of one row that are multiples of 128 (or cover the row), M, N >= 1. M is free
-/// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 (tile_m 0 or 128) or 256 x 128.
+/// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 (tile_m 0 or 128) or 256 x 128,
+/// in clusters of one CTA (cluster_m 0 or 1) or two along M (b per tensor or per block).
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm);
 
 inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) {

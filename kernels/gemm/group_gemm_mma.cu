@@ -229,6 +229,7 @@ const char* group_gemm_invalid_reason(const GroupGemmArgs& args) {
   if (args.tile_m != 0 && args.tile_m != 128 && args.tile_m != 256) {
     return "tile_m must be 0, 128 or 256";
   }
+  if (args.cluster_m < 0 || args.cluster_m > 2) return "cluster_m must be 0, 1 or 2";
   if (args.m > 0 && args.n > 0) {
     if (args.c == nullptr) return "c is null";
     if (args.ldc < args.n) return "ldc must be >= n";

@@ -33,12 +33,14 @@
 
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/common/cuda_error.h"
 #include "kernels/common/dtypes.cuh"
 #include "kernels/gemm/group_gemm.h"
 #include "kernels/gemm/sm90_pipeline.cuh"  // defines FP8NN_SM90_DEVICE_CODE
 #include "kernels/gemm/sm90_tensor_map.h"
+#include "kernels/gemm/sm90_tile_scheduler.h"
 
 namespace fp8nn::kernels {
 namespace {
@@ -265,7 +267,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // map_b_scale: b's scales K-block-major ([k_blocks, n] fp32, boxes of 128 x 1) for kPerRowGroup;
 // unused otherwise.
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B>
+// Cluster: CTAs per cluster, stacked along M (sm90_tile_scheduler.h). With 2, each CTA loads half
+// of b's tile (map_b's box: 64 rows) and multicasts it into both CTAs' stage, so b crosses L2
+// once per pair; each CTA's consumers release a stage on both CTAs' "empty" barriers, as both
+// producers write into it, and each producer finally waits for its stages' last releases, so that
+// no arrival from the peer reaches a CTA that has exited.
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster>
 __global__ void __launch_bounds__(kThreads, 1)
     group_gemm_sm90_general_kernel(const __grid_constant__ CUtensorMap map_a,
                                    const __grid_constant__ CUtensorMap map_b, const Sm90Params p,
@@ -273,6 +280,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if FP8NN_SM90_DEVICE_CODE
   using T = Tile<Waves, B>;
   constexpr bool kRowGroupB = B == BScale::kPerRowGroup;
+  static_assert(Cluster == 1 || Cluster == 2, "clusters of one or two CTAs");
+  static_assert(Cluster == 1 || !kRowGroupB, "per-column b scales come with a CTA's own stage");
   // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
   __shared__ uint64_t full[T::kStages];
   __shared__ uint64_t empty[T::kStages];
@@ -294,34 +303,67 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (kRowGroupB) sm90::prefetch_tensor_map(&map_b_scale);
     for (int s = 0; s < T::kStages; ++s) {
       sm90::barrier_init(&full[s], 1);  // the producer's arrive.expect_tx; TMA completes the bytes
-      sm90::barrier_init(&empty[s], kConsumerWarpgroups * 4);  // one arrival per consumer warp
+      // one arrival per consumer warp of every CTA of the cluster
+      sm90::barrier_init(&empty[s], Cluster * kConsumerWarpgroups * 4);
     }
     sm90::fence_barrier_init();
   }
-  __syncthreads();
+  if constexpr (Cluster > 1) {
+    sm90::cluster_sync();  // the peer's multicasts and arrivals find the barriers initialised
+  } else {
+    __syncthreads();
+  }
 
-  const int tiles = p.m_blocks * p.n_blocks;
+  const sm90::TileScheduler schedule{p.m_blocks, p.n_blocks, Cluster};
+  const int rank = Cluster > 1 ? static_cast<int>(sm90::cluster_rank()) : 0;
+  const int first_tile = static_cast<int>(blockIdx.x) / Cluster;
+  const int clusters = static_cast<int>(gridDim.x) / Cluster;
+  const int tiles = schedule.cluster_tiles();
   if (warpgroup == 0) {
     sm90::setmaxnreg_dec<kProducerRegisters>();
     if (thread_in_group != 0) return;
+    constexpr int kBRowsPerCta = kBlockN / Cluster;
+    constexpr uint16_t kClusterMask = (1u << Cluster) - 1;
     int stage = 0;
     uint32_t phase = 0;
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const auto next_stage = [&] {
+      if (++stage == T::kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    };
+    for (int tile = first_tile; tile < tiles; tile += clusters) {
       int m_block, n_block;
-      tile_coordinates(tile, p, m_block, n_block);
+      schedule.tile(tile, rank, m_block, n_block);
+      // A tile past M (a cluster's spare rank) loads no a; it still takes b for its peer.
+      const bool has_rows = m_block < p.m_blocks;
+      const uint32_t stage_bytes =
+          (has_rows ? T::kStageBytesA : 0) + kStageBytesB + (kRowGroupB ? kBScaleBytes : 0);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         sm90::barrier_wait(&empty[stage], phase ^ 1);
-        sm90::barrier_arrive_expect_bytes(&full[stage],
-                                          T::kStageBytes + (kRowGroupB ? kBScaleBytes : 0));
-        sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK, m_block * T::kBlockM);
-        sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+        sm90::barrier_arrive_expect_bytes(&full[stage], stage_bytes);
+        if (has_rows) {
+          sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK,
+                            m_block * T::kBlockM);
+        }
+        if constexpr (Cluster > 1) {
+          sm90::tma_load_2d_multicast(tile_b(stage) + rank * kBRowsPerCta * kBlockK, &map_b,
+                                      &full[stage], kb * kBlockK,
+                                      n_block * kBlockN + rank * kBRowsPerCta, kClusterMask);
+        } else {
+          sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+        }
         if (kRowGroupB) {
           sm90::tma_load_2d(b_scales(stage), &map_b_scale, &full[stage], n_block * kBlockN, kb);
         }
-        if (++stage == T::kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        next_stage();
+      }
+    }
+    if constexpr (Cluster > 1) {
+      // Every stage's last releases, the peer's included, have arrived before this CTA exits.
+      for (int s = 0; s < T::kStages; ++s) {
+        sm90::barrier_wait(&empty[stage], phase ^ 1);
+        next_stage();
       }
     }
     return;
@@ -341,11 +383,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   int stage = 0;
   uint32_t phase = 0;
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+  for (int tile = first_tile; tile < tiles; tile += clusters) {
     int m_block, n_block;
-    tile_coordinates(tile, p, m_block, n_block);
+    schedule.tile(tile, rank, m_block, n_block);
     // This thread's rows (two per wave) and their scale rows (rows past M read nothing: their
-    // results are never stored).
+    // results are never stored; a tile wholly past M multiplies whatever its stages hold).
     int rows[Waves][2];
     const float* scale_rows[Waves][2];
 #pragma unroll
@@ -401,7 +443,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         // when the promotion reads the stage's column scales, after the promotion.
         const auto release_stage = [&] {
           __syncwarp();
-          if (lane == 0) sm90::barrier_arrive(&empty[stage]);
+          if constexpr (Cluster > 1) {
+            if (lane < Cluster) sm90::barrier_arrive_cluster(&empty[stage], lane);
+          } else {
+            if (lane == 0) sm90::barrier_arrive(&empty[stage]);
+          }
           if (++stage == T::kStages) {
             stage = 0;
             phase ^= 1;
@@ -483,19 +529,22 @@ DeviceFacts* facts_of(int device) {
   return device >= 0 && device < kCachedDevices ? &device_facts[device] : nullptr;
 }
 
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B>
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
   using T = Tile<Waves, B>;
-  constexpr bool kTested = Waves == 1 && B == BScale::kPerTensor;
+  constexpr bool kTested = Waves == 1 && B == BScale::kPerTensor && Cluster == 1;
   const void* kernel = nullptr;
   if constexpr (kTested) {
     kernel = reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>);
   } else {
-    kernel = reinterpret_cast<const void*>(group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B>);
+    kernel = reinterpret_cast<const void*>(
+        group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster>);
   }
   CUtensorMap map_a, map_b, map_b_scale;
   FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, T::kBlockM));
-  FP8NN_KERNELS_TRY(encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN));
+  // Each CTA of a cluster loads its share of b's tile (and multicasts it to the others).
+  FP8NN_KERNELS_TRY(
+      encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN / Cluster));
   if (B == BScale::kPerRowGroup) {
     // [k_blocks, n] fp32 rows of n values; a box is one K block's 128 columns (zeros past n).
     const int64_t k_blocks = (args.k + kBlockK - 1) / kBlockK;
@@ -533,14 +582,41 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSharedBytes));
     opted_in.fetch_or(bit);
   }
-  const int64_t tiles = int64_t{p.m_blocks} * p.n_blocks;
-  const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
+  const int64_t tiles = sm90::TileScheduler{p.m_blocks, p.n_blocks, Cluster}.cluster_tiles();
   if constexpr (kTested) {
+    const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
     group_gemm_sm90_kernel<FormatA, OutT>
         <<<grid, kThreads, T::kSharedBytes, stream>>>(map_a, map_b, p);
-  } else {
-    group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B>
+  } else if constexpr (Cluster == 1) {
+    const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
+    group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, 1>
         <<<grid, kThreads, T::kSharedBytes, stream>>>(map_a, map_b, p, map_b_scale);
+  } else {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = Cluster;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config{};
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = T::kSharedBytes;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    // One cluster per co-resident slot (not every SM pairs up inside its GPC), asked once per
+    // device and kernel.
+    static std::atomic<int> resident[kCachedDevices] = {};
+    int clusters = device < kCachedDevices ? resident[device].load() : 0;
+    if (clusters == 0) {
+      config.gridDim = dim3(Cluster * (sm_count / Cluster));
+      FP8NN_KERNELS_TRY(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+      if (clusters < 1) return cudaErrorNotSupported;
+      if (device < kCachedDevices) resident[device].store(clusters);
+    }
+    config.gridDim = dim3(static_cast<unsigned>(Cluster * (tiles < clusters ? tiles : clusters)));
+    FP8NN_KERNELS_TRY(cudaLaunchKernelEx(
+        &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster>, map_a, map_b, p,
+        map_b_scale));
   }
   return cudaGetLastError();
 }
@@ -638,6 +714,7 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
       return "b per row group needs b_scale_inv_k_major, 16-byte aligned";
     }
     if (args.tile_m == 256) return "256-row tiles take b per tensor or per block";
+    if (args.cluster_m == 2) return "clusters of two CTAs take b per tensor or per block";
   }
   if (args.a_group_size != 0 && args.a_group_rows != 1) {
     return "a must be scaled per tensor, per row or per row group";
@@ -659,28 +736,41 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   FP8NN_KERNELS_TRY(kernel_loaded_on(device, loaded));
   if (!loaded) return cudaErrorNotSupported;
   const bool tall = args.tile_m == 256;
+  const bool pairs = args.cluster_m == 2;
+  // The tile height and cluster size of a configuration, as template arguments.
+  const auto shaped = [&](auto launch_with) {
+    if (tall) {
+      return pairs
+                 ? launch_with(std::integral_constant<int, 2>{}, std::integral_constant<int, 2>{})
+                 : launch_with(std::integral_constant<int, 2>{}, std::integral_constant<int, 1>{});
+    }
+    return pairs ? launch_with(std::integral_constant<int, 1>{}, std::integral_constant<int, 2>{})
+                 : launch_with(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{});
+  };
   if (args.b_group_size != 0 && args.b_group_rows == 1) {  // per row group: a E4M3, 128 rows
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      return launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup>(args, stream, device,
-                                                                     sm_count);
+      return launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup, 1>(args, stream, device,
+                                                                        sm_count);
     });
   }
   if (args.b_group_size != 0) {  // per 128x128 block; a is E4M3 (unsupported_reason)
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      constexpr BScale kBlocks = BScale::kPerBlock;
-      return tall ? launch<Fp8Format::kE4M3, OutT, 2, kBlocks>(args, stream, device, sm_count)
-                  : launch<Fp8Format::kE4M3, OutT, 1, kBlocks>(args, stream, device, sm_count);
+      return shaped([&](auto waves, auto cluster) {
+        return launch<Fp8Format::kE4M3, OutT, decltype(waves)::value, BScale::kPerBlock,
+                      decltype(cluster)::value>(args, stream, device, sm_count);
+      });
     });
   }
   return dispatch_format(args.a_format, [&](auto format_tag) {
     constexpr Fp8Format F = decltype(format_tag)::value;
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      constexpr BScale kTensor = BScale::kPerTensor;
-      return tall ? launch<F, OutT, 2, kTensor>(args, stream, device, sm_count)
-                  : launch<F, OutT, 1, kTensor>(args, stream, device, sm_count);
+      return shaped([&](auto waves, auto cluster) {
+        return launch<F, OutT, decltype(waves)::value, BScale::kPerTensor,
+                      decltype(cluster)::value>(args, stream, device, sm_count);
+      });
     });
   });
 }

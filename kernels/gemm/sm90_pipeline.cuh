@@ -1,8 +1,9 @@
 #pragma once
 // The PTX the Hopper (sm_90a) GEMM kernels build their pipelines from: mbarriers (init, arrive,
-// arrive with an expected byte count, a wait that traps instead of hanging), TMA tile loads into
-// shared memory, shared-memory matrix descriptors for 128-byte swizzled K-major tiles, wgmma
-// (fences, commit, wait, the FP8 m64n128k32 product) and setmaxnreg.
+// arrive with an expected byte count, a wait that traps instead of hanging, arrivals on another
+// CTA's barrier), cluster rank and sync, TMA tile loads into shared memory (multicast too),
+// shared-memory matrix descriptors for 128-byte swizzled K-major tiles, wgmma (fences, commit,
+// wait, the FP8 m64n128k32 product) and setmaxnreg.
 //
 // Everything here is device code for sm_90a only: FP8NN_SM90_DEVICE_CODE is 1 in that compilation
 // and 0 in every other one (host, sm_89, sm_90 without the "a" features), where this header
@@ -85,6 +86,33 @@ __device__ __forceinline__ void barrier_arrive_expect_bytes(uint64_t* barrier, u
       : "memory");
 }
 
+// ---- clusters ----------------------------------------------------------------------------------
+
+// This CTA's rank in its cluster.
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+// Every thread of every CTA of the cluster meets here; writes before it (the mbarrier inits
+// included, after fence_barrier_init) are visible to all of them after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+// Arrives on the barrier at the same shared-memory offset as `barrier` in the cluster's CTA of
+// rank `cta` (this CTA's own when cta is its rank).
+__device__ __forceinline__ void barrier_arrive_cluster(uint64_t* barrier, uint32_t cta) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+               : "=r"(remote)
+               : "r"(smem_address(barrier)), "r"(cta));
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote)
+               : "memory");
+}
+
 // ---- TMA ---------------------------------------------------------------------------------------
 
 // Loads the box of `map` at (inner, outer) elements into `destination`; its bytes complete on
@@ -95,6 +123,20 @@ __device__ __forceinline__ void tma_load_2d(void* destination, const CUtensorMap
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
       " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_address(destination)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_address(barrier))
+      : "memory");
+}
+
+// tma_load_2d into every CTA of the cluster named in `cta_mask` (bit r: rank r): the box lands at
+// the same shared-memory offset as `destination` in each, and its bytes complete on the barrier at
+// `barrier`'s offset in each.
+__device__ __forceinline__ void tma_load_2d_multicast(void* destination, const CUtensorMap* map,
+                                                      uint64_t* barrier, int inner, int outer,
+                                                      uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(smem_address(destination)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(smem_address(barrier)),
+      "h"(cta_mask)
       : "memory");
 }
 

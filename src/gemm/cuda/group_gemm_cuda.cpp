@@ -18,14 +18,44 @@ namespace {
 // FP8NN_GROUP_GEMM=auto (or unset) takes the sm90 kernel for activations whose groups split rows,
 // which beats the cuBLASLt K split at every benchmarked shape (docs/kernels.md). Rows of one group
 // (per-row scales) stay on cuBLASLt's OUTER_VEC path either way (the kernel is not asked).
-GroupGemmRoute parse_route(const char* value) {
+// The route, and the sm90 tile after a colon ("sm90:256x2").
+struct RouteSetting {
+  GroupGemmRoute route = GroupGemmRoute::Auto;
+  Sm90Tile tile;
+};
+
+RouteSetting parse_route(const char* value) {
   const std::string text = value == nullptr ? "" : value;
-  if (text.empty() || text == "auto") return GroupGemmRoute::Auto;
-  if (text == "cublaslt") return GroupGemmRoute::CublasLt;
-  if (text == "mma") return GroupGemmRoute::Mma;
-  if (text == "sm90") return GroupGemmRoute::Sm90;
-  TORCH_CHECK_VALUE(false, "fp8nn: FP8NN_GROUP_GEMM must be cublaslt, mma, sm90 or auto, got '",
+  const auto colon = text.find(':');
+  const std::string name = text.substr(0, colon);
+  RouteSetting setting;
+  if (name.empty() || name == "auto") {
+    setting.route = GroupGemmRoute::Auto;
+  } else if (name == "cublaslt") {
+    setting.route = GroupGemmRoute::CublasLt;
+  } else if (name == "mma") {
+    setting.route = GroupGemmRoute::Mma;
+  } else if (name == "sm90") {
+    setting.route = GroupGemmRoute::Sm90;
+  } else {
+    TORCH_CHECK_VALUE(false,
+                      "fp8nn: FP8NN_GROUP_GEMM must be cublaslt, mma, sm90 or auto (sm90 and auto "
+                      "optionally with a tile, e.g. sm90:256x2), got '",
+                      text, "'");
+  }
+  if (colon == std::string::npos) return setting;
+  const std::string tile = text.substr(colon + 1);
+  const bool takes_tile =
+      setting.route == GroupGemmRoute::Sm90 || setting.route == GroupGemmRoute::Auto;
+  const bool pairs = tile.size() > 2 && tile.compare(tile.size() - 2, 2, "x2") == 0;
+  const std::string height = pairs ? tile.substr(0, tile.size() - 2) : tile;
+  TORCH_CHECK_VALUE(takes_tile && (height == "128" || height == "256"),
+                    "fp8nn: FP8NN_GROUP_GEMM's tile (after the colon) must be 128, 256, 128x2 or "
+                    "256x2, after sm90 or auto, got '",
                     text, "'");
+  setting.tile.tile_m = height == "256" ? 256 : 128;
+  setting.tile.cluster_m = pairs ? 2 : 1;
+  return setting;
 }
 
 // FP8 data as [rows, K] with unit stride along K; the leading dim is the row stride.
@@ -48,17 +78,29 @@ int device_sm(c10::DeviceIndex device) {
 }  // namespace
 
 namespace {
-// The parsed FP8NN_GROUP_GEMM, or -1 before it is read (or after reload_group_gemm_route).
+// The parsed FP8NN_GROUP_GEMM (route, tile height and cluster size packed into one value), or -1
+// before it is read (or after reload_group_gemm_route).
 std::atomic<int> cached_route{-1};
+
+RouteSetting route_setting() {
+  const int cached = cached_route.load();
+  if (cached >= 0) {
+    RouteSetting setting;
+    setting.route = static_cast<GroupGemmRoute>(cached & 0xff);
+    setting.tile.tile_m = (cached >> 8) & 0x1ff;
+    setting.tile.cluster_m = cached >> 17;
+    return setting;
+  }
+  const RouteSetting setting = parse_route(std::getenv("FP8NN_GROUP_GEMM"));  // may throw
+  cached_route.store(static_cast<int>(setting.route) | setting.tile.tile_m << 8 |
+                     setting.tile.cluster_m << 17);
+  return setting;
+}
 }  // namespace
 
-GroupGemmRoute group_gemm_route() {
-  const int cached = cached_route.load();
-  if (cached >= 0) return static_cast<GroupGemmRoute>(cached);
-  const GroupGemmRoute route = parse_route(std::getenv("FP8NN_GROUP_GEMM"));  // may throw
-  cached_route.store(static_cast<int>(route));
-  return route;
-}
+GroupGemmRoute group_gemm_route() { return route_setting().route; }
+
+Sm90Tile group_gemm_sm90_tile() { return route_setting().tile; }
 
 void reload_group_gemm_route() { cached_route.store(-1); }
 
@@ -82,7 +124,10 @@ ScopedGroupGemmRoute::~ScopedGroupGemmRoute() {
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,
-                                                int tile_m) {
+                                                Sm90Tile tile) {
+  if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0) {
+    tile = group_gemm_sm90_tile();
+  }
   const int64_t M = a.data.size(0), K = a.data.size(1), N = b.data.size(0);
   const auto a_data = k_major(a.data);
   const auto b_data = k_major(b.data);
@@ -115,7 +160,8 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.b_group_size = b.group_size;
   args.a_group_rows = kernel == GroupGemmKernel::Mma ? 1 : a.group_rows;
   args.b_group_rows = kernel == GroupGemmKernel::Mma ? 1 : b.group_rows;
-  args.tile_m = tile_m;
+  args.tile_m = tile.tile_m;
+  args.cluster_m = tile.cluster_m;
   if (b_scale_k_major.defined()) args.b_scale_inv_k_major = b_scale_k_major.data_ptr<float>();
   args.c = out.data_ptr();
   args.bias = epilogue_bias ? epilogue_bias->data_ptr() : nullptr;

@@ -27,6 +27,18 @@ enum class GroupGemmRoute { CublasLt, Mma, Sm90, Auto };
 /// fixed and reload_group_gemm_route() called.
 GroupGemmRoute group_gemm_route();
 
+/// group_gemm_sm90's tile configuration (kernels::GroupGemmArgs::tile_m and cluster_m); zeros let
+/// the kernel choose.
+struct Sm90Tile {
+  int tile_m = 0;
+  int cluster_m = 0;
+};
+
+/// The tile FP8NN_GROUP_GEMM names after the route, for measuring the configurations in whole
+/// training steps: "sm90:256" (256-row tiles), "sm90:128x2" (128-row tiles in clusters of two CTAs
+/// along M sharing b's tile), "auto:256x2", ...; without one, zeros. Read and kept with the route.
+Sm90Tile group_gemm_sm90_tile();
+
 /// Makes the next group_gemm_route() read FP8NN_GROUP_GEMM again: for tests and benchmarks that
 /// switch the route while running.
 void reload_group_gemm_route();
@@ -52,10 +64,10 @@ enum class GroupGemmKernel { Mma, Sm90 };
 /// when that kernel does not support the problem (Sm90: see group_gemm_sm90_unsupported_reason).
 /// a: [M, K], b: [N, K], any group sizes and group rows (Mma); CUDA errors raise c10::Error. The
 /// kernels always promote every K-chunk to fp32, so scaled_mm's fast_accumulation flag does not
-/// apply to them. tile_m: group_gemm_sm90's tile height (GroupGemmArgs::tile_m; 0 lets it choose).
+/// apply to them. tile: group_gemm_sm90's configuration; zeros take group_gemm_sm90_tile().
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,
-                                                int tile_m = 0);
+                                                Sm90Tile tile = {});
 
 }  // namespace fp8nn::cuda

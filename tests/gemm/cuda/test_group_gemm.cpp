@@ -114,13 +114,16 @@ struct Case {
   bool b_blocks = false;      // b per 128x128 block instead of per tensor
   int tile_m = 0;             // group_gemm_sm90's tile height (0: its choice)
   bool b_row_groups = false;  // b per row and 128 of K instead of per tensor
+  int cluster_m = 0;          // group_gemm_sm90's CTAs per cluster (0: its choice)
 };
 
 // Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
 void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
-                   const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0) {
+                   const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0,
+                   int cluster_m = 0) {
   auto args = args_for(a, b, bias, out);
   args.tile_m = tile_m;
+  args.cluster_m = cluster_m;
   torch::Tensor b_k_major;  // freed after the launch: later work on the stream runs after it
   if (b.group_size > 0 && b.group_rows == 1) {
     b_k_major = b.scale_inv.t().contiguous();
@@ -135,7 +138,7 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
 void check_case(const Case& c, Kernel kernel, bool use_api) {
   CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, c.b_blocks, c.tile_m,
-          c.b_row_groups, use_api);
+          c.b_row_groups, c.cluster_m, use_api);
   const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0, c.format_a, c.group_a);
   // A spread of magnitudes across b's blocks, so that each block scale matters.
   const auto b_values = torch::randn({c.N, c.K}) * torch::exp(torch::randn({1, c.K}) * 2.0);
@@ -156,7 +159,7 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
   } else {
     got = torch::full({c.M, c.N}, std::numeric_limits<float>::quiet_NaN(),
                       torch::dtype(c.out).device(torch::kCUDA));
-    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got, c.tile_m);
+    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got, c.tile_m, c.cluster_m);
   }
   const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
   const auto allowed = magnitude_sum(a, b, bias) * relative_bound(kernel, c.K, c.out) + 0x1p-24;
@@ -300,6 +303,33 @@ TEST_CASE("group_gemm_sm90's 256-row tile and its 128x128 block-scaled b match t
   }
 }
 
+TEST_CASE("group_gemm_sm90 in clusters of two CTAs sharing b's tile matches the CPU reference") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
+  fp8nn::test::seed_torch();
+  // M-block counts odd and even, 1 included (the cluster's second CTA then has no rows of its
+  // own and runs for its peer only), for both tile heights; one and many N-blocks (more cluster
+  // tiles than the device holds clusters at 4000 x 2048); K with a short last block.
+  const std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 16},      {100, 128, 256},
+                                                      {129, 272, 1040}, {300, 512, 4096},
+                                                      {513, 384, 640},  {4000, 2048, 256}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{4096}}) {
+      for (int tile_m : {128, 256}) {
+        for (bool b_blocks : {false, true}) {
+          const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
+          Case c{s[0],           s[1],     s[2],  group, format, kOutDtypes[index % 3],
+                 index % 4 != 3, b_blocks, tile_m};
+          c.cluster_m = 2;
+          ++index;
+          check_case(c, Kernel::Sm90, /*use_api=*/false);
+        }
+      }
+    }
+  }
+}
+
 namespace {
 
 // rows x K data drawn from `values` (each exact in `format`) with every scale_inv equal to
@@ -430,6 +460,46 @@ TEST_CASE("scaled_mm rejects an unknown FP8NN_GROUP_GEMM value, naming it") {
     const std::string message = e.what();
     CHECK(message.find("FP8NN_GROUP_GEMM") != std::string::npos);
     CHECK(message.find("'fastest'") != std::string::npos);
+  }
+}
+
+TEST_CASE("FP8NN_GROUP_GEMM names group_gemm_sm90's tile after the route") {
+  using fp8nn::cuda::group_gemm_route;
+  using fp8nn::cuda::group_gemm_sm90_tile;
+  using fp8nn::cuda::GroupGemmRoute;
+  const auto tile_is = [](int tile_m, int cluster_m) {
+    const auto tile = group_gemm_sm90_tile();
+    return tile.tile_m == tile_m && tile.cluster_m == cluster_m;
+  };
+  {
+    const ScopedRoute scoped("sm90");
+    CHECK(group_gemm_route() == GroupGemmRoute::Sm90);
+    CHECK(tile_is(0, 0));
+  }
+  {
+    const ScopedRoute scoped("sm90:256x2");
+    CHECK(group_gemm_route() == GroupGemmRoute::Sm90);
+    CHECK(tile_is(256, 2));
+  }
+  {
+    const ScopedRoute scoped("auto:128");
+    CHECK(group_gemm_route() == GroupGemmRoute::Auto);
+    CHECK(tile_is(128, 1));
+  }
+  {
+    const ScopedRoute scoped("sm90:128x2");
+    CHECK(tile_is(128, 2));  // the tile is read first here, with the route
+    CHECK(group_gemm_route() == GroupGemmRoute::Sm90);
+  }
+  for (const char* bad : {"sm90:64", "cublaslt:256", "mma:128x2", "sm90:", "sm90:256x4"}) {
+    CAPTURE(bad);
+    const ScopedRoute scoped(bad);
+    CHECK_THROWS_AS(group_gemm_route(), c10::ValueError);
+    try {
+      group_gemm_sm90_tile();
+    } catch (const c10::Error& e) {
+      CHECK(std::string(e.what()).find(std::string("'") + bad + "'") != std::string::npos);
+    }
   }
 }
 
@@ -652,6 +722,12 @@ TEST_CASE("group_gemm_sm90 names what it refuses among the block-scaled configur
   CHECK(reason(row_groups).empty());
   row_groups.tile_m = 256;
   CHECK(reason(row_groups) == "256-row tiles take b per tensor or per block");
+  row_groups.tile_m = 128;
+  row_groups.cluster_m = 2;
+  CHECK(reason(row_groups) == "clusters of two CTAs take b per tensor or per block");
+  blocks.a_format = K::Fp8Format::kE4M3;
+  blocks.cluster_m = 2;
+  CHECK(reason(blocks).empty());
 
   auto other_b = args();
   other_b.b_group_size = 64;
@@ -664,6 +740,9 @@ TEST_CASE("group_gemm_sm90 names what it refuses among the block-scaled configur
   auto bad_tile = args();
   bad_tile.tile_m = 64;
   CHECK(std::string(K::group_gemm_invalid_reason(bad_tile)) == "tile_m must be 0, 128 or 256");
+  auto bad_cluster = args();
+  bad_cluster.cluster_m = 3;
+  CHECK(std::string(K::group_gemm_invalid_reason(bad_cluster)) == "cluster_m must be 0, 1 or 2");
   auto bad_rows = args();
   bad_rows.b_group_rows = 0;
   CHECK(std::string(K::group_gemm_invalid_reason(bad_rows)) == "group rows must be >= 1");

@@ -1,0 +1,90 @@
+// The persistent sm90 GEMM's tile order (kernels/gemm/sm90_tile_scheduler.h), on the CPU: every
+// output tile is computed exactly once whatever the number of clusters, the CTAs of a cluster
+// always share b's tile (the same N-block, consecutive M-blocks), and a CTA past M appears only
+// where the cluster size does not divide the M-blocks.
+
+#include "catch.h"
+#include "kernels/gemm/sm90_tile_scheduler.h"
+
+#include <map>
+#include <utility>
+
+namespace {
+
+using fp8nn::kernels::sm90::kRasterWidth;
+using fp8nn::kernels::sm90::TileScheduler;
+
+// Walks the schedule as the kernel's CTAs do: cluster c of `clusters` takes the cluster tiles
+// c, c + clusters, ...; each of its cluster_m CTAs the tile of its rank.
+void check_schedule(int m_blocks, int n_blocks, int cluster_m, int clusters) {
+  CAPTURE(m_blocks, n_blocks, cluster_m, clusters);
+  const TileScheduler schedule{m_blocks, n_blocks, cluster_m};
+  REQUIRE(schedule.cluster_tiles() == (m_blocks + cluster_m - 1) / cluster_m * n_blocks);
+  std::map<std::pair<int, int>, int> visits;
+  int spare = 0;
+  for (int c = 0; c < clusters; ++c) {
+    for (int t = c; t < schedule.cluster_tiles(); t += clusters) {
+      int first_m = -1, first_n = -1;
+      for (int rank = 0; rank < cluster_m; ++rank) {
+        int m = -1, n = -1;
+        schedule.tile(t, rank, m, n);
+        REQUIRE(n >= 0);
+        REQUIRE(n < n_blocks);
+        REQUIRE(m >= 0);
+        if (rank == 0) {
+          first_m = m;
+          first_n = n;
+          REQUIRE(m % cluster_m == 0);
+        } else {
+          CHECK(n == first_n);         // the cluster shares b's tile
+          CHECK(m == first_m + rank);  // and takes consecutive M-blocks
+        }
+        if (m < m_blocks) {
+          ++visits[{m, n}];
+        } else {
+          REQUIRE(m < m_blocks - m_blocks % cluster_m + cluster_m);  // the last row's spare ranks
+          ++spare;
+        }
+      }
+    }
+  }
+  CHECK(static_cast<int>(visits.size()) == m_blocks * n_blocks);
+  for (const auto& [tile, count] : visits) {
+    CAPTURE(tile.first, tile.second);
+    CHECK(count == 1);
+  }
+  const int expected_spare = m_blocks % cluster_m == 0 ? 0 : (cluster_m - m_blocks % cluster_m);
+  CHECK(spare == expected_spare * n_blocks);
+}
+
+}  // namespace
+
+TEST_CASE("the sm90 tile schedule computes every output tile once, clusters sharing b's tile") {
+  for (int cluster_m : {1, 2}) {
+    for (int m_blocks : {1, 2, 3, 7, 32, 33, 64}) {
+      for (int n_blocks : {1, 2, 15, kRasterWidth, kRasterWidth + 1, 3 * kRasterWidth + 5, 112}) {
+        for (int clusters : {1, 5, 66, 132, 1000}) {
+          check_schedule(m_blocks, n_blocks, cluster_m, clusters);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("the sm90 tile schedule runs down raster columns of kRasterWidth N-blocks") {
+  // The first kRasterWidth * cluster_rows() cluster tiles stay inside the first N-column, N
+  // fastest: consecutive CTAs of a wave read the same a rows and neighbouring b tiles.
+  const TileScheduler schedule{8, 40, 2};
+  for (int t = 0; t < kRasterWidth * schedule.cluster_rows(); ++t) {
+    int m = -1, n = -1;
+    schedule.tile(t, 0, m, n);
+    CHECK(n == t % kRasterWidth);
+    CHECK(m == 2 * (t / kRasterWidth));
+  }
+  // The last column is narrower (40 = 2 * 16 + 8): N wraps at its width.
+  const int last_column = 2 * kRasterWidth * schedule.cluster_rows();
+  int m = -1, n = -1;
+  schedule.tile(last_column + 9, 1, m, n);
+  CHECK(n == 2 * kRasterWidth + 1);
+  CHECK(m == 2 * 1 + 1);
+}
