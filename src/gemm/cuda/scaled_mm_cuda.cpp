@@ -11,7 +11,8 @@
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
 //     add nothing to any dot product, and padded rows of b only make output columns that are
-//     dropped. M needs no padding (it is cuBLASLt's n, on which FP8 puts no constraint).
+//     dropped. M needs no padding (it is cuBLASLt's n, on which FP8 puts no constraint with these
+//     scale modes; the block modes of 0. pad it too).
 //  2. Groups that split rows: K split at the group boundaries, one cuBLASLt product per slice.
 //  3. Otherwise, or when cuBLASLt refuses: the reference product (dequantize, fp32 matmul) on the
 //     device.
@@ -207,11 +208,15 @@ c10::optional<torch::Tensor> block_product(const QuantizedTensor& a, const Quant
 
   // K in whole blocks of 128 (the block modes scale per 128 of K; a short last block is not
   // something to rely on them for): zeros add nothing, and the last block keeps its scale.
+  // M as well as N in multiples of 16: unlike the per-tensor modes, a 1x128-scaled operand needs
+  // its rows (cuBLASLt's n for a) in multiples of 8, and its scales' rows then stay 16-byte
+  // aligned per K block.
   const int64_t padded_K = round_up(K, kBlockSize);
+  const int64_t padded_M = round_up(M, kDimMultiple);
   const int64_t padded_N = round_up(N, kDimMultiple);
-  const auto a_data = padded_data(a.data, M, padded_K);
+  const auto a_data = padded_data(a.data, padded_M, padded_K);
   const auto b_data = padded_data(b.data, padded_N, padded_K);
-  const auto a_scale = block_scales(a, *a_mode, M);
+  const auto a_scale = block_scales(a, *a_mode, padded_M);
   const auto b_scale = block_scales(b, *b_mode, padded_N);
 
   // The epilogue's bias as on the per-tensor path; should cuBLASLt refuse it with these modes,
@@ -219,13 +224,13 @@ c10::optional<torch::Tensor> block_product(const QuantizedTensor& a, const Quant
   const bool has_bias = bias.has_value() && bias->defined();
   const auto run = [&](const c10::optional<torch::Tensor>& epilogue_bias,
                        at::ScalarType dtype) -> c10::optional<torch::Tensor> {
-    auto out = cuda::empty({M, padded_N}, dtype, a.data.device());
+    auto out = cuda::empty({padded_M, padded_N}, dtype, a.data.device());
     const cuda::FP8Operand lt_a{a_data, a_scale, *a_mode};
     const cuda::FP8Operand lt_b{b_data, b_scale, *b_mode};
     if (!cuda::cublaslt_scaled_mm(lt_a, lt_b, epilogue_bias, out, /*fast_accumulation=*/false)) {
       return c10::nullopt;
     }
-    if (padded_N != N) out = out.narrow(1, 0, N).contiguous();
+    if (padded_M != M || padded_N != N) out = out.narrow(0, 0, M).narrow(1, 0, N).contiguous();
     return out;
   };
   if (has_bias && out_dtype != at::kFloat) {

@@ -139,9 +139,12 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
 void check_case(const Case& c, Kernel kernel, bool use_api) {
   CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, c.b_blocks, c.tile_m,
           c.b_row_groups, c.cluster_m, use_api);
-  const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0, c.format_a, c.group_a);
-  // A spread of magnitudes across b's blocks, so that each block scale matters.
-  const auto b_values = torch::randn({c.N, c.K}) * torch::exp(torch::randn({1, c.K}) * 2.0);
+  // Magnitudes spread across a's rows, and across b's rows and K (so across b's blocks), so that
+  // a kernel applying another row's or block's scale misses the bound by more than the rounding.
+  const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0 * torch::exp(torch::randn({c.M, 1})),
+                              c.format_a, c.group_a);
+  const auto b_values = torch::randn({c.N, c.K}) * torch::exp(torch::randn({1, c.K}) * 2.0) *
+                        torch::exp(torch::randn({c.N, 1}) * 2.0);
   const auto b = c.b_blocks       ? F::quantize_per_block(b_values, Format::E4M3)
                  : c.b_row_groups ? quantize_cpu(b_values, Format::E4M3, fp8nn::kBlockSize)
                                   : quantize_cpu(b_values, Format::E4M3, 0);
@@ -263,9 +266,11 @@ TEST_CASE(
   if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
   fp8nn::test::seed_torch();
   // N not a multiple of 128 (the scale box's tail reads zeros), one and several K blocks, a short
-  // last K block; a per tensor and per row group.
-  const std::vector<std::array<int64_t, 3>> shapes = {
-      {1, 16, 16}, {100, 128, 256}, {129, 272, 1040}, {300, 512, 4096}, {513, 400, 640}};
+  // last K block; a per tensor and per row group; more tiles than SMs (CTAs take a second tile,
+  // and the tile order a second raster column).
+  const std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 16},      {100, 128, 256},
+                                                      {129, 272, 1040}, {300, 512, 4096},
+                                                      {513, 400, 640},  {1100, 2320, 256}};
   int index = 0;
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}}) {
@@ -282,9 +287,10 @@ TEST_CASE("group_gemm_sm90's 256-row tile and its 128x128 block-scaled b match t
   if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
   fp8nn::test::seed_torch();
   // Ragged M (a tile's second wave partly or wholly past M), one and several tiles along N, K
-  // with a short last block; a per tensor, per row group and per row.
-  const std::vector<std::array<int64_t, 3>> shapes = {
-      {1, 16, 16}, {100, 128, 256}, {129, 272, 1040}, {300, 512, 4096}, {513, 384, 640}};
+  // with a short last block; a per tensor, per row group and per row; more tiles than SMs.
+  const std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 16},      {100, 128, 256},
+                                                      {129, 272, 1040}, {300, 512, 4096},
+                                                      {513, 384, 640},  {1100, 2320, 256}};
   int index = 0;
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}, int64_t{4096}}) {

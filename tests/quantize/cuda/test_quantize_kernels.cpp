@@ -448,8 +448,11 @@ TEST_CASE(
     return torch::equal(got.isnan(), nan) &&
            count_bit_differences(got.masked_fill(nan, 0.0), want.masked_fill(nan, 0.0)) == 0;
   };
+  // Vectorized full tiles beside scalar ragged ones in one launch (300 x 384), and full tiles with
+  // vectorized loads but scalar transposed stores (136 x 256: rows not a multiple of 16).
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
-      {1, 1}, {128, 128}, {129, 130}, {256, 384}, {300, 257}, {64, 4096}, {4097, 3}, {512, 512}};
+      {1, 1},     {128, 128}, {129, 130}, {256, 384}, {300, 257},
+      {64, 4096}, {4097, 3},  {512, 512}, {300, 384}, {136, 256}};
   int index = 0;
   for (const auto& [rows, cols] : shapes) {
     for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
