@@ -196,8 +196,8 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
 // The blockwise (DeepSeek-V3) products: "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the
 // forward and the input gradient), on cuBLASLt's block scale mode (FP8NN_GROUP_GEMM=cublaslt, the
 // peer) and on group_gemm_sm90 with 128- and 256-row tiles, alone or in clusters of two CTAs
-// ("x2"); "1D1D", a times b per 1x128 (the
-// weight gradient's form), on cuBLASLt and on group_gemm_sm90. The variants of a form are timed
+// ("x2"); "1D1D", a times b per 1x128 (the weight gradient's form), on cuBLASLt and on
+// group_gemm_sm90 (alone and in clusters of two). The variants of a form are timed
 // interleaved with at::_scaled_mm tensorwise with fast accumulation, the ceiling a blockwise
 // product is measured against. Every variant promotes per 128 of K (cuBLASLt's block modes
 // accumulate precisely only). check: relative difference to the product of the dequantized
@@ -232,15 +232,16 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     };
   };
   const std::vector<std::pair<const std::vector<fp8nn::QuantizedTensor>*, std::vector<Variant>>>
-      forms = {
-          {&b_blocks,
-           {{"bw 1D2D cublaslt", cublaslt(b_blocks)},
-            {"bw 1D2D sm90 128", sm90_tile(b_blocks, 128, 1)},
-            {"bw 1D2D sm90 256", sm90_tile(b_blocks, 256, 1)},
-            {"bw 1D2D sm90 128x2", sm90_tile(b_blocks, 128, 2)},
-            {"bw 1D2D sm90 256x2", sm90_tile(b_blocks, 256, 2)}}},
-          {&b_rows,
-           {{"bw 1D1D cublaslt", cublaslt(b_rows)}, {"bw 1D1D sm90", sm90_tile(b_rows, 128, 1)}}}};
+      forms = {{&b_blocks,
+                {{"bw 1D2D cublaslt", cublaslt(b_blocks)},
+                 {"bw 1D2D sm90 128", sm90_tile(b_blocks, 128, 1)},
+                 {"bw 1D2D sm90 256", sm90_tile(b_blocks, 256, 1)},
+                 {"bw 1D2D sm90 128x2", sm90_tile(b_blocks, 128, 2)},
+                 {"bw 1D2D sm90 256x2", sm90_tile(b_blocks, 256, 2)}}},
+               {&b_rows,
+                {{"bw 1D1D cublaslt", cublaslt(b_rows)},
+                 {"bw 1D1D sm90", sm90_tile(b_rows, 128, 1)},
+                 {"bw 1D1D sm90 x2", sm90_tile(b_rows, 128, 2)}}}};
   for (const auto& [b, variants] : forms) {
     // The exact product of the dequantized operands, up to fp32 accumulation.
     const auto reference = at::matmul(F::dequantize(a_rows[0]), F::dequantize((*b)[0]).t());

@@ -49,8 +49,8 @@ struct GroupGemmArgs {
   Fp8Format b_format = Fp8Format::kE4M3;
   HighPrecision out_type = HighPrecision::kBFloat16;
   int tile_m = 0;  ///< group_gemm_sm90's tile height: 128 or 256; 0 lets it choose
-  /// group_gemm_sm90's CTAs per cluster along M, which share b's tile by TMA multicast: 1 or 2
-  /// (b per tensor or per block); 0 lets it choose
+  /// group_gemm_sm90's CTAs per cluster along M, which share b's tile by TMA multicast: 1 or 2;
+  /// 0 lets it choose
   int cluster_m = 0;
   /// group_gemm_sm90 with b per row and 128 of K (b_group_size 128, b_group_rows 1): the values
   /// of b_scale_inv K-block-major, [ceil(k / 128), n] contiguous (its TMA loads a K block's
@@ -77,7 +77,7 @@ cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 /// last two with a E4M3; per row group with b_scale_inv_k_major, 128-row tiles), a per tensor or
 /// with groups of one row that are multiples of 128 (or cover the row), M, N >= 1. M is free
 /// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 (tile_m 0 or 128) or 256 x 128,
-/// in clusters of one CTA (cluster_m 0 or 1) or two along M (b per tensor or per block).
+/// in clusters of one CTA (cluster_m 0 or 1) or two along M.
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm);
 
 inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) {

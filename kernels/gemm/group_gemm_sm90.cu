@@ -268,10 +268,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 // map_b_scale: b's scales K-block-major ([k_blocks, n] fp32, boxes of 128 x 1) for kPerRowGroup;
 // unused otherwise.
 // Cluster: CTAs per cluster, stacked along M (sm90_tile_scheduler.h). With 2, each CTA loads half
-// of b's tile (map_b's box: 64 rows) and multicasts it into both CTAs' stage, so b crosses L2
-// once per pair; each CTA's consumers release a stage on both CTAs' "empty" barriers, as both
-// producers write into it, and each producer finally waits for its stages' last releases, so that
-// no arrival from the peer reaches a CTA that has exited.
+// of b's tile (map_b's box: 64 rows; with kPerRowGroup also half of its column scales) and
+// multicasts it into both CTAs' stage, so b crosses L2 once per pair; each CTA's consumers release
+// a stage on both CTAs' "empty" barriers, as both producers write into it, and each producer
+// finally waits for its stages' last releases, so that no arrival from the peer reaches a CTA that
+// has exited.
 template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster>
 __global__ void __launch_bounds__(kThreads, 1)
     group_gemm_sm90_general_kernel(const __grid_constant__ CUtensorMap map_a,
@@ -281,7 +282,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   using T = Tile<Waves, B>;
   constexpr bool kRowGroupB = B == BScale::kPerRowGroup;
   static_assert(Cluster == 1 || Cluster == 2, "clusters of one or two CTAs");
-  static_assert(Cluster == 1 || !kRowGroupB, "per-column b scales come with a CTA's own stage");
   // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
   __shared__ uint64_t full[T::kStages];
   __shared__ uint64_t empty[T::kStages];
@@ -353,7 +353,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
           sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
         }
-        if (kRowGroupB) {
+        if constexpr (kRowGroupB && Cluster > 1) {  // b's column scales are shared like b
+          sm90::tma_load_2d_multicast(b_scales(stage) + rank * kBRowsPerCta, &map_b_scale,
+                                      &full[stage], n_block * kBlockN + rank * kBRowsPerCta, kb,
+                                      kClusterMask);
+        } else if constexpr (kRowGroupB) {
           sm90::tma_load_2d(b_scales(stage), &map_b_scale, &full[stage], n_block * kBlockN, kb);
         }
         next_stage();
@@ -546,12 +550,14 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   FP8NN_KERNELS_TRY(
       encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN / Cluster));
   if (B == BScale::kPerRowGroup) {
-    // [k_blocks, n] fp32 rows of n values; a box is one K block's 128 columns (zeros past n).
+    // [k_blocks, n] fp32 rows of n values; a box is one K block's 128 columns (zeros past n), or
+    // a cluster CTA's share of them.
     const int64_t k_blocks = (args.k + kBlockK - 1) / kBlockK;
     FP8NN_KERNELS_TRY(sm90::encode_tensor_map_2d(
         &map_b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, args.b_scale_inv_k_major,
         static_cast<uint64_t>(args.n), static_cast<uint64_t>(k_blocks),
-        static_cast<uint64_t>(args.n) * sizeof(float), kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE));
+        static_cast<uint64_t>(args.n) * sizeof(float), kBlockN / Cluster, 1,
+        CU_TENSOR_MAP_SWIZZLE_NONE));
   } else {
     map_b_scale = map_b;  // a valid map the kernel never reads
   }
@@ -714,7 +720,6 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
       return "b per row group needs b_scale_inv_k_major, 16-byte aligned";
     }
     if (args.tile_m == 256) return "256-row tiles take b per tensor or per block";
-    if (args.cluster_m == 2) return "clusters of two CTAs take b per tensor or per block";
   }
   if (args.a_group_size != 0 && args.a_group_rows != 1) {
     return "a must be scaled per tensor, per row or per row group";
@@ -750,8 +755,10 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   if (args.b_group_size != 0 && args.b_group_rows == 1) {  // per row group: a E4M3, 128 rows
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      return launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup, 1>(args, stream, device,
-                                                                        sm_count);
+      return pairs ? launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup, 2>(args, stream,
+                                                                                device, sm_count)
+                   : launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup, 1>(args, stream,
+                                                                                device, sm_count);
     });
   }
   if (args.b_group_size != 0) {  // per 128x128 block; a is E4M3 (unsupported_reason)
