@@ -12,8 +12,10 @@
 //   [ceil(rows / R), ceil(K / G)] contiguous, sa(m, k) = a_scale_inv[(m / R) * ceil(K/G) + k / G]
 //   (a 128x128 block-scaled weight: G = R = 128).
 // Accumulation: each K-chunk that lies inside one group of both operands is summed by the tensor
-// cores from zero, then promoted: total += (partial * sa) * sb in fp32 (DeepGEMM-style; never
-// sa * sb first, which can overflow or lose bits where the reference's (a * sa)(b * sb) does not).
+// cores from zero, then promoted: total += (partial * sa) * sb in fp32 (DeepGEMM-style). sa * sb
+// may be formed first only where it is a normal float: then partial * (sa * sb) rounds as often
+// and over- or underflows only where the true product does; a zero, subnormal or infinite sa * sb
+// would lose bits or overflow where the reference's (a * sa)(b * sb) does not.
 //
 // Two implementations:
 //  - group_gemm_mma: portable (sm_80+ tensor cores via exact FP8 -> fp16 conversion), any M, N, K

@@ -14,11 +14,13 @@
 //  - per K block and wave a consumer runs 4 wgmma m64n128k32 (FP8 x FP8 -> fp32) into a fresh
 //    `partial`, waits for them, frees the stage after the last wave, and promotes:
 //    total += partial * sa[row, group] (then * sb of the block, or of the column, where b's scale
-//    changes along K). A K block never crosses a group (G % 128 == 0), so every block has one
-//    scale per row. A per-tensor sb is applied once in the epilogue: c = total * sb + bias;
+//    changes along K; with b per block, partial * (sa * sb) where that is normal for every row of
+//    the warp). A K block never crosses a group (G % 128 == 0), so every block has one scale per
+//    row. A per-tensor sb is applied once in the epilogue: c = total * sb + bias;
 //  - the epilogue stores straight from registers (2 elements per store).
 // Tile order: columns of kRasterWidth N-blocks, M-blocks down each column, so a wave of CTAs
-// shares both operand slices in L2.
+// shares both operand slices in L2 (sm90_tile_scheduler.h for the general kernel, whose CTAs may
+// also pair up in clusters along M that share b's tile by TMA multicast).
 //
 // The PTX it is built from (mbarriers, TMA loads, wgmma, setmaxnreg) is in sm90_pipeline.cuh, the
 // tensor-map encoding in sm90_tensor_map.h; this file holds the tiles, the kernel and its launcher.
@@ -32,6 +34,7 @@
 #include <cuda_fp16.h>
 
 #include <atomic>
+#include <cfloat>
 #include <cstdint>
 #include <type_traits>
 
@@ -458,24 +461,46 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         };
         if (!kRowGroupB && v == Waves - 1) release_stage();
-        // total += partial * sa, then * sb where b's scale changes along K (never sa * sb first,
-        // see group_gemm.h).
+        // total += partial * sa, then * sb where b's scale changes along K. With b per block, the
+        // warp takes one multiply-add per element, partial * (sa * sb), when every row's sa * sb
+        // of its own is a normal float (rows past M do not count: they are never stored); else
+        // the two multiplies (group_gemm.h).
+        float row_scales[2] = {0.0f, 0.0f};
+        bool fused = false;
+        if constexpr (B == BScale::kPerBlock) {
+          bool normal = true;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            row_scales[h] = scales[v][h] * block_scale;
+            const float magnitude = fabsf(row_scales[h]);
+            normal &= scale_rows[v][h] == nullptr || (magnitude >= FLT_MIN && magnitude <= FLT_MAX);
+          }
+          fused = __all_sync(0xffffffffu, normal);
+        }
+        if (fused) {
+#pragma unroll
+          for (int i = 0; i < kAccumulators; ++i) {
+            total[v][i] = fmaf(partial[i], row_scales[(i % 4) / 2], total[v][i]);
+          }
+        }
         const float* const column_scales = kRowGroupB ? b_scales(stage) + col_in_block : nullptr;
+        if (!fused) {
 #pragma unroll
-        for (int j = 0; j < kAccumulators / 4; ++j) {
-          float2 column_pair = make_float2(1.0f, 1.0f);
-          if (kRowGroupB) column_pair = *reinterpret_cast<const float2*>(column_scales + 8 * j);
+          for (int j = 0; j < kAccumulators / 4; ++j) {
+            float2 column_pair = make_float2(1.0f, 1.0f);
+            if (kRowGroupB) column_pair = *reinterpret_cast<const float2*>(column_scales + 8 * j);
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float scale = scales[v][e / 2];
-            float& sum = total[v][4 * j + e];
-            if (B == BScale::kPerTensor) {
-              sum = fmaf(partial[4 * j + e], scale, sum);
-            } else if (B == BScale::kPerBlock) {
-              sum = fmaf(partial[4 * j + e] * scale, block_scale, sum);
-            } else {
-              sum =
-                  fmaf(partial[4 * j + e] * scale, e % 2 == 0 ? column_pair.x : column_pair.y, sum);
+            for (int e = 0; e < 4; ++e) {
+              const float scale = scales[v][e / 2];
+              float& sum = total[v][4 * j + e];
+              if (B == BScale::kPerTensor) {
+                sum = fmaf(partial[4 * j + e], scale, sum);
+              } else if (B == BScale::kPerBlock) {
+                sum = fmaf(partial[4 * j + e] * scale, block_scale, sum);
+              } else {
+                sum = fmaf(partial[4 * j + e] * scale, e % 2 == 0 ? column_pair.x : column_pair.y,
+                           sum);
+              }
             }
           }
         }

@@ -385,32 +385,52 @@ TEST_CASE("the kernels apply extreme scales like the CPU reference: finite, and 
        Format::E5M2,
        1.0f / kFloatMax,
        std::ldexp(1.3f, -13)},
+      // The same with E4M3 a, which group_gemm_sm90 also takes with a 128x128 block-scaled b:
+      // its one-factor promotion, partial * (sa * sb), must give way to the two multiplies.
+      // Products >= 2^-126 (normal).
+      {"sa * sb rounds in the subnormals, E4M3 a",
+       {256.0f, 288.0f, 320.0f, 384.0f, 448.0f},
+       {256.0f, 288.0f, 320.0f, 384.0f, 448.0f},
+       Format::E4M3,
+       1.0f / kFloatMax,
+       std::ldexp(1.3f, -13)},
   };
   std::vector<Kernel> kernels = {Kernel::Mma};
   if (sm90_available()) kernels.push_back(Kernel::Sm90);
   constexpr int64_t M = 40, N = 48, K_size = 256;  // sm90: N and K multiples of 16
   for (const auto& extreme : extremes) {
     for (int64_t group_a : {int64_t{0}, int64_t{128}}) {
-      const auto a = with_scale_inv(extreme.a_values, M, K_size, extreme.format_a, group_a,
-                                    extreme.a_scale_inv);
-      const auto b =
-          with_scale_inv(extreme.b_values, N, K_size, Format::E4M3, 0, extreme.b_scale_inv);
-      const auto expected = F::scaled_mm(a, b, c10::nullopt, torch::kFloat);
-      REQUIRE(torch::isfinite(expected).all().item<bool>());
-      // Every term is positive, so the result is its own magnitude sum and is compared with no
-      // absolute floor (the second case's results are ~2^-110).
-      const auto magnitude = magnitude_sum(a, b, c10::nullopt);
-      for (Kernel kernel : kernels) {
-        CAPTURE(extreme.what, group_a, kernel == Kernel::Sm90 ? "sm90" : "mma");
-        auto got = torch::full({M, N}, std::numeric_limits<float>::quiet_NaN(),
-                               torch::dtype(torch::kFloat).device(torch::kCUDA));
-        const auto a_gpu = to_cuda(a);
-        const auto b_gpu = to_cuda(b);
-        launch_kernel(kernel, a_gpu, b_gpu, c10::nullopt, got);
-        CHECK(torch::isfinite(got).all().item<bool>());
-        const auto error = (got.cpu().to(torch::kDouble) - expected.to(torch::kDouble)).abs();
-        const auto allowed = magnitude * relative_bound(kernel, K_size, torch::kFloat);
-        CHECK((error <= allowed).all().item<bool>());
+      // b per 128x128 block (group_gemm_sm90 only, with E4M3 a), and, with a per row group, rows
+      // 20..39 at scale_inv 1 (warps whose rows' sa * sb are partly normal).
+      for (bool b_blocks : {false, true}) {
+        if (b_blocks && extreme.format_a != Format::E4M3) continue;
+        auto a = with_scale_inv(extreme.a_values, M, K_size, extreme.format_a, group_a,
+                                extreme.a_scale_inv);
+        if (b_blocks && group_a > 0) a.scale_inv.narrow(0, 20, 20).fill_(1.0f);
+        auto b = with_scale_inv(extreme.b_values, N, K_size, Format::E4M3, b_blocks ? 128 : 0,
+                                extreme.b_scale_inv);
+        if (b_blocks) {
+          b.scale_inv = torch::full({1, 2}, extreme.b_scale_inv);  // [ceil(N/128), ceil(K/128)]
+          b.group_rows = 128;
+        }
+        const auto expected = F::scaled_mm(a, b, c10::nullopt, torch::kFloat);
+        REQUIRE(torch::isfinite(expected).all().item<bool>());
+        // Every term is positive, so the result is its own magnitude sum and is compared with no
+        // absolute floor (the second case's results are ~2^-110).
+        const auto magnitude = magnitude_sum(a, b, c10::nullopt);
+        for (Kernel kernel : kernels) {
+          if (b_blocks && kernel != Kernel::Sm90) continue;  // group_gemm_mma: one row per group
+          CAPTURE(extreme.what, group_a, b_blocks, kernel == Kernel::Sm90 ? "sm90" : "mma");
+          auto got = torch::full({M, N}, std::numeric_limits<float>::quiet_NaN(),
+                                 torch::dtype(torch::kFloat).device(torch::kCUDA));
+          const auto a_gpu = to_cuda(a);
+          const auto b_gpu = to_cuda(b);
+          launch_kernel(kernel, a_gpu, b_gpu, c10::nullopt, got);
+          CHECK(torch::isfinite(got).all().item<bool>());
+          const auto error = (got.cpu().to(torch::kDouble) - expected.to(torch::kDouble)).abs();
+          const auto allowed = magnitude * relative_bound(kernel, K_size, torch::kFloat);
+          CHECK((error <= allowed).all().item<bool>());
+        }
       }
     }
   }
