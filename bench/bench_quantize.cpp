@@ -16,6 +16,9 @@
 // Above kOneLaunchMaxElements the "one launch" calls take their two launches (cast.h).
 //   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
 //   per-block 128x128 (+T) quantize_per_block, both copies           read 2N + write 2N + scales
+//   per-block ... read twice  the same, each block read twice (the second from L2)
+//   per-block fp32 ...     the same two on fp32 input of the same bytes (half the rows): the
+//                          master weights' case
 // Per-tensor current scaling needs amax before the cast, so "amax+cast" and "cast+transpose
 // (+amax)" read the input twice: their bytes moved exceed the minimum by 2N (the "moved" column).
 // The "amax given" rows are the one-pass case of quantize(x, format, amax), e.g. with the amax
@@ -222,6 +225,31 @@ void run_quantize(const Options& options) {
     });
     print_row(shape, "per-block 128x128 (+T)", block_us, in_bytes + 2.0 * n + block_scale_bytes,
               in_bytes + 2.0 * n + block_scale_bytes, copy_gbps);
+    const double block_twice_us = median_us(options, stream, [&](int i) {
+      auto* scales = static_cast<float*>(group_scales[i]);
+      FP8NN_CUDA_CHECK(kernels::quantize_per_block(
+          x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), u8(out_t[i]), scales, blocks_c,
+          scales + blocks_r * blocks_c, blocks_r, stream, nullptr, false, /*read_twice=*/true));
+    });
+    print_row(shape, "per-block (+T) read twice", block_twice_us,
+              in_bytes + 2.0 * n + block_scale_bytes, 2.0 * in_bytes + 2.0 * n + block_scale_bytes,
+              copy_gbps);
+    // fp32 input (master weights), the same bytes: half the rows.
+    const int64_t rows32 = shape.rows / 2, n32 = rows32 * shape.cols;
+    const int64_t blocks_r32 = (rows32 + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
+    const double block_scale_bytes32 = 2.0 * 4 * blocks_r32 * blocks_c;
+    for (const bool read_twice : {false, true}) {
+      const double us = median_us(options, stream, [&](int i) {
+        auto* scales = static_cast<float*>(group_scales[i]);
+        FP8NN_CUDA_CHECK(kernels::quantize_per_block(
+            x[i], kernels::HighPrecision::kFloat32, rows32, shape.cols, e4m3, u8(out[i]),
+            u8(out_t[i]), scales, blocks_c, scales + blocks_r32 * blocks_c, blocks_r32, stream,
+            nullptr, false, read_twice));
+      });
+      const double min_bytes = in_bytes + 2.0 * n32 + block_scale_bytes32;
+      print_row(shape, read_twice ? "per-block fp32 read twice" : "per-block fp32 (+T)", us,
+                min_bytes, min_bytes + (read_twice ? in_bytes : 0), copy_gbps);
+    }
     FP8NN_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
   FP8NN_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -20,13 +20,40 @@ struct TileVectors {
   using Vector = Vec<T, kVec>;
 
   // Every load issued before the first use. x + r0 * cols + c0 and cols keep 16-byte alignment.
-  static __device__ __forceinline__ void load(const T* __restrict__ x, int64_t cols, int64_t r0,
-                                              int64_t c0, int tid, Vector (&v)[kLoads]) {
+  // The _part forms take the kCount vectors from the first-th on.
+  template <int kCount>
+  static __device__ __forceinline__ void load_part(const T* __restrict__ x, int64_t cols,
+                                                   int64_t r0, int64_t c0, int tid, int first,
+                                                   Vector (&v)[kCount]) {
 #pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int index = tid + k * kThreads;
+    for (int k = 0; k < kCount; ++k) {
+      const int index = tid + (first + k) * kThreads;
       const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
       v[k] = *reinterpret_cast<const Vector*>(x + (r0 + r) * cols + c0 + c);
+    }
+  }
+  static __device__ __forceinline__ void load(const T* __restrict__ x, int64_t cols, int64_t r0,
+                                              int64_t c0, int tid, Vector (&v)[kLoads]) {
+    load_part(x, cols, r0, c0, tid, 0, v);
+  }
+
+  // load_part again, through L2 only (ld.global.cg): the second read of a kernel that does not
+  // keep the first in registers. The loads are volatile asm, so that the compiler cannot keep the
+  // first read's registers alive in their place.
+  template <int kCount>
+  static __device__ __forceinline__ void load_part_again(const T* x, int64_t cols, int64_t r0,
+                                                         int64_t c0, int tid, int first,
+                                                         Vector (&v)[kCount]) {
+    static_assert(sizeof(Vector) == 16, "16-byte vectors");
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) {
+      const int index = tid + (first + k) * kThreads;
+      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
+      uint32_t w[4];
+      asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+                   : "l"(x + (r0 + r) * cols + c0 + c));
+      memcpy(&v[k], w, sizeof(w));
     }
   }
 
@@ -37,9 +64,16 @@ struct TileVectors {
                                                     uint8_t* __restrict__ out, int64_t cols,
                                                     int64_t r0, int64_t c0, uint8_t* tile, int tid,
                                                     Counter& counter) {
+    cast_store_part<F, kPitch>(v, 0, scale, out, cols, r0, c0, tile, tid, counter);
+  }
+  template <Fp8Format F, int kPitch, int kCount, typename Counter>
+  static __device__ __forceinline__ void cast_store_part(const Vector (&v)[kCount], int first,
+                                                         float scale, uint8_t* __restrict__ out,
+                                                         int64_t cols, int64_t r0, int64_t c0,
+                                                         uint8_t* tile, int tid, Counter& counter) {
 #pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      const int index = tid + k * kThreads;
+    for (int k = 0; k < kCount; ++k) {
+      const int index = tid + (first + k) * kThreads;
       const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
       const Vec<uint32_t, kVec / 4> q = cast_vec_to_fp8<F>(v[k], scale, counter);
       if (out != nullptr) {

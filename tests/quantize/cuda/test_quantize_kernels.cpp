@@ -347,8 +347,10 @@ TEST_CASE("quantize_per_block: every block quantized as its own tensor, in both 
   for (const auto& [rows, cols] : shapes) {
     for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
       for (auto f : {Format::E4M3, Format::E5M2}) {
-        for (int64_t offset : {0, 1}) {
-          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset);
+        // Both kernels: the block held in registers, and read twice.
+        for (const auto& [offset, read_twice] :
+             std::vector<std::pair<int64_t, bool>>{{0, false}, {1, false}, {0, true}, {1, true}}) {
+          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset, read_twice);
           const int64_t n = rows * cols;
           const int64_t blocks_r = (rows + kB - 1) / kB, blocks_c = (cols + kB - 1) / kB;
           // A magnitude per block, so that a scale taken from the wrong block shows.
@@ -378,11 +380,11 @@ TEST_CASE("quantize_per_block: every block quantized as its own tensor, in both 
           Output scale_inv(blocks_r * scale_ld, torch::kFloat),
               scale_inv_t(blocks_c * scale_t_ld, torch::kFloat);
           const auto counts = torch::zeros({3}, torch::dtype(torch::kLong).device(torch::kCUDA));
-          REQUIRE(K::quantize_per_block(x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f),
-                                        out.u8(), out_t.u8(), scale_inv.f32(), scale_ld,
-                                        scale_inv_t.f32(), scale_t_ld, stream(),
-                                        reinterpret_cast<unsigned long long*>(
-                                            counts.data_ptr<int64_t>())) == cudaSuccess);
+          REQUIRE(K::quantize_per_block(
+                      x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f), out.u8(),
+                      out_t.u8(), scale_inv.f32(), scale_ld, scale_inv_t.f32(), scale_t_ld,
+                      stream(), reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()),
+                      /*power_of_two=*/false, read_twice) == cudaSuccess);
           CHECK(count_bit_differences(out.values({rows, cols}), expected) == 0);
           CHECK(count_bit_differences(out_t.values({cols, rows}), expected.t().contiguous()) == 0);
           const auto scales = scale_inv.values({blocks_r, scale_ld});
