@@ -54,6 +54,9 @@ struct GroupGemmArgs {
   /// group_gemm_sm90's CTAs per cluster along M, which share b's tile by TMA multicast: 1 or 2;
   /// 0 lets it choose
   int cluster_m = 0;
+  /// group_gemm_sm90: the output through shared memory, 16-byte stores of whole rows, instead of
+  /// 4-byte stores (2 elements) from the registers
+  bool staged_epilogue = false;
   /// group_gemm_sm90 with b per row and 128 of K (b_group_size 128, b_group_rows 1): the values
   /// of b_scale_inv K-block-major, [ceil(k / 128), n] contiguous (its TMA loads a K block's
   /// column scales with the operands); unused otherwise.

@@ -73,6 +73,17 @@ enum class BScale { kPerTensor, kPerBlock, kPerRowGroup };
 
 constexpr int kBScaleBytes = kBlockN * static_cast<int>(sizeof(float));  // kPerRowGroup, per stage
 
+// The staged epilogue (Sm90Params::staged_epilogue): each consumer warp writes 8 output rows of
+// 256 bytes at a time into its own shared rows, then stores them as 16-byte vectors, whole rows
+// per half-warp. Row pitch: 256 bytes plus a pad that spreads the rows' writes over the banks
+// (4-byte pairs of 16-bit outputs: 68 words; 8-byte pairs of fp32: 72).
+constexpr int kStagingRows = 8;
+constexpr int kStagingRowBytes = 256;
+template <typename OutT>
+constexpr int kStagingPitch = sizeof(OutT) == 4 ? 288 : 272;
+constexpr int kStagingBytesPerWarp = kStagingRows * 288;
+constexpr int kStagingBytes = kConsumerWarpgroups * 4 * kStagingBytesPerWarp;
+
 template <int Waves, BScale B>
 struct Tile {
   static constexpr int kBlockM = Waves * kWaveM;
@@ -83,6 +94,9 @@ struct Tile {
   static constexpr int kScaleRingBytes = B == BScale::kPerRowGroup ? kStages * kBScaleBytes : 0;
   static constexpr int kSharedBytes = kStages * kStageBytes + kScaleRingBytes + kSwizzleAlignment;
   static_assert(kSharedBytes <= 227 * 1024, "pipeline does not fit in shared memory");
+  // The general kernel's: its epilogue's staging rows after the scale ring.
+  static constexpr int kGeneralSharedBytes = kSharedBytes + kStagingBytes;
+  static_assert(kGeneralSharedBytes <= 227 * 1024, "staging does not fit in shared memory");
   static_assert(kBlockM <= 256, "a TMA box holds at most 256 rows");
   static_assert(B != BScale::kPerRowGroup || Waves == 1,
                 "per-column scales are read during the promotion: one wave's registers only");
@@ -99,6 +113,7 @@ struct Sm90Params {
   int k_blocks_per_group;      // K blocks sharing one scale column (huge when per row/tensor)
   int m_blocks, n_blocks, k_blocks;
   int64_t b_scale_row_stride;  // b per 128x128 block: K blocks per row of blocks
+  int staged_epilogue;         // the general kernel: 1 stores through shared memory
 };
 
 // ---- device side -------------------------------------------------------------------------------
@@ -508,9 +523,61 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
 
-    // Epilogue: c = total * sb + bias (sb already applied unless per tensor), two adjacent columns
-    // per store (N even, ldc % 8 == 0).
+    // Epilogue: c = total * sb + bias (sb already applied unless per tensor).
     const int col_base = n_block * kBlockN + col_in_block;
+    if (p.staged_epilogue != 0) {
+      // Through this warp's shared rows: per wave and half (8 rows), per 256 bytes of columns,
+      // each lane writes its pairs, then each half-warp stores whole rows as 16-byte vectors
+      // (N a multiple of 16: a vector is wholly inside or past N; ldc % 8 == 0 and c 16-byte
+      // aligned: every row starts 16-byte aligned).
+      constexpr int kPitch = kStagingPitch<OutT>;
+      constexpr int kChunkColumns = kStagingRowBytes / static_cast<int>(sizeof(OutT));
+      constexpr int kVectorColumns = 16 / static_cast<int>(sizeof(OutT));
+      uint8_t* const staging = shared + T::kStages * T::kStageBytes + T::kScaleRingBytes +
+                               (consumer * 4 + warp) * kStagingBytesPerWarp;
+      float2 bias_pairs[kAccumulators / 4];
+#pragma unroll
+      for (int j = 0; j < kAccumulators / 4; ++j) {
+        const int col = col_base + 8 * j;
+        bias_pairs[j] = bias != nullptr && col < p.n
+                            ? to_float2(*reinterpret_cast<const Vec2<OutT>*>(bias + col))
+                            : make_float2(0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int v = 0; v < Waves; ++v) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int first_row =
+              m_block * T::kBlockM + v * kWaveM + consumer * kRowsPerConsumer + warp * 16 + 8 * h;
+#pragma unroll
+          for (int chunk = 0; chunk < kBlockN / kChunkColumns; ++chunk) {
+            __syncwarp();  // the rows' last reads are done
+#pragma unroll
+            for (int jj = 0; jj < kChunkColumns / 8; ++jj) {
+              const int j = chunk * (kChunkColumns / 8) + jj;
+              *reinterpret_cast<Vec2<OutT>*>(staging + (lane / 4) * kPitch +
+                                             (8 * jj + col_in_block) * sizeof(OutT)) =
+                  from_float2<OutT>(fmaf(total[v][4 * j + 2 * h], b_scale, bias_pairs[j].x),
+                                    fmaf(total[v][4 * j + 2 * h + 1], b_scale, bias_pairs[j].y));
+            }
+            __syncwarp();
+#pragma unroll
+            for (int pass = 0; pass < kStagingRows / 2; ++pass) {
+              const int r = 2 * pass + lane / 16;
+              const int row = first_row + r;
+              const int col =
+                  n_block * kBlockN + chunk * kChunkColumns + (lane % 16) * kVectorColumns;
+              if (row < p.m && col < p.n) {
+                *reinterpret_cast<uint4*>(c + int64_t{row} * p.ldc + col) =
+                    *reinterpret_cast<const uint4*>(staging + r * kPitch + (lane % 16) * 16);
+              }
+            }
+          }
+        }
+      }
+      continue;
+    }
+    // Straight from the registers: two adjacent columns per store (N even, ldc % 8 == 0).
 #pragma unroll
     for (int j = 0; j < kAccumulators / 4; ++j) {
       const int col = col_base + 8 * j;
@@ -561,14 +628,14 @@ DeviceFacts* facts_of(int device) {
 template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
   using T = Tile<Waves, B>;
-  constexpr bool kTested = Waves == 1 && B == BScale::kPerTensor && Cluster == 1;
-  const void* kernel = nullptr;
-  if constexpr (kTested) {
-    kernel = reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>);
-  } else {
-    kernel = reinterpret_cast<const void*>(
-        group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster>);
-  }
+  // The configuration the first kernel takes (whose epilogue stores from the registers).
+  const bool tested =
+      Waves == 1 && B == BScale::kPerTensor && Cluster == 1 && !args.staged_epilogue;
+  const void* const kernel =
+      tested ? reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>)
+             : reinterpret_cast<const void*>(
+                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster>);
+  const int shared_bytes = tested ? T::kSharedBytes : T::kGeneralSharedBytes;
   CUtensorMap map_a, map_b, map_b_scale;
   FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, T::kBlockM));
   // Each CTA of a cluster loads its share of b's tile (and multicasts it to the others).
@@ -604,24 +671,25 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   p.m_blocks = static_cast<int>((args.m + T::kBlockM - 1) / T::kBlockM);
   p.n_blocks = static_cast<int>((args.n + kBlockN - 1) / kBlockN);
   p.k_blocks = static_cast<int>((args.k + kBlockK - 1) / kBlockK);
+  p.staged_epilogue = args.staged_epilogue ? 1 : 0;
 
   // The shared-memory opt-in holds for the device once set: set once per device and kernel.
-  static std::atomic<uint64_t> opted_in{0};
+  static std::atomic<uint64_t> opted_in[2] = {};  // [tested]
   const uint64_t bit = device < kCachedDevices ? uint64_t{1} << device : 0;
-  if (bit == 0 || (opted_in.load() & bit) == 0) {
+  if (bit == 0 || (opted_in[tested].load() & bit) == 0) {
     FP8NN_KERNELS_TRY(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSharedBytes));
-    opted_in.fetch_or(bit);
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
+    opted_in[tested].fetch_or(bit);
   }
   const int64_t tiles = sm90::TileScheduler{p.m_blocks, p.n_blocks, Cluster}.cluster_tiles();
-  if constexpr (kTested) {
+  if (tested) {
     const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
     group_gemm_sm90_kernel<FormatA, OutT>
-        <<<grid, kThreads, T::kSharedBytes, stream>>>(map_a, map_b, p);
+        <<<grid, kThreads, shared_bytes, stream>>>(map_a, map_b, p);
   } else if constexpr (Cluster == 1) {
     const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
     group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, 1>
-        <<<grid, kThreads, T::kSharedBytes, stream>>>(map_a, map_b, p, map_b_scale);
+        <<<grid, kThreads, shared_bytes, stream>>>(map_a, map_b, p, map_b_scale);
   } else {
     cudaLaunchAttribute attribute{};
     attribute.id = cudaLaunchAttributeClusterDimension;
@@ -630,7 +698,7 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
     attribute.val.clusterDim.z = 1;
     cudaLaunchConfig_t config{};
     config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = T::kSharedBytes;
+    config.dynamicSmemBytes = shared_bytes;
     config.stream = stream;
     config.attrs = &attribute;
     config.numAttrs = 1;

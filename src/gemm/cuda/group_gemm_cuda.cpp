@@ -44,17 +44,20 @@ RouteSetting parse_route(const char* value) {
                       text, "'");
   }
   if (colon == std::string::npos) return setting;
-  const std::string tile = text.substr(colon + 1);
+  std::string tile = text.substr(colon + 1);
   const bool takes_tile =
       setting.route == GroupGemmRoute::Sm90 || setting.route == GroupGemmRoute::Auto;
+  const bool staged = !tile.empty() && tile.back() == 's';
+  if (staged) tile.pop_back();
   const bool pairs = tile.size() > 2 && tile.compare(tile.size() - 2, 2, "x2") == 0;
   const std::string height = pairs ? tile.substr(0, tile.size() - 2) : tile;
   TORCH_CHECK_VALUE(takes_tile && (height == "128" || height == "256"),
-                    "fp8nn: FP8NN_GROUP_GEMM's tile (after the colon) must be 128, 256, 128x2 or "
-                    "256x2, after sm90 or auto, got '",
+                    "fp8nn: FP8NN_GROUP_GEMM's tile (after the colon) must be 128 or 256, then "
+                    "optionally x2 and s (e.g. 256x2s), after sm90 or auto, got '",
                     text, "'");
   setting.tile.tile_m = height == "256" ? 256 : 128;
   setting.tile.cluster_m = pairs ? 2 : 1;
+  setting.tile.staged_epilogue = staged;
   return setting;
 }
 
@@ -88,12 +91,14 @@ RouteSetting route_setting() {
     RouteSetting setting;
     setting.route = static_cast<GroupGemmRoute>(cached & 0xff);
     setting.tile.tile_m = (cached >> 8) & 0x1ff;
-    setting.tile.cluster_m = cached >> 17;
+    setting.tile.cluster_m = (cached >> 17) & 0x3;
+    setting.tile.staged_epilogue = (cached >> 19) != 0;
     return setting;
   }
   const RouteSetting setting = parse_route(std::getenv("FP8NN_GROUP_GEMM"));  // may throw
   cached_route.store(static_cast<int>(setting.route) | setting.tile.tile_m << 8 |
-                     setting.tile.cluster_m << 17);
+                     setting.tile.cluster_m << 17 |
+                     static_cast<int>(setting.tile.staged_epilogue) << 19);
   return setting;
 }
 }  // namespace
@@ -125,7 +130,8 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
                                                 const c10::optional<torch::Tensor>& bias,
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,
                                                 Sm90Tile tile) {
-  if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0) {
+  if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
+      !tile.staged_epilogue) {
     tile = group_gemm_sm90_tile();
   }
   const int64_t M = a.data.size(0), K = a.data.size(1), N = b.data.size(0);
@@ -162,6 +168,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.b_group_rows = kernel == GroupGemmKernel::Mma ? 1 : b.group_rows;
   args.tile_m = tile.tile_m;
   args.cluster_m = tile.cluster_m;
+  args.staged_epilogue = tile.staged_epilogue;
   if (b_scale_k_major.defined()) args.b_scale_inv_k_major = b_scale_k_major.data_ptr<float>();
   args.c = out.data_ptr();
   args.bias = epilogue_bias ? epilogue_bias->data_ptr() : nullptr;

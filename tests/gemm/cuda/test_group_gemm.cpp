@@ -111,19 +111,21 @@ struct Case {
   Format format_a;
   torch::ScalarType out;
   bool bias;
-  bool b_blocks = false;      // b per 128x128 block instead of per tensor
-  int tile_m = 0;             // group_gemm_sm90's tile height (0: its choice)
-  bool b_row_groups = false;  // b per row and 128 of K instead of per tensor
-  int cluster_m = 0;          // group_gemm_sm90's CTAs per cluster (0: its choice)
+  bool b_blocks = false;         // b per 128x128 block instead of per tensor
+  int tile_m = 0;                // group_gemm_sm90's tile height (0: its choice)
+  bool b_row_groups = false;     // b per row and 128 of K instead of per tensor
+  int cluster_m = 0;             // group_gemm_sm90's CTAs per cluster (0: its choice)
+  bool staged_epilogue = false;  // group_gemm_sm90's output through shared memory
 };
 
 // Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
 void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
                    const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0,
-                   int cluster_m = 0) {
+                   int cluster_m = 0, bool staged_epilogue = false) {
   auto args = args_for(a, b, bias, out);
   args.tile_m = tile_m;
   args.cluster_m = cluster_m;
+  args.staged_epilogue = staged_epilogue;
   torch::Tensor b_k_major;  // freed after the launch: later work on the stream runs after it
   if (b.group_size > 0 && b.group_rows == 1) {
     b_k_major = b.scale_inv.t().contiguous();
@@ -138,7 +140,7 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
 void check_case(const Case& c, Kernel kernel, bool use_api) {
   CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, c.b_blocks, c.tile_m,
-          c.b_row_groups, c.cluster_m, use_api);
+          c.b_row_groups, c.cluster_m, c.staged_epilogue, use_api);
   // Magnitudes spread across a's rows, and across b's rows and K (so across b's blocks), so that
   // a kernel applying another row's or block's scale misses the bound by more than the rounding.
   const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0 * torch::exp(torch::randn({c.M, 1})),
@@ -162,7 +164,7 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
   } else {
     got = torch::full({c.M, c.N}, std::numeric_limits<float>::quiet_NaN(),
                       torch::dtype(c.out).device(torch::kCUDA));
-    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got, c.tile_m, c.cluster_m);
+    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got, c.tile_m, c.cluster_m, c.staged_epilogue);
   }
   const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
   const auto allowed = magnitude_sum(a, b, bias) * relative_bound(kernel, c.K, c.out) + 0x1p-24;
@@ -274,10 +276,13 @@ TEST_CASE(
   int index = 0;
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}}) {
-      for (int cluster_m : {1, 2}) {  // 2: b and its column scales shared by two CTAs
+      // cluster_m 2: b and its column scales shared by two CTAs; both epilogues
+      for (const auto& [cluster_m, staged] :
+           std::vector<std::pair<int, bool>>{{1, false}, {1, true}, {2, false}, {2, true}}) {
         Case c{s[0], s[1], s[2], group, Format::E4M3, kOutDtypes[index % 3], index % 4 != 3};
         c.b_row_groups = true;
         c.cluster_m = cluster_m;
+        c.staged_epilogue = staged;
         ++index;
         check_case(c, Kernel::Sm90, /*use_api=*/false);
       }
@@ -285,7 +290,9 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("group_gemm_sm90's 256-row tile and its 128x128 block-scaled b match the CPU reference") {
+TEST_CASE(
+    "group_gemm_sm90's 256-row tile, 128x128 block-scaled b and staged epilogue match the CPU "
+    "reference") {
   FP8NN_SKIP_WITHOUT_CUDA();
   if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
   fp8nn::test::seed_torch();
@@ -299,13 +306,18 @@ TEST_CASE("group_gemm_sm90's 256-row tile and its 128x128 block-scaled b match t
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}, int64_t{4096}}) {
       for (int tile_m : {128, 256}) {
         for (bool b_blocks : {false, true}) {
-          if (!b_blocks && tile_m == 128) continue;  // the test above
-          // A block-scaled b takes E4M3 a only (group_gemm_sm90_unsupported_reason).
-          const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
-          const Case c{s[0],           s[1],     s[2],  group, format, kOutDtypes[index % 3],
-                       index % 4 != 3, b_blocks, tile_m};
-          ++index;
-          check_case(c, Kernel::Sm90, /*use_api=*/false);
+          // Both epilogues; the first kernel's configuration (128 rows, b per tensor, stores
+          // from the registers) is the test above's.
+          for (bool staged : {false, true}) {
+            if (!b_blocks && tile_m == 128 && !staged) continue;
+            // A block-scaled b takes E4M3 a only (group_gemm_sm90_unsupported_reason).
+            const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
+            Case c{s[0],           s[1],     s[2],  group, format, kOutDtypes[index % 3],
+                   index % 4 != 3, b_blocks, tile_m};
+            c.staged_epilogue = staged;
+            ++index;
+            check_case(c, Kernel::Sm90, /*use_api=*/false);
+          }
         }
       }
     }
@@ -327,12 +339,15 @@ TEST_CASE("group_gemm_sm90 in clusters of two CTAs sharing b's tile matches the 
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{4096}}) {
       for (int tile_m : {128, 256}) {
         for (bool b_blocks : {false, true}) {
-          const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
-          Case c{s[0],           s[1],     s[2],  group, format, kOutDtypes[index % 3],
-                 index % 4 != 3, b_blocks, tile_m};
-          c.cluster_m = 2;
-          ++index;
-          check_case(c, Kernel::Sm90, /*use_api=*/false);
+          for (bool staged : {false, true}) {  // both epilogues
+            const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
+            Case c{s[0],           s[1],     s[2],  group, format, kOutDtypes[index % 3],
+                   index % 4 != 3, b_blocks, tile_m};
+            c.cluster_m = 2;
+            c.staged_epilogue = staged;
+            ++index;
+            check_case(c, Kernel::Sm90, /*use_api=*/false);
+          }
         }
       }
     }
@@ -496,9 +511,9 @@ TEST_CASE("FP8NN_GROUP_GEMM names group_gemm_sm90's tile after the route") {
   using fp8nn::cuda::group_gemm_route;
   using fp8nn::cuda::group_gemm_sm90_tile;
   using fp8nn::cuda::GroupGemmRoute;
-  const auto tile_is = [](int tile_m, int cluster_m) {
+  const auto tile_is = [](int tile_m, int cluster_m, bool staged = false) {
     const auto tile = group_gemm_sm90_tile();
-    return tile.tile_m == tile_m && tile.cluster_m == cluster_m;
+    return tile.tile_m == tile_m && tile.cluster_m == cluster_m && tile.staged_epilogue == staged;
   };
   {
     const ScopedRoute scoped("sm90");
@@ -520,7 +535,16 @@ TEST_CASE("FP8NN_GROUP_GEMM names group_gemm_sm90's tile after the route") {
     CHECK(tile_is(128, 2));  // the tile is read first here, with the route
     CHECK(group_gemm_route() == GroupGemmRoute::Sm90);
   }
-  for (const char* bad : {"sm90:64", "cublaslt:256", "mma:128x2", "sm90:", "sm90:256x4"}) {
+  {
+    const ScopedRoute scoped("sm90:256x2s");
+    CHECK(tile_is(256, 2, true));
+  }
+  {
+    const ScopedRoute scoped("auto:128s");
+    CHECK(tile_is(128, 1, true));
+  }
+  for (const char* bad :
+       {"sm90:64", "cublaslt:256", "mma:128x2", "sm90:", "sm90:256x4", "sm90:s", "sm90:256sx2"}) {
     CAPTURE(bad);
     const ScopedRoute scoped(bad);
     CHECK_THROWS_AS(group_gemm_route(), c10::ValueError);
