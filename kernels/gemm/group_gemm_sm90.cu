@@ -327,6 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::fence_barrier_init();
   }
   if constexpr (Cluster > 1) {
+    __syncwarp();          // warp 0 converged again after thread 0's initialisation
     sm90::cluster_sync();  // the peer's multicasts and arrivals find the barriers initialised
   } else {
     __syncthreads();
@@ -358,7 +359,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t stage_bytes =
           (has_rows ? T::kStageBytesA : 0) + kStageBytesB + (kRowGroupB ? kBScaleBytes : 0);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
-        sm90::barrier_wait(&empty[stage], phase ^ 1);
+        sm90::barrier_wait<(Cluster > 1)>(&empty[stage], phase ^ 1);
         sm90::barrier_arrive_expect_bytes(&full[stage], stage_bytes);
         if (has_rows) {
           sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK,
@@ -384,7 +385,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (Cluster > 1) {
       // Every stage's last releases, the peer's included, have arrived before this CTA exits.
       for (int s = 0; s < T::kStages; ++s) {
-        sm90::barrier_wait(&empty[stage], phase ^ 1);
+        sm90::barrier_wait<(Cluster > 1)>(&empty[stage], phase ^ 1);
         next_stage();
       }
     }

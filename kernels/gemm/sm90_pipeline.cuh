@@ -45,14 +45,26 @@ __device__ __forceinline__ void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
 
+// kClusterScope: acquire at cluster scope, pairing with arrivals from other CTAs of the cluster
+// (barrier_arrive_cluster's release); else the default, acquire at CTA scope.
+template <bool kClusterScope = false>
 __device__ __forceinline__ bool barrier_try_wait(uint32_t address, uint32_t parity) {
   uint32_t done;
-  asm volatile(
-      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      " selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(address), "r"(parity)
-      : "memory");
+  if constexpr (kClusterScope) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], "
+        "%2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(address), "r"(parity)
+        : "memory");
+  } else {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(address), "r"(parity)
+        : "memory");
+  }
   return done != 0;
 }
 
@@ -64,11 +76,12 @@ __device__ __forceinline__ uint64_t global_timer_ns() {
 
 // Waits for the phase of `parity` to complete. A pipeline bug would otherwise hang the GPU: after
 // kWaitTimeoutNs the kernel traps, and the host sees a launch failure instead.
+template <bool kClusterScope = false>
 __device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
   const uint32_t address = smem_address(barrier);
-  if (barrier_try_wait(address, parity)) return;
+  if (barrier_try_wait<kClusterScope>(address, parity)) return;
   const uint64_t start = global_timer_ns();
-  while (!barrier_try_wait(address, parity)) {
+  while (!barrier_try_wait<kClusterScope>(address, parity)) {
     if (global_timer_ns() - start > kWaitTimeoutNs) __trap();
   }
 }

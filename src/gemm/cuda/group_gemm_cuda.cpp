@@ -133,6 +133,9 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
       !tile.staged_epilogue) {
     tile = group_gemm_sm90_tile();
+    // b per row group (the weight gradient) takes 128-row tiles only: the rest of the named
+    // configuration still applies to it.
+    if (b.group_size > 0 && b.group_rows == 1 && tile.tile_m == 256) tile.tile_m = 128;
   }
   const int64_t M = a.data.size(0), K = a.data.size(1), N = b.data.size(0);
   const auto a_data = k_major(a.data);

@@ -38,7 +38,8 @@ struct Sm90Tile {
 /// The tile FP8NN_GROUP_GEMM names after the route, for measuring the configurations in whole
 /// training steps: "sm90:256" (256-row tiles), "sm90:128x2" (128-row tiles in clusters of two CTAs
 /// along M sharing b's tile), "auto:256x2s" (and the output through shared memory), ...; without
-/// one, zeros. Read and kept with the route.
+/// one, zeros. Read and kept with the route. A product with b per row group (the weight gradient)
+/// takes 128-row tiles whatever the tile names.
 Sm90Tile group_gemm_sm90_tile();
 
 /// Makes the next group_gemm_route() read FP8NN_GROUP_GEMM again: for tests and benchmarks that

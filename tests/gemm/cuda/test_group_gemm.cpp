@@ -297,10 +297,11 @@ TEST_CASE(
   if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
   fp8nn::test::seed_torch();
   // Ragged M (a tile's second wave partly or wholly past M), one and several tiles along N, K
-  // with a short last block; a per tensor, per row group and per row; more tiles than SMs.
-  const std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 16},      {100, 128, 256},
-                                                      {129, 272, 1040}, {300, 512, 4096},
-                                                      {513, 384, 640},  {1100, 2320, 256}};
+  // with a short last block; a per tensor, per row group and per row; more tiles than SMs (CTAs
+  // take a second tile at 3700 x 2320).
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 16, 16},     {100, 128, 256},   {129, 272, 1040}, {300, 512, 4096},
+      {513, 384, 640}, {1100, 2320, 256}, {3700, 2320, 256}};
   int index = 0;
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{256}, int64_t{4096}}) {
@@ -330,10 +331,12 @@ TEST_CASE("group_gemm_sm90 in clusters of two CTAs sharing b's tile matches the 
   fp8nn::test::seed_torch();
   // M-block counts odd and even, 1 included (the cluster's second CTA then has no rows of its
   // own and runs for its peer only), for both tile heights; one and many N-blocks (more cluster
-  // tiles than the device holds clusters at 4000 x 2048); K with a short last block.
-  const std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 16},      {100, 128, 256},
-                                                      {129, 272, 1040}, {300, 512, 4096},
-                                                      {513, 384, 640},  {4000, 2048, 256}};
+  // tiles than the device holds clusters at 4000 x 2048 and 3700 x 2320, the latter with odd
+  // M-block counts, so that CTAs go on after a spare tile, and a second, narrower raster
+  // column); K with a short last block.
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 16, 16},     {100, 128, 256},   {129, 272, 1040}, {300, 512, 4096},
+      {513, 384, 640}, {4000, 2048, 256}, {3700, 2320, 256}};
   int index = 0;
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{4096}}) {
@@ -400,15 +403,18 @@ TEST_CASE("the kernels apply extreme scales like the CPU reference: finite, and 
        Format::E5M2,
        1.0f / kFloatMax,
        std::ldexp(1.3f, -13)},
-      // The same with E4M3 a, which group_gemm_sm90 also takes with a 128x128 block-scaled b:
-      // its one-factor promotion, partial * (sa * sb), must give way to the two multiplies.
-      // Products >= 2^-126 (normal).
+      // With E4M3 a, which group_gemm_sm90 also takes with a 128x128 block-scaled b: its
+      // one-factor promotion, partial * (sa * sb), must give way to the two multiplies. sa =
+      // 2^-128,
+      // sb = 0x1.02p-15: sa * sb = 64.5 2^-149 rounds to 64 2^-149 (off by 0.78 %, about 4 times
+      // the bound), while every product (>= 384^2 sa sb ~ 2^-125.8) and partial * sa (>= 2^-104)
+      // is a normal fp32 number.
       {"sa * sb rounds in the subnormals, E4M3 a",
-       {256.0f, 288.0f, 320.0f, 384.0f, 448.0f},
-       {256.0f, 288.0f, 320.0f, 384.0f, 448.0f},
+       {384.0f, 416.0f, 448.0f},
+       {384.0f, 416.0f, 448.0f},
        Format::E4M3,
        1.0f / kFloatMax,
-       std::ldexp(1.3f, -13)},
+       0x1.02p-15f},
   };
   std::vector<Kernel> kernels = {Kernel::Mma};
   if (sm90_available()) kernels.push_back(Kernel::Sm90);
@@ -548,6 +554,7 @@ TEST_CASE("FP8NN_GROUP_GEMM names group_gemm_sm90's tile after the route") {
     CAPTURE(bad);
     const ScopedRoute scoped(bad);
     CHECK_THROWS_AS(group_gemm_route(), c10::ValueError);
+    CHECK_THROWS_AS(group_gemm_sm90_tile(), c10::ValueError);
     try {
       group_gemm_sm90_tile();
     } catch (const c10::Error& e) {
