@@ -180,7 +180,9 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
              {"sm90 256", {256, 1}},
              {"sm90 128x2", {128, 2}},
              {"sm90 256x2", {256, 2}},
-             {"sm90 256x2 st", {256, 2, true}}}) {
+             {"sm90 256x2 st", {256, 2, true}},
+             {"sm90 256n2", {256, 1, false, 2}},
+             {"sm90 256n2 st", {256, 1, true, 2}}}) {
       const auto product = [&, tile = tile](int i) {
         return fp8nn::cuda::group_gemm_product(
             grouped[i % grouped.size()], operands[i % operands.size()].b, c10::nullopt,
@@ -199,12 +201,12 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
 // The blockwise (DeepSeek-V3) products: "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the
 // forward and the input gradient), on cuBLASLt's block scale mode (FP8NN_GROUP_GEMM=cublaslt, the
 // peer) and on group_gemm_sm90 with 128- and 256-row tiles, alone or in clusters of two CTAs
-// ("x2"), and with the staged epilogue ("st"); "1D1D", a times b per 1x128 (the weight gradient's
-// form), on cuBLASLt and on group_gemm_sm90 (alone and in clusters of two). The variants of a form
-// are timed interleaved with at::_scaled_mm tensorwise with fast accumulation, the ceiling a
-// blockwise product is measured against. Every variant promotes per 128 of K (cuBLASLt's block
-// modes accumulate precisely only). check: relative difference to the product of the dequantized
-// operands.
+// ("x2": pairs along M; "n2": along N), and with the staged epilogue ("st"); "1D1D", a times b per
+// 1x128 (the weight gradient's form), on cuBLASLt and on group_gemm_sm90 (alone and in clusters of
+// two). The variants of a form are timed interleaved with at::_scaled_mm tensorwise with fast
+// accumulation, the ceiling a blockwise product is measured against. Every variant promotes per 128
+// of K (cuBLASLt's block modes accumulate precisely only). check: relative difference to the
+// product of the dequantized operands.
 void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
                        const GemmBenchOptions& options) {
   std::vector<fp8nn::QuantizedTensor> a_rows, b_rows, b_blocks;
@@ -226,11 +228,11 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     };
   };
   const auto sm90_tile = [&](const std::vector<fp8nn::QuantizedTensor>& b, int tile_m,
-                             int cluster_m, bool staged = false) {
-    return [&b, &a_rows, tile_m, cluster_m, staged](size_t i) {
+                             int cluster_m, bool staged = false, int cluster_n = 1) {
+    return [&b, &a_rows, tile_m, cluster_m, staged, cluster_n](size_t i) {
       auto out = fp8nn::cuda::group_gemm_product(a_rows[i], b[i], c10::nullopt, torch::kBFloat16,
                                                  fp8nn::cuda::GroupGemmKernel::Sm90,
-                                                 {tile_m, cluster_m, staged});
+                                                 {tile_m, cluster_m, staged, cluster_n});
       return out ? *out : torch::Tensor();
     };
   };
@@ -241,7 +243,9 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
                  {"bw 1D2D sm90 256", sm90_tile(b_blocks, 256, 1)},
                  {"bw 1D2D sm90 128x2", sm90_tile(b_blocks, 128, 2)},
                  {"bw 1D2D sm90 256x2", sm90_tile(b_blocks, 256, 2)},
-                 {"bw 1D2D sm90 256x2 st", sm90_tile(b_blocks, 256, 2, true)}}},
+                 {"bw 1D2D sm90 256x2 st", sm90_tile(b_blocks, 256, 2, true)},
+                 {"bw 1D2D sm90 256n2", sm90_tile(b_blocks, 256, 1, false, 2)},
+                 {"bw 1D2D sm90 256n2 st", sm90_tile(b_blocks, 256, 1, true, 2)}}},
                {&b_rows,
                 {{"bw 1D1D cublaslt", cublaslt(b_rows)},
                  {"bw 1D1D sm90", sm90_tile(b_rows, 128, 1)},

@@ -54,6 +54,9 @@ struct GroupGemmArgs {
   /// group_gemm_sm90's CTAs per cluster along M, which share b's tile by TMA multicast: 1 or 2;
   /// 0 lets it choose
   int cluster_m = 0;
+  /// group_gemm_sm90's CTAs per cluster along N, which share a's tile: 1 or 2 (256-row tiles, b
+  /// per tensor or per block; not with cluster_m 2); 0 lets it choose
+  int cluster_n = 0;
   /// group_gemm_sm90: the output through shared memory, 16-byte stores of whole rows, instead of
   /// 4-byte stores (2 elements) from the registers
   bool staged_epilogue = false;
@@ -65,7 +68,7 @@ struct GroupGemmArgs {
 
 /// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
 /// pointers present where sizes need them, group sizes >= 0, group rows >= 1, tile_m 0, 128 or
-/// 256, cluster_m 0, 1 or 2); else what is wrong.
+/// 256, cluster_m and cluster_n 0, 1 or 2 and not both 2); else what is wrong.
 const char* group_gemm_invalid_reason(const GroupGemmArgs& args);
 
 /// Portable kernel. cudaErrorInvalidValue for invalid arguments (group_gemm_invalid_reason),
@@ -82,7 +85,8 @@ cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 /// last two with a E4M3; per row group with b_scale_inv_k_major, 128-row tiles), a per tensor or
 /// with groups of one row that are multiples of 128 (or cover the row), M, N >= 1. M is free
 /// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 (tile_m 0 or 128) or 256 x 128,
-/// in clusters of one CTA (cluster_m 0 or 1) or two along M.
+/// in clusters of one CTA, two along M (cluster_m 2) or, with 256-row tiles, two along N
+/// (cluster_n 2).
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm);
 
 inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) {

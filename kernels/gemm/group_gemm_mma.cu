@@ -230,6 +230,8 @@ const char* group_gemm_invalid_reason(const GroupGemmArgs& args) {
     return "tile_m must be 0, 128 or 256";
   }
   if (args.cluster_m < 0 || args.cluster_m > 2) return "cluster_m must be 0, 1 or 2";
+  if (args.cluster_n < 0 || args.cluster_n > 2) return "cluster_n must be 0, 1 or 2";
+  if (args.cluster_m == 2 && args.cluster_n == 2) return "cluster_m and cluster_n are not both 2";
   if (args.m > 0 && args.n > 0) {
     if (args.c == nullptr) return "c is null";
     if (args.ldc < args.n) return "ldc must be >= n";

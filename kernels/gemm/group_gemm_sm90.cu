@@ -285,13 +285,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // map_b_scale: b's scales K-block-major ([k_blocks, n] fp32, boxes of 128 x 1) for kPerRowGroup;
 // unused otherwise.
-// Cluster: CTAs per cluster, stacked along M (sm90_tile_scheduler.h). With 2, each CTA loads half
-// of b's tile (map_b's box: 64 rows; with kPerRowGroup also half of its column scales) and
-// multicasts it into both CTAs' stage, so b crosses L2 once per pair; each CTA's consumers release
-// a stage on both CTAs' "empty" barriers, as both producers write into it, and each producer
-// finally waits for its stages' last releases, so that no arrival from the peer reaches a CTA that
-// has exited.
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster>
+// Cluster: CTAs per cluster, stacked along M, or side by side along N with kAlongN
+// (sm90_tile_scheduler.h). With 2 along M, each CTA loads half of b's tile (map_b's box: 64 rows;
+// with kPerRowGroup also half of its column scales) and multicasts it into both CTAs' stage, so b
+// crosses L2 once per pair; along N (256-row tiles, the larger operand tile being a's), half of
+// a's tile (map_a's box: 128 rows) likewise, and each CTA loads its own b. Each CTA's consumers
+// release a stage on both CTAs' "empty" barriers, as both producers write into it, and each
+// producer finally waits for its stages' last releases, so that no arrival from the peer reaches a
+// CTA that has exited.
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false>
 __global__ void __launch_bounds__(kThreads, 1)
     group_gemm_sm90_general_kernel(const __grid_constant__ CUtensorMap map_a,
                                    const __grid_constant__ CUtensorMap map_b, const Sm90Params p,
@@ -300,6 +302,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   using T = Tile<Waves, B>;
   constexpr bool kRowGroupB = B == BScale::kPerRowGroup;
   static_assert(Cluster == 1 || Cluster == 2, "clusters of one or two CTAs");
+  static_assert(!kAlongN || (Cluster == 2 && Waves == 2 && !kRowGroupB),
+                "pairs along N share a's 256-row tile; b's column scales are per CTA");
+  constexpr int kClusterM = kAlongN ? 1 : Cluster;
+  constexpr int kClusterN = kAlongN ? Cluster : 1;
   // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
   __shared__ uint64_t full[T::kStages];
   __shared__ uint64_t empty[T::kStages];
@@ -333,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();
   }
 
-  const sm90::TileScheduler schedule{p.m_blocks, p.n_blocks, Cluster};
+  const sm90::TileScheduler schedule{p.m_blocks, p.n_blocks, kClusterM, kClusterN};
   const int rank = Cluster > 1 ? static_cast<int>(sm90::cluster_rank()) : 0;
   const int first_tile = static_cast<int>(blockIdx.x) / Cluster;
   const int clusters = static_cast<int>(gridDim.x) / Cluster;
@@ -341,7 +347,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 0) {
     sm90::setmaxnreg_dec<kProducerRegisters>();
     if (thread_in_group != 0) return;
-    constexpr int kBRowsPerCta = kBlockN / Cluster;
+    constexpr int kARowsPerCta = T::kBlockM / kClusterN;
+    constexpr int kBRowsPerCta = kBlockN / kClusterM;
     constexpr uint16_t kClusterMask = (1u << Cluster) - 1;
     int stage = 0;
     uint32_t phase = 0;
@@ -354,13 +361,26 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int tile = first_tile; tile < tiles; tile += clusters) {
       int m_block, n_block;
       schedule.tile(tile, rank, m_block, n_block);
-      // A tile past M (a cluster's spare rank) loads no a; it still takes b for its peer.
+      // A tile past M (past N: a cluster's spare rank) loads no a (no b) of its own; it still
+      // takes the shared operand for its peer.
       const bool has_rows = m_block < p.m_blocks;
-      const uint32_t stage_bytes =
-          (has_rows ? T::kStageBytesA : 0) + kStageBytesB + (kRowGroupB ? kBScaleBytes : 0);
+      const bool has_columns = n_block < p.n_blocks;
+      const uint32_t stage_bytes = (kAlongN || has_rows ? T::kStageBytesA : 0) +
+                                   (!kAlongN || has_columns ? kStageBytesB : 0) +
+                                   (kRowGroupB ? kBScaleBytes : 0);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         sm90::barrier_wait<(Cluster > 1)>(&empty[stage], phase ^ 1);
         sm90::barrier_arrive_expect_bytes(&full[stage], stage_bytes);
+        if constexpr (kAlongN) {
+          sm90::tma_load_2d_multicast(tile_a(stage) + rank * kARowsPerCta * kBlockK, &map_a,
+                                      &full[stage], kb * kBlockK,
+                                      m_block * T::kBlockM + rank * kARowsPerCta, kClusterMask);
+          if (has_columns) {
+            sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+          }
+          next_stage();
+          continue;
+        }
         if (has_rows) {
           sm90::tma_load_2d(tile_a(stage), &map_a, &full[stage], kb * kBlockK,
                             m_block * T::kBlockM);
@@ -422,8 +442,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             rows[v][h] < p.m ? p.a_scale_inv + rows[v][h] * p.a_scale_row_stride : nullptr;
       }
     }
-    const float* const b_scale_row =
-        B == BScale::kPerBlock ? p.b_scale_inv + n_block * p.b_scale_row_stride : nullptr;
+    // (A tile past N, a spare rank along N, reads no scales of b: its results are never stored.)
+    const float* const b_scale_row = B == BScale::kPerBlock && n_block < p.n_blocks
+                                         ? p.b_scale_inv + n_block * p.b_scale_row_stride
+                                         : nullptr;
 
     float total[Waves][kAccumulators];
 #pragma unroll
@@ -444,7 +466,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           scales[v][h] = scale_rows[v][h] != nullptr ? __ldg(scale_rows[v][h] + group) : 0.0f;
         }
       }
-      const float block_scale = B == BScale::kPerBlock ? __ldg(b_scale_row + kb) : 1.0f;
+      const float block_scale =
+          B == BScale::kPerBlock && b_scale_row != nullptr ? __ldg(b_scale_row + kb) : 1.0f;
 
       sm90::barrier_wait(&full[stage], phase);
       const uint64_t desc_b = sm90::smem_descriptor(tile_b(stage));
@@ -626,8 +649,10 @@ DeviceFacts* facts_of(int device) {
   return device >= 0 && device < kCachedDevices ? &device_facts[device] : nullptr;
 }
 
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster>
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
+  constexpr int kClusterM = kAlongN ? 1 : Cluster;
+  constexpr int kClusterN = kAlongN ? Cluster : 1;
   using T = Tile<Waves, B>;
   // The configuration the first kernel takes (whose epilogue stores from the registers).
   const bool tested =
@@ -635,13 +660,15 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   const void* const kernel =
       tested ? reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>)
              : reinterpret_cast<const void*>(
-                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster>);
+                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN>);
   const int shared_bytes = tested ? T::kSharedBytes : T::kGeneralSharedBytes;
   CUtensorMap map_a, map_b, map_b_scale;
-  FP8NN_KERNELS_TRY(encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, T::kBlockM));
-  // Each CTA of a cluster loads its share of b's tile (and multicasts it to the others).
+  // Each CTA of a cluster loads its share of the shared operand's tile (and multicasts it to the
+  // others).
   FP8NN_KERNELS_TRY(
-      encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN / Cluster));
+      encode_operand_map(&map_a, args.a, args.m, args.k, args.lda, T::kBlockM / kClusterN));
+  FP8NN_KERNELS_TRY(
+      encode_operand_map(&map_b, args.b, args.n, args.k, args.ldb, kBlockN / kClusterM));
   if (B == BScale::kPerRowGroup) {
     // [k_blocks, n] fp32 rows of n values; a box is one K block's 128 columns (zeros past n), or
     // a cluster CTA's share of them.
@@ -649,7 +676,7 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
     FP8NN_KERNELS_TRY(sm90::encode_tensor_map_2d(
         &map_b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, args.b_scale_inv_k_major,
         static_cast<uint64_t>(args.n), static_cast<uint64_t>(k_blocks),
-        static_cast<uint64_t>(args.n) * sizeof(float), kBlockN / Cluster, 1,
+        static_cast<uint64_t>(args.n) * sizeof(float), kBlockN / kClusterM, 1,
         CU_TENSOR_MAP_SWIZZLE_NONE));
   } else {
     map_b_scale = map_b;  // a valid map the kernel never reads
@@ -682,7 +709,8 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
     opted_in[tested].fetch_or(bit);
   }
-  const int64_t tiles = sm90::TileScheduler{p.m_blocks, p.n_blocks, Cluster}.cluster_tiles();
+  const int64_t tiles =
+      sm90::TileScheduler{p.m_blocks, p.n_blocks, kClusterM, kClusterN}.cluster_tiles();
   if (tested) {
     const unsigned grid = static_cast<unsigned>(tiles < sm_count ? tiles : sm_count);
     group_gemm_sm90_kernel<FormatA, OutT>
@@ -715,8 +743,8 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
     }
     config.gridDim = dim3(static_cast<unsigned>(Cluster * (tiles < clusters ? tiles : clusters)));
     FP8NN_KERNELS_TRY(cudaLaunchKernelEx(
-        &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster>, map_a, map_b, p,
-        map_b_scale));
+        &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN>, map_a,
+        map_b, p, map_b_scale));
   }
   return cudaGetLastError();
 }
@@ -814,7 +842,9 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
       return "b per row group needs b_scale_inv_k_major, 16-byte aligned";
     }
     if (args.tile_m == 256) return "256-row tiles take b per tensor or per block";
+    if (args.cluster_n == 2) return "pairs along N take b per tensor or per block";
   }
+  if (args.cluster_n == 2 && args.tile_m != 256) return "pairs along N take 256-row tiles";
   if (args.a_group_size != 0 && args.a_group_rows != 1) {
     return "a must be scaled per tensor, per row or per row group";
   }
@@ -836,15 +866,21 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   if (!loaded) return cudaErrorNotSupported;
   const bool tall = args.tile_m == 256;
   const bool pairs = args.cluster_m == 2;
-  // The tile height and cluster size of a configuration, as template arguments.
+  // The tile height, cluster size and cluster direction of a configuration, as template
+  // arguments (pairs along N: 256-row tiles, unsupported_reason).
   const auto shaped = [&](auto launch_with) {
-    if (tall) {
-      return pairs
-                 ? launch_with(std::integral_constant<int, 2>{}, std::integral_constant<int, 2>{})
-                 : launch_with(std::integral_constant<int, 2>{}, std::integral_constant<int, 1>{});
+    using std::integral_constant;
+    using Along = integral_constant<bool, false>;
+    if (args.cluster_n == 2) {
+      return launch_with(integral_constant<int, 2>{}, integral_constant<int, 2>{},
+                         integral_constant<bool, true>{});
     }
-    return pairs ? launch_with(std::integral_constant<int, 1>{}, std::integral_constant<int, 2>{})
-                 : launch_with(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{});
+    if (tall) {
+      return pairs ? launch_with(integral_constant<int, 2>{}, integral_constant<int, 2>{}, Along{})
+                   : launch_with(integral_constant<int, 2>{}, integral_constant<int, 1>{}, Along{});
+    }
+    return pairs ? launch_with(integral_constant<int, 1>{}, integral_constant<int, 2>{}, Along{})
+                 : launch_with(integral_constant<int, 1>{}, integral_constant<int, 1>{}, Along{});
   };
   if (args.b_group_size != 0 && args.b_group_rows == 1) {  // per row group: a E4M3, 128 rows
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
@@ -858,9 +894,10 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   if (args.b_group_size != 0) {  // per 128x128 block; a is E4M3 (unsupported_reason)
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      return shaped([&](auto waves, auto cluster) {
+      return shaped([&](auto waves, auto cluster, auto along_n) {
         return launch<Fp8Format::kE4M3, OutT, decltype(waves)::value, BScale::kPerBlock,
-                      decltype(cluster)::value>(args, stream, device, sm_count);
+                      decltype(cluster)::value, decltype(along_n)::value>(args, stream, device,
+                                                                          sm_count);
       });
     });
   }
@@ -868,9 +905,9 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
     constexpr Fp8Format F = decltype(format_tag)::value;
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
-      return shaped([&](auto waves, auto cluster) {
-        return launch<F, OutT, decltype(waves)::value, BScale::kPerTensor,
-                      decltype(cluster)::value>(args, stream, device, sm_count);
+      return shaped([&](auto waves, auto cluster, auto along_n) {
+        return launch<F, OutT, decltype(waves)::value, BScale::kPerTensor, decltype(cluster)::value,
+                      decltype(along_n)::value>(args, stream, device, sm_count);
       });
     });
   });

@@ -49,14 +49,20 @@ RouteSetting parse_route(const char* value) {
       setting.route == GroupGemmRoute::Sm90 || setting.route == GroupGemmRoute::Auto;
   const bool staged = !tile.empty() && tile.back() == 's';
   if (staged) tile.pop_back();
-  const bool pairs = tile.size() > 2 && tile.compare(tile.size() - 2, 2, "x2") == 0;
-  const std::string height = pairs ? tile.substr(0, tile.size() - 2) : tile;
-  TORCH_CHECK_VALUE(takes_tile && (height == "128" || height == "256"),
-                    "fp8nn: FP8NN_GROUP_GEMM's tile (after the colon) must be 128 or 256, then "
-                    "optionally x2 and s (e.g. 256x2s), after sm90 or auto, got '",
-                    text, "'");
+  const auto ends_with = [&](const char* tail) {
+    return tile.size() > 2 && tile.compare(tile.size() - 2, 2, tail) == 0;
+  };
+  const bool pairs_m = ends_with("x2"), pairs_n = ends_with("n2");
+  const std::string height = pairs_m || pairs_n ? tile.substr(0, tile.size() - 2) : tile;
+  TORCH_CHECK_VALUE(
+      takes_tile && (height == "128" || height == "256") && (!pairs_n || height == "256"),
+      "fp8nn: FP8NN_GROUP_GEMM's tile (after the colon) must be 128 or 256, then "
+      "optionally x2 (pairs along M) or, after 256, n2 (pairs along N), then "
+      "optionally s (e.g. 256x2s), after sm90 or auto, got '",
+      text, "'");
   setting.tile.tile_m = height == "256" ? 256 : 128;
-  setting.tile.cluster_m = pairs ? 2 : 1;
+  setting.tile.cluster_m = pairs_m ? 2 : 1;
+  setting.tile.cluster_n = pairs_n ? 2 : 1;
   setting.tile.staged_epilogue = staged;
   return setting;
 }
@@ -92,13 +98,14 @@ RouteSetting route_setting() {
     setting.route = static_cast<GroupGemmRoute>(cached & 0xff);
     setting.tile.tile_m = (cached >> 8) & 0x1ff;
     setting.tile.cluster_m = (cached >> 17) & 0x3;
-    setting.tile.staged_epilogue = (cached >> 19) != 0;
+    setting.tile.staged_epilogue = ((cached >> 19) & 0x1) != 0;
+    setting.tile.cluster_n = (cached >> 20) & 0x3;
     return setting;
   }
   const RouteSetting setting = parse_route(std::getenv("FP8NN_GROUP_GEMM"));  // may throw
-  cached_route.store(static_cast<int>(setting.route) | setting.tile.tile_m << 8 |
-                     setting.tile.cluster_m << 17 |
-                     static_cast<int>(setting.tile.staged_epilogue) << 19);
+  cached_route.store(
+      static_cast<int>(setting.route) | setting.tile.tile_m << 8 | setting.tile.cluster_m << 17 |
+      static_cast<int>(setting.tile.staged_epilogue) << 19 | setting.tile.cluster_n << 20);
   return setting;
 }
 }  // namespace
@@ -131,11 +138,17 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,
                                                 Sm90Tile tile) {
   if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
-      !tile.staged_epilogue) {
+      tile.cluster_n == 0 && !tile.staged_epilogue) {
     tile = group_gemm_sm90_tile();
-    // b per row group (the weight gradient) takes 128-row tiles only: the rest of the named
-    // configuration still applies to it.
-    if (b.group_size > 0 && b.group_rows == 1 && tile.tile_m == 256) tile.tile_m = 128;
+    // b per row group (the weight gradient) takes 128-row tiles and pairs along M only: the rest
+    // of the named configuration still applies to it.
+    if (b.group_size > 0 && b.group_rows == 1) {
+      if (tile.tile_m == 256) tile.tile_m = 128;
+      if (tile.cluster_n == 2) {
+        tile.cluster_n = 1;
+        tile.cluster_m = 2;
+      }
+    }
   }
   const int64_t M = a.data.size(0), K = a.data.size(1), N = b.data.size(0);
   const auto a_data = k_major(a.data);
@@ -171,6 +184,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.b_group_rows = kernel == GroupGemmKernel::Mma ? 1 : b.group_rows;
   args.tile_m = tile.tile_m;
   args.cluster_m = tile.cluster_m;
+  args.cluster_n = tile.cluster_n;
   args.staged_epilogue = tile.staged_epilogue;
   if (b_scale_k_major.defined()) args.b_scale_inv_k_major = b_scale_k_major.data_ptr<float>();
   args.c = out.data_ptr();

@@ -27,19 +27,21 @@ enum class GroupGemmRoute { CublasLt, Mma, Sm90, Auto };
 /// fixed and reload_group_gemm_route() called.
 GroupGemmRoute group_gemm_route();
 
-/// group_gemm_sm90's configuration (kernels::GroupGemmArgs::tile_m, cluster_m, staged_epilogue);
-/// zeros (and false) let the kernel choose.
+/// group_gemm_sm90's configuration (kernels::GroupGemmArgs::tile_m, cluster_m, staged_epilogue,
+/// cluster_n); zeros (and false) let the kernel choose.
 struct Sm90Tile {
   int tile_m = 0;
   int cluster_m = 0;
   bool staged_epilogue = false;
+  int cluster_n = 0;
 };
 
 /// The tile FP8NN_GROUP_GEMM names after the route, for measuring the configurations in whole
 /// training steps: "sm90:256" (256-row tiles), "sm90:128x2" (128-row tiles in clusters of two CTAs
-/// along M sharing b's tile), "auto:256x2s" (and the output through shared memory), ...; without
-/// one, zeros. Read and kept with the route. A product with b per row group (the weight gradient)
-/// takes 128-row tiles whatever the tile names.
+/// along M sharing b's tile), "sm90:256n2" (256-row tiles in pairs along N sharing a's tile),
+/// "auto:256x2s" (and the output through shared memory), ...; without one, zeros. Read and kept
+/// with the route. A product with b per row group (the weight gradient) takes 128-row tiles, and
+/// pairs along M where the tile names pairs along N.
 Sm90Tile group_gemm_sm90_tile();
 
 /// Makes the next group_gemm_route() read FP8NN_GROUP_GEMM again: for tests and benchmarks that

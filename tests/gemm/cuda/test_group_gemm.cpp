@@ -116,16 +116,18 @@ struct Case {
   bool b_row_groups = false;     // b per row and 128 of K instead of per tensor
   int cluster_m = 0;             // group_gemm_sm90's CTAs per cluster (0: its choice)
   bool staged_epilogue = false;  // group_gemm_sm90's output through shared memory
+  int cluster_n = 0;             // group_gemm_sm90's CTAs per cluster along N (0: its choice)
 };
 
 // Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
 void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
                    const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0,
-                   int cluster_m = 0, bool staged_epilogue = false) {
+                   int cluster_m = 0, bool staged_epilogue = false, int cluster_n = 0) {
   auto args = args_for(a, b, bias, out);
   args.tile_m = tile_m;
   args.cluster_m = cluster_m;
   args.staged_epilogue = staged_epilogue;
+  args.cluster_n = cluster_n;
   torch::Tensor b_k_major;  // freed after the launch: later work on the stream runs after it
   if (b.group_size > 0 && b.group_rows == 1) {
     b_k_major = b.scale_inv.t().contiguous();
@@ -140,7 +142,7 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
 void check_case(const Case& c, Kernel kernel, bool use_api) {
   CAPTURE(c.M, c.N, c.K, c.group_a, fp8nn::name_of(c.format_a), c.out, c.bias, c.b_blocks, c.tile_m,
-          c.b_row_groups, c.cluster_m, c.staged_epilogue, use_api);
+          c.b_row_groups, c.cluster_m, c.cluster_n, c.staged_epilogue, use_api);
   // Magnitudes spread across a's rows, and across b's rows and K (so across b's blocks), so that
   // a kernel applying another row's or block's scale misses the bound by more than the rounding.
   const auto a = quantize_cpu(torch::randn({c.M, c.K}) * 3.0 * torch::exp(torch::randn({c.M, 1})),
@@ -164,7 +166,8 @@ void check_case(const Case& c, Kernel kernel, bool use_api) {
   } else {
     got = torch::full({c.M, c.N}, std::numeric_limits<float>::quiet_NaN(),
                       torch::dtype(c.out).device(torch::kCUDA));
-    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got, c.tile_m, c.cluster_m, c.staged_epilogue);
+    launch_kernel(kernel, a_gpu, b_gpu, bias_gpu, got, c.tile_m, c.cluster_m, c.staged_epilogue,
+                  c.cluster_n);
   }
   const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
   const auto allowed = magnitude_sum(a, b, bias) * relative_bound(kernel, c.K, c.out) + 0x1p-24;
@@ -325,28 +328,30 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("group_gemm_sm90 in clusters of two CTAs sharing b's tile matches the CPU reference") {
+TEST_CASE("group_gemm_sm90 in clusters of two CTAs sharing a tile matches the CPU reference") {
   FP8NN_SKIP_WITHOUT_CUDA();
   if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
   fp8nn::test::seed_torch();
-  // M-block counts odd and even, 1 included (the cluster's second CTA then has no rows of its
-  // own and runs for its peer only), for both tile heights; one and many N-blocks (more cluster
-  // tiles than the device holds clusters at 4000 x 2048 and 3700 x 2320, the latter with odd
-  // M-block counts, so that CTAs go on after a spare tile, and a second, narrower raster
-  // column); K with a short last block.
+  // Pairs along M (sharing b's tile) for both tile heights, and along N (sharing a's 256-row
+  // tile). M- and N-block counts odd and even, 1 included (the cluster's second CTA then has no
+  // tile of its own and runs for its peer only); more cluster tiles than the device holds
+  // clusters at 4000 x 2048 and 3700 x 2320, the latter with odd block counts, so that CTAs go
+  // on after a spare tile, and a second, narrower raster column; K with a short last block.
   const std::vector<std::array<int64_t, 3>> shapes = {
       {1, 16, 16},     {100, 128, 256},   {129, 272, 1040}, {300, 512, 4096},
       {513, 384, 640}, {4000, 2048, 256}, {3700, 2320, 256}};
   int index = 0;
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, int64_t{128}, int64_t{4096}}) {
-      for (int tile_m : {128, 256}) {
+      for (const auto& [tile_m, along_n] :
+           std::vector<std::pair<int, bool>>{{128, false}, {256, false}, {256, true}}) {
         for (bool b_blocks : {false, true}) {
           for (bool staged : {false, true}) {  // both epilogues
             const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
             Case c{s[0],           s[1],     s[2],  group, format, kOutDtypes[index % 3],
                    index % 4 != 3, b_blocks, tile_m};
-            c.cluster_m = 2;
+            c.cluster_m = along_n ? 1 : 2;
+            c.cluster_n = along_n ? 2 : 1;
             c.staged_epilogue = staged;
             ++index;
             check_case(c, Kernel::Sm90, /*use_api=*/false);
@@ -517,9 +522,10 @@ TEST_CASE("FP8NN_GROUP_GEMM names group_gemm_sm90's tile after the route") {
   using fp8nn::cuda::group_gemm_route;
   using fp8nn::cuda::group_gemm_sm90_tile;
   using fp8nn::cuda::GroupGemmRoute;
-  const auto tile_is = [](int tile_m, int cluster_m, bool staged = false) {
+  const auto tile_is = [](int tile_m, int cluster_m, bool staged = false, int cluster_n = 1) {
     const auto tile = group_gemm_sm90_tile();
-    return tile.tile_m == tile_m && tile.cluster_m == cluster_m && tile.staged_epilogue == staged;
+    return tile.tile_m == tile_m && tile.cluster_m == cluster_m && tile.staged_epilogue == staged &&
+           tile.cluster_n == (tile_m == 0 ? 0 : cluster_n);
   };
   {
     const ScopedRoute scoped("sm90");
@@ -549,8 +555,12 @@ TEST_CASE("FP8NN_GROUP_GEMM names group_gemm_sm90's tile after the route") {
     const ScopedRoute scoped("auto:128s");
     CHECK(tile_is(128, 1, true));
   }
-  for (const char* bad :
-       {"sm90:64", "cublaslt:256", "mma:128x2", "sm90:", "sm90:256x4", "sm90:s", "sm90:256sx2"}) {
+  {
+    const ScopedRoute scoped("sm90:256n2s");
+    CHECK(tile_is(256, 1, true, 2));
+  }
+  for (const char* bad : {"sm90:64", "cublaslt:256", "mma:128x2", "sm90:", "sm90:256x4", "sm90:s",
+                          "sm90:256sx2", "sm90:128n2"}) {
     CAPTURE(bad);
     const ScopedRoute scoped(bad);
     CHECK_THROWS_AS(group_gemm_route(), c10::ValueError);
@@ -788,6 +798,14 @@ TEST_CASE("group_gemm_sm90 names what it refuses among the block-scaled configur
   blocks.a_format = K::Fp8Format::kE4M3;
   blocks.cluster_m = 2;
   CHECK(reason(blocks).empty());
+  blocks.cluster_m = 1;
+  blocks.cluster_n = 2;
+  CHECK(reason(blocks).empty());  // tile_m 256
+  blocks.tile_m = 128;
+  CHECK(reason(blocks) == "pairs along N take 256-row tiles");
+  row_groups.cluster_m = 1;
+  row_groups.cluster_n = 2;
+  CHECK(reason(row_groups) == "pairs along N take b per tensor or per block");
 
   auto other_b = args();
   other_b.b_group_size = 64;
@@ -803,6 +821,13 @@ TEST_CASE("group_gemm_sm90 names what it refuses among the block-scaled configur
   auto bad_cluster = args();
   bad_cluster.cluster_m = 3;
   CHECK(std::string(K::group_gemm_invalid_reason(bad_cluster)) == "cluster_m must be 0, 1 or 2");
+  bad_cluster.cluster_m = 0;
+  bad_cluster.cluster_n = -1;
+  CHECK(std::string(K::group_gemm_invalid_reason(bad_cluster)) == "cluster_n must be 0, 1 or 2");
+  bad_cluster.cluster_m = 2;
+  bad_cluster.cluster_n = 2;
+  CHECK(std::string(K::group_gemm_invalid_reason(bad_cluster)) ==
+        "cluster_m and cluster_n are not both 2");
   auto bad_rows = args();
   bad_rows.b_group_rows = 0;
   CHECK(std::string(K::group_gemm_invalid_reason(bad_rows)) == "group rows must be >= 1");

@@ -1,13 +1,15 @@
 // The persistent sm90 GEMM's tile order (kernels/gemm/sm90_tile_scheduler.h), on the CPU: every
 // output tile is computed exactly once whatever the number of clusters, the CTAs of a cluster
-// always share b's tile (the same N-block, consecutive M-blocks), and a CTA past M appears only
-// where the cluster size does not divide the M-blocks.
+// always share an operand's tile (along M: the same N-block, consecutive M-blocks; along N: the
+// same M-block, consecutive N-blocks), and a CTA past M (N) appears only where the cluster size
+// does not divide the M-blocks (N-blocks).
 
 #include "catch.h"
 #include "kernels/gemm/sm90_tile_scheduler.h"
 
 #include <map>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -15,34 +17,42 @@ using fp8nn::kernels::sm90::kRasterWidth;
 using fp8nn::kernels::sm90::TileScheduler;
 
 // Walks the schedule as the kernel's CTAs do: cluster c of `clusters` takes the cluster tiles
-// c, c + clusters, ...; each of its cluster_m CTAs the tile of its rank.
-void check_schedule(int m_blocks, int n_blocks, int cluster_m, int clusters) {
-  CAPTURE(m_blocks, n_blocks, cluster_m, clusters);
-  const TileScheduler schedule{m_blocks, n_blocks, cluster_m};
-  REQUIRE(schedule.cluster_tiles() == (m_blocks + cluster_m - 1) / cluster_m * n_blocks);
+// c, c + clusters, ...; each of its CTAs the tile of its rank.
+void check_schedule(int m_blocks, int n_blocks, int cluster_m, int cluster_n, int clusters) {
+  CAPTURE(m_blocks, n_blocks, cluster_m, cluster_n, clusters);
+  const TileScheduler schedule{m_blocks, n_blocks, cluster_m, cluster_n};
+  const int size = cluster_m * cluster_n;
+  REQUIRE(schedule.cluster_tiles() ==
+          (m_blocks + cluster_m - 1) / cluster_m * ((n_blocks + cluster_n - 1) / cluster_n));
   std::map<std::pair<int, int>, int> visits;
   int spare = 0;
   for (int c = 0; c < clusters; ++c) {
     for (int t = c; t < schedule.cluster_tiles(); t += clusters) {
       int first_m = -1, first_n = -1;
-      for (int rank = 0; rank < cluster_m; ++rank) {
+      for (int rank = 0; rank < size; ++rank) {
         int m = -1, n = -1;
         schedule.tile(t, rank, m, n);
-        REQUIRE(n >= 0);
-        REQUIRE(n < n_blocks);
         REQUIRE(m >= 0);
+        REQUIRE(n >= 0);
         if (rank == 0) {
           first_m = m;
           first_n = n;
           REQUIRE(m % cluster_m == 0);
-        } else {
+          REQUIRE(n % cluster_n == 0);
+        } else if (cluster_m > 1) {
           CHECK(n == first_n);         // the cluster shares b's tile
           CHECK(m == first_m + rank);  // and takes consecutive M-blocks
+        } else {
+          CHECK(m == first_m);         // the cluster shares a's tile
+          CHECK(n == first_n + rank);  // and takes consecutive N-blocks
         }
-        if (m < m_blocks) {
+        if (m < m_blocks && n < n_blocks) {
           ++visits[{m, n}];
         } else {
-          REQUIRE(m < m_blocks - m_blocks % cluster_m + cluster_m);  // the last row's spare ranks
+          // the last row's (column's) spare ranks only
+          REQUIRE(m < m_blocks - m_blocks % cluster_m + cluster_m);
+          REQUIRE(n < n_blocks - n_blocks % cluster_n + cluster_n);
+          REQUIRE((m >= m_blocks) != (n >= n_blocks));
           ++spare;
         }
       }
@@ -53,18 +63,20 @@ void check_schedule(int m_blocks, int n_blocks, int cluster_m, int clusters) {
     CAPTURE(tile.first, tile.second);
     CHECK(count == 1);
   }
-  const int expected_spare = m_blocks % cluster_m == 0 ? 0 : (cluster_m - m_blocks % cluster_m);
-  CHECK(spare == expected_spare * n_blocks);
+  const int spare_rows = m_blocks % cluster_m == 0 ? 0 : cluster_m - m_blocks % cluster_m;
+  const int spare_columns = n_blocks % cluster_n == 0 ? 0 : cluster_n - n_blocks % cluster_n;
+  CHECK(spare == spare_rows * n_blocks + spare_columns * m_blocks);
 }
 
 }  // namespace
 
-TEST_CASE("the sm90 tile schedule computes every output tile once, clusters sharing b's tile") {
-  for (int cluster_m : {1, 2}) {
+TEST_CASE("the sm90 tile schedule computes every output tile once, clusters sharing a tile") {
+  for (const auto& [cluster_m, cluster_n] :
+       std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {1, 2}}) {
     for (int m_blocks : {1, 2, 3, 7, 32, 33, 64}) {
       for (int n_blocks : {1, 2, 15, kRasterWidth, kRasterWidth + 1, 3 * kRasterWidth + 5, 112}) {
         for (int clusters : {1, 5, 66, 132, 1000}) {
-          check_schedule(m_blocks, n_blocks, cluster_m, clusters);
+          check_schedule(m_blocks, n_blocks, cluster_m, cluster_n, clusters);
         }
       }
     }
@@ -87,4 +99,11 @@ TEST_CASE("the sm90 tile schedule runs down raster columns of kRasterWidth N-blo
   schedule.tile(last_column + 9, 1, m, n);
   CHECK(n == 2 * kRasterWidth + 1);
   CHECK(m == 2 * 1 + 1);
+  // Pairs along N: a raster column still spans kRasterWidth N-blocks (8 pairs).
+  const TileScheduler pairs{8, 40, 1, 2};
+  for (int t = 0; t < (kRasterWidth / 2) * pairs.cluster_rows(); ++t) {
+    pairs.tile(t, 1, m, n);
+    CHECK(n == 2 * (t % (kRasterWidth / 2)) + 1);
+    CHECK(m == t / (kRasterWidth / 2));
+  }
 }
