@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,25 @@ torch::Tensor fp8nn_scaled_mm(const Operands& o, bool fast_accumulation) {
   return F::scaled_mm(o.a, o.b, c10::nullopt, torch::kBFloat16, fast_accumulation);
 }
 
+// FP8NN_BENCH_ROWS=part[,part...] (e.g. for a profiler run): of the group- and block-scaled rows,
+// only those whose name contains one of the parts run; unset or empty, all. The tensorwise rows
+// always run.
+bool row_wanted(const std::string& name) {
+  static const std::vector<std::string> parts = [] {
+    std::vector<std::string> list;
+    const char* value = std::getenv("FP8NN_BENCH_ROWS");
+    std::stringstream text(value == nullptr ? "" : value);
+    std::string part;
+    while (std::getline(text, part, ',')) {
+      if (!part.empty()) list.push_back(part);
+    }
+    return list;
+  }();
+  if (parts.empty()) return true;
+  return std::any_of(parts.begin(), parts.end(),
+                     [&](const std::string& part) { return name.find(part) != std::string::npos; });
+}
+
 // max |x - y| / max |y|.
 double relative_difference(const torch::Tensor& x, const torch::Tensor& y) {
   const auto reference = y.to(torch::kFloat);
@@ -159,20 +179,23 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       F::scaled_mm(grouped[i % grouped.size()], operands[i % operands.size()].b, c10::nullopt,
                    torch::kBFloat16, /*fast_accumulation=*/false);
     };
-    torch::Tensor reference;
+    torch::Tensor reference;  // the cublaslt route's result
+    {
+      const fp8nn::cuda::ScopedGroupGemmRoute scope("cublaslt");
+      reference = F::scaled_mm(grouped[0], operands[0].b, c10::nullopt, torch::kBFloat16, false);
+    }
     for (const char* route : {"cublaslt", "sm90", "auto"}) {
+      const std::string what =
+          std::string("G=") + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
+      if (!row_wanted(what)) continue;
       const fp8nn::cuda::ScopedGroupGemmRoute scope(route);
       const double ms = median_ms(run, options.warmup, options.iters);
       const auto result =
           F::scaled_mm(grouped[0], operands[0].b, c10::nullopt, torch::kBFloat16, false);
       char check[32] = "";
-      if (reference.defined()) {
+      if (std::string(route) != "cublaslt") {
         std::snprintf(check, sizeof(check), "%.1e", relative_difference(result, reference));
-      } else {
-        reference = result;
       }
-      const std::string what =
-          std::string("G=") + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
       print_row(shape, what, ms, tensorwise_ms / ms, check);
     }
     // group_gemm_sm90's other tiles (the sm90 row above: the kernel's choice).
@@ -183,6 +206,8 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
              {"sm90 256x2 st", {256, 2, true}},
              {"sm90 256n2", {256, 1, false, 2}},
              {"sm90 256n2 st", {256, 1, true, 2}}}) {
+      const std::string what = "G=" + std::to_string(group) + " " + name;
+      if (!row_wanted(what)) continue;
       const auto product = [&, tile = tile](int i) {
         return fp8nn::cuda::group_gemm_product(
             grouped[i % grouped.size()], operands[i % operands.size()].b, c10::nullopt,
@@ -193,7 +218,7 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       const double ms = median_ms([&](int i) { product(i); }, options.warmup, options.iters);
       char check[32];
       std::snprintf(check, sizeof(check), "%.1e", relative_difference(*result, reference));
-      print_row(shape, "G=" + std::to_string(group) + " " + name, ms, tensorwise_ms / ms, check);
+      print_row(shape, what, ms, tensorwise_ms / ms, check);
     }
   }
 }
@@ -258,6 +283,7 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
         [&](int i) { torch_scaled_mm(operands[slot(i)], true); }};
     std::vector<const Variant*> running;
     for (const auto& variant : variants) {
+      if (!row_wanted(variant.name)) continue;
       const int64_t block_calls = F::scaled_mm_path_count(F::ScaledMmPath::CublasLtBlock);
       const auto first = variant.product(0);
       if (variant.name.find("cublaslt") != std::string::npos &&
