@@ -167,6 +167,27 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
 // against); check: relative difference to the cublaslt route.
 void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
                        const GemmBenchOptions& options) {
+  using Tiles = std::vector<std::pair<const char*, fp8nn::cuda::Sm90Tile>>;
+  // group_gemm_sm90's other tiles (the sm90 row: the kernel's choice).
+  const Tiles tiles = {{"sm90 256", {256, 1}},
+                       {"sm90 128x2", {128, 2}},
+                       {"sm90 256x2", {256, 2}},
+                       {"sm90 256x2 st", {256, 2, true}},
+                       {"sm90 256n2", {256, 1, false, 2}},
+                       {"sm90 256n2 st", {256, 1, true, 2}}};
+  const auto route_row = [&](int64_t group, const char* route) {
+    return "G=" + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
+  };
+  const auto tile_row = [&](int64_t group, const char* tile) {
+    return "G=" + std::to_string(group) + " " + tile;
+  };
+  bool any = false;
+  for (int64_t group : {int64_t{128}, int64_t{4096}}) {
+    for (const char* route : {"cublaslt", "sm90", "auto"})
+      any |= row_wanted(route_row(group, route));
+    for (const auto& tile : tiles) any |= row_wanted(tile_row(group, tile.first));
+  }
+  if (!any) return;
   const double tensorwise_ms =
       median_ms([&](int i) { torch_scaled_mm(operands[i % operands.size()], true); },
                 options.warmup, options.iters);
@@ -185,8 +206,7 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       reference = F::scaled_mm(grouped[0], operands[0].b, c10::nullopt, torch::kBFloat16, false);
     }
     for (const char* route : {"cublaslt", "sm90", "auto"}) {
-      const std::string what =
-          std::string("G=") + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
+      const std::string what = route_row(group, route);
       if (!row_wanted(what)) continue;
       const fp8nn::cuda::ScopedGroupGemmRoute scope(route);
       const double ms = median_ms(run, options.warmup, options.iters);
@@ -198,15 +218,8 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
       }
       print_row(shape, what, ms, tensorwise_ms / ms, check);
     }
-    // group_gemm_sm90's other tiles (the sm90 row above: the kernel's choice).
-    for (const auto& [name, tile] : std::vector<std::pair<const char*, fp8nn::cuda::Sm90Tile>>{
-             {"sm90 256", {256, 1}},
-             {"sm90 128x2", {128, 2}},
-             {"sm90 256x2", {256, 2}},
-             {"sm90 256x2 st", {256, 2, true}},
-             {"sm90 256n2", {256, 1, false, 2}},
-             {"sm90 256n2 st", {256, 1, true, 2}}}) {
-      const std::string what = "G=" + std::to_string(group) + " " + name;
+    for (const auto& [name, tile] : tiles) {
+      const std::string what = tile_row(group, name);
       if (!row_wanted(what)) continue;
       const auto product = [&, tile = tile](int i) {
         return fp8nn::cuda::group_gemm_product(
@@ -277,6 +290,10 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
                  {"bw 1D1D sm90 x2", sm90_tile(b_rows, 128, 2)},
                  {"bw 1D1D sm90 x2 st", sm90_tile(b_rows, 128, 2, true)}}}};
   for (const auto& [b, variants] : forms) {
+    if (std::none_of(variants.begin(), variants.end(),
+                     [](const Variant& v) { return row_wanted(v.name); })) {
+      continue;
+    }
     // The exact product of the dequantized operands, up to fp32 accumulation.
     const auto reference = at::matmul(F::dequantize(a_rows[0]), F::dequantize((*b)[0]).t());
     std::vector<std::function<void(int)>> runs = {

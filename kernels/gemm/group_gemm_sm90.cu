@@ -20,7 +20,7 @@
 //  - the epilogue stores straight from registers (2 elements per store).
 // Tile order: columns of kRasterWidth N-blocks, M-blocks down each column, so a wave of CTAs
 // shares both operand slices in L2 (sm90_tile_scheduler.h for the general kernel, whose CTAs may
-// also pair up in clusters along M that share b's tile by TMA multicast).
+// also pair up in clusters along M that share b's tile by TMA multicast, or along N sharing a's).
 //
 // The PTX it is built from (mbarriers, TMA loads, wgmma, setmaxnreg) is in sm90_pipeline.cuh, the
 // tensor-map encoding in sm90_tensor_map.h; this file holds the tiles, the kernel and its launcher.

@@ -87,8 +87,8 @@ int device_sm(c10::DeviceIndex device) {
 }  // namespace
 
 namespace {
-// The parsed FP8NN_GROUP_GEMM (route, tile height and cluster size packed into one value), or -1
-// before it is read (or after reload_group_gemm_route).
+// The parsed FP8NN_GROUP_GEMM (route, then the tile's height, cluster_m, staged epilogue and
+// cluster_n packed into one value), or -1 before it is read (or after reload_group_gemm_route).
 std::atomic<int> cached_route{-1};
 
 RouteSetting route_setting() {

@@ -673,6 +673,8 @@ TEST_CASE(
 }
 
 TEST_CASE("1x128 x 1x128 products take group_gemm_sm90 under sm90 and the K split under auto") {
+  // sm90:256n2 too: the weight gradient's product takes 128-row tiles in pairs along M instead
+  // (group_gemm_product), not another kernel.
   FP8NN_SKIP_WITHOUT_CUDA();
   if (!fp8_tensor_cores()) FP8NN_SKIP_TEST("needs FP8 tensor cores (compute capability 8.9+)");
   fp8nn::test::seed_torch();
@@ -683,10 +685,10 @@ TEST_CASE("1x128 x 1x128 products take group_gemm_sm90 under sm90 and the K spli
                           Format::E4M3, Blocks::Row128);
   const auto expected = F::scaled_mm(a, b, c10::nullopt, torch::kFloat).to(torch::kDouble);
   const auto magnitude = magnitude_sum(a, b, c10::nullopt);
-  for (const char* route : {"sm90", "auto"}) {
+  for (const char* route : {"sm90", "auto", "sm90:256n2", "sm90:256x2s"}) {
     CAPTURE(route);
     const ScopedRoute scoped(route);
-    const Path expected_path = std::string(route) == "sm90" && sm90_available()
+    const Path expected_path = std::string(route) != "auto" && sm90_available()
                                    ? Path::GroupGemmSm90
                                    : Path::CublasLtKSplit;
     torch::Tensor got;
