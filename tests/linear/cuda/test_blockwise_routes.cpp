@@ -7,6 +7,7 @@
 #include <fp8nn/fp8nn.h>
 
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/core/AutogradState.h>
 
 #include "gemm/cuda/group_gemm_cuda.h"
 #include "gemm/cuda/scaled_mm_cuda.h"
@@ -31,6 +32,25 @@ std::array<int64_t, F::kScaledMmPathCount> path_counts() {
   for (int p = 0; p < F::kScaledMmPathCount; ++p) counts[p] = F::scaled_mm_path_count(Path(p));
   return counts;
 }
+
+// The path counters are per thread, and the autograd engine runs a CUDA backward on its device's
+// worker thread; with multithreading off (for this scope) it runs on the calling thread, which
+// then counts the backward products too.
+class BackwardOnThisThread {
+ public:
+  BackwardOnThisThread()
+      : previous_(c10::AutogradState::get_tls_state().get_multithreading_enabled()) {
+    c10::AutogradState::get_tls_state().set_multithreading_enabled(false);
+  }
+  ~BackwardOnThisThread() {
+    c10::AutogradState::get_tls_state().set_multithreading_enabled(previous_);
+  }
+  BackwardOnThisThread(const BackwardOnThisThread&) = delete;
+  BackwardOnThisThread& operator=(const BackwardOnThisThread&) = delete;
+
+ private:
+  bool previous_;
+};
 
 bool sm90_device() {
   const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
@@ -80,6 +100,7 @@ TEST_CASE("Recipe::blockwise() layers match the emulation under every FP8NN_GROU
       const auto x = torch::randn({rows, in}, device).requires_grad_(true);
       const auto dy = torch::randn({rows, out}, device);
 
+      const BackwardOnThisThread same_thread;
       const auto before = path_counts();
       const auto y = layer->forward(x);
       y.backward(dy);

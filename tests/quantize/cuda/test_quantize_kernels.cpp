@@ -46,6 +46,16 @@ K::Fp8Format format_of(Format f) {
 
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream(); }
 
+// The monitor's counts [saturated, flushed, amax bits] equal, except that a NaN amax may carry
+// another payload on the device (fp16 NaN converted by __half2float) than on the host.
+bool same_counts(const torch::Tensor& got, const torch::Tensor& want) {
+  const auto g = got.cpu();
+  constexpr int64_t kInfBits = 0x7f800000;
+  const int64_t got_amax = g[2].item<int64_t>(), want_amax = want[2].item<int64_t>();
+  const bool amax_same = want_amax > kInfBits ? got_amax > kInfBits : got_amax == want_amax;
+  return torch::equal(g.narrow(0, 0, 2), want.narrow(0, 0, 2)) && amax_same;
+}
+
 // A poisoned device buffer for `numel` elements of `dtype`, starting `offset` elements into the
 // allocation (to break vector alignment on purpose), with kGuardBytes of poison after it.
 struct Output {
@@ -493,7 +503,7 @@ TEST_CASE(
           CHECK(count_bit_differences(out_t.values({cols, rows}), expected_t.data) == 0);
           CHECK(same_scales(scale_inv.values({rows, groups}), expected.scale_inv));
           CHECK(same_scales(scale_inv_t.values({cols, groups_t}), expected_t.scale_inv));
-          CHECK(torch::equal(counts.cpu(), expected_counts));
+          CHECK(same_counts(counts, expected_counts));
           CHECK((out.guard_untouched() && out_t.guard_untouched() && scale_inv.guard_untouched() &&
                  scale_inv_t.guard_untouched()));
         }
