@@ -98,6 +98,19 @@ inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) 
 /// already pending on the thread (which the query would otherwise clear), else cudaSuccess.
 cudaError_t group_gemm_sm90_compiled(bool* compiled);
 
+/// The configuration of the calling thread's last group_gemm_sm90 launch (for tests: that a
+/// requested configuration is the one that ran): tile height, CTAs per cluster along M and N, the
+/// staged epilogue, and whether the first kernel (b per tensor, 128 rows, one CTA, stores from
+/// the registers) took it. All zero before any launch.
+struct Sm90Launch {
+  int tile_m = 0;
+  int cluster_m = 0;
+  int cluster_n = 0;
+  bool staged_epilogue = false;
+  bool first_kernel = false;
+};
+Sm90Launch group_gemm_sm90_last_launch();
+
 /// Hopper kernel. cudaErrorNotSupported when !group_gemm_sm90_supported(args, sm of the current
 /// device), cudaErrorInvalidValue for invalid arguments, else the first failing CUDA/driver status
 /// (an error already pending on the thread, tensor-map encoding, attribute setting, launch). Never

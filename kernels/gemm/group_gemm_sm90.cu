@@ -649,6 +649,8 @@ DeviceFacts* facts_of(int device) {
   return device >= 0 && device < kCachedDevices ? &device_facts[device] : nullptr;
 }
 
+thread_local Sm90Launch last_launch;
+
 template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
   constexpr int kClusterM = kAlongN ? 1 : Cluster;
@@ -746,7 +748,9 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
         &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN>, map_a,
         map_b, p, map_b_scale));
   }
-  return cudaGetLastError();
+  FP8NN_KERNELS_TRY(cudaGetLastError());
+  last_launch = {Waves * kWaveM, kClusterM, kClusterN, args.staged_epilogue, tested};
+  return cudaSuccess;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -806,6 +810,8 @@ cudaError_t sm_of(int device, int& sm, int& sm_count) {
 }
 
 }  // namespace
+
+Sm90Launch group_gemm_sm90_last_launch() { return last_launch; }
 
 cudaError_t group_gemm_sm90_compiled(bool* compiled) {
   int device = 0;

@@ -137,6 +137,15 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
   const cudaError_t status =
       kernel == Kernel::Sm90 ? K::group_gemm_sm90(args, stream) : K::group_gemm_mma(args, stream);
   REQUIRE(std::string(cudaGetErrorString(status)) == cudaGetErrorString(cudaSuccess));
+  if (kernel == Kernel::Sm90) {  // the configuration asked for is the one that ran
+    const auto ran = K::group_gemm_sm90_last_launch();
+    CHECK(ran.tile_m == (tile_m == 0 ? 128 : tile_m));
+    CHECK(ran.cluster_m == (cluster_m == 0 ? 1 : cluster_m));
+    CHECK(ran.cluster_n == (cluster_n == 0 ? 1 : cluster_n));
+    CHECK(ran.staged_epilogue == staged_epilogue);
+    CHECK(ran.first_kernel == (b.group_size == 0 && ran.tile_m == 128 && ran.cluster_m == 1 &&
+                               ran.cluster_n == 1 && !staged_epilogue));
+  }
 }
 
 // Runs `kernel` (or scaled_mm when use_api) on CUDA copies and compares with CPU scaled_mm.
