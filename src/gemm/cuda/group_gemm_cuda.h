@@ -17,8 +17,9 @@ namespace fp8nn::cuda {
 ///    reference, block-scaled operands (group_rows > 1) included;
 ///  - Sm90: group-scaled a, also with a 128x128 block-scaled b, goes to group_gemm_sm90 where it
 ///    supports the problem (sm_90 device, 9.0a build, aligned shapes); the rest as Mma;
-///  - Auto: as Sm90 for operands without block scales; block-scaled products take the on-device
-///    reference, since their kernel paths have not yet run against it on a GPU.
+///  - Auto: as Sm90 for operands without block scales; block-scaled and 1x128 x 1x128 products
+///    take cuBLASLt's block scale modes first (the fastest path), then, for what those refuse,
+///    block-scaled ones as Sm90 and 1x128 pairs the K split.
 enum class GroupGemmRoute { CublasLt, Mma, Sm90, Auto };
 
 /// FP8NN_GROUP_GEMM=cublaslt|mma|sm90|auto (unset or empty = auto), read by the first scaled_mm

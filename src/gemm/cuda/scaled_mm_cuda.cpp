@@ -1,12 +1,12 @@
 // Path choice for the FP8 product on CUDA:
 //  0. Block-scaled operands (group_rows > 1: 128x128 blocks) and pairs of 1x128 operands (per
 //     group of 128 on both sides), the DeepSeek-V3 products, depend on FP8NN_GROUP_GEMM:
-//     `cublaslt` takes cuBLASLt's block scale modes (cuBLAS 12.9+, Hopper) where they apply;
-//     `sm90` group_gemm_sm90 for a 1x128 a and a 128x128 b, then group_gemm_mma for any other
-//     block-scaled product; `mma` group_gemm_mma. Under auto, block-scaled products take the
-//     reference product on the device: these paths have not yet run against it on a GPU. What
-//     remains (1x128 pairs) goes on as below, to group_gemm_sm90 under `sm90` only (auto keeps
-//     them on the K split for the same reason).
+//     `cublaslt` and auto take cuBLASLt's block scale modes (cuBLAS 12.9+, Hopper) where they
+//     apply, the fastest of the paths (docs/blockwise-gemm-plan.md); then `sm90` and auto
+//     group_gemm_sm90 for a 1x128 a and a 128x128 b, and group_gemm_mma for any other
+//     block-scaled product; `mma` group_gemm_mma. What remains (1x128 pairs that cuBLASLt did
+//     not take) goes on as below, to group_gemm_sm90 under `sm90` only (auto keeps them on the
+//     K split).
 //  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
@@ -310,19 +310,21 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
       a.group_size == kBlockSize && b.group_size == kBlockSize && K > kBlockSize;
   if (block_scaled || both_per_128) {
     const auto route = cuda::group_gemm_route();
-    if (route == cuda::GroupGemmRoute::CublasLt) {
+    const bool automatic = route == cuda::GroupGemmRoute::Auto;
+    if (route == cuda::GroupGemmRoute::CublasLt || automatic) {
       if (auto out = block_product(a, b, bias, out_dtype)) {
         return counted(ScaledMmPath::CublasLtBlock, *out);
       }
     }
     if (block_scaled) {
-      if (route == cuda::GroupGemmRoute::Sm90) {
+      if (route == cuda::GroupGemmRoute::Sm90 || automatic) {
         if (auto out =
                 cuda::group_gemm_product(a, b, bias, out_dtype, cuda::GroupGemmKernel::Sm90)) {
           return counted(ScaledMmPath::GroupGemmSm90, *out);
         }
       }
-      if ((route == cuda::GroupGemmRoute::Sm90 || route == cuda::GroupGemmRoute::Mma) &&
+      if ((route == cuda::GroupGemmRoute::Sm90 || route == cuda::GroupGemmRoute::Mma ||
+           automatic) &&
           has_fp8_tensor_cores(a.data.device().index())) {
         return counted(ScaledMmPath::GroupGemmMma, mma_product(a, b, bias, out_dtype));
       }
@@ -330,7 +332,8 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
     }
   }
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
-  // auto keeps a group-scaled b (the 1D1D product) off the kernel until that has run on a GPU.
+  // auto keeps a group-scaled b (the 1D1D product) off the kernel: cuBLASLt's block modes took it
+  // above where they can, faster, and the K split takes it here.
   const auto takes_sm90 = [&](cuda::GroupGemmRoute route) {
     return route == cuda::GroupGemmRoute::Sm90 ||
            (route == cuda::GroupGemmRoute::Auto && b.group_size == 0);

@@ -203,6 +203,9 @@ bool fp8_tensor_cores() {
   return properties->major * 10 + properties->minor >= 89;
 }
 
+// cuBLASLt's block scale modes (scaled_mm_cuda.cpp's block_product) run on Hopper only.
+bool cublaslt_block_modes() { return at::cuda::getCurrentDeviceProperties()->major == 9; }
+
 // The path scaled_mm took in `product`, which must make exactly one CUDA scaled_mm call (read from
 // the per-path call counters of src/cuda/scaled_mm_cuda.h).
 template <typename Product>
@@ -689,7 +692,9 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("1x128 x 1x128 products take group_gemm_sm90 under sm90 and the K split under auto") {
+TEST_CASE(
+    "1x128 x 1x128 products take group_gemm_sm90 under sm90, and cuBLASLt's block modes (on "
+    "Hopper) or the K split under auto") {
   // sm90:256n2 too: the weight gradient's product takes 128-row tiles in pairs along M instead
   // (group_gemm_product), not another kernel.
   FP8NN_SKIP_WITHOUT_CUDA();
@@ -705,9 +710,10 @@ TEST_CASE("1x128 x 1x128 products take group_gemm_sm90 under sm90 and the K spli
   for (const char* route : {"sm90", "auto", "sm90:256n2", "sm90:256x2s"}) {
     CAPTURE(route);
     const ScopedRoute scoped(route);
-    const Path expected_path = std::string(route) != "auto" && sm90_available()
-                                   ? Path::GroupGemmSm90
-                                   : Path::CublasLtKSplit;
+    const bool automatic = std::string(route) == "auto";
+    const Path expected_path = automatic && cublaslt_block_modes() ? Path::CublasLtBlock
+                               : !automatic && sm90_available()    ? Path::GroupGemmSm90
+                                                                   : Path::CublasLtKSplit;
     torch::Tensor got;
     const Path taken =
         path_of([&] { got = F::scaled_mm(to_cuda(a), to_cuda(b), c10::nullopt, torch::kFloat); });
@@ -720,7 +726,9 @@ TEST_CASE("1x128 x 1x128 products take group_gemm_sm90 under sm90 and the K spli
   }
 }
 
-TEST_CASE("block-scaled products take the kernel their route names, and the reference under auto") {
+TEST_CASE(
+    "block-scaled products take the kernel their route names, and cuBLASLt's block modes (on "
+    "Hopper) under auto") {
   FP8NN_SKIP_WITHOUT_CUDA();
   if (!fp8_tensor_cores()) FP8NN_SKIP_TEST("needs FP8 tensor cores (compute capability 8.9+)");
   fp8nn::test::seed_torch();
@@ -752,14 +760,17 @@ TEST_CASE("block-scaled products take the kernel their route names, and the refe
         // sm90 takes a 1x128 a with a 128x128 b on aligned K and N; mma the rest.
         const bool sm90_takes = std::string(route) == "sm90" && sm90_available() &&
                                 blocks_a == Blocks::Row128 && K_size % 16 == 0 && N % 16 == 0;
-        const Path expected_path = std::string(route) == "auto" ? Path::Reference
-                                   : sm90_takes                 ? Path::GroupGemmSm90
-                                                                : Path::GroupGemmMma;
+        const Path expected_path = std::string(route) == "auto" && cublaslt_block_modes()
+                                       ? Path::CublasLtBlock
+                                   : sm90_takes ? Path::GroupGemmSm90
+                                                : Path::GroupGemmMma;
         torch::Tensor got;
         const Path taken =
             path_of([&] { got = F::scaled_mm(to_cuda(a), to_cuda(b), bias_gpu, out); });
         CHECK(std::string(F::path_name(taken)) == F::path_name(expected_path));
-        const Kernel kernel = taken == Path::GroupGemmSm90 ? Kernel::Sm90 : Kernel::Mma;
+        const Kernel kernel = taken == Path::GroupGemmSm90  ? Kernel::Sm90
+                              : taken == Path::GroupGemmMma ? Kernel::Mma
+                                                            : Kernel::AnyRoute;
         const auto error = (got.cpu().to(torch::kDouble) - expected).abs();
         const auto allowed = magnitude * relative_bound(kernel, K_size, out) + 0x1p-24;
         CHECK(torch::isfinite(got).all().item<bool>());

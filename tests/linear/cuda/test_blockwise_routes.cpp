@@ -67,10 +67,17 @@ std::vector<Path> expected_paths(const std::string& route, bool sm90, bool sm90_
   if (route == "sm90" && sm90_kernel) {
     return {Path::GroupGemmSm90, Path::GroupGemmSm90, Path::GroupGemmSm90};
   }
+  if (route == "auto" && sm90) {
+    return {Path::CublasLtBlock, Path::CublasLtBlock, Path::CublasLtBlock};
+  }
   if (route == "mma") return {Path::GroupGemmMma, Path::GroupGemmMma, Path::GroupGemmMma};
-  if (route == "sm90") return {Path::GroupGemmMma, Path::GroupGemmMma, Path::CublasLtKSplit};
-  // auto (and cublaslt off Hopper): the reference for the block-scaled products, the K split
+  // sm90 and auto without the kernel: group_gemm_mma for the block-scaled products, the K split
   // for the weight gradient.
+  if (route == "sm90" || route == "auto") {
+    return {Path::GroupGemmMma, Path::GroupGemmMma, Path::CublasLtKSplit};
+  }
+  // cublaslt off Hopper: the reference for the block-scaled products, the K split for the
+  // weight gradient.
   return {Path::Reference, Path::Reference, Path::CublasLtKSplit};
 }
 
