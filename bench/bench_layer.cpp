@@ -251,9 +251,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
   const std::vector<std::string> names = {
-      "bf16",     "naive",     "global",    "global-mb", "mixed",       "mixed-mb", "global-nm",
-      "mixed-nm", "global-dl", "bf16-g",    "global-g",  "global-dl-g", "bf16-ac",  "global-rs",
-      "bw-lt",    "bw-sm90",   "bw-sm90-2", "bw-sm90-n", "mixed-2"};
+      "bf16",     "naive",     "global",  "global-mb", "mixed",       "mixed-mb", "global-nm",
+      "mixed-nm", "global-dl", "bf16-g",  "global-g",  "global-dl-g", "bf16-ac",  "global-rs",
+      "bw",       "bw-lt",     "bw-sm90", "bw-sm90-2", "bw-sm90-n",   "mixed-2"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -346,6 +346,12 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
          {global_rs->weight, global_rs->bias},
          false,
          "bf16-ac"},
+        {"bw",
+         [&](const torch::Tensor& x) { return blockwise(x); },
+         {blockwise->weight},
+         false,
+         "",
+         "auto"},
         {"bw-lt",
          [&](const torch::Tensor& x) { return blockwise(x); },
          {blockwise->weight},
@@ -428,8 +434,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "against bf16-g (bf16-g× against eager bf16; memory columns: see the eager variant); "
       "bf16-ac: the README's setup in bf16, torch::nn::Linear with fp32 weights and bias under "
       "bf16 autocast; global-rs: LinearFP8Global in that setup (fp32 weights and bias, bf16 x), × "
-      "against bf16-ac; bw-lt, bw-sm90: Recipe::blockwise() with FP8NN_GROUP_GEMM=cublaslt or "
-      "sm90; bw-sm90-2, mixed-2: blockwise and mixed with group_gemm_sm90's 256-row tiles in "
+      "against bf16-ac; bw: Recipe::blockwise() under the default route (auto); bw-lt, bw-sm90: "
+      "with FP8NN_GROUP_GEMM=cublaslt or sm90; bw-sm90-2, mixed-2: blockwise and mixed with "
+      "group_gemm_sm90's 256-row tiles in "
       "pairs along M (FP8NN_GROUP_GEMM=sm90:256x2, auto:256x2); bw-sm90-n: blockwise with pairs "
       "along N (sm90:256n2); -mb: micro-batches (W's FP8 "
       "copies "
