@@ -50,7 +50,9 @@ struct GroupGemmArgs {
   Fp8Format a_format = Fp8Format::kE4M3;
   Fp8Format b_format = Fp8Format::kE4M3;
   HighPrecision out_type = HighPrecision::kBFloat16;
-  int tile_m = 0;  ///< group_gemm_sm90's tile height: 128 or 256; 0 lets it choose
+  /// group_gemm_sm90's tile height: 128 or 256; 0 lets it choose (sm90::default_tile_rows in
+  /// sm90_tile_scheduler.h)
+  int tile_m = 0;
   /// group_gemm_sm90's CTAs per cluster along M, which share b's tile by TMA multicast: 1 or 2;
   /// 0 lets it choose
   int cluster_m = 0;
@@ -84,9 +86,9 @@ cudaError_t group_gemm_mma(const GroupGemmArgs& args, cudaStream_t stream);
 /// a/b/c/bias 16-byte aligned, b E4M3 per tensor, per 128x128 block or per row and 128 of K (the
 /// last two with a E4M3; per row group with b_scale_inv_k_major, 128-row tiles), a per tensor or
 /// with groups of one row that are multiples of 128 (or cover the row), M, N >= 1. M is free
-/// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 (tile_m 0 or 128) or 256 x 128,
-/// in clusters of one CTA, two along M (cluster_m 2) or, with 256-row tiles, two along N
-/// (cluster_n 2).
+/// (TMA fills out-of-range rows with zeros). Tiles are 128 x 128 or 256 x 128 (tile_m 0: the
+/// kernel's choice), in clusters of one CTA, two along M (cluster_m 2) or, with 256-row tiles, two
+/// along N (cluster_n 2).
 const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int device_sm);
 
 inline bool group_gemm_sm90_supported(const GroupGemmArgs& args, int device_sm) {

@@ -423,6 +423,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float b_scale = B == BScale::kPerTensor ? *p.b_scale_inv : 1.0f;
   OutT* const c = static_cast<OutT*>(p.c);
   const OutT* const bias = static_cast<const OutT*>(p.bias);
+  // Shared-memory addresses of the barriers and of this consumer's first rows of a (stage 0).
+  const uint32_t full_address = sm90::smem_address(full);
+  const uint32_t empty_address = sm90::smem_address(empty);
+  const uint32_t a_address = sm90::smem_address(tile_a(0) + consumer * kRowsPerConsumer * kBlockK);
+  const uint32_t b_address = sm90::smem_address(tile_b(0));
 
   int stage = 0;
   uint32_t phase = 0;
@@ -453,12 +458,67 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int i = 0; i < kAccumulators; ++i) total[v][i] = 0.0f;
     }
-    float partial[kAccumulators];
+    // The promotion of one wave's K block: total += partial * sa, then * sb where b's scale
+    // changes along K. With b per block, the warp takes one multiply-add per element,
+    // partial * (sa * sb), when every row's sa * sb of its own is a normal float (rows past M do
+    // not count: they are never stored); else the two multiplies (group_gemm.h). column_scales:
+    // the stage's scales of b's columns (per row group), this thread's first column.
+    const auto promote = [&](float(&sum)[kAccumulators], const float(&acc)[kAccumulators],
+                             const float(&scales)[2], float block_scale,
+                             const float* const(&rows_scaled)[2], const float* column_scales) {
+      float row_scales[2] = {0.0f, 0.0f};
+      bool fused = false;
+      if constexpr (B == BScale::kPerBlock) {
+        bool normal = true;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          row_scales[h] = scales[h] * block_scale;
+          const float magnitude = fabsf(row_scales[h]);
+          normal &= rows_scaled[h] == nullptr || (magnitude >= FLT_MIN && magnitude <= FLT_MAX);
+        }
+        fused = __all_sync(0xffffffffu, normal);
+      }
+      if (fused) {
+#pragma unroll
+        for (int i = 0; i < kAccumulators; ++i) {
+          sum[i] = fmaf(acc[i], row_scales[(i % 4) / 2], sum[i]);
+        }
+        return;
+      }
+#pragma unroll
+      for (int j = 0; j < kAccumulators / 4; ++j) {
+        float2 column_pair = make_float2(1.0f, 1.0f);
+        if (kRowGroupB) column_pair = *reinterpret_cast<const float2*>(column_scales + 8 * j);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float scale = scales[e / 2];
+          if (B == BScale::kPerTensor) {
+            sum[4 * j + e] = fmaf(acc[4 * j + e], scale, sum[4 * j + e]);
+          } else if (B == BScale::kPerBlock) {
+            sum[4 * j + e] = fmaf(acc[4 * j + e] * scale, block_scale, sum[4 * j + e]);
+          } else {
+            sum[4 * j + e] = fmaf(acc[4 * j + e] * scale,
+                                  e % 2 == 0 ? column_pair.x : column_pair.y, sum[4 * j + e]);
+          }
+        }
+      }
+    };
+    // The stage's last reader in this warp is done with it.
+    const auto release = [&](int released) {
+      __syncwarp();
+      if constexpr (Cluster > 1) {
+        if (lane < Cluster) sm90::barrier_arrive_cluster(&empty[released], lane);
+      } else {
+        if (lane == 0) sm90::barrier_arrive_at(empty_address + 8 * released);
+      }
+    };
 
-    for (int kb = 0; kb < p.k_blocks; ++kb) {
-      // Scales first: their global-load latency hides behind the barrier wait and the wgmmas.
-      const int group = kb / p.k_blocks_per_group;
-      float scales[Waves][2];
+    // The scales of K block kb: a's per row (and group), b's per block.
+    const auto load_scales = [&](int kb, float(&scales)[Waves][2], float& block_scale) {
+      // (no integer division in the common cases: one K block per group, one group per row)
+      const int group = p.k_blocks_per_group == 1            ? kb
+                        : p.k_blocks_per_group >= p.k_blocks ? 0
+                                                             : kb / p.k_blocks_per_group;
 #pragma unroll
       for (int v = 0; v < Waves; ++v) {
 #pragma unroll
@@ -466,15 +526,33 @@ __global__ void __launch_bounds__(kThreads, 1)
           scales[v][h] = scale_rows[v][h] != nullptr ? __ldg(scale_rows[v][h] + group) : 0.0f;
         }
       }
-      const float block_scale =
+      block_scale =
           B == BScale::kPerBlock && b_scale_row != nullptr ? __ldg(b_scale_row + kb) : 1.0f;
+    };
+    // One-wave tiles load them a K block ahead, so that no promotion (nor the compiler's
+    // scheduling of its first multiplies among the wgmmas) waits for a global load; two-wave
+    // tiles have no registers to spare and load them first thing in the K block.
+    float next_scales[Waves][2], next_block_scale = 1.0f;
+    if (Waves == 1 && p.k_blocks > 0) load_scales(0, next_scales, next_block_scale);
 
-      sm90::barrier_wait(&full[stage], phase);
-      const uint64_t desc_b = sm90::smem_descriptor(tile_b(stage));
+    float partial[kAccumulators];
+    for (int kb = 0; kb < p.k_blocks; ++kb) {
+      float scales[Waves][2], block_scale;
+      if constexpr (Waves == 1) {
+        scales[0][0] = next_scales[0][0];
+        scales[0][1] = next_scales[0][1];
+        block_scale = next_block_scale;
+        if (kb + 1 < p.k_blocks) load_scales(kb + 1, next_scales, next_block_scale);
+      } else {
+        load_scales(kb, scales, block_scale);
+      }
+
+      sm90::barrier_wait_at(full_address + 8 * stage, phase);
+      const uint64_t desc_b = sm90::smem_descriptor_at(b_address + stage * T::kStageBytes);
 #pragma unroll
       for (int v = 0; v < Waves; ++v) {
-        const uint64_t desc_a = sm90::smem_descriptor(tile_a(stage) + v * kWaveM * kBlockK +
-                                                      consumer * kRowsPerConsumer * kBlockK);
+        const uint64_t desc_a =
+            sm90::smem_descriptor_at(a_address + stage * T::kStageBytes + v * kWaveM * kBlockK);
         sm90::fence_registers(partial);
         sm90::wgmma_fence();
 #pragma unroll
@@ -485,65 +563,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::wgmma_commit();
         sm90::wgmma_wait_all();
         sm90::fence_registers(partial);
-        // The stage's last reader in this warp is done with it: after the last wave's wgmmas, or,
-        // when the promotion reads the stage's column scales, after the promotion.
-        const auto release_stage = [&] {
-          __syncwarp();
-          if constexpr (Cluster > 1) {
-            if (lane < Cluster) sm90::barrier_arrive_cluster(&empty[stage], lane);
-          } else {
-            if (lane == 0) sm90::barrier_arrive(&empty[stage]);
-          }
+        // The stage is free after the last wave's wgmmas, or, when the promotion reads the
+        // stage's column scales, after the promotion.
+        const int used = stage;
+        if (v == Waves - 1) {
+          if (!kRowGroupB) release(used);
           if (++stage == T::kStages) {
             stage = 0;
             phase ^= 1;
           }
-        };
-        if (!kRowGroupB && v == Waves - 1) release_stage();
-        // total += partial * sa, then * sb where b's scale changes along K. With b per block, the
-        // warp takes one multiply-add per element, partial * (sa * sb), when every row's sa * sb
-        // of its own is a normal float (rows past M do not count: they are never stored); else
-        // the two multiplies (group_gemm.h).
-        float row_scales[2] = {0.0f, 0.0f};
-        bool fused = false;
-        if constexpr (B == BScale::kPerBlock) {
-          bool normal = true;
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            row_scales[h] = scales[v][h] * block_scale;
-            const float magnitude = fabsf(row_scales[h]);
-            normal &= scale_rows[v][h] == nullptr || (magnitude >= FLT_MIN && magnitude <= FLT_MAX);
-          }
-          fused = __all_sync(0xffffffffu, normal);
         }
-        if (fused) {
-#pragma unroll
-          for (int i = 0; i < kAccumulators; ++i) {
-            total[v][i] = fmaf(partial[i], row_scales[(i % 4) / 2], total[v][i]);
-          }
-        }
-        const float* const column_scales = kRowGroupB ? b_scales(stage) + col_in_block : nullptr;
-        if (!fused) {
-#pragma unroll
-          for (int j = 0; j < kAccumulators / 4; ++j) {
-            float2 column_pair = make_float2(1.0f, 1.0f);
-            if (kRowGroupB) column_pair = *reinterpret_cast<const float2*>(column_scales + 8 * j);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float scale = scales[v][e / 2];
-              float& sum = total[v][4 * j + e];
-              if (B == BScale::kPerTensor) {
-                sum = fmaf(partial[4 * j + e], scale, sum);
-              } else if (B == BScale::kPerBlock) {
-                sum = fmaf(partial[4 * j + e] * scale, block_scale, sum);
-              } else {
-                sum = fmaf(partial[4 * j + e] * scale, e % 2 == 0 ? column_pair.x : column_pair.y,
-                           sum);
-              }
-            }
-          }
-        }
-        if (kRowGroupB) release_stage();
+        promote(total[v], partial, scales[v], block_scale, scale_rows[v],
+                kRowGroupB ? b_scales(used) + col_in_block : nullptr);
+        if (kRowGroupB) release(used);
       }
     }
 
@@ -870,7 +902,10 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
   bool loaded = false;
   FP8NN_KERNELS_TRY(kernel_loaded_on(device, loaded));
   if (!loaded) return cudaErrorNotSupported;
-  const bool tall = args.tile_m == 256;
+  const bool row_group_b = args.b_group_size != 0 && args.b_group_rows == 1;
+  const bool tall =
+      args.tile_m == 256 ||
+      (args.tile_m == 0 && sm90::default_tile_rows(args.m, args.n, row_group_b, sm_count) == 256);
   const bool pairs = args.cluster_m == 2;
   // The tile height, cluster size and cluster direction of a configuration, as template
   // arguments (pairs along N: 256-row tiles, unsupported_reason).
@@ -888,7 +923,7 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
     return pairs ? launch_with(integral_constant<int, 1>{}, integral_constant<int, 2>{}, Along{})
                  : launch_with(integral_constant<int, 1>{}, integral_constant<int, 1>{}, Along{});
   };
-  if (args.b_group_size != 0 && args.b_group_rows == 1) {  // per row group: a E4M3, 128 rows
+  if (row_group_b) {  // per row group: a E4M3, 128 rows
     return dispatch_high_precision(args.out_type, [&](auto out_tag) {
       using OutT = decltype(out_tag);
       return pairs ? launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup, 2>(args, stream,

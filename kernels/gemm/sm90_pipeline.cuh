@@ -76,18 +76,26 @@ __device__ __forceinline__ uint64_t global_timer_ns() {
 
 // Waits for the phase of `parity` to complete. A pipeline bug would otherwise hang the GPU: after
 // kWaitTimeoutNs the kernel traps, and the host sees a launch failure instead.
+// (`address`: the barrier's shared-memory address, smem_address(barrier); hot loops compute it
+// once per barrier array, as the conversion reads a special register each time.)
 template <bool kClusterScope = false>
-__device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
-  const uint32_t address = smem_address(barrier);
+__device__ __forceinline__ void barrier_wait_at(uint32_t address, uint32_t parity) {
   if (barrier_try_wait<kClusterScope>(address, parity)) return;
   const uint64_t start = global_timer_ns();
   while (!barrier_try_wait<kClusterScope>(address, parity)) {
     if (global_timer_ns() - start > kWaitTimeoutNs) __trap();
   }
 }
+template <bool kClusterScope = false>
+__device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
+  barrier_wait_at<kClusterScope>(smem_address(barrier), parity);
+}
 
+__device__ __forceinline__ void barrier_arrive_at(uint32_t address) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(address) : "memory");
+}
 __device__ __forceinline__ void barrier_arrive(uint64_t* barrier) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_address(barrier)) : "memory");
+  barrier_arrive_at(smem_address(barrier));
 }
 
 // Arrives and adds `bytes` to the transaction count the phase waits for (the TMA loads that
@@ -162,13 +170,16 @@ __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
 // Shared-memory matrix descriptor of a K-major tile with 128-byte swizzle: rows of 128 bytes,
 // 8-row groups 1024 bytes apart (stride byte offset); the leading byte offset is unused for this
 // layout. Fields are in 16-byte units; bits 62-63 = 1 selects the 128-byte swizzle.
-__device__ __forceinline__ uint64_t smem_descriptor(const void* tile) {
-  const uint64_t address = smem_address(tile);
+__device__ __forceinline__ uint64_t smem_descriptor_at(uint32_t tile_address) {
+  const uint64_t address = tile_address;
   uint64_t descriptor = (address & 0x3FFFF) >> 4;
   descriptor |= uint64_t{1} << 16;          // leading byte offset: 16 bytes (ignored)
   descriptor |= uint64_t{1024 >> 4} << 32;  // stride byte offset
   descriptor |= uint64_t{1} << 62;          // SWIZZLE_128B
   return descriptor;
+}
+__device__ __forceinline__ uint64_t smem_descriptor(const void* tile) {
+  return smem_descriptor_at(smem_address(tile));
 }
 
 __device__ __forceinline__ void wgmma_fence() {

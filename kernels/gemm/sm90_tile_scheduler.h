@@ -45,4 +45,16 @@ struct TileScheduler {
   }
 };
 
+// The tile height (output rows) the kernel takes when its caller leaves the choice to it: 256
+// rows, which read each tile of b once for twice the rows (fewer L2 bytes per FLOP: the faster
+// tile wherever b's scale allows it, docs/blockwise-gemm-plan.md), as long as that still gives
+// every SM a tile; else, and for b with a scale per row group (whose promotion reads per-column
+// scales for one 128-row wave only), 128 rows. m, n: the output's size; 128 output columns per
+// tile either way.
+inline int default_tile_rows(long long m, long long n, bool b_per_row_group, int sm_count) {
+  if (b_per_row_group) return 128;
+  const long long tall_tiles = (m + 255) / 256 * ((n + 127) / 128);
+  return tall_tiles >= sm_count ? 256 : 128;
+}
+
 }  // namespace fp8nn::kernels::sm90

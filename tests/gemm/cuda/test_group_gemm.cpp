@@ -15,6 +15,7 @@
 #include "gemm/cuda/group_gemm_cuda.h"
 #include "gemm/cuda/scaled_mm_cuda.h"
 #include "kernels/gemm/group_gemm.h"
+#include "kernels/gemm/sm90_tile_scheduler.h"
 #include "test_support.h"
 #include "tolerance.h"
 
@@ -139,7 +140,11 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
   REQUIRE(std::string(cudaGetErrorString(status)) == cudaGetErrorString(cudaSuccess));
   if (kernel == Kernel::Sm90) {  // the configuration asked for is the one that ran
     const auto ran = K::group_gemm_sm90_last_launch();
-    CHECK(ran.tile_m == (tile_m == 0 ? 128 : tile_m));
+    const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const bool row_group_b = b.group_size > 0 && b.group_rows == 1;
+    CHECK(
+        ran.tile_m ==
+        (tile_m == 0 ? K::sm90::default_tile_rows(args.m, args.n, row_group_b, sm_count) : tile_m));
     CHECK(ran.cluster_m == (cluster_m == 0 ? 1 : cluster_m));
     CHECK(ran.cluster_n == (cluster_n == 0 ? 1 : cluster_n));
     CHECK(ran.staged_epilogue == staged_epilogue);

@@ -107,3 +107,17 @@ TEST_CASE("the sm90 tile schedule runs down raster columns of kRasterWidth N-blo
     CHECK(m == t / (kRasterWidth / 2));
   }
 }
+
+TEST_CASE("the kernel takes 256-row tiles where they still give every SM a tile, else 128") {
+  using fp8nn::kernels::sm90::default_tile_rows;
+  // 132 SMs: 8192 x 4096 makes 32 x 32 tall tiles; 4096 x 1024 only 16 x 8 = 128.
+  CHECK(default_tile_rows(8192, 4096, false, 132) == 256);
+  CHECK(default_tile_rows(4096, 1024, false, 132) == 128);
+  CHECK(default_tile_rows(4096, 1024, false, 128) == 256);  // exactly one tile per SM
+  CHECK(default_tile_rows(1, 1, false, 1) == 256);
+  // Ragged sizes round up: 257 rows are two tall tiles, 129 columns two tiles.
+  CHECK(default_tile_rows(257, 129, false, 4) == 256);
+  CHECK(default_tile_rows(256, 129, false, 4) == 128);
+  // b with a scale per row group takes 128-row tiles whatever the size.
+  CHECK(default_tile_rows(16384, 8192, true, 132) == 128);
+}
