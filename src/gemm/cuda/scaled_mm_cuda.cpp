@@ -323,8 +323,7 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
           return counted(ScaledMmPath::GroupGemmSm90, *out);
         }
       }
-      if ((route == cuda::GroupGemmRoute::Sm90 || route == cuda::GroupGemmRoute::Mma ||
-           automatic) &&
+      if (route != cuda::GroupGemmRoute::CublasLt &&
           has_fp8_tensor_cores(a.data.device().index())) {
         return counted(ScaledMmPath::GroupGemmMma, mma_product(a, b, bias, out_dtype));
       }
