@@ -369,7 +369,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                    (!kAlongN || has_columns ? kStageBytesB : 0) +
                                    (kRowGroupB ? kBScaleBytes : 0);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
-        sm90::barrier_wait<(Cluster > 1)>(&empty[stage], phase ^ 1);
+        sm90::barrier_wait(&empty[stage], phase ^ 1);
         sm90::barrier_arrive_expect_bytes(&full[stage], stage_bytes);
         if constexpr (kAlongN) {
           sm90::tma_load_2d_multicast(tile_a(stage) + rank * kARowsPerCta * kBlockK, &map_a,
@@ -405,7 +405,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if constexpr (Cluster > 1) {
       // Every stage's last releases, the peer's included, have arrived before this CTA exits.
       for (int s = 0; s < T::kStages; ++s) {
-        sm90::barrier_wait<(Cluster > 1)>(&empty[stage], phase ^ 1);
+        sm90::barrier_wait(&empty[stage], phase ^ 1);
         next_stage();
       }
     }

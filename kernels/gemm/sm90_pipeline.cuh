@@ -45,26 +45,18 @@ __device__ __forceinline__ void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
 
-// kClusterScope: acquire at cluster scope, pairing with arrivals from other CTAs of the cluster
-// (barrier_arrive_cluster's release); else the default, acquire at CTA scope.
-template <bool kClusterScope = false>
+// Acquire at CTA scope (the default). Waits on barriers that other CTAs of the cluster arrive on
+// need no more: what follows such a wait is a TMA issue that reads nothing those CTAs wrote, and
+// the stage it overwrites was read by wgmmas that had completed before the arrival. A
+// cluster-scope acquire would also invalidate the SM's L1 after every wait (CCTL.IVALL in SASS).
 __device__ __forceinline__ bool barrier_try_wait(uint32_t address, uint32_t parity) {
   uint32_t done;
-  if constexpr (kClusterScope) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], "
-        "%2;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(address), "r"(parity)
-        : "memory");
-  } else {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(address), "r"(parity)
-        : "memory");
-  }
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      " selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(address), "r"(parity)
+      : "memory");
   return done != 0;
 }
 
@@ -78,17 +70,15 @@ __device__ __forceinline__ uint64_t global_timer_ns() {
 // kWaitTimeoutNs the kernel traps, and the host sees a launch failure instead.
 // (`address`: the barrier's shared-memory address, smem_address(barrier); hot loops compute it
 // once per barrier array, as the conversion reads a special register each time.)
-template <bool kClusterScope = false>
 __device__ __forceinline__ void barrier_wait_at(uint32_t address, uint32_t parity) {
-  if (barrier_try_wait<kClusterScope>(address, parity)) return;
+  if (barrier_try_wait(address, parity)) return;
   const uint64_t start = global_timer_ns();
-  while (!barrier_try_wait<kClusterScope>(address, parity)) {
+  while (!barrier_try_wait(address, parity)) {
     if (global_timer_ns() - start > kWaitTimeoutNs) __trap();
   }
 }
-template <bool kClusterScope = false>
 __device__ __forceinline__ void barrier_wait(uint64_t* barrier, uint32_t parity) {
-  barrier_wait_at<kClusterScope>(smem_address(barrier), parity);
+  barrier_wait_at(smem_address(barrier), parity);
 }
 
 __device__ __forceinline__ void barrier_arrive_at(uint32_t address) {
@@ -124,14 +114,17 @@ __device__ __forceinline__ void cluster_sync() {
 }
 
 // Arrives on the barrier at the same shared-memory offset as `barrier` in the cluster's CTA of
-// rank `cta` (this CTA's own when cta is its rank).
+// rank `cta` (this CTA's own when cta is its rank). The arrival releases at CTA scope (the
+// default), as the pipelines' consumers need: they arrive once their wgmmas have completed, so
+// no read of theirs is outstanding. A cluster-scope release would put a GPU-wide memory barrier
+// (MEMBAR.ALL.GPU) before every arrival, stalling the warp until all its global loads and stores
+// (the next K block's scales, the last tile's outputs) have completed.
 __device__ __forceinline__ void barrier_arrive_cluster(uint64_t* barrier, uint32_t cta) {
   uint32_t remote;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
                : "=r"(remote)
                : "r"(smem_address(barrier)), "r"(cta));
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote)
-               : "memory");
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
 }
 
 // ---- TMA ---------------------------------------------------------------------------------------
