@@ -7,6 +7,9 @@
 //     block-scaled product; `mma` group_gemm_mma. What remains (1x128 pairs that cuBLASLt did
 //     not take) goes on as below, to group_gemm_sm90 under `sm90` only (auto keeps them on the
 //     K split).
+//  0b. Mixed's product, an E4M3 a per row group of 128 * j along K times an E4M3 b per tensor,
+//     under auto and `cublaslt` on Hopper: restated per 128 of K and per 128x128 block
+//     (block_operands.h) and taken by cuBLASLt's block modes like 0.; else as below.
 //  1. cuBLASLt FP8 tensor cores (sm_89+) when both operands are per-tensor or per-row scaled (a
 //     group covering a whole row is per-row: OUTER_VEC_32F) and not e5m2 x e5m2. K and N that are
 //     not multiples of 16, and misaligned data, are handled by zero-padded copies: zeros along K
@@ -31,6 +34,7 @@
 #include <cstdint>
 
 #include "common/cuda/device_memory.h"
+#include "gemm/block_operands.h"
 #include "gemm/cuda/cublaslt_gemm.h"
 #include "gemm/cuda/group_gemm_cuda.h"
 #include "gemm/scaled_mm_reference.h"
@@ -56,6 +60,11 @@ int64_t round_up(int64_t value, int64_t multiple) {
 
 bool aligned(const torch::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.data_ptr()) % kPointerAlignmentBytes == 0;
+}
+
+// cuBLASLt's block scale modes (VEC128, BLK128x128): Hopper only.
+bool has_block_modes(c10::DeviceIndex device) {
+  return at::cuda::getDeviceProperties(device)->major == 9;
 }
 
 // FP8 tensor cores with fp32 accumulation: Ada (8.9) and later.
@@ -202,8 +211,7 @@ c10::optional<torch::Tensor> block_product(const QuantizedTensor& a, const Quant
   if (*a_mode == cuda::ScaleMode::Block128x128 && *b_mode == cuda::ScaleMode::Block128x128) {
     return c10::nullopt;  // cuBLASLt pairs a 128x128 operand with a 1x128 one only
   }
-  const cudaDeviceProp* properties = at::cuda::getDeviceProperties(a.data.device().index());
-  if (properties->major != 9) return c10::nullopt;  // Hopper's block modes
+  if (!has_block_modes(a.data.device().index())) return c10::nullopt;
   if (a.format == Format::E5M2 && b.format == Format::E5M2) return c10::nullopt;
 
   // K in whole blocks of 128 (the block modes scale per 128 of K; a short last block is not
@@ -331,6 +339,21 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
     }
   }
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
+  // Mixed's product (a per row group of 128 * j, b per tensor), E4M3 x E4M3, under auto and
+  // `cublaslt`: the same scales restated per 128 of K and per 128x128 block, in cuBLASLt's block
+  // modes (block_operands.h), the fastest measured path for that shape of scaling. (An E5M2 a,
+  // Mixed's dy, stays on the paths below until that pairing has run in the block modes.)
+  if (a_split_by_groups && b.group_size == 0 && a.format == Format::E4M3 &&
+      b.format == Format::E4M3 && has_block_modes(a.data.device().index())) {
+    const auto route = cuda::group_gemm_route();
+    if (route == cuda::GroupGemmRoute::Auto || route == cuda::GroupGemmRoute::CublasLt) {
+      if (const auto blocks = detail::row_groups_as_blocks(a, b)) {
+        if (auto out = block_product(blocks->first, blocks->second, bias, out_dtype)) {
+          return counted(ScaledMmPath::CublasLtBlock, *out);
+        }
+      }
+    }
+  }
   // auto keeps a group-scaled b (the 1D1D product) off the kernel: cuBLASLt's block modes took it
   // above where they can, faster, and the K split takes it here.
   const auto takes_sm90 = [&](cuda::GroupGemmRoute route) {

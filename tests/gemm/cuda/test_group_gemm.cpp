@@ -11,6 +11,7 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "gemm/block_operands.h"
 #include "gemm/cuda/cublaslt_gemm.h"
 #include "gemm/cuda/group_gemm_cuda.h"
 #include "gemm/cuda/scaled_mm_cuda.h"
@@ -232,7 +233,13 @@ Path path_of(Product&& product) {
 // whose groups split rows (b is per tensor E4M3, as check_case makes it).
 Path expected_group_path(const Case& c, const std::string& route) {
   if (!fp8_tensor_cores()) return Path::Reference;
-  // auto means sm90 (kAutoGroupGemmRoute). The sm90 kernel's conditions for these operands
+  // auto and cublaslt restate an E4M3 a's groups of 128 * j, with b per tensor, in cuBLASLt's
+  // block modes on Hopper (gemm/block_operands.h).
+  if ((route == "auto" || route == "cublaslt") && cublaslt_block_modes() &&
+      c.format_a == Format::E4M3 && c.group_a % 128 == 0) {
+    return Path::CublasLtBlock;
+  }
+  // Else auto means sm90 (kAutoGroupGemmRoute). The sm90 kernel's conditions for these operands
   // (group_gemm_sm90_unsupported_reason): K and N multiples of 16, groups multiples of 128.
   const bool sm90_takes =
       sm90_available() && c.K % 16 == 0 && c.N % 16 == 0 && c.group_a % 128 == 0;
@@ -492,6 +499,9 @@ TEST_CASE("scaled_mm routes group-scaled products to the kernel FP8NN_GROUP_GEMM
       {64, 128, 512, 128, Format::E4M3, torch::kBFloat16, true},  // sm90, else the K split
       {17, 33, 300, 100, Format::E5M2, torch::kFloat, false},     // mma, else the reference
       {200, 256, 1024, 256, Format::E5M2, torch::kHalf, true},    // sm90, else the K split
+      // K neither a multiple of 16 nor of the group (a short last group and K block): cuBLASLt's
+      // block modes under auto and cublaslt on Hopper, else the K split (or mma).
+      {96, 160, 1100, 256, Format::E4M3, torch::kFloat, true},
   };
   for (const char* route : {"mma", "sm90", "cublaslt", "auto"}) {
     const ScopedRoute scoped(route);
@@ -783,6 +793,46 @@ TEST_CASE(
       }
     }
   }
+}
+
+// Mixed's operands restated in the block modes (gemm/block_operands.h), on the CPU: every element
+// keeps its scale, so both operands dequantize to the same values, bit for bit; and only a per
+// row group of 128 * j with a per-tensor b is restated.
+TEST_CASE(
+    "Mixed's row-group operands restated per 128 of K and per 128x128 block keep every scale") {
+  fp8nn::test::seed_torch();
+  // (M, N, K, G): one K block per group; a group and a K block cut short at K's end; several K
+  // blocks per group with a short last group whose repeats run past K's last block.
+  const std::vector<std::array<int64_t, 4>> shapes = {
+      {9, 130, 384, 128}, {40, 48, 1000, 256}, {33, 16, 4100, 1024}};
+  for (const auto& [M, N, K_size, G] : shapes) {
+    CAPTURE(M, N, K_size, G);
+    const auto a = F::quantize_per_group(
+        torch::randn({M, K_size}) * torch::exp(torch::randn({M, K_size}) * 2.0), Format::E4M3, G);
+    const auto b = F::quantize(torch::randn({N, K_size}), Format::E4M3);
+    const auto blocks = F::detail::row_groups_as_blocks(a, b);
+    REQUIRE(blocks.has_value());
+    const auto& [a_blocks, b_blocks] = *blocks;
+    const int64_t k_blocks = (K_size + 127) / 128;
+    CHECK(a_blocks.group_size == 128);
+    CHECK(a_blocks.group_rows == 1);
+    CHECK(b_blocks.group_size == 128);
+    CHECK(b_blocks.group_rows == 128);
+    CHECK(a_blocks.scale_inv.sizes() == torch::IntArrayRef({M, k_blocks}));
+    CHECK(b_blocks.scale_inv.sizes() == torch::IntArrayRef({(N + 127) / 128, k_blocks}));
+    CHECK(fp8nn::test::count_bit_differences(F::dequantize(a_blocks), F::dequantize(a)) == 0);
+    CHECK(fp8nn::test::count_bit_differences(F::dequantize(b_blocks), F::dequantize(b)) == 0);
+  }
+  const auto x = torch::randn({8, 512});
+  const auto per_tensor = F::quantize(x, Format::E4M3);
+  const auto restated = [](const QuantizedTensor& a, const QuantizedTensor& b) {
+    return F::detail::row_groups_as_blocks(a, b).has_value();
+  };
+  CHECK_FALSE(restated(F::quantize_per_group(x, Format::E4M3, 64), per_tensor));   // not 128 * j
+  CHECK_FALSE(restated(F::quantize_per_group(x, Format::E4M3, 512), per_tensor));  // per row
+  CHECK_FALSE(restated(per_tensor, per_tensor));
+  CHECK_FALSE(restated(F::quantize_per_group(x, Format::E4M3, 128),
+                       F::quantize_per_group(x, Format::E4M3, 128)));
 }
 
 // The launchers' argument checks and the cuBLASLt scale layouts are host code: checked here on any
