@@ -15,10 +15,14 @@ c10::optional<std::pair<QuantizedTensor, QuantizedTensor>> row_groups_as_blocks(
   // [M, ceil(K / G)] -> [M, ceil(K / 128)]: group g covers the K blocks g * G / 128 onwards; the
   // last group may end inside its blocks, so the repeated columns past K's last block go.
   const int64_t repeats = a.group_size / kBlockSize;
-  auto a_scales =
-      repeats == 1
-          ? a.scale_inv
-          : a.scale_inv.repeat_interleave(repeats, /*dim=*/1).narrow(1, 0, k_blocks).contiguous();
+  // (unsqueeze + expand + reshape: the repeat on the device with no host round trip)
+  const int64_t M = a.scale_inv.size(0), groups = a.scale_inv.size(1);
+  auto a_scales = repeats == 1 ? a.scale_inv
+                               : a.scale_inv.unsqueeze(2)
+                                     .expand({M, groups, repeats})
+                                     .reshape({M, groups * repeats})
+                                     .narrow(1, 0, k_blocks)
+                                     .contiguous();
   auto b_scales = b.scale_inv.reshape({1, 1}).expand({n_blocks, k_blocks}).contiguous();
   return std::make_pair(
       QuantizedTensor{a.data, std::move(a_scales), a.format, kBlockSize, 1},
