@@ -160,9 +160,10 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
 }
 
 // Mixed's group-scaled products: a quantized per group of G along K (E4M3), b per tensor, through
-// each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (one product per
-// row-group slice of K, or OUTER_VEC scales when one group spans the row) and the hand-written
-// sm90 kernel (128-row tiles, its choice), then that kernel with 256-row tiles. Speed-up against
+// each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (on Hopper its block
+// scale modes with the scales restated per 128 of K and per 128x128 block, as auto does; else one
+// product per row-group slice of K; OUTER_VEC scales when one group spans the row), the
+// hand-written sm90 kernel (its choice of tile) and auto, then that kernel's other tiles. Speed-up against
 // at::_scaled_mm tensorwise with fast accumulation (the ceiling a group-scaled product is measured
 // against); check: relative difference to the cublaslt route.
 void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
