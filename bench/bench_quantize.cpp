@@ -15,6 +15,8 @@
 //                          kOneLaunchMaxElements elements, the one launch's range)
 // Above kOneLaunchMaxElements the "one launch" calls take their two launches (cast.h).
 //   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
+//   per-group G=row        the same with one group per row (Mixed where G >= K)
+//   per-group 1x128 (+T 128x1)  quantize_per_group_with_transpose    read 2N + write 2N + scales
 //   per-block 128x128 (+T) quantize_per_block, both copies           read 2N + write 2N + scales
 //   per-block ... read twice  the same, each block read twice (the second from L2)
 //   per-block fp32 ...     the same two on fp32 input of the same bytes (half the rows): the
@@ -41,6 +43,7 @@
 #include "kernels/quantize/cast_transpose.h"
 #include "kernels/quantize/quantize_per_block.h"
 #include "kernels/quantize/quantize_per_group.h"
+#include "kernels/quantize/quantize_per_group_transpose.h"
 
 namespace fp8nn::bench {
 namespace {
@@ -121,7 +124,8 @@ void run_quantize(const Options& options) {
     const int64_t in_bytes = 2 * n;
     RotatingBuffers x(in_bytes, 3), copy_dst(in_bytes, 3), out(n, 3), out_t(n, 3);
     DeviceBuffer scalars(4 * 4);  // amax, scale_inv
-    RotatingBuffers group_scales(4 * n / kGroupSize + 4, 3);
+    // Room for two scale matrices of one value per 128 elements (with ragged edges).
+    RotatingBuffers group_scales(8 * (n / kGroupSize + shape.rows + shape.cols) + 16, 3);
     int64_t scratch_words = 0;
     FP8NN_CUDA_CHECK(kernels::amax_cast_scratch_words(&scratch_words));
     DeviceBuffer scratch(4 * scratch_words), sums(4 * shape.cols),
@@ -213,6 +217,28 @@ void run_quantize(const Options& options) {
     });
     print_row(shape, "per-group G=128", group_us, in_bytes + n + scale_bytes,
               in_bytes + n + scale_bytes, copy_gbps);
+    // One group per row: Mixed's default wherever its group size reaches K.
+    const double row_us = median_us(options, stream, [&](int i) {
+      FP8NN_CUDA_CHECK(kernels::quantize_per_group(x[i], bf16, shape.rows, shape.cols, shape.cols,
+                                                   e4m3, u8(out[i]),
+                                                   static_cast<float*>(group_scales[i]), stream));
+    });
+    print_row(shape, "per-group G=row", row_us, in_bytes + n + 4.0 * shape.rows,
+              in_bytes + n + 4.0 * shape.rows, copy_gbps);
+    // Per 1x128 along the rows and per 128x1 (the transposed copy) in one pass: the blockwise
+    // recipe's x and dy.
+    const double group_t_us = median_us(options, stream, [&](int i) {
+      auto* scales = static_cast<float*>(group_scales[i]);
+      const int64_t row_scales = shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);
+      FP8NN_CUDA_CHECK(kernels::quantize_per_group_with_transpose(
+          x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), scales, u8(out_t[i]),
+          scales + row_scales, stream));
+    });
+    const double group_t_scale_bytes =
+        scale_bytes + 4.0 * shape.cols * ((shape.rows + kGroupSize - 1) / kGroupSize);
+    print_row(shape, "per-group 1x128 (+T 128x1)", group_t_us,
+              in_bytes + 2.0 * n + group_t_scale_bytes, in_bytes + 2.0 * n + group_t_scale_bytes,
+              copy_gbps);
 
     const int64_t blocks_r = (shape.rows + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
     const int64_t blocks_c = (shape.cols + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
