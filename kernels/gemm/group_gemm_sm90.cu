@@ -529,23 +529,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       block_scale =
           B == BScale::kPerBlock && b_scale_row != nullptr ? __ldg(b_scale_row + kb) : 1.0f;
     };
-    // One-wave tiles load them a K block ahead, so that no promotion (nor the compiler's
-    // scheduling of its first multiplies among the wgmmas) waits for a global load; two-wave
-    // tiles have no registers to spare and load them first thing in the K block.
+    // Loaded a K block ahead: ptxas computes a promotion's scale products and its warp vote
+    // before the K block's first wgmma, so scales loaded in the same K block would hold up every
+    // K block's wgmmas for a global load.
     float next_scales[Waves][2], next_block_scale = 1.0f;
-    if (Waves == 1 && p.k_blocks > 0) load_scales(0, next_scales, next_block_scale);
+    if (p.k_blocks > 0) load_scales(0, next_scales, next_block_scale);
 
     float partial[kAccumulators];
     for (int kb = 0; kb < p.k_blocks; ++kb) {
       float scales[Waves][2], block_scale;
-      if constexpr (Waves == 1) {
-        scales[0][0] = next_scales[0][0];
-        scales[0][1] = next_scales[0][1];
-        block_scale = next_block_scale;
-        if (kb + 1 < p.k_blocks) load_scales(kb + 1, next_scales, next_block_scale);
-      } else {
-        load_scales(kb, scales, block_scale);
+#pragma unroll
+      for (int v = 0; v < Waves; ++v) {
+        scales[v][0] = next_scales[v][0];
+        scales[v][1] = next_scales[v][1];
       }
+      block_scale = next_block_scale;
+      if (kb + 1 < p.k_blocks) load_scales(kb + 1, next_scales, next_block_scale);
 
       sm90::barrier_wait_at(full_address + 8 * stage, phase);
       const uint64_t desc_b = sm90::smem_descriptor_at(b_address + stage * T::kStageBytes);
