@@ -56,6 +56,11 @@ QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
                                  const torch::Tensor& counts, bool power_of_two = false);
 
+/// quantize_per_block(x2d, format, true, ...).transposed alone: the copy of x2d^T, its blocks
+/// quantized as x2d's are, without writing x2d's own copy (on CUDA the pass skips it).
+QuantizedTensor quantize_per_block_transposed(const torch::Tensor& x2d, Format format,
+                                              bool power_of_two = false);
+
 /// functional::quantize_per_group_with_transpose with the monitor's counts, which count the first
 /// copy only (the second holds the same values).
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,

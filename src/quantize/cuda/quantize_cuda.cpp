@@ -245,6 +245,25 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
   return q;
 }
 
+QuantizedTensor quantize_per_block_transposed(const torch::Tensor& x2d, Format format,
+                                              bool power_of_two) {
+  const c10::cuda::CUDAGuard guard(x2d.device());
+  const auto input = x2d.contiguous();
+  const int64_t rows = input.size(0), cols = input.size(1);
+  const int64_t block_rows = (rows + kBlockSize - 1) / kBlockSize;
+  const int64_t block_cols = (cols + kBlockSize - 1) / kBlockSize;
+  // The kernel writes the row-major copy's scales in any case (a few floats); its bytes it skips.
+  const auto scale_inv = empty({block_rows, block_cols}, at::kFloat, input.device());
+  auto [data_t, scale_inv_t] =
+      data_with_scales({cols, rows}, format, {block_cols, block_rows}, input.device());
+  FP8NN_CUDA_CHECK(kernels::quantize_per_block(
+      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_block"), rows, cols,
+      kernel_format_of(format), /*out=*/nullptr, bytes_of(data_t), scale_inv.data_ptr<float>(),
+      block_cols, scale_inv_t.data_ptr<float>(), block_rows, at::cuda::getCurrentCUDAStream(),
+      /*counts=*/nullptr, power_of_two));
+  return {std::move(data_t), std::move(scale_inv_t), format, kBlockSize, kBlockSize};
+}
+
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,
                                                 const torch::Tensor& counts, bool power_of_two) {
   const c10::cuda::CUDAGuard guard(x2d.device());

@@ -414,6 +414,38 @@ TEST_CASE("quantize_per_block: every block quantized as its own tensor, in both 
   }
 }
 
+// The weight's transposed copy alone (the blockwise backward's): the same bytes and scales as the
+// transposed copy of the pair, without the row-major copy.
+FP8NN_CPU_AND_CUDA_CASE(
+    "quantize_per_block_transposed equals the transposed copy of quantize_per_block's pair",
+    [](torch::Device device) {
+      fp8nn::test::seed_torch();
+      const std::vector<std::pair<int64_t, int64_t>> shapes = {
+          {1, 1}, {129, 130}, {256, 384}, {300, 257}, {0, 16}};
+      for (const auto& [rows, cols] : shapes) {
+        for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+          for (const bool power_of_two : {false, true}) {
+            CAPTURE(rows, cols, dtype, power_of_two);
+            const auto x =
+                (torch::randn({rows, cols}) * torch::exp(torch::randn({rows, cols}) * 2.0))
+                    .to(dtype)
+                    .to(device);
+            const auto alone =
+                fp8nn::detail::quantize_per_block_transposed(x, Format::E4M3, power_of_two);
+            const auto pair = fp8nn::detail::quantize_per_block(x, Format::E4M3, true,
+                                                                torch::Tensor(), power_of_two);
+            CHECK(alone.data.device() == device);
+            CHECK(alone.group_size == pair.transposed.group_size);
+            CHECK(alone.group_rows == pair.transposed.group_rows);
+            REQUIRE(alone.data.sizes() == pair.transposed.data.sizes());
+            REQUIRE(alone.scale_inv.sizes() == pair.transposed.scale_inv.sizes());
+            CHECK(count_bit_differences(alone.data, pair.transposed.data) == 0);
+            CHECK(count_bit_differences(alone.scale_inv, pair.transposed.scale_inv) == 0);
+          }
+        }
+      }
+    })
+
 TEST_CASE(
     "quantize_per_block: NaN and Inf stay in their block, a short leading dimension is "
     "refused") {
