@@ -163,9 +163,9 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
 // each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (on Hopper its block
 // scale modes with the scales restated per 128 of K and per 128x128 block, as auto does; else one
 // product per row-group slice of K; OUTER_VEC scales when one group spans the row), the
-// hand-written sm90 kernel (its choice of tile) and auto, then that kernel's other tiles. Speed-up against
-// at::_scaled_mm tensorwise with fast accumulation (the ceiling a group-scaled product is measured
-// against); check: relative difference to the cublaslt route.
+// hand-written sm90 kernel (its choice of tile) and auto, then that kernel's other tiles. Speed-up
+// against at::_scaled_mm tensorwise with fast accumulation (the ceiling a group-scaled product is
+// measured against); check: relative difference to the cublaslt route.
 void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
                        const GemmBenchOptions& options) {
   using Tiles = std::vector<std::pair<const char*, fp8nn::cuda::Sm90Tile>>;

@@ -208,8 +208,10 @@ class LinearFP8Function : public torch::autograd::Function<LinearFP8Function> {
       if (fp8_dgrad) {
         QuantizedTensor w_t;
         if (recipe.weight.scaling == Scaling::Block128x128) {
-          w_t = detail::quantize_per_block_transposed(saved[2], recipe.weight.format,
-                                                      recipe.weight.power_of_two_scales);
+          w_t = detail::quantize_per_block(saved[2], recipe.weight.format, /*with_transpose=*/true,
+                                           torch::Tensor(), recipe.weight.power_of_two_scales,
+                                           /*row_copy=*/false)
+                    .transposed;
         } else if (plan->rebuild_weight_t) {
           w_t = detail::quantize_transposed(saved[2], recipe.weight.format, saved[3]);
         } else {

@@ -92,32 +92,21 @@ QuantizedPair quantize_with_transpose(const torch::Tensor& x2d, Format format,
 }
 
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts, bool power_of_two) {
+                                 const torch::Tensor& counts, bool power_of_two, bool row_copy) {
   check_input(x2d, "quantize_per_block");
   TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_per_block: expected a 2-d tensor, got a ",
                     x2d.dim(), "-d tensor");
   check_counts(counts, x2d);
 #ifdef FP8NN_WITH_CUDA
   if (x2d.is_cuda()) {
-    return cuda::quantize_per_block(x2d, format, with_transpose, counts, power_of_two);
+    return cuda::quantize_per_block(x2d, format, with_transpose, counts, power_of_two,
+                                    row_copy || !with_transpose);
   }
 #endif
   QuantizedPair q;
   q.quantized = reference::quantize_per_block(x2d, format, counts, power_of_two);
   if (with_transpose) q.transposed = functional::transpose(q.quantized);
   return q;
-}
-
-QuantizedTensor quantize_per_block_transposed(const torch::Tensor& x2d, Format format,
-                                              bool power_of_two) {
-  check_input(x2d, "quantize_per_block");
-  TORCH_CHECK_VALUE(x2d.dim() == 2, "fp8nn::quantize_per_block: expected a 2-d tensor, got a ",
-                    x2d.dim(), "-d tensor");
-#ifdef FP8NN_WITH_CUDA
-  if (x2d.is_cuda()) return cuda::quantize_per_block_transposed(x2d, format, power_of_two);
-#endif
-  return functional::transpose(
-      reference::quantize_per_block(x2d, format, torch::Tensor(), power_of_two));
 }
 
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,

@@ -52,14 +52,12 @@ QuantizedTensor quantize_returning_amax(const torch::Tensor& x, Format format,
 
 /// functional::quantize_per_block(x2d, format) with the monitor's counts (their amax word takes the
 /// largest block amax), and with `with_transpose` its transpose from the same pass; power-of-two
-/// scales as in quantize_per_group.
+/// scales as in quantize_per_group. `row_copy` false (with `with_transpose`): only the transposed
+/// copy is wanted, and on CUDA the row-major bytes are not written (quantized.data undefined;
+/// its scales still come).
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts, bool power_of_two = false);
-
-/// quantize_per_block(x2d, format, true, ...).transposed alone: the copy of x2d^T, its blocks
-/// quantized as x2d's are, without writing x2d's own copy (on CUDA the pass skips it).
-QuantizedTensor quantize_per_block_transposed(const torch::Tensor& x2d, Format format,
-                                              bool power_of_two = false);
+                                 const torch::Tensor& counts, bool power_of_two = false,
+                                 bool row_copy = true);
 
 /// functional::quantize_per_group_with_transpose with the monitor's counts, which count the first
 /// copy only (the second holds the same values).

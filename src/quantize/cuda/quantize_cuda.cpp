@@ -217,15 +217,21 @@ QuantizedPair quantize_delayed(const torch::Tensor& x2d, Format format, bool wit
 }
 
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts, bool power_of_two) {
+                                 const torch::Tensor& counts, bool power_of_two, bool row_copy) {
   const c10::cuda::CUDAGuard guard(x2d.device());
   const auto input = x2d.contiguous();
   const int64_t rows = input.size(0), cols = input.size(1);
   const int64_t block_rows = (rows + kBlockSize - 1) / kBlockSize;
   const int64_t block_cols = (cols + kBlockSize - 1) / kBlockSize;
-  // Each copy with its scales in one block, as they are used and saved together.
-  auto [data, scale_inv] =
-      data_with_scales({rows, cols}, format, {block_rows, block_cols}, input.device());
+  // Each copy with its scales in one block, as they are used and saved together. Without the row
+  // copy, its scales alone (the kernel writes them in any case).
+  torch::Tensor data, scale_inv;
+  if (row_copy) {
+    std::tie(data, scale_inv) =
+        data_with_scales({rows, cols}, format, {block_rows, block_cols}, input.device());
+  } else {
+    scale_inv = empty({block_rows, block_cols}, at::kFloat, input.device());
+  }
   torch::Tensor data_t, scale_inv_t;
   if (with_transpose) {
     std::tie(data_t, scale_inv_t) =
@@ -233,8 +239,8 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
   }
   FP8NN_CUDA_CHECK(kernels::quantize_per_block(
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_block"), rows, cols,
-      kernel_format_of(format), bytes_of(data), with_transpose ? bytes_of(data_t) : nullptr,
-      scale_inv.data_ptr<float>(), block_cols,
+      kernel_format_of(format), row_copy ? bytes_of(data) : nullptr,
+      with_transpose ? bytes_of(data_t) : nullptr, scale_inv.data_ptr<float>(), block_cols,
       with_transpose ? scale_inv_t.data_ptr<float>() : nullptr, block_rows,
       at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two));
   QuantizedPair q;
@@ -243,25 +249,6 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
     q.transposed = {std::move(data_t), std::move(scale_inv_t), format, kBlockSize, kBlockSize};
   }
   return q;
-}
-
-QuantizedTensor quantize_per_block_transposed(const torch::Tensor& x2d, Format format,
-                                              bool power_of_two) {
-  const c10::cuda::CUDAGuard guard(x2d.device());
-  const auto input = x2d.contiguous();
-  const int64_t rows = input.size(0), cols = input.size(1);
-  const int64_t block_rows = (rows + kBlockSize - 1) / kBlockSize;
-  const int64_t block_cols = (cols + kBlockSize - 1) / kBlockSize;
-  // The kernel writes the row-major copy's scales in any case (a few floats); its bytes it skips.
-  const auto scale_inv = empty({block_rows, block_cols}, at::kFloat, input.device());
-  auto [data_t, scale_inv_t] =
-      data_with_scales({cols, rows}, format, {block_cols, block_rows}, input.device());
-  FP8NN_CUDA_CHECK(kernels::quantize_per_block(
-      input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_block"), rows, cols,
-      kernel_format_of(format), /*out=*/nullptr, bytes_of(data_t), scale_inv.data_ptr<float>(),
-      block_cols, scale_inv_t.data_ptr<float>(), block_rows, at::cuda::getCurrentCUDAStream(),
-      /*counts=*/nullptr, power_of_two));
-  return {std::move(data_t), std::move(scale_inv_t), format, kBlockSize, kBlockSize};
 }
 
 QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format format,

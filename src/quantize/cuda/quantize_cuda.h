@@ -37,10 +37,8 @@ QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format
 
 /// detail::quantize_per_block (quantize_detail.h).
 QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool with_transpose,
-                                 const torch::Tensor& counts, bool power_of_two = false);
-/// detail::quantize_per_block_transposed (quantize_detail.h).
-QuantizedTensor quantize_per_block_transposed(const torch::Tensor& x2d, Format format,
-                                              bool power_of_two = false);
+                                 const torch::Tensor& counts, bool power_of_two = false,
+                                 bool row_copy = true);
 /// detail::quantize_transposed (quantize_detail.h).
 QuantizedTensor quantize_transposed(const torch::Tensor& x2d, Format format,
                                     const torch::Tensor& amax);

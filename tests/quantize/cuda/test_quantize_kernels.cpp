@@ -414,10 +414,10 @@ TEST_CASE("quantize_per_block: every block quantized as its own tensor, in both 
   }
 }
 
-// The weight's transposed copy alone (the blockwise backward's): the same bytes and scales as the
-// transposed copy of the pair, without the row-major copy.
+// The weight's transposed copy alone (the blockwise backward's, row_copy false): the same bytes
+// and scales as the transposed copy of the pair.
 FP8NN_CPU_AND_CUDA_CASE(
-    "quantize_per_block_transposed equals the transposed copy of quantize_per_block's pair",
+    "quantize_per_block without the row copy gives the pair's transposed copy",
     [](torch::Device device) {
       fp8nn::test::seed_torch();
       const std::vector<std::pair<int64_t, int64_t>> shapes = {
@@ -430,8 +430,10 @@ FP8NN_CPU_AND_CUDA_CASE(
                 (torch::randn({rows, cols}) * torch::exp(torch::randn({rows, cols}) * 2.0))
                     .to(dtype)
                     .to(device);
-            const auto alone =
-                fp8nn::detail::quantize_per_block_transposed(x, Format::E4M3, power_of_two);
+            const auto alone = fp8nn::detail::quantize_per_block(x, Format::E4M3, true,
+                                                                 torch::Tensor(), power_of_two,
+                                                                 /*row_copy=*/false)
+                                   .transposed;
             const auto pair = fp8nn::detail::quantize_per_block(x, Format::E4M3, true,
                                                                 torch::Tensor(), power_of_two);
             CHECK(alone.data.device() == device);
