@@ -80,6 +80,36 @@ struct Variant {
   std::string baseline;
   // FP8NN_GROUP_GEMM for its steps (null: as the process has it).
   const char* route = nullptr;
+  // FP8NN_TILE_LOAD for its steps (null: as the process has it).
+  const char* tile_load = nullptr;
+};
+
+// An environment variable set for a scope and restored after it (a null value: left alone).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name), active_(value != nullptr) {
+    if (!active_) return;
+    const char* saved = std::getenv(name);
+    had_previous_ = saved != nullptr;
+    if (had_previous_) previous_ = saved;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (!active_) return;
+    if (had_previous_) {
+      setenv(name_, previous_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  bool active_;
+  bool had_previous_ = false;
+  std::string previous_;
 };
 
 // bf16 autocast around a forward, as torch.autocast does: the cast weights are cached within the
@@ -133,6 +163,7 @@ struct Stepper {
       if (variant->route != nullptr) {
         route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(variant->route);
       }
+      const ScopedEnv tile_load("FP8NN_TILE_LOAD", variant->tile_load);
       eager_step(*variant, (*xs)[i % xs->size()], grad);
     }
   }
@@ -210,6 +241,7 @@ void measure_memory_and_host(const Variant& v, const std::vector<torch::Tensor>&
                              const torch::Tensor& grad, Result& r) {
   std::unique_ptr<fp8nn::cuda::ScopedGroupGemmRoute> route;
   if (v.route != nullptr) route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(v.route);
+  const ScopedEnv tile_load("FP8NN_TILE_LOAD", v.tile_load);
   // Host time to enqueue one step (the GPU queue is drained first and holds the 20 steps): where
   // it exceeds the GPU time, the step is bound by the host, not by the kernels.
   torch::cuda::synchronize();
@@ -253,7 +285,7 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
   const std::vector<std::string> names = {
       "bf16",     "naive",     "global",  "global-mb", "mixed",       "mixed-mb", "global-nm",
       "mixed-nm", "global-dl", "bf16-g",  "global-g",  "global-dl-g", "bf16-ac",  "global-rs",
-      "bw",       "bw-lt",     "bw-sm90", "bw-sm90-2", "bw-sm90-n",   "mixed-2"};
+      "bw",       "bw-lt",     "bw-sm90", "bw-sm90-2", "bw-sm90-n",   "mixed-2",  "bw-qs"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -382,6 +414,13 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
          false,
          "",
          "auto:256x2"},
+        {"bw-qs",
+         [&](const torch::Tensor& x) { return blockwise(x); },
+         {blockwise->weight},
+         false,
+         "",
+         nullptr,
+         "shared"},
     };
     // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
     const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
@@ -438,7 +477,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "with FP8NN_GROUP_GEMM=cublaslt or sm90; bw-sm90-2, mixed-2: blockwise and mixed with "
       "group_gemm_sm90's 256-row tiles in "
       "pairs along M (FP8NN_GROUP_GEMM=sm90:256x2, auto:256x2); bw-sm90-n: blockwise with pairs "
-      "along N (sm90:256n2); -mb: micro-batches (W's FP8 "
+      "along N (sm90:256n2); bw-qs: blockwise with the tile quantize kernels reading through "
+      "shared "
+      "memory (FP8NN_TILE_LOAD=shared); -mb: micro-batches (W's FP8 "
       "copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "

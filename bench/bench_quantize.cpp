@@ -17,9 +17,11 @@
 //   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
 //   per-group G=row        the same with one group per row (Mixed where G >= K)
 //   per-group 1x128 (+T 128x1)  quantize_per_group_with_transpose    read 2N + write 2N + scales
+//   per-group 1x128 (+T) shared  the same, each tile staged in shared memory (TileLoad::kShared)
 //   per-block 128x128 (+T) quantize_per_block, both copies           read 2N + write 2N + scales
 //   per-block ... read twice  the same, each block read twice (the second from L2)
-//   per-block fp32 ...     the same two on fp32 input of the same bytes (half the rows): the
+//   per-block ... shared   the same, each block staged in shared memory
+//   per-block fp32 ...     the same three on fp32 input of the same bytes (half the rows): the
 //                          master weights' case
 // Per-tensor current scaling needs amax before the cast, so "amax+cast" and "cast+transpose
 // (+amax)" read the input twice: their bytes moved exceed the minimum by 2N (the "moved" column).
@@ -227,54 +229,62 @@ void run_quantize(const Options& options) {
               in_bytes + n + 4.0 * shape.rows, copy_gbps);
     // Per 1x128 along the rows and per 128x1 (the transposed copy) in one pass: the blockwise
     // recipe's x and dy.
-    const double group_t_us = median_us(options, stream, [&](int i) {
-      auto* scales = static_cast<float*>(group_scales[i]);
-      const int64_t row_scales = shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);
-      FP8NN_CUDA_CHECK(kernels::quantize_per_group_with_transpose(
-          x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), scales, u8(out_t[i]),
-          scales + row_scales, stream));
-    });
     const double group_t_scale_bytes =
         scale_bytes + 4.0 * shape.cols * ((shape.rows + kGroupSize - 1) / kGroupSize);
-    print_row(shape, "per-group 1x128 (+T 128x1)", group_t_us,
-              in_bytes + 2.0 * n + group_t_scale_bytes, in_bytes + 2.0 * n + group_t_scale_bytes,
-              copy_gbps);
+    for (const auto load : {kernels::TileLoad::kRegisters, kernels::TileLoad::kShared}) {
+      const double group_t_us = median_us(options, stream, [&](int i) {
+        auto* scales = static_cast<float*>(group_scales[i]);
+        const int64_t row_scales = shape.rows * ((shape.cols + kGroupSize - 1) / kGroupSize);
+        FP8NN_CUDA_CHECK(kernels::quantize_per_group_with_transpose(
+            x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), scales, u8(out_t[i]),
+            scales + row_scales, stream, nullptr, false, load));
+      });
+      print_row(shape,
+                load == kernels::TileLoad::kShared ? "per-group 1x128 (+T) shared"
+                                                   : "per-group 1x128 (+T 128x1)",
+                group_t_us, in_bytes + 2.0 * n + group_t_scale_bytes,
+                in_bytes + 2.0 * n + group_t_scale_bytes, copy_gbps);
+    }
 
     const int64_t blocks_r = (shape.rows + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
     const int64_t blocks_c = (shape.cols + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
     const double block_scale_bytes = 2.0 * 4 * blocks_r * blocks_c;
-    const double block_us = median_us(options, stream, [&](int i) {
-      auto* scales = static_cast<float*>(group_scales[i]);
-      FP8NN_CUDA_CHECK(kernels::quantize_per_block(x[i], bf16, shape.rows, shape.cols, e4m3,
-                                                   u8(out[i]), u8(out_t[i]), scales, blocks_c,
-                                                   scales + blocks_r * blocks_c, blocks_r, stream));
-    });
-    print_row(shape, "per-block 128x128 (+T)", block_us, in_bytes + 2.0 * n + block_scale_bytes,
-              in_bytes + 2.0 * n + block_scale_bytes, copy_gbps);
-    const double block_twice_us = median_us(options, stream, [&](int i) {
-      auto* scales = static_cast<float*>(group_scales[i]);
-      FP8NN_CUDA_CHECK(kernels::quantize_per_block(
-          x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), u8(out_t[i]), scales, blocks_c,
-          scales + blocks_r * blocks_c, blocks_r, stream, nullptr, false, /*read_twice=*/true));
-    });
-    print_row(shape, "per-block (+T) read twice", block_twice_us,
-              in_bytes + 2.0 * n + block_scale_bytes, 2.0 * in_bytes + 2.0 * n + block_scale_bytes,
-              copy_gbps);
+    // Each way of reading a block (tile_load.h); the read-twice kernel moves the input twice.
+    const std::vector<kernels::TileLoad> block_loads = {
+        kernels::TileLoad::kRegisters, kernels::TileLoad::kReadTwice, kernels::TileLoad::kShared};
+    const auto load_name = [](kernels::TileLoad load, bool fp32) {
+      return load == kernels::TileLoad::kReadTwice
+                 ? (fp32 ? "per-block fp32 read twice" : "per-block (+T) read twice")
+             : load == kernels::TileLoad::kShared
+                 ? (fp32 ? "per-block fp32 shared" : "per-block (+T) shared")
+                 : (fp32 ? "per-block fp32 (+T)" : "per-block 128x128 (+T)");
+    };
+    for (const auto load : block_loads) {
+      const double us = median_us(options, stream, [&](int i) {
+        auto* scales = static_cast<float*>(group_scales[i]);
+        FP8NN_CUDA_CHECK(kernels::quantize_per_block(
+            x[i], bf16, shape.rows, shape.cols, e4m3, u8(out[i]), u8(out_t[i]), scales, blocks_c,
+            scales + blocks_r * blocks_c, blocks_r, stream, nullptr, false, load));
+      });
+      const double min_bytes = in_bytes + 2.0 * n + block_scale_bytes;
+      print_row(shape, load_name(load, false), us, min_bytes,
+                min_bytes + (load == kernels::TileLoad::kReadTwice ? in_bytes : 0), copy_gbps);
+    }
     // fp32 input (master weights), the same bytes: half the rows.
     const int64_t rows32 = shape.rows / 2, n32 = rows32 * shape.cols;
     const int64_t blocks_r32 = (rows32 + kernels::kScaleBlock - 1) / kernels::kScaleBlock;
     const double block_scale_bytes32 = 2.0 * 4 * blocks_r32 * blocks_c;
-    for (const bool read_twice : {false, true}) {
+    for (const auto load : block_loads) {
       const double us = median_us(options, stream, [&](int i) {
         auto* scales = static_cast<float*>(group_scales[i]);
         FP8NN_CUDA_CHECK(kernels::quantize_per_block(
             x[i], kernels::HighPrecision::kFloat32, rows32, shape.cols, e4m3, u8(out[i]),
             u8(out_t[i]), scales, blocks_c, scales + blocks_r32 * blocks_c, blocks_r32, stream,
-            nullptr, false, read_twice));
+            nullptr, false, load));
       });
       const double min_bytes = in_bytes + 2.0 * n32 + block_scale_bytes32;
-      print_row(shape, read_twice ? "per-block fp32 read twice" : "per-block fp32 (+T)", us,
-                min_bytes, min_bytes + (read_twice ? in_bytes : 0), copy_gbps);
+      print_row(shape, load_name(load, true), us, min_bytes,
+                min_bytes + (load == kernels::TileLoad::kReadTwice ? in_bytes : 0), copy_gbps);
     }
     FP8NN_CUDA_CHECK(cudaStreamSynchronize(stream));
   }

@@ -7,6 +7,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
+#include <tuple>
+#include <vector>
 
 #include "kernels/common/cuda_error.h"
 #include "kernels/common/dtypes.cuh"
@@ -202,6 +205,23 @@ inline cudaError_t multiprocessor_count(int* count) {
     FP8NN_KERNELS_TRY(cudaDeviceGetAttribute(count, cudaDevAttrMultiProcessorCount, device));
     if (device < kMaxDevices) counts[device].store(*count, std::memory_order_relaxed);
   }
+  return cudaSuccess;
+}
+
+// Lets `kernel` take up to `bytes` of dynamic shared memory on the current device (past the 48 KB
+// the runtime grants unasked), set once per kernel and device.
+inline cudaError_t allow_dynamic_shared(const void* kernel, int bytes) {
+  static std::mutex mutex;
+  static std::vector<std::tuple<const void*, int, int>> granted;  // kernel, device, bytes
+  int device = 0;
+  FP8NN_KERNELS_TRY(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (const auto& [k, d, b] : granted) {
+    if (k == kernel && d == device && b >= bytes) return cudaSuccess;
+  }
+  FP8NN_KERNELS_TRY(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  granted.emplace_back(kernel, device, bytes);
   return cudaSuccess;
 }
 

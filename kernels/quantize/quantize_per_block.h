@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/common/fp8_format.h"
+#include "kernels/quantize/tile_load.h"
 
 // Each launcher enqueues on `stream`, never synchronises, and returns the first failing CUDA
 // status (kernels/common/cuda_error.h).
@@ -26,15 +27,13 @@ constexpr int64_t kScaleBlock = 128;
 /// are not touched), and, when not null, scale_inv_t[bc * scale_t_ld + br], the same values for
 /// the transposed copy (scale_t_ld >= ceil(rows / 128)). `counts`: as cast_per_tensor's
 /// (kernels/quantize/cast.h), [2] taking the largest block amax. `power_of_two`: each scale rounded
-/// down to a power of two (fp8_format.h). `read_twice`: the same results from a kernel that reads
-/// each block twice (its amax, then its cast, the second read from L2) instead of holding it in
-/// registers: more blocks per SM, for twice the L2 reads; which is faster is the benchmark's
-/// question (fp8nn_bench quantize). cudaErrorInvalidValue for a leading dimension that is too
-/// small.
+/// down to a power of two (fp8_format.h). `load`: how each block is read (tile_load.h; the same
+/// results every way; which is faster is fp8nn_bench quantize's question). cudaErrorInvalidValue
+/// for a leading dimension that is too small.
 cudaError_t quantize_per_block(const void* x, HighPrecision type, int64_t rows, int64_t cols,
                                Fp8Format format, uint8_t* out, uint8_t* out_t, float* scale_inv,
                                int64_t scale_ld, float* scale_inv_t, int64_t scale_t_ld,
                                cudaStream_t stream, unsigned long long* counts = nullptr,
-                               bool power_of_two = false, bool read_twice = false);
+                               bool power_of_two = false, TileLoad load = TileLoad::kRegisters);
 
 }  // namespace fp8nn::kernels

@@ -2,7 +2,8 @@
 // once.
 //
 // 1. Load: each thread reads its 16-byte vectors of the tile into registers (tile_io.cuh: a
-//    thread's vectors share their columns and sit kRowsPerLoad rows apart). Row amaxes: the lanes
+//    thread's vectors share their columns and sit kRowsPerLoad rows apart), or (TileLoad::kShared)
+//    copies them into shared memory and reads them from there in each phase. Row amaxes: the lanes
 //    holding a row (consecutive, kLanesPerRow of them) reduce with shuffles, so every lane of a row
 //    has its max. Column amaxes: each thread's max over its rows, across the two lanes of a warp
 //    that share columns when a row is 16 lanes wide, then one shared-memory atomicMax per column
@@ -28,14 +29,18 @@ constexpr int kThreads = 256;
 constexpr int kTile = static_cast<int>(kTransposeGroup);
 constexpr int kTilePitch = kTile + 4;  // bytes per shared row: 4-byte aligned, 33 words
 static_assert(kThreads >= kTile, "one thread per tile row or column for the scales");
-// Two resident blocks (ptxas then has up to 128 registers, which the 16 vectors of an fp32 tile
-// in flight need; left to itself it chose 64 for one instance and spilled).
-constexpr int kBlocksPerSm = 2;
+// Resident blocks: reading into registers, two (ptxas then has up to 128 registers, which the 16
+// vectors of an fp32 tile in flight need; left to itself it chose 64 for one instance and
+// spilled); staged in shared memory, as many as their tiles fit (32 KB of 16-bit input: 4; 64 KB
+// of fp32: 2).
+template <typename T, TileLoad kLoad>
+constexpr int kBlocksPerSm = kLoad == TileLoad::kShared && sizeof(T) < 4 ? 4 : 2;
 
 // Counter: CastCounter<F> (the numerics monitor's counts of the row copy into `counts`) or
-// NoCounter.
-template <typename T, Fp8Format F, typename Counter>
-__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
+// NoCounter. kLoad: kRegisters or kShared (the tile in dynamic shared memory,
+// TileVectors::kStagedBytes).
+template <typename T, Fp8Format F, typename Counter, TileLoad kLoad>
+__global__ void __launch_bounds__(kThreads, (kBlocksPerSm<T, kLoad>))
     quantize_per_group_transpose_kernel(const T* __restrict__ x, int64_t rows, int64_t cols,
                                         int64_t tiles_r, int64_t tiles_c, bool load_vectorized,
                                         bool store_t_vectorized, uint8_t* __restrict__ out,
@@ -47,6 +52,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
   __shared__ unsigned column_bits[kTile];
   __shared__ float row_scale[kTile];
   __shared__ float column_scale[kTile];
+  extern __shared__ __align__(16) uint8_t staged_tile[];  // kShared only
   Counter counter;
   NoCounter uncounted;  // the monitor counts the first copy of a tensor only
   const int64_t br = blockIdx.x / tiles_c, bc = blockIdx.x % tiles_c;
@@ -75,8 +81,22 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     constexpr int kLanesPerRow = Vectors::kVectorsPerRow;  // 16 (16-bit input) or 32 (fp32)
     constexpr int kRowsPerLoad = kThreads / kLanesPerRow;
     static_assert(kLanesPerRow == 16 || kLanesPerRow == 32, "a row spans half a warp or a warp");
-    typename Vectors::Vector v[Vectors::kLoads];
-    Vectors::load(x, cols, r0, c0, tid, v);
+    constexpr bool kStaged = kLoad == TileLoad::kShared;
+    typename Vectors::Vector v[kStaged ? 1 : Vectors::kLoads];
+    auto* const staged = reinterpret_cast<typename Vectors::Vector*>(staged_tile);
+    if constexpr (kStaged) {
+      Vectors::stage(x, cols, r0, c0, tid, staged);
+    } else {
+      Vectors::load(x, cols, r0, c0, tid, v);
+    }
+    // The thread's vector k, from its registers or from the staged tile.
+    const auto vector = [&](int k) {
+      if constexpr (kStaged) {
+        return staged[tid + k * kThreads];
+      } else {
+        return v[k];
+      }
+    };
     const int lane = tid % 32;
     const int c = (tid % kLanesPerRow) * kVec;  // the thread's columns c .. c + kVec - 1
     unsigned column_max[kVec];
@@ -88,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
       unsigned bits = 0;
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
-        const unsigned b = abs_bits(to_float(v[k].v[j]));
+        const unsigned b = abs_bits(to_float(vector(k).v[j]));
         bits = max(bits, b);
         column_max[j] = max(column_max[j], b);
       }
@@ -121,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
         counter.add_amax(amax);
       }
       *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) =
-          cast_vec_to_fp8<F>(v[k], scale, counter);
+          cast_vec_to_fp8<F>(vector(k), scale, counter);
     }
     __syncthreads();  // column_scale
 
@@ -138,7 +158,8 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm)
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
           const int j = 4 * w + b;
-          word |= uint32_t{cast_to_fp8<F>(to_float(v[k].v[j]), scales[j], uncounted)} << (8 * b);
+          word |= uint32_t{cast_to_fp8<F>(to_float(vector(k).v[j]), scales[j], uncounted)}
+                  << (8 * b);
         }
         *reinterpret_cast<uint32_t*>(tile + r * kTilePitch + c + 4 * w) = word;
       }
@@ -190,13 +211,14 @@ cudaError_t quantize_per_group_with_transpose(const void* x, HighPrecision type,
                                               int64_t cols, Fp8Format format, uint8_t* out,
                                               float* scale_inv, uint8_t* out_t, float* scale_inv_t,
                                               cudaStream_t stream, unsigned long long* counts,
-                                              bool power_of_two) {
+                                              bool power_of_two, TileLoad load) {
   const int64_t tiles_r = (rows + kTile - 1) / kTile;
   const int64_t tiles_c = (cols + kTile - 1) / kTile;
   const int64_t tiles = tiles_r * tiles_c;
   if (tiles == 0) return cudaSuccess;
   if (tiles > 0x7fffffff) return cudaErrorInvalidValue;  // one thread block per tile
-  if (out == nullptr || scale_inv == nullptr || out_t == nullptr || scale_inv_t == nullptr) {
+  if (out == nullptr || scale_inv == nullptr || out_t == nullptr || scale_inv_t == nullptr ||
+      load == TileLoad::kReadTwice) {
     return cudaErrorInvalidValue;
   }
   return dispatch_high_precision(type, [&](auto type_tag) {
@@ -206,10 +228,19 @@ cudaError_t quantize_per_group_with_transpose(const void* x, HighPrecision type,
       const TilePaths paths = tile_paths<T>(x, out, out_t, rows, cols);
       return launch_with_monitor_counter<F>(counts, [&](auto counter_tag) {
         using Counter = typename decltype(counter_tag)::type;
-        quantize_per_group_transpose_kernel<T, F, Counter>
-            <<<static_cast<unsigned>(tiles), kThreads, 0, stream>>>(
-                static_cast<const T*>(x), rows, cols, tiles_r, tiles_c, paths.load_vectorized,
-                paths.store_t_vectorized, out, scale_inv, out_t, scale_inv_t, power_of_two, counts);
+        const auto kernel =
+            load == TileLoad::kShared
+                ? quantize_per_group_transpose_kernel<T, F, Counter, TileLoad::kShared>
+                : quantize_per_group_transpose_kernel<T, F, Counter, TileLoad::kRegisters>;
+        int shared_bytes = 0;
+        if (load == TileLoad::kShared) {
+          shared_bytes = TileVectors<T, kTile, kTile, kThreads>::kStagedBytes;
+          FP8NN_KERNELS_TRY(
+              allow_dynamic_shared(reinterpret_cast<const void*>(kernel), shared_bytes));
+        }
+        kernel<<<static_cast<unsigned>(tiles), kThreads, shared_bytes, stream>>>(
+            static_cast<const T*>(x), rows, cols, tiles_r, tiles_c, paths.load_vectorized,
+            paths.store_t_vectorized, out, scale_inv, out_t, scale_inv_t, power_of_two, counts);
         return cudaGetLastError();
       });
     });

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "kernels/common/fp8_format.h"
+#include "kernels/quantize/tile_load.h"
 
 namespace fp8nn::kernels {
 
@@ -25,13 +26,15 @@ constexpr int64_t kTransposeGroup = 128;
 /// casts, both scale matrices. out, out_t, scale_inv and scale_inv_t must not be null (for
 /// rows * cols > 0). `counts`: as cast_per_tensor's (kernels/quantize/cast.h), for the first copy
 /// (out) only, [2] taking the largest group amax. `power_of_two`: each scale rounded down to a
-/// power of two (fp8_format.h). Enqueues on `stream`, never synchronises, and
-/// returns the first failing CUDA status (cudaErrorInvalidValue for a grid beyond 2^31 - 1 tiles).
+/// power of two (fp8_format.h). `load`: kRegisters or kShared (tile_load.h; the same results;
+/// kReadTwice is cudaErrorInvalidValue). Enqueues on `stream`, never synchronises, and returns the
+/// first failing CUDA status (cudaErrorInvalidValue for a grid beyond 2^31 - 1 tiles).
 cudaError_t quantize_per_group_with_transpose(const void* x, HighPrecision type, int64_t rows,
                                               int64_t cols, Fp8Format format, uint8_t* out,
                                               float* scale_inv, uint8_t* out_t, float* scale_inv_t,
                                               cudaStream_t stream,
                                               unsigned long long* counts = nullptr,
-                                              bool power_of_two = false);
+                                              bool power_of_two = false,
+                                              TileLoad load = TileLoad::kRegisters);
 
 }  // namespace fp8nn::kernels

@@ -4,9 +4,34 @@
 // casts it into `out` and into a shared byte tile, and writes the shared tile's transpose into
 // `out_t` with 16-byte stores.
 
+#include <type_traits>
+
 #include "kernels/quantize/quantize_common.cuh"
+#include "kernels/quantize/tile_load.h"
 
 namespace fp8nn::kernels {
+
+// A TileLoad as a type, for picking a kernel instance at run time.
+template <TileLoad kLoad>
+using TileLoadTag = std::integral_constant<TileLoad, kLoad>;
+
+// 16 bytes from global to shared memory without passing through registers (cp.async, which
+// bypasses L1; sm_80 and later, a plain load and store before), and the calling thread's wait for
+// its own copies (other threads' copies need a barrier after their waits as well).
+__device__ __forceinline__ void copy_async_16(void* shared, const void* global) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global)
+               : "memory");
+#else
+  *static_cast<uint4*>(shared) = *static_cast<const uint4*>(global);
+#endif
+}
+__device__ __forceinline__ void wait_async_copies() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+#endif
+}
 
 // The 16-byte vectors of a kRows x kCols tile that thread `tid` owns: vector k sits at row
 // (tid + k * kThreads) / kVectorsPerRow, column ((tid + k * kThreads) % kVectorsPerRow) * kVec.
@@ -36,6 +61,21 @@ struct TileVectors {
                                               int64_t c0, int tid, Vector (&v)[kLoads]) {
     load_part(x, cols, r0, c0, tid, 0, v);
   }
+
+  // The thread's vectors copied into `staged` (the whole tile, vector index i at staged[i], so a
+  // warp's copies fill 512 consecutive bytes) by copy_async_16, waited for: the thread may read
+  // its own vectors back at once (staged[tid + k * kThreads], vector k).
+  static __device__ __forceinline__ void stage(const T* __restrict__ x, int64_t cols, int64_t r0,
+                                               int64_t c0, int tid, Vector* staged) {
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      const int index = tid + k * kThreads;
+      const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVec;
+      copy_async_16(staged + index, x + (r0 + r) * cols + c0 + c);
+    }
+    wait_async_copies();
+  }
+  static constexpr int kStagedBytes = kRows * kCols * static_cast<int>(sizeof(T));
 
   // load_part again, through L2 only (ld.global.cg): the second read of a kernel that does not
   // keep the first in registers. The loads are volatile asm, so that the compiler cannot keep the

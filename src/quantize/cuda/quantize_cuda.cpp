@@ -15,6 +15,8 @@
 #include "kernels/quantize/quantize_per_group.h"
 #include "kernels/quantize/quantize_per_group_transpose.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
 #include <utility>
 
@@ -36,6 +38,23 @@ std::pair<int64_t, int64_t> rows_cols_of(const torch::Tensor& t) {
 unsigned long long* counters_of(const torch::Tensor& counts) {
   return counts.defined() ? reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>())
                           : nullptr;
+}
+
+// How the 128 x 128 tile kernels read their tiles: FP8NN_TILE_LOAD = registers (also unset or
+// empty), shared, or twice (quantize_per_block only; the per-group pair reads into registers
+// then), read at every call so that a benchmark can switch it between steps.
+kernels::TileLoad tile_load(bool read_twice_allowed) {
+  const char* setting = std::getenv("FP8NN_TILE_LOAD");
+  if (setting == nullptr || *setting == '\0' || std::strcmp(setting, "registers") == 0) {
+    return kernels::TileLoad::kRegisters;
+  }
+  if (std::strcmp(setting, "twice") == 0) {
+    return read_twice_allowed ? kernels::TileLoad::kReadTwice : kernels::TileLoad::kRegisters;
+  }
+  TORCH_CHECK_VALUE(std::strcmp(setting, "shared") == 0,
+                    "fp8nn: expected FP8NN_TILE_LOAD to be registers, shared or twice, got \"",
+                    setting, "\"");
+  return kernels::TileLoad::kShared;
 }
 
 // FP8 data of `sizes` with its scale_inv (`scale_sizes` fp32) after it, in one allocation: the
@@ -242,7 +261,8 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
       kernel_format_of(format), row_copy ? bytes_of(data) : nullptr,
       with_transpose ? bytes_of(data_t) : nullptr, scale_inv.data_ptr<float>(), block_cols,
       with_transpose ? scale_inv_t.data_ptr<float>() : nullptr, block_rows,
-      at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two));
+      at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two,
+      tile_load(/*read_twice_allowed=*/true)));
   QuantizedPair q;
   q.quantized = {std::move(data), std::move(scale_inv), format, kBlockSize, kBlockSize};
   if (with_transpose) {
@@ -266,7 +286,7 @@ QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group_with_transpose"),
       rows, cols, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
       bytes_of(data_t), scale_inv_t.data_ptr<float>(), at::cuda::getCurrentCUDAStream(),
-      counters_of(counts), power_of_two));
+      counters_of(counts), power_of_two, tile_load(/*read_twice_allowed=*/false)));
   return {{std::move(data), std::move(scale_inv), format, kBlockSize},
           {std::move(data_t), std::move(scale_inv_t), format, kBlockSize}};
 }

@@ -18,6 +18,9 @@
 #include "quantize/quantize_detail.h"
 #include "test_support.h"
 
+#include <cstdlib>
+#include <string>
+#include <utility>
 #include <vector>
 
 using fp8nn::Format;
@@ -357,10 +360,15 @@ TEST_CASE("quantize_per_block: every block quantized as its own tensor, in both 
   for (const auto& [rows, cols] : shapes) {
     for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
       for (auto f : {Format::E4M3, Format::E5M2}) {
-        // Both kernels: the block held in registers, and read twice.
-        for (const auto& [offset, read_twice] :
-             std::vector<std::pair<int64_t, bool>>{{0, false}, {1, false}, {0, true}, {1, true}}) {
-          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset, read_twice);
+        // Every kernel: the block held in registers, read twice, staged in shared memory.
+        for (const auto& [offset, load] :
+             std::vector<std::pair<int64_t, K::TileLoad>>{{0, K::TileLoad::kRegisters},
+                                                          {1, K::TileLoad::kRegisters},
+                                                          {0, K::TileLoad::kReadTwice},
+                                                          {1, K::TileLoad::kReadTwice},
+                                                          {0, K::TileLoad::kShared},
+                                                          {1, K::TileLoad::kShared}}) {
+          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset, static_cast<int>(load));
           const int64_t n = rows * cols;
           const int64_t blocks_r = (rows + kB - 1) / kB, blocks_c = (cols + kB - 1) / kB;
           // A magnitude per block, so that a scale taken from the wrong block shows.
@@ -394,7 +402,7 @@ TEST_CASE("quantize_per_block: every block quantized as its own tensor, in both 
                       x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f), out.u8(),
                       out_t.u8(), scale_inv.f32(), scale_ld, scale_inv_t.f32(), scale_t_ld,
                       stream(), reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()),
-                      /*power_of_two=*/false, read_twice) == cudaSuccess);
+                      /*power_of_two=*/false, load) == cudaSuccess);
           CHECK(count_bit_differences(out.values({rows, cols}), expected) == 0);
           CHECK(count_bit_differences(out_t.values({cols, rows}), expected.t().contiguous()) == 0);
           const auto scales = scale_inv.values({blocks_r, scale_ld});
@@ -452,15 +460,20 @@ TEST_CASE(
     "quantize_per_block: NaN and Inf stay in their block, a short leading dimension is "
     "refused") {
   FP8NN_SKIP_WITHOUT_CUDA();
-  for (float bad : {NAN, INFINITY}) {
-    CAPTURE(bad);
+  for (const auto& [bad, load] :
+       std::vector<std::pair<float, K::TileLoad>>{{NAN, K::TileLoad::kRegisters},
+                                                  {INFINITY, K::TileLoad::kRegisters},
+                                                  {NAN, K::TileLoad::kShared},
+                                                  {INFINITY, K::TileLoad::kShared}}) {
+    CAPTURE(bad, static_cast<int>(load));
     auto x = torch::randn({256, 256});
     x[200][10] = bad;  // block (1, 0)
     const auto x_gpu = x.cuda();
     Output out(x.numel(), fp8nn::dtype_of(Format::E4M3)), scale_inv(4, torch::kFloat);
     REQUIRE(K::quantize_per_block(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 256, 256,
                                   K::Fp8Format::kE4M3, out.u8(), nullptr, scale_inv.f32(), 2,
-                                  nullptr, 0, stream()) == cudaSuccess);
+                                  nullptr, 0, stream(), nullptr, /*power_of_two=*/false,
+                                  load) == cudaSuccess);
     const auto scales = scale_inv.values({2, 2});
     CHECK(std::isnan(scales[1][0].item<float>()) == std::isnan(bad));
     CHECK(torch::isfinite(scales[0]).all().item<bool>());
@@ -476,6 +489,13 @@ TEST_CASE(
   CHECK(K::quantize_per_block(x_gpu.data_ptr(), K::HighPrecision::kFloat32, 256, 256,
                               K::Fp8Format::kE4M3, out.u8(), nullptr, scale_inv.f32(), 1, nullptr,
                               0, stream()) == cudaErrorInvalidValue);
+  // The per-group pair has no read-twice kernel.
+  Output out_t(256 * 256, fp8nn::dtype_of(Format::E4M3)), scale_inv_t(512, torch::kFloat),
+      row_scales(512, torch::kFloat);
+  CHECK(K::quantize_per_group_with_transpose(
+            x_gpu.data_ptr(), K::HighPrecision::kFloat32, 256, 256, K::Fp8Format::kE4M3, out.u8(),
+            row_scales.f32(), out_t.u8(), scale_inv_t.f32(), stream(), nullptr, false,
+            K::TileLoad::kReadTwice) == cudaErrorInvalidValue);
 }
 
 // Per group of 128 along both axes in one pass: the row copy is quantize_per_group(x, 128), the
@@ -503,9 +523,13 @@ TEST_CASE(
   for (const auto& [rows, cols] : shapes) {
     for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
       for (auto f : {Format::E4M3, Format::E5M2}) {
-        for (int64_t offset : {0, 1}) {
+        for (const auto& [offset, load] :
+             std::vector<std::pair<int64_t, K::TileLoad>>{{0, K::TileLoad::kRegisters},
+                                                          {1, K::TileLoad::kRegisters},
+                                                          {0, K::TileLoad::kShared},
+                                                          {1, K::TileLoad::kShared}}) {
           const bool with_bad = index++ % 3 == 0;
-          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset, with_bad);
+          CAPTURE(rows, cols, dtype, fp8nn::name_of(f), offset, static_cast<int>(load), with_bad);
           const int64_t n = rows * cols;
           // Magnitudes that differ along both axes, so that a row scale used for a column (or
           // the other way round) shows.
@@ -531,8 +555,8 @@ TEST_CASE(
           REQUIRE(K::quantize_per_group_with_transpose(
                       x_gpu.data_ptr(), type_of(dtype), rows, cols, format_of(f), out.u8(),
                       scale_inv.f32(), out_t.u8(), scale_inv_t.f32(), stream(),
-                      reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>())) ==
-                  cudaSuccess);
+                      reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()),
+                      /*power_of_two=*/false, load) == cudaSuccess);
           CHECK(count_bit_differences(out.values({rows, cols}), expected.data) == 0);
           CHECK(count_bit_differences(out_t.values({cols, rows}), expected_t.data) == 0);
           CHECK(same_scales(scale_inv.values({rows, groups}), expected.scale_inv));
@@ -554,4 +578,47 @@ TEST_CASE(
   CHECK(count_bit_differences(pair.quantized.data.cpu(), row_copy.data) == 0);
   CHECK(count_bit_differences(pair.transposed.data.cpu(), column_copy.data) == 0);
   CHECK(torch::equal(pair.transposed.scale_inv.cpu(), column_copy.scale_inv));
+}
+
+// FP8NN_TILE_LOAD picks how the engine's tile kernels read (a benchmark's switch): every value
+// gives the same pair; anything else is a ValueError naming the variable.
+TEST_CASE("FP8NN_TILE_LOAD: every way of reading gives the same copies, a bad value is refused") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  fp8nn::test::seed_torch();
+  const auto x = (torch::randn({384, 640}) * 3).to(torch::kBFloat16).cuda();
+  const auto quantize_both = [&] {
+    return std::make_pair(fp8nn::detail::quantize_per_block(
+                              x, Format::E4M3, /*with_transpose=*/true, torch::Tensor()),
+                          fp8nn::detail::quantize_per_group_with_transpose(
+                              x, Format::E5M2, K::kTransposeGroup, torch::Tensor()));
+  };
+  const char* saved = std::getenv("FP8NN_TILE_LOAD");
+  const std::string previous = saved != nullptr ? saved : "";
+  unsetenv("FP8NN_TILE_LOAD");
+  const auto [blocks, groups] = quantize_both();
+  for (const char* setting : {"registers", "twice", "shared"}) {
+    CAPTURE(setting);
+    setenv("FP8NN_TILE_LOAD", setting, 1);
+    const auto [b, g] = quantize_both();
+    CHECK(count_bit_differences(b.quantized.data.cpu(), blocks.quantized.data.cpu()) == 0);
+    CHECK(count_bit_differences(b.transposed.data.cpu(), blocks.transposed.data.cpu()) == 0);
+    CHECK(count_bit_differences(b.quantized.scale_inv.cpu(), blocks.quantized.scale_inv.cpu()) ==
+          0);
+    CHECK(count_bit_differences(g.quantized.data.cpu(), groups.quantized.data.cpu()) == 0);
+    CHECK(count_bit_differences(g.transposed.data.cpu(), groups.transposed.data.cpu()) == 0);
+    CHECK(count_bit_differences(g.transposed.scale_inv.cpu(), groups.transposed.scale_inv.cpu()) ==
+          0);
+  }
+  setenv("FP8NN_TILE_LOAD", "fast", 1);
+  CHECK_THROWS_AS(quantize_both(), c10::ValueError);
+  try {
+    quantize_both();
+  } catch (const c10::Error& e) {
+    CHECK(std::string(e.what()).find("FP8NN_TILE_LOAD") != std::string::npos);
+  }
+  if (saved != nullptr) {
+    setenv("FP8NN_TILE_LOAD", previous.c_str(), 1);
+  } else {
+    unsetenv("FP8NN_TILE_LOAD");
+  }
 }
