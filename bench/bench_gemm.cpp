@@ -163,7 +163,8 @@ void print_row(const Shape& shape, const std::string& method, double ms, double 
 // each FP8NN_GROUP_GEMM route (set, then read again by the library): cublaslt (on Hopper its block
 // scale modes with the scales restated per 128 of K and per 128x128 block, as auto does; else one
 // product per row-group slice of K; OUTER_VEC scales when one group spans the row), the
-// hand-written sm90 kernel (its choice of tile) and auto, then that kernel's other tiles. Speed-up
+// hand-written sm90 kernel (its choice of tile) and auto, then that kernel's other tiles (with
+// G >= K also accumulating across K without promotions, "acc-K": the pipeline's ceiling). Speed-up
 // against at::_scaled_mm tensorwise with fast accumulation (the ceiling a group-scaled product is
 // measured against); check: relative difference to the cublaslt route.
 void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands,
@@ -175,7 +176,10 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
                        {"sm90 256x2", {256, 2}},
                        {"sm90 256x2 st", {256, 2, true}},
                        {"sm90 256n2", {256, 1, false, 2}},
-                       {"sm90 256n2 st", {256, 1, true, 2}}};
+                       {"sm90 256n2 st", {256, 1, true, 2}},
+                       // Without promotions (G >= K only): the tensor cores accumulate across K.
+                       {"sm90 128 acc-K", {128, 1, false, 1, true}},
+                       {"sm90 256 acc-K", {256, 1, false, 1, true}}};
   const auto route_row = [&](int64_t group, const char* route) {
     return "G=" + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
   };
@@ -228,7 +232,9 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
             torch::kBFloat16, fp8nn::cuda::GroupGemmKernel::Sm90, tile);
       };
       const auto result = product(0);
-      if (!result) break;  // not an sm_90 device or build: the sm90 row above says as much
+      // Not an sm_90 device or build (the sm90 row above says as much), or a configuration the
+      // kernel refuses for this product (across K with groups along K).
+      if (!result) continue;
       const double ms = median_ms([&](int i) { product(i); }, options.warmup, options.iters);
       char check[32];
       std::snprintf(check, sizeof(check), "%.1e", relative_difference(*result, reference));

@@ -66,6 +66,11 @@ struct GroupGemmArgs {
   /// of b_scale_inv K-block-major, [ceil(k / 128), n] contiguous (its TMA loads a K block's
   /// column scales with the operands); unused otherwise.
   const float* b_scale_inv_k_major = nullptr;
+  /// group_gemm_sm90 with a per tensor or per row and b per tensor (scales constant along K): the
+  /// tensor cores accumulate across all of K, with no promotion per K block (cuBLASLt's fast
+  /// accumulation), and the epilogue applies sa * sb; clusters of one CTA. The pipeline's speed
+  /// without promotions, next to the promoting kernels'.
+  bool accumulate_across_k = false;
 };
 
 /// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
@@ -103,13 +108,14 @@ cudaError_t group_gemm_sm90_compiled(bool* compiled);
 /// The configuration of the calling thread's last group_gemm_sm90 launch (for tests: that a
 /// requested configuration is the one that ran): tile height, CTAs per cluster along M and N, the
 /// staged epilogue, and whether the first kernel (b per tensor, 128 rows, one CTA, stores from
-/// the registers) took it. All zero before any launch.
+/// the registers) took it, and whether it accumulated across K. All zero before any launch.
 struct Sm90Launch {
   int tile_m = 0;
   int cluster_m = 0;
   int cluster_n = 0;
   bool staged_epilogue = false;
   bool first_kernel = false;
+  bool across_k = false;
 };
 Sm90Launch group_gemm_sm90_last_launch();
 

@@ -68,8 +68,11 @@ static_assert(kProducerRegisters * 128 + kConsumerRegisters * 256 <= 65536, "reg
 //    per K block and applied in the promotion (the 1D2D product);
 //  - kPerRowGroup: one value per row of b and 128 of K (the 1D1D product, a weight gradient):
 //    the tile's 128 values of a K block come by TMA with the stage, from a K-block-major copy,
-//    and apply per accumulator column in the promotion.
-enum class BScale { kPerTensor, kPerBlock, kPerRowGroup };
+//    and apply per accumulator column in the promotion;
+//  - kAcrossK: one value, and a's scale constant along K (per tensor or per row): no promotion,
+//    the tensor cores accumulate across all of K (fast accumulation) and the epilogue applies
+//    sa * sb (GroupGemmArgs::accumulate_across_k).
+enum class BScale { kPerTensor, kPerBlock, kPerRowGroup, kAcrossK };
 
 constexpr int kBScaleBytes = kBlockN * static_cast<int>(sizeof(float));  // kPerRowGroup, per stage
 
@@ -420,6 +423,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // columns 8j + 2(l%4) + {0, 1} for j = 0..15 (registers 4j..4j+3). Wave v adds 128 v rows.
   const int row_in_wave = consumer * kRowsPerConsumer + warp * 16 + lane / 4;
   const int col_in_block = (lane % 4) * 2;
+  // b's per-tensor scale_inv as the epilogue applies it (across K: applied before, with sa).
   const float b_scale = B == BScale::kPerTensor ? *p.b_scale_inv : 1.0f;
   OutT* const c = static_cast<OutT*>(p.c);
   const OutT* const bias = static_cast<const OutT*>(p.bias);
@@ -533,10 +537,66 @@ __global__ void __launch_bounds__(kThreads, 1)
     // before the K block's first wgmma, so scales loaded in the same K block would hold up every
     // K block's wgmmas for a global load.
     float next_scales[Waves][2], next_block_scale = 1.0f;
-    if (p.k_blocks > 0) load_scales(0, next_scales, next_block_scale);
+    if (B != BScale::kAcrossK && p.k_blocks > 0) load_scales(0, next_scales, next_block_scale);
+
+    if constexpr (B == BScale::kAcrossK) {
+      // Every K block's wgmmas accumulate into total; a K block's stage is released once its
+      // wgmmas have finished, checked one K block later (wait depth 1), so that the tensor cores
+      // always hold the next block's work.
+      int previous = -1;
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        sm90::barrier_wait_at(full_address + 8 * stage, phase);
+        const uint64_t desc_b = sm90::smem_descriptor_at(b_address + stage * T::kStageBytes);
+#pragma unroll
+        for (int v = 0; v < Waves; ++v) {
+          const uint64_t desc_a =
+              sm90::smem_descriptor_at(a_address + stage * T::kStageBytes + v * kWaveM * kBlockK);
+          sm90::fence_registers(total[v]);
+          sm90::wgmma_fence();
+#pragma unroll
+          for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
+            sm90::wgmma_m64n128k32<FormatA>(total[v], desc_a + 2 * step, desc_b + 2 * step,
+                                            kb > 0 || step > 0);
+          }
+        }
+        sm90::wgmma_commit();
+        sm90::wgmma_wait<1>();
+        if (previous >= 0) release(previous);
+        previous = stage;
+        if (++stage == T::kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      sm90::wgmma_wait_all();
+#pragma unroll
+      for (int v = 0; v < Waves; ++v) sm90::fence_registers(total[v]);
+      if (previous >= 0) release(previous);
+      // total *= sa * sb per row: one multiply where that product is a normal float, else two
+      // (group_gemm.h). Rows past M read no scale (never stored).
+      const float sb = *p.b_scale_inv;
+#pragma unroll
+      for (int v = 0; v < Waves; ++v) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float sa = scale_rows[v][h] != nullptr ? __ldg(scale_rows[v][h]) : 0.0f;
+          const float both = sa * sb;
+          const float magnitude = fabsf(both);
+          const bool fused = magnitude >= FLT_MIN && magnitude <= FLT_MAX;
+#pragma unroll
+          for (int j = 0; j < kAccumulators / 4; ++j) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& value = total[v][4 * j + 2 * h + e];
+              value = fused ? value * both : (value * sa) * sb;
+            }
+          }
+        }
+      }
+    }
 
     float partial[kAccumulators];
-    for (int kb = 0; kb < p.k_blocks; ++kb) {
+    for (int kb = 0; kb < (B == BScale::kAcrossK ? 0 : p.k_blocks); ++kb) {
       float scales[Waves][2], block_scale;
 #pragma unroll
       for (int v = 0; v < Waves; ++v) {
@@ -780,7 +840,8 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
         map_b, p, map_b_scale));
   }
   FP8NN_KERNELS_TRY(cudaGetLastError());
-  last_launch = {Waves * kWaveM, kClusterM, kClusterN, args.staged_epilogue, tested};
+  last_launch = {Waves * kWaveM,       kClusterM, kClusterN,
+                 args.staged_epilogue, tested,    B == BScale::kAcrossK};
   return cudaSuccess;
 }
 
@@ -889,6 +950,15 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
   if (g != 0 && g < args.k && g % kBlockK != 0) {
     return "a's group size must be a multiple of 128 or cover the row";
   }
+  if (args.accumulate_across_k) {
+    if (args.b_group_size != 0 || (g != 0 && g < args.k)) {
+      return "accumulation across K needs scales constant along K (a per tensor or per row, b "
+             "per tensor)";
+    }
+    if (args.cluster_m == 2 || args.cluster_n == 2) {
+      return "accumulation across K runs in clusters of one CTA";
+    }
+  }
   return nullptr;
 }
 
@@ -938,6 +1008,16 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
         return launch<Fp8Format::kE4M3, OutT, decltype(waves)::value, BScale::kPerBlock,
                       decltype(cluster)::value, decltype(along_n)::value>(args, stream, device,
                                                                           sm_count);
+      });
+    });
+  }
+  if (args.accumulate_across_k) {  // scales constant along K, one CTA per cluster
+    return dispatch_format(args.a_format, [&](auto format_tag) {
+      constexpr Fp8Format F = decltype(format_tag)::value;
+      return dispatch_high_precision(args.out_type, [&](auto out_tag) {
+        using OutT = decltype(out_tag);
+        return tall ? launch<F, OutT, 2, BScale::kAcrossK, 1>(args, stream, device, sm_count)
+                    : launch<F, OutT, 1, BScale::kAcrossK, 1>(args, stream, device, sm_count);
       });
     });
   }

@@ -35,6 +35,9 @@ struct Sm90Tile {
   int cluster_m = 0;
   bool staged_epilogue = false;
   int cluster_n = 0;
+  /// GroupGemmArgs::accumulate_across_k (a per tensor or per row, b per tensor): for measuring
+  /// the kernel without its promotions; no route names it.
+  bool accumulate_across_k = false;
 };
 
 /// The tile FP8NN_GROUP_GEMM names after the route, for measuring the configurations in whole

@@ -49,18 +49,24 @@ namespace {
 constexpr double kFp32UnitRoundoff = 0x1p-24;
 constexpr double kMmaTensorCoreAdds = 0x1p-17;
 constexpr double kSm90PromotionInterval = 4 * 0x1p-11;
+// Accumulating across K (GroupGemmArgs::accumulate_across_k) never promotes: every 32-deep step
+// may lose 2^-11 S, ceil(K / 32) steps (as fast accumulation in gemm/test_scaled_mm.cpp).
+constexpr double kWgmmaStep = 0x1p-11;
+constexpr int64_t kWgmmaStepK = 32;
 
 // Through scaled_mm a route may still end on cuBLASLt (precise mode: 8 steps of 2^-11 allowed, as
 // in gemm/test_scaled_mm.cpp) when the named kernel does not apply.
 constexpr double kCublasLtPrecise = 8 * 0x1p-11;
 
-enum class Kernel { Mma, Sm90, AnyRoute };
+enum class Kernel { Mma, Sm90, AnyRoute, Sm90AcrossK };
 
 double relative_bound(Kernel kernel, int64_t K, torch::ScalarType out) {
   const double fp32 = 2.0 * static_cast<double>(K + 3) * kFp32UnitRoundoff;
-  const double tensor_cores = kernel == Kernel::Mma    ? kMmaTensorCoreAdds
-                              : kernel == Kernel::Sm90 ? kSm90PromotionInterval
-                                                       : kCublasLtPrecise;
+  const double across_k = static_cast<double>((K + kWgmmaStepK - 1) / kWgmmaStepK) * kWgmmaStep;
+  const double tensor_cores = kernel == Kernel::Mma           ? kMmaTensorCoreAdds
+                              : kernel == Kernel::Sm90        ? kSm90PromotionInterval
+                              : kernel == Kernel::Sm90AcrossK ? across_k
+                                                              : kCublasLtPrecise;
   return fp32 + tensor_cores + 2.0 * unit_roundoff(out);
 }
 
@@ -121,11 +127,14 @@ struct Case {
   int cluster_n = 0;             // group_gemm_sm90's CTAs per cluster along N (0: its choice)
 };
 
-// Runs `kernel` (Mma or Sm90) directly into `out` on the current stream.
+// Runs `kernel` (Mma, Sm90 or Sm90AcrossK) directly into `out` on the current stream.
 void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
                    const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0,
                    int cluster_m = 0, bool staged_epilogue = false, int cluster_n = 0) {
+  const bool across_k = kernel == Kernel::Sm90AcrossK;
+  if (across_k) kernel = Kernel::Sm90;
   auto args = args_for(a, b, bias, out);
+  args.accumulate_across_k = across_k;
   args.tile_m = tile_m;
   args.cluster_m = cluster_m;
   args.staged_epilogue = staged_epilogue;
@@ -150,7 +159,8 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
     CHECK(ran.cluster_n == (cluster_n == 0 ? 1 : cluster_n));
     CHECK(ran.staged_epilogue == staged_epilogue);
     CHECK(ran.first_kernel == (b.group_size == 0 && ran.tile_m == 128 && ran.cluster_m == 1 &&
-                               ran.cluster_n == 1 && !staged_epilogue));
+                               ran.cluster_n == 1 && !staged_epilogue && !across_k));
+    CHECK(ran.across_k == across_k);
   }
 }
 
@@ -293,6 +303,49 @@ TEST_CASE("group_gemm_sm90 matches the CPU reference on aligned K and N with rag
       }
     }
   }
+}
+
+TEST_CASE(
+    "group_gemm_sm90 accumulating across K matches the CPU reference, and says what it needs") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
+  fp8nn::test::seed_torch();
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {1, 16, 16}, {17, 32, 144}, {129, 272, 1040}, {300, 512, 4096}, {520, 256, 384}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{0}, s[2]}) {  // per tensor, per row
+      for (Format format : {Format::E4M3, Format::E5M2}) {
+        for (int tile_m : {128, 256}) {
+          for (bool staged : {false, true}) {
+            Case c{s[0], s[1], s[2], group, format, kOutDtypes[index % 3], index % 4 != 3};
+            c.tile_m = tile_m;
+            c.staged_epilogue = staged;
+            ++index;
+            check_case(c, Kernel::Sm90AcrossK, /*use_api=*/false);
+          }
+        }
+      }
+    }
+  }
+  // Scales that change along K, or clusters: refused with the reason.
+  const auto x = torch::randn({256, 512});
+  const auto a_groups = to_cuda(F::quantize_per_group(x, Format::E4M3, 128));
+  const auto a_rows = to_cuda(F::quantize_per_group(x, Format::E4M3, 512));
+  const auto b_tensor = to_cuda(F::quantize(x, Format::E4M3));
+  const auto b_blocks = to_cuda(F::quantize_per_block(x, Format::E4M3));
+  auto out = torch::empty({256, 256}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
+  const auto reason = [&](const QuantizedTensor& a, const QuantizedTensor& b, int cluster_m) {
+    auto args = args_for(a, b, c10::nullopt, out);
+    args.accumulate_across_k = true;
+    args.cluster_m = cluster_m;
+    const char* why = K::group_gemm_sm90_unsupported_reason(args, 90);
+    return std::string(why == nullptr ? "" : why);
+  };
+  CHECK(reason(a_rows, b_tensor, 1).empty());
+  CHECK(reason(a_groups, b_tensor, 1).find("constant along K") != std::string::npos);
+  CHECK(reason(a_rows, b_blocks, 1).find("constant along K") != std::string::npos);
+  CHECK(reason(a_rows, b_tensor, 2).find("clusters of one CTA") != std::string::npos);
 }
 
 TEST_CASE(
