@@ -283,9 +283,10 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
   const std::vector<std::string> names = {
-      "bf16",     "naive",     "global",  "global-mb", "mixed",       "mixed-mb", "global-nm",
-      "mixed-nm", "global-dl", "bf16-g",  "global-g",  "global-dl-g", "bf16-ac",  "global-rs",
-      "bw",       "bw-lt",     "bw-sm90", "bw-sm90-2", "bw-sm90-n",   "mixed-2",  "bw-qs"};
+      "bf16",      "naive",     "global",    "global-mb", "mixed",    "mixed-mb",
+      "global-nm", "mixed-nm",  "global-dl", "bf16-g",    "global-g", "global-dl-g",
+      "bf16-ac",   "global-rs", "bw",        "bw-lt",     "bw-sm90",  "bw-sm90-2",
+      "bw-sm90-n", "mixed-2",   "bw-qs",     "mixed-qs"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -421,6 +422,13 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
          "",
          nullptr,
          "shared"},
+        {"mixed-qs",
+         [&](const torch::Tensor& x) { return mixed(x); },
+         {mixed->weight},
+         false,
+         "",
+         nullptr,
+         "shared"},
     };
     // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
     const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
@@ -477,9 +485,8 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "with FP8NN_GROUP_GEMM=cublaslt or sm90; bw-sm90-2, mixed-2: blockwise and mixed with "
       "group_gemm_sm90's 256-row tiles in "
       "pairs along M (FP8NN_GROUP_GEMM=sm90:256x2, auto:256x2); bw-sm90-n: blockwise with pairs "
-      "along N (sm90:256n2); bw-qs: blockwise with the tile quantize kernels reading through "
-      "shared "
-      "memory (FP8NN_TILE_LOAD=shared); -mb: micro-batches (W's FP8 "
+      "along N (sm90:256n2); bw-qs, mixed-qs: blockwise and mixed with the quantize kernels "
+      "reading through shared memory (FP8NN_TILE_LOAD=shared); -mb: micro-batches (W's FP8 "
       "copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "

@@ -16,6 +16,7 @@
 // Above kOneLaunchMaxElements the "one launch" calls take their two launches (cast.h).
 //   per-group G=128        quantize_per_group (one pass)             read 2N + write N + 4N/128
 //   per-group G=row        the same with one group per row (Mixed where G >= K)
+//   per-group G=row shared the same, rows longer than the registers hold staged in shared memory
 //   per-group 1x128 (+T 128x1)  quantize_per_group_with_transpose    read 2N + write 2N + scales
 //   per-group 1x128 (+T) shared  the same, each tile staged in shared memory (TileLoad::kShared)
 //   per-block 128x128 (+T) quantize_per_block, both copies           read 2N + write 2N + scales
@@ -219,14 +220,18 @@ void run_quantize(const Options& options) {
     });
     print_row(shape, "per-group G=128", group_us, in_bytes + n + scale_bytes,
               in_bytes + n + scale_bytes, copy_gbps);
-    // One group per row: Mixed's default wherever its group size reaches K.
-    const double row_us = median_us(options, stream, [&](int i) {
-      FP8NN_CUDA_CHECK(kernels::quantize_per_group(x[i], bf16, shape.rows, shape.cols, shape.cols,
-                                                   e4m3, u8(out[i]),
-                                                   static_cast<float*>(group_scales[i]), stream));
-    });
-    print_row(shape, "per-group G=row", row_us, in_bytes + n + 4.0 * shape.rows,
-              in_bytes + n + 4.0 * shape.rows, copy_gbps);
+    // One group per row: Mixed's default wherever its group size reaches K; read into registers
+    // (a long row twice: the second time from L1/L2) and staged in shared memory.
+    for (const auto load : {kernels::TileLoad::kRegisters, kernels::TileLoad::kShared}) {
+      const double row_us = median_us(options, stream, [&](int i) {
+        FP8NN_CUDA_CHECK(kernels::quantize_per_group(
+            x[i], bf16, shape.rows, shape.cols, shape.cols, e4m3, u8(out[i]),
+            static_cast<float*>(group_scales[i]), stream, nullptr, false, load));
+      });
+      print_row(
+          shape, load == kernels::TileLoad::kShared ? "per-group G=row shared" : "per-group G=row",
+          row_us, in_bytes + n + 4.0 * shape.rows, in_bytes + n + 4.0 * shape.rows, copy_gbps);
+    }
     // Per 1x128 along the rows and per 128x1 (the transposed copy) in one pass: the blockwise
     // recipe's x and dy.
     const double group_t_scale_bytes =

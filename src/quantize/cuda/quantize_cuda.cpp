@@ -40,9 +40,10 @@ unsigned long long* counters_of(const torch::Tensor& counts) {
                           : nullptr;
 }
 
-// How the 128 x 128 tile kernels read their tiles: FP8NN_TILE_LOAD = registers (also unset or
-// empty), shared, or twice (quantize_per_block only; the per-group pair reads into registers
-// then), read at every call so that a benchmark can switch it between steps.
+// How the tile kernels read their 128 x 128 tiles, and the per-group kernel its long groups:
+// FP8NN_TILE_LOAD = registers (also unset or empty), shared, or twice (quantize_per_block only;
+// the others read into registers then), read at every call so that a benchmark can switch it
+// between steps.
 kernels::TileLoad tile_load(bool read_twice_allowed) {
   const char* setting = std::getenv("FP8NN_TILE_LOAD");
   if (setting == nullptr || *setting == '\0' || std::strcmp(setting, "registers") == 0) {
@@ -126,7 +127,8 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
   FP8NN_CUDA_CHECK(kernels::quantize_per_group(
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group"), rows, cols,
       group_size, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
-      at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two));
+      at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two,
+      tile_load(/*read_twice_allowed=*/false)));
   return {std::move(data), std::move(scale_inv), format, group_size};
 }
 

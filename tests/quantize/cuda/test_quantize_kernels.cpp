@@ -20,6 +20,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -217,7 +218,8 @@ TEST_CASE("kernel launchers write every output element, exactly, and nothing pas
             CHECK(back.guard_untouched());
           }
 
-          for (int64_t g : {64, 128, 4096, 5}) {
+          // 2112: groups longer than the registers hold, the last of a row shorter.
+          for (int64_t g : {64, 128, 4096, 5, 2112}) {
             CAPTURE(g);
             const int64_t groups = (cols + g - 1) / g;
             const auto grouped = F::quantize_per_group(x, f, g);
@@ -229,6 +231,17 @@ TEST_CASE("kernel launchers write every output element, exactly, and nothing pas
             CHECK(count_bit_differences(group_scale_inv.values({rows, groups}),
                                         grouped.scale_inv) == 0);
             CHECK((group_data.guard_untouched() && group_scale_inv.guard_untouched()));
+            // Long groups staged in shared memory (where they are long and fit): the same.
+            Output staged_data(n, fp8nn::dtype_of(f), offset),
+                staged_scale_inv(rows * groups, torch::kFloat);
+            REQUIRE(K::quantize_per_group(x_gpu.data_ptr(), type_of(dtype), rows, cols, g,
+                                          format_of(f), staged_data.u8(), staged_scale_inv.f32(),
+                                          stream(), nullptr, false,
+                                          K::TileLoad::kShared) == cudaSuccess);
+            CHECK(count_bit_differences(staged_data.values({rows, cols}), grouped.data) == 0);
+            CHECK(count_bit_differences(staged_scale_inv.values({rows, groups}),
+                                        grouped.scale_inv) == 0);
+            CHECK((staged_data.guard_untouched() && staged_scale_inv.guard_untouched()));
 
             Output group_amax(rows * groups, torch::kFloat);
             K::amax_per_group(x_gpu.data_ptr(), type_of(dtype), rows, cols, g, group_amax.f32(),
@@ -586,20 +599,25 @@ TEST_CASE("FP8NN_TILE_LOAD: every way of reading gives the same copies, a bad va
   FP8NN_SKIP_WITHOUT_CUDA();
   fp8nn::test::seed_torch();
   const auto x = (torch::randn({384, 640}) * 3).to(torch::kBFloat16).cuda();
+  const auto rows = (torch::randn({48, 4096}) * 3).to(torch::kBFloat16).cuda();  // long groups
   const auto quantize_both = [&] {
-    return std::make_pair(fp8nn::detail::quantize_per_block(
-                              x, Format::E4M3, /*with_transpose=*/true, torch::Tensor()),
-                          fp8nn::detail::quantize_per_group_with_transpose(
-                              x, Format::E5M2, K::kTransposeGroup, torch::Tensor()));
+    return std::make_tuple(
+        fp8nn::detail::quantize_per_block(x, Format::E4M3, /*with_transpose=*/true,
+                                          torch::Tensor()),
+        fp8nn::detail::quantize_per_group_with_transpose(x, Format::E5M2, K::kTransposeGroup,
+                                                         torch::Tensor()),
+        fp8nn::detail::quantize_per_group(rows, Format::E4M3, 4096, torch::Tensor()));
   };
   const char* saved = std::getenv("FP8NN_TILE_LOAD");
   const std::string previous = saved != nullptr ? saved : "";
   unsetenv("FP8NN_TILE_LOAD");
-  const auto [blocks, groups] = quantize_both();
+  const auto [blocks, groups, row_groups] = quantize_both();
   for (const char* setting : {"registers", "twice", "shared"}) {
     CAPTURE(setting);
     setenv("FP8NN_TILE_LOAD", setting, 1);
-    const auto [b, g] = quantize_both();
+    const auto [b, g, r] = quantize_both();
+    CHECK(count_bit_differences(r.data.cpu(), row_groups.data.cpu()) == 0);
+    CHECK(count_bit_differences(r.scale_inv.cpu(), row_groups.scale_inv.cpu()) == 0);
     CHECK(count_bit_differences(b.quantized.data.cpu(), blocks.quantized.data.cpu()) == 0);
     CHECK(count_bit_differences(b.transposed.data.cpu(), blocks.transposed.data.cpu()) == 0);
     CHECK(count_bit_differences(b.quantized.scale_inv.cpu(), blocks.quantized.scale_inv.cpu()) ==
