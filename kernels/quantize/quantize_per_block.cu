@@ -202,11 +202,8 @@ cudaError_t quantize_per_block(const void* x, HighPrecision type, int64_t rows, 
                                 ? pick(TileLoadTag<TileLoad::kReadTwice>{})
                                 : pick(TileLoadTag<TileLoad::kRegisters>{});
         int shared_bytes = 0;
-        if (load == TileLoad::kShared) {
-          shared_bytes = TileVectors<T, kBlock, kBlock, kThreads>::kStagedBytes;
-          FP8NN_KERNELS_TRY(
-              allow_dynamic_shared(reinterpret_cast<const void*>(kernel), shared_bytes));
-        }
+        FP8NN_KERNELS_TRY((staged_tile_bytes<T, kBlock, kBlock, kThreads>(
+            reinterpret_cast<const void*>(kernel), load, &shared_bytes)));
         kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes, stream>>>(
             static_cast<const T*>(x), rows, cols, blocks_c, paths.load_vectorized,
             paths.store_t_vectorized, out, out_t, scale_inv, scale_ld, scale_inv_t, scale_t_ld,

@@ -233,11 +233,8 @@ cudaError_t quantize_per_group_with_transpose(const void* x, HighPrecision type,
                 ? quantize_per_group_transpose_kernel<T, F, Counter, TileLoad::kShared>
                 : quantize_per_group_transpose_kernel<T, F, Counter, TileLoad::kRegisters>;
         int shared_bytes = 0;
-        if (load == TileLoad::kShared) {
-          shared_bytes = TileVectors<T, kTile, kTile, kThreads>::kStagedBytes;
-          FP8NN_KERNELS_TRY(
-              allow_dynamic_shared(reinterpret_cast<const void*>(kernel), shared_bytes));
-        }
+        FP8NN_KERNELS_TRY((staged_tile_bytes<T, kTile, kTile, kThreads>(
+            reinterpret_cast<const void*>(kernel), load, &shared_bytes)));
         kernel<<<static_cast<unsigned>(tiles), kThreads, shared_bytes, stream>>>(
             static_cast<const T*>(x), rows, cols, tiles_r, tiles_c, paths.load_vectorized,
             paths.store_t_vectorized, out, scale_inv, out_t, scale_inv_t, power_of_two, counts);

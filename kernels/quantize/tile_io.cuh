@@ -127,6 +127,17 @@ struct TileVectors {
   }
 };
 
+// Host side: the dynamic shared memory a 128 x 128-style tile kernel launched with `load` takes
+// (kShared: the staged tile of TileVectors<T, kRows, kCols, kThreads>, granted to `kernel` on the
+// current device; otherwise none), in *bytes.
+template <typename T, int kRows, int kCols, int kThreads>
+inline cudaError_t staged_tile_bytes(const void* kernel, TileLoad load, int* bytes) {
+  *bytes = 0;
+  if (load != TileLoad::kShared) return cudaSuccess;
+  *bytes = TileVectors<T, kRows, kCols, kThreads>::kStagedBytes;
+  return allow_dynamic_shared(kernel, *bytes);
+}
+
 // Bytes of one transposed store.
 constexpr int kRowsPerTransposedStore = 16;
 
