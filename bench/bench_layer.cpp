@@ -28,6 +28,7 @@
 
 #include "bench_layer.h"
 #include "bench_timing.h"
+#include "common/scoped_env.h"
 #include "src/gemm/cuda/group_gemm_cuda.h"
 
 namespace fp8nn::bench {
@@ -84,34 +85,6 @@ struct Variant {
   const char* tile_load = nullptr;
 };
 
-// An environment variable set for a scope and restored after it (a null value: left alone).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name), active_(value != nullptr) {
-    if (!active_) return;
-    const char* saved = std::getenv(name);
-    had_previous_ = saved != nullptr;
-    if (had_previous_) previous_ = saved;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (!active_) return;
-    if (had_previous_) {
-      setenv(name_, previous_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  bool active_;
-  bool had_previous_ = false;
-  std::string previous_;
-};
-
 // bf16 autocast around a forward, as torch.autocast does: the cast weights are cached within the
 // region only, so every step casts the fp32 weights again.
 torch::Tensor autocast_bf16(const std::function<torch::Tensor()>& forward) {
@@ -163,7 +136,7 @@ struct Stepper {
       if (variant->route != nullptr) {
         route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(variant->route);
       }
-      const ScopedEnv tile_load("FP8NN_TILE_LOAD", variant->tile_load);
+      const fp8nn::ScopedEnv tile_load("FP8NN_TILE_LOAD", variant->tile_load);
       eager_step(*variant, (*xs)[i % xs->size()], grad);
     }
   }
@@ -241,7 +214,7 @@ void measure_memory_and_host(const Variant& v, const std::vector<torch::Tensor>&
                              const torch::Tensor& grad, Result& r) {
   std::unique_ptr<fp8nn::cuda::ScopedGroupGemmRoute> route;
   if (v.route != nullptr) route = std::make_unique<fp8nn::cuda::ScopedGroupGemmRoute>(v.route);
-  const ScopedEnv tile_load("FP8NN_TILE_LOAD", v.tile_load);
+  const fp8nn::ScopedEnv tile_load("FP8NN_TILE_LOAD", v.tile_load);
   // Host time to enqueue one step (the GPU queue is drained first and holds the 20 steps): where
   // it exceeds the GPU time, the step is bound by the host, not by the kernels.
   torch::cuda::synchronize();

@@ -116,22 +116,13 @@ Sm90Tile group_gemm_sm90_tile() { return route_setting().tile; }
 
 void reload_group_gemm_route() { cached_route.store(-1); }
 
-ScopedGroupGemmRoute::ScopedGroupGemmRoute(const char* route) {
-  const char* saved = std::getenv("FP8NN_GROUP_GEMM");
-  had_previous_ = saved != nullptr;
-  if (had_previous_) previous_ = saved;
-  setenv("FP8NN_GROUP_GEMM", route, 1);
+ScopedGroupGemmRoute::ScopedGroupGemmRoute(const char* route)
+    : setting_("FP8NN_GROUP_GEMM", route) {
   reload_group_gemm_route();
 }
 
-ScopedGroupGemmRoute::~ScopedGroupGemmRoute() {
-  if (had_previous_) {
-    setenv("FP8NN_GROUP_GEMM", previous_.c_str(), 1);
-  } else {
-    unsetenv("FP8NN_GROUP_GEMM");
-  }
-  reload_group_gemm_route();
-}
+// setting_ puts the environment back after this body: the route is read again on the next product.
+ScopedGroupGemmRoute::~ScopedGroupGemmRoute() { reload_group_gemm_route(); }
 
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,

@@ -8,6 +8,8 @@
 
 #include <string>
 
+#include "common/scoped_env.h"
+
 namespace fp8nn::cuda {
 
 /// Which products scaled_mm_cuda sends to the hand-written kernels:
@@ -63,8 +65,7 @@ class ScopedGroupGemmRoute {
   ScopedGroupGemmRoute& operator=(const ScopedGroupGemmRoute&) = delete;
 
  private:
-  std::string previous_;
-  bool had_previous_ = false;
+  ScopedEnv setting_;
 };
 
 enum class GroupGemmKernel { Mma, Sm90 };

@@ -8,6 +8,7 @@
 
 #include <ATen/cuda/CUDAContext.h>
 
+#include "common/scoped_env.h"
 #include "kernels/quantize/amax.h"
 #include "kernels/quantize/cast.h"
 #include "kernels/quantize/cast_transpose.h"
@@ -608,13 +609,11 @@ TEST_CASE("FP8NN_TILE_LOAD: every way of reading gives the same copies, a bad va
                                                          torch::Tensor()),
         fp8nn::detail::quantize_per_group(rows, Format::E4M3, 4096, torch::Tensor()));
   };
-  const char* saved = std::getenv("FP8NN_TILE_LOAD");
-  const std::string previous = saved != nullptr ? saved : "";
-  unsetenv("FP8NN_TILE_LOAD");
+  const fp8nn::ScopedEnv unset("FP8NN_TILE_LOAD", "");
   const auto [blocks, groups, row_groups] = quantize_both();
   for (const char* setting : {"registers", "twice", "shared"}) {
     CAPTURE(setting);
-    setenv("FP8NN_TILE_LOAD", setting, 1);
+    const fp8nn::ScopedEnv scoped("FP8NN_TILE_LOAD", setting);
     const auto [b, g, r] = quantize_both();
     CHECK(count_bit_differences(r.data.cpu(), row_groups.data.cpu()) == 0);
     CHECK(count_bit_differences(r.scale_inv.cpu(), row_groups.scale_inv.cpu()) == 0);
@@ -627,16 +626,11 @@ TEST_CASE("FP8NN_TILE_LOAD: every way of reading gives the same copies, a bad va
     CHECK(count_bit_differences(g.transposed.scale_inv.cpu(), groups.transposed.scale_inv.cpu()) ==
           0);
   }
-  setenv("FP8NN_TILE_LOAD", "fast", 1);
+  const fp8nn::ScopedEnv bad("FP8NN_TILE_LOAD", "fast");
   CHECK_THROWS_AS(quantize_both(), c10::ValueError);
   try {
     quantize_both();
   } catch (const c10::Error& e) {
     CHECK(std::string(e.what()).find("FP8NN_TILE_LOAD") != std::string::npos);
-  }
-  if (saved != nullptr) {
-    setenv("FP8NN_TILE_LOAD", previous.c_str(), 1);
-  } else {
-    unsetenv("FP8NN_TILE_LOAD");
   }
 }
