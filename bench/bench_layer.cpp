@@ -259,7 +259,7 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "bf16",      "naive",     "global",    "global-mb", "mixed",    "mixed-mb",
       "global-nm", "mixed-nm",  "global-dl", "bf16-g",    "global-g", "global-dl-g",
       "bf16-ac",   "global-rs", "bw",        "bw-lt",     "bw-sm90",  "bw-sm90-2",
-      "bw-sm90-n", "mixed-2",   "bw-qs",     "mixed-qs"};
+      "bw-sm90-n", "mixed-2",   "bw-qr",     "mixed-qr"};
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -388,20 +388,20 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
          false,
          "",
          "auto:256x2"},
-        {"bw-qs",
+        {"bw-qr",
          [&](const torch::Tensor& x) { return blockwise(x); },
          {blockwise->weight},
          false,
          "",
          nullptr,
-         "shared"},
-        {"mixed-qs",
+         "registers"},
+        {"mixed-qr",
          [&](const torch::Tensor& x) { return mixed(x); },
          {mixed->weight},
          false,
          "",
          nullptr,
-         "shared"},
+         "registers"},
     };
     // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
     const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
@@ -458,8 +458,9 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "with FP8NN_GROUP_GEMM=cublaslt or sm90; bw-sm90-2, mixed-2: blockwise and mixed with "
       "group_gemm_sm90's 256-row tiles in "
       "pairs along M (FP8NN_GROUP_GEMM=sm90:256x2, auto:256x2); bw-sm90-n: blockwise with pairs "
-      "along N (sm90:256n2); bw-qs, mixed-qs: blockwise and mixed with the quantize kernels "
-      "reading through shared memory (FP8NN_TILE_LOAD=shared); -mb: micro-batches (W's FP8 "
+      "along N (sm90:256n2); bw-qr, mixed-qr: blockwise and mixed with every quantize kernel "
+      "reading into registers (FP8NN_TILE_LOAD=registers; the default stages some in shared "
+      "memory); -mb: micro-batches (W's FP8 "
       "copies "
       "reused while W is unchanged; the default re-quantizes W every step); -nm: with a numerics "
       "monitor (fp8nn::enable_numerics); sv: MiB saved for backward "

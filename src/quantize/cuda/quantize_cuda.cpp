@@ -41,14 +41,14 @@ unsigned long long* counters_of(const torch::Tensor& counts) {
 }
 
 // How the tile kernels read their 128 x 128 tiles, and the per-group kernel its long groups:
-// FP8NN_TILE_LOAD = registers (also unset or empty), shared, or twice (quantize_per_block only;
-// the others read into registers then), read at every call so that a benchmark can switch it
-// between steps.
-kernels::TileLoad tile_load(bool read_twice_allowed) {
+// FP8NN_TILE_LOAD = registers, shared, or twice (quantize_per_block only; the others read into
+// registers then); unset or empty, the kernel's default (the fastest way `fp8nn_bench quantize`
+// measured for it: docs/design.md). Read at every call so that a benchmark can switch it between
+// steps.
+kernels::TileLoad tile_load(kernels::TileLoad fallback, bool read_twice_allowed) {
   const char* setting = std::getenv("FP8NN_TILE_LOAD");
-  if (setting == nullptr || *setting == '\0' || std::strcmp(setting, "registers") == 0) {
-    return kernels::TileLoad::kRegisters;
-  }
+  if (setting == nullptr || *setting == '\0') return fallback;
+  if (std::strcmp(setting, "registers") == 0) return kernels::TileLoad::kRegisters;
   if (std::strcmp(setting, "twice") == 0) {
     return read_twice_allowed ? kernels::TileLoad::kReadTwice : kernels::TileLoad::kRegisters;
   }
@@ -128,7 +128,7 @@ QuantizedTensor quantize_per_group(const torch::Tensor& x, Format format, int64_
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group"), rows, cols,
       group_size, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
       at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two,
-      tile_load(/*read_twice_allowed=*/false)));
+      tile_load(kernels::TileLoad::kShared, /*read_twice_allowed=*/false)));
   return {std::move(data), std::move(scale_inv), format, group_size};
 }
 
@@ -264,7 +264,7 @@ QuantizedPair quantize_per_block(const torch::Tensor& x2d, Format format, bool w
       with_transpose ? bytes_of(data_t) : nullptr, scale_inv.data_ptr<float>(), block_cols,
       with_transpose ? scale_inv_t.data_ptr<float>() : nullptr, block_rows,
       at::cuda::getCurrentCUDAStream(), counters_of(counts), power_of_two,
-      tile_load(/*read_twice_allowed=*/true)));
+      tile_load(kernels::TileLoad::kRegisters, /*read_twice_allowed=*/true)));
   QuantizedPair q;
   q.quantized = {std::move(data), std::move(scale_inv), format, kBlockSize, kBlockSize};
   if (with_transpose) {
@@ -288,7 +288,8 @@ QuantizedPair quantize_per_group_with_transpose(const torch::Tensor& x2d, Format
       input.data_ptr(), high_precision_of(input.scalar_type(), "quantize_per_group_with_transpose"),
       rows, cols, kernel_format_of(format), bytes_of(data), scale_inv.data_ptr<float>(),
       bytes_of(data_t), scale_inv_t.data_ptr<float>(), at::cuda::getCurrentCUDAStream(),
-      counters_of(counts), power_of_two, tile_load(/*read_twice_allowed=*/false)));
+      counters_of(counts), power_of_two,
+      tile_load(kernels::TileLoad::kShared, /*read_twice_allowed=*/false)));
   return {{std::move(data), std::move(scale_inv), format, kBlockSize},
           {std::move(data_t), std::move(scale_inv_t), format, kBlockSize}};
 }
