@@ -54,13 +54,14 @@ struct GroupGemmArgs {
   /// sm90_tile_scheduler.h)
   int tile_m = 0;
   /// group_gemm_sm90's CTAs per cluster along M, which share b's tile by TMA multicast: 1 or 2;
-  /// 0 lets it choose
+  /// 0 (with cluster_n 0) lets it choose (sm90::default_configuration in sm90_tile_scheduler.h)
   int cluster_m = 0;
   /// group_gemm_sm90's CTAs per cluster along N, which share a's tile: 1 or 2 (256-row tiles, b
-  /// per tensor or per block; not with cluster_m 2); 0 lets it choose
+  /// per tensor or per block; not with cluster_m 2); 0 (with cluster_m 0) lets it choose
   int cluster_n = 0;
   /// group_gemm_sm90: the output through shared memory, 16-byte stores of whole rows, instead of
-  /// 4-byte stores (2 elements) from the registers
+  /// 4-byte stores (2 elements) from the registers. Where the kernel chooses the cluster and
+  /// takes pairs, it stages the output whatever this says.
   bool staged_epilogue = false;
   /// group_gemm_sm90 with b per row and 128 of K (b_group_size 128, b_group_rows 1): the values
   /// of b_scale_inv K-block-major, [ceil(k / 128), n] contiguous (its TMA loads a K block's

@@ -962,19 +962,29 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
   return nullptr;
 }
 
-cudaError_t group_gemm_sm90(const GroupGemmArgs& args, cudaStream_t stream) {
-  if (group_gemm_invalid_reason(args) != nullptr) return cudaErrorInvalidValue;
+cudaError_t group_gemm_sm90(const GroupGemmArgs& asked, cudaStream_t stream) {
+  if (group_gemm_invalid_reason(asked) != nullptr) return cudaErrorInvalidValue;
   int device = 0, sm = 0, sm_count = 0;
   FP8NN_KERNELS_TRY(cudaGetDevice(&device));
   FP8NN_KERNELS_TRY(sm_of(device, sm, sm_count));
-  if (!group_gemm_sm90_supported(args, sm)) return cudaErrorNotSupported;
+  if (!group_gemm_sm90_supported(asked, sm)) return cudaErrorNotSupported;
   bool loaded = false;
   FP8NN_KERNELS_TRY(kernel_loaded_on(device, loaded));
   if (!loaded) return cudaErrorNotSupported;
-  const bool row_group_b = args.b_group_size != 0 && args.b_group_rows == 1;
-  const bool tall =
-      args.tile_m == 256 ||
-      (args.tile_m == 0 && sm90::default_tile_rows(args.m, args.n, row_group_b, sm_count) == 256);
+  const bool row_group_b = asked.b_group_size != 0 && asked.b_group_rows == 1;
+  // The configuration that runs: the one asked for, or the kernel's choice where the cluster is
+  // left to it (which supports whatever the asked one does).
+  GroupGemmArgs args = asked;
+  const sm90::Configuration chosen =
+      sm90::default_configuration(asked.m, asked.n, asked.tile_m, row_group_b,
+                                  asked.accumulate_across_k, asked.staged_epilogue, sm_count);
+  args.tile_m = chosen.tile_m;
+  if (asked.cluster_m == 0 && asked.cluster_n == 0) {
+    args.cluster_m = chosen.cluster_m;
+    args.cluster_n = chosen.cluster_n;
+    args.staged_epilogue = chosen.staged_epilogue;
+  }
+  const bool tall = args.tile_m == 256;
   const bool pairs = args.cluster_m == 2;
   // The tile height, cluster size and cluster direction of a configuration, as template
   // arguments (pairs along N: 256-row tiles, unsupported_reason).

@@ -57,4 +57,36 @@ inline int default_tile_rows(long long m, long long n, bool b_per_row_group, int
   return tall_tiles >= sm_count ? 256 : 128;
 }
 
+// What the kernel runs when its caller leaves the cluster to it (cluster_m and cluster_n 0).
+struct Configuration {
+  int tile_m = 128;
+  int cluster_m = 1;
+  int cluster_n = 1;
+  bool staged_epilogue = false;
+};
+
+// The kernel's choice of cluster, and of the epilogue with it: pairs whose shared operand is
+// multicast, with the output staged through shared memory (the pairs' faster epilogue), where
+// fp8nn_bench gemm measured them ahead of one CTA: 256-row tiles in pairs along N (b per tensor or
+// per block), 128-row tiles with b per row group in pairs along M. Elsewhere (128-row tiles of b
+// per tensor or block, accumulation across K, a single tile along the paired dimension) one CTA
+// and the epilogue the caller asked for. tile_m: 0 (the kernel's choice, default_tile_rows), 128
+// or 256.
+inline Configuration default_configuration(long long m, long long n, int tile_m,
+                                           bool b_per_row_group, bool accumulate_across_k,
+                                           bool staged_epilogue, int sm_count) {
+  Configuration c;
+  c.tile_m = tile_m != 0 ? tile_m : default_tile_rows(m, n, b_per_row_group, sm_count);
+  c.staged_epilogue = staged_epilogue;
+  if (accumulate_across_k) return c;
+  if (b_per_row_group && m > c.tile_m) {
+    c.cluster_m = 2;
+    c.staged_epilogue = true;
+  } else if (!b_per_row_group && c.tile_m == 256 && n > 128) {
+    c.cluster_n = 2;
+    c.staged_epilogue = true;
+  }
+  return c;
+}
+
 }  // namespace fp8nn::kernels::sm90

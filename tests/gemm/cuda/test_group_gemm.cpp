@@ -152,14 +152,16 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
     const auto ran = K::group_gemm_sm90_last_launch();
     const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
     const bool row_group_b = b.group_size > 0 && b.group_rows == 1;
-    CHECK(
-        ran.tile_m ==
-        (tile_m == 0 ? K::sm90::default_tile_rows(args.m, args.n, row_group_b, sm_count) : tile_m));
-    CHECK(ran.cluster_m == (cluster_m == 0 ? 1 : cluster_m));
-    CHECK(ran.cluster_n == (cluster_n == 0 ? 1 : cluster_n));
-    CHECK(ran.staged_epilogue == staged_epilogue);
+    const auto chosen = K::sm90::default_configuration(args.m, args.n, tile_m, row_group_b,
+                                                       across_k, staged_epilogue, sm_count);
+    const bool chooses = cluster_m == 0 && cluster_n == 0;
+    const bool staged = chooses ? chosen.staged_epilogue : staged_epilogue;
+    CHECK(ran.tile_m == chosen.tile_m);
+    CHECK(ran.cluster_m == (chooses ? chosen.cluster_m : cluster_m == 0 ? 1 : cluster_m));
+    CHECK(ran.cluster_n == (chooses ? chosen.cluster_n : cluster_n == 0 ? 1 : cluster_n));
+    CHECK(ran.staged_epilogue == staged);
     CHECK(ran.first_kernel == (b.group_size == 0 && ran.tile_m == 128 && ran.cluster_m == 1 &&
-                               ran.cluster_n == 1 && !staged_epilogue && !across_k));
+                               ran.cluster_n == 1 && !staged && !across_k));
     CHECK(ran.across_k == across_k);
   }
 }

@@ -121,3 +121,42 @@ TEST_CASE("the kernel takes 256-row tiles where they still give every SM a tile,
   // b with a scale per row group takes 128-row tiles whatever the size.
   CHECK(default_tile_rows(16384, 8192, true, 132) == 128);
 }
+
+TEST_CASE("the kernel's own configuration: pairs with the staged epilogue where it takes them") {
+  using fp8nn::kernels::sm90::default_configuration;
+  // 256-row tiles (b per tensor or per block): pairs along N, the output staged.
+  auto c = default_configuration(8192, 4096, 0, false, false, false, 132);
+  CHECK(c.tile_m == 256);
+  CHECK(c.cluster_m == 1);
+  CHECK(c.cluster_n == 2);
+  CHECK(c.staged_epilogue);
+  // A single N-block has no pair: one CTA, the epilogue as asked.
+  c = default_configuration(8192, 128, 256, false, false, false, 132);
+  CHECK(c.tile_m == 256);
+  CHECK(c.cluster_n == 1);
+  CHECK(c.cluster_m == 1);
+  CHECK_FALSE(c.staged_epilogue);
+  // 128-row tiles of b per tensor or block: one CTA, the epilogue as asked.
+  c = default_configuration(4096, 1024, 0, false, false, true, 132);
+  CHECK(c.tile_m == 128);
+  CHECK(c.cluster_m == 1);
+  CHECK(c.cluster_n == 1);
+  CHECK(c.staged_epilogue);
+  c = default_configuration(4096, 1024, 0, false, false, false, 132);
+  CHECK_FALSE(c.staged_epilogue);
+  // b per row group: 128-row tiles in pairs along M where there are two M-blocks.
+  c = default_configuration(8192, 4096, 0, true, false, false, 132);
+  CHECK(c.tile_m == 128);
+  CHECK(c.cluster_m == 2);
+  CHECK(c.cluster_n == 1);
+  CHECK(c.staged_epilogue);
+  c = default_configuration(128, 4096, 0, true, false, false, 132);
+  CHECK(c.cluster_m == 1);
+  CHECK_FALSE(c.staged_epilogue);
+  // Accumulation across K runs in clusters of one CTA.
+  c = default_configuration(8192, 4096, 0, false, true, false, 132);
+  CHECK(c.tile_m == 256);
+  CHECK(c.cluster_m == 1);
+  CHECK(c.cluster_n == 1);
+  CHECK_FALSE(c.staged_epilogue);
+}
