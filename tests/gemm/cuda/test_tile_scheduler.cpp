@@ -124,39 +124,27 @@ TEST_CASE("the kernel takes 256-row tiles where they still give every SM a tile,
 
 TEST_CASE("the kernel's own configuration: pairs with the staged epilogue where it takes them") {
   using fp8nn::kernels::sm90::default_configuration;
+  struct Expected {
+    int tile_m, cluster_m, cluster_n;
+    bool staged;
+  };
+  const auto check = [](const fp8nn::kernels::sm90::Configuration& c, const Expected& e) {
+    CHECK(c.tile_m == e.tile_m);
+    CHECK(c.cluster_m == e.cluster_m);
+    CHECK(c.cluster_n == e.cluster_n);
+    CHECK(c.staged_epilogue == e.staged);
+  };
+  // Arguments: m, n, tile_m, b per row group, accumulation across K, staged asked, SMs.
   // 256-row tiles (b per tensor or per block): pairs along N, the output staged.
-  auto c = default_configuration(8192, 4096, 0, false, false, false, 132);
-  CHECK(c.tile_m == 256);
-  CHECK(c.cluster_m == 1);
-  CHECK(c.cluster_n == 2);
-  CHECK(c.staged_epilogue);
+  check(default_configuration(8192, 4096, 0, false, false, false, 132), {256, 1, 2, true});
   // A single N-block has no pair: one CTA, the epilogue as asked.
-  c = default_configuration(8192, 128, 256, false, false, false, 132);
-  CHECK(c.tile_m == 256);
-  CHECK(c.cluster_n == 1);
-  CHECK(c.cluster_m == 1);
-  CHECK_FALSE(c.staged_epilogue);
+  check(default_configuration(8192, 128, 256, false, false, false, 132), {256, 1, 1, false});
   // 128-row tiles of b per tensor or block: one CTA, the epilogue as asked.
-  c = default_configuration(4096, 1024, 0, false, false, true, 132);
-  CHECK(c.tile_m == 128);
-  CHECK(c.cluster_m == 1);
-  CHECK(c.cluster_n == 1);
-  CHECK(c.staged_epilogue);
-  c = default_configuration(4096, 1024, 0, false, false, false, 132);
-  CHECK_FALSE(c.staged_epilogue);
+  check(default_configuration(4096, 1024, 0, false, false, true, 132), {128, 1, 1, true});
+  check(default_configuration(4096, 1024, 0, false, false, false, 132), {128, 1, 1, false});
   // b per row group: 128-row tiles in pairs along M where there are two M-blocks.
-  c = default_configuration(8192, 4096, 0, true, false, false, 132);
-  CHECK(c.tile_m == 128);
-  CHECK(c.cluster_m == 2);
-  CHECK(c.cluster_n == 1);
-  CHECK(c.staged_epilogue);
-  c = default_configuration(128, 4096, 0, true, false, false, 132);
-  CHECK(c.cluster_m == 1);
-  CHECK_FALSE(c.staged_epilogue);
+  check(default_configuration(8192, 4096, 0, true, false, false, 132), {128, 2, 1, true});
+  check(default_configuration(128, 4096, 0, true, false, false, 132), {128, 1, 1, false});
   // Accumulation across K runs in clusters of one CTA.
-  c = default_configuration(8192, 4096, 0, false, true, false, 132);
-  CHECK(c.tile_m == 256);
-  CHECK(c.cluster_m == 1);
-  CHECK(c.cluster_n == 1);
-  CHECK_FALSE(c.staged_epilogue);
+  check(default_configuration(8192, 4096, 0, false, true, false, 132), {256, 1, 1, false});
 }
