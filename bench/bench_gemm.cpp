@@ -179,7 +179,8 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
                        {"sm90 256n2 st", {256, 1, true, 2}},
                        // Without promotions (G >= K only): the tensor cores accumulate across K.
                        {"sm90 128 acc-K", {128, 1, false, 1, true}},
-                       {"sm90 256 acc-K", {256, 1, false, 1, true}}};
+                       {"sm90 256 acc-K", {256, 1, false, 1, true}},
+                       {"sm90 256n2 st acc-K", {256, 1, true, 2, true}}};
   const auto route_row = [&](int64_t group, const char* route) {
     return "G=" + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
   };

@@ -69,8 +69,8 @@ struct GroupGemmArgs {
   const float* b_scale_inv_k_major = nullptr;
   /// group_gemm_sm90 with a per tensor or per row and b per tensor (scales constant along K): the
   /// tensor cores accumulate across all of K, with no promotion per K block (cuBLASLt's fast
-  /// accumulation), and the epilogue applies sa * sb; clusters of one CTA. The pipeline's speed
-  /// without promotions, next to the promoting kernels'.
+  /// accumulation), and the epilogue applies sa * sb; one CTA, or pairs along N (256-row
+  /// tiles). The pipeline's speed without promotions, next to the promoting kernels'.
   bool accumulate_across_k = false;
 };
 

@@ -955,8 +955,8 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
       return "accumulation across K needs scales constant along K (a per tensor or per row, b "
              "per tensor)";
     }
-    if (args.cluster_m == 2 || args.cluster_n == 2) {
-      return "accumulation across K runs in clusters of one CTA";
+    if (args.cluster_m == 2) {
+      return "accumulation across K runs in one CTA or, with 256-row tiles, pairs along N";
     }
   }
   return nullptr;
@@ -1021,11 +1021,14 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& asked, cudaStream_t stream) {
       });
     });
   }
-  if (args.accumulate_across_k) {  // scales constant along K, one CTA per cluster
+  if (args.accumulate_across_k) {  // scales constant along K: one CTA, or pairs along N
     return dispatch_format(args.a_format, [&](auto format_tag) {
       constexpr Fp8Format F = decltype(format_tag)::value;
       return dispatch_high_precision(args.out_type, [&](auto out_tag) {
         using OutT = decltype(out_tag);
+        if (args.cluster_n == 2) {
+          return launch<F, OutT, 2, BScale::kAcrossK, 2, true>(args, stream, device, sm_count);
+        }
         return tall ? launch<F, OutT, 2, BScale::kAcrossK, 1>(args, stream, device, sm_count)
                     : launch<F, OutT, 1, BScale::kAcrossK, 1>(args, stream, device, sm_count);
       });

@@ -323,10 +323,14 @@ TEST_CASE(
   for (const auto& s : shapes) {
     for (int64_t group : {int64_t{0}, s[2]}) {  // per tensor, per row
       for (Format format : {Format::E4M3, Format::E5M2}) {
-        for (int tile_m : {128, 256}) {
+        // One CTA with either tile, and 256-row tiles in pairs along N.
+        for (const auto& [tile_m, cluster_n] :
+             std::vector<std::pair<int, int>>{{128, 0}, {256, 0}, {256, 2}}) {
           for (bool staged : {false, true}) {
             Case c{s[0], s[1], s[2], group, format, kOutDtypes[index % 3], index % 4 != 3};
             c.tile_m = tile_m;
+            c.cluster_m = cluster_n == 2 ? 1 : 0;
+            c.cluster_n = cluster_n;
             c.staged_epilogue = staged;
             ++index;
             check_case(c, Kernel::Sm90AcrossK, /*use_api=*/false);
@@ -335,7 +339,7 @@ TEST_CASE(
       }
     }
   }
-  // Scales that change along K, or clusters: refused with the reason.
+  // Scales that change along K, or pairs along M: refused with the reason.
   const auto x = torch::randn({256, 512});
   const auto a_groups = to_cuda(F::quantize_per_group(x, Format::E4M3, 128));
   const auto a_rows = to_cuda(F::quantize_per_group(x, Format::E4M3, 512));
@@ -352,7 +356,7 @@ TEST_CASE(
   CHECK(reason(a_rows, b_tensor, 1).empty());
   CHECK(reason(a_groups, b_tensor, 1).find("constant along K") != std::string::npos);
   CHECK(reason(a_rows, b_blocks, 1).find("constant along K") != std::string::npos);
-  CHECK(reason(a_rows, b_tensor, 2).find("clusters of one CTA") != std::string::npos);
+  CHECK(reason(a_rows, b_tensor, 2).find("pairs along N") != std::string::npos);
 }
 
 TEST_CASE(
