@@ -145,6 +145,6 @@ TEST_CASE("the kernel's own configuration: pairs with the staged epilogue where 
   // b per row group: 128-row tiles in pairs along M where there are two M-blocks.
   check(default_configuration(8192, 4096, 0, true, false, false, 132), {128, 2, 1, true});
   check(default_configuration(128, 4096, 0, true, false, false, 132), {128, 1, 1, false});
-  // Accumulation across K runs in clusters of one CTA.
+  // Accumulation across K: the kernel keeps one CTA (pairs along N only when asked for).
   check(default_configuration(8192, 4096, 0, false, true, false, 132), {256, 1, 1, false});
 }
