@@ -339,12 +339,13 @@ torch::Tensor scaled_mm_cuda(const QuantizedTensor& a, const QuantizedTensor& b,
     }
   }
   const bool a_split_by_groups = a.group_size > 0 && a.group_size < K;
-  // Mixed's product (a per row group of 128 * j, b per tensor), E4M3 x E4M3, under auto and
-  // `cublaslt`: the same scales restated per 128 of K and per 128x128 block, in cuBLASLt's block
-  // modes (block_operands.h), the fastest measured path for that shape of scaling. (An E5M2 a,
-  // Mixed's dy, stays on the paths below until that pairing has run in the block modes.)
-  if (a_split_by_groups && b.group_size == 0 && a.format == Format::E4M3 &&
-      b.format == Format::E4M3 && has_block_modes(a.data.device().index())) {
+  // Mixed's products (a per row group of 128 * j, E4M3 or E5M2: x or dy; b per tensor E4M3),
+  // under auto and `cublaslt`: the same scales restated per 128 of K and per 128x128 block, in
+  // cuBLASLt's block modes (block_operands.h), the fastest measured path for that shape of
+  // scaling. Where cuBLASLt refuses a pairing, block_product answers nothing and the paths below
+  // take it.
+  if (a_split_by_groups && b.group_size == 0 && b.format == Format::E4M3 &&
+      has_block_modes(a.data.device().index())) {
     const auto route = cuda::group_gemm_route();
     if (route == cuda::GroupGemmRoute::Auto || route == cuda::GroupGemmRoute::CublasLt) {
       if (const auto blocks = detail::row_groups_as_blocks(a, b)) {

@@ -250,10 +250,9 @@ Path path_of(Product&& product) {
 // whose groups split rows (b is per tensor E4M3, as check_case makes it).
 Path expected_group_path(const Case& c, const std::string& route) {
   if (!fp8_tensor_cores()) return Path::Reference;
-  // auto and cublaslt restate an E4M3 a's groups of 128 * j, with b per tensor, in cuBLASLt's
-  // block modes on Hopper (gemm/block_operands.h).
-  if ((route == "auto" || route == "cublaslt") && cublaslt_block_modes() &&
-      c.format_a == Format::E4M3 && c.group_a % 128 == 0) {
+  // auto and cublaslt restate a's groups of 128 * j (E4M3 or E5M2), with b per tensor, in
+  // cuBLASLt's block modes on Hopper (gemm/block_operands.h).
+  if ((route == "auto" || route == "cublaslt") && cublaslt_block_modes() && c.group_a % 128 == 0) {
     return Path::CublasLtBlock;
   }
   // Else auto means sm90 (kAutoGroupGemmRoute). The sm90 kernel's conditions for these operands
