@@ -72,11 +72,6 @@ struct GroupGemmArgs {
   /// accumulation), and the epilogue applies sa * sb; one CTA, or pairs along N (256-row
   /// tiles). The pipeline's speed without promotions, next to the promoting kernels'.
   bool accumulate_across_k = false;
-  /// group_gemm_sm90 with b per tensor or per block, 256-row tiles in pairs along N (tile_m 256,
-  /// cluster_n 2): each wave's K block runs as two halves of 64 columns, one promoted while the
-  /// next runs on the tensor cores, in the registers of one m64n128 partial. For measuring
-  /// against the whole-wave promotion; no route names it.
-  bool split_promotion = false;
 };
 
 /// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
@@ -122,7 +117,6 @@ struct Sm90Launch {
   bool staged_epilogue = false;
   bool first_kernel = false;
   bool across_k = false;
-  bool split_promotion = false;
 };
 Sm90Launch group_gemm_sm90_last_launch();
 

@@ -296,10 +296,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 // release a stage on both CTAs' "empty" barriers, as both producers write into it, and each
 // producer finally waits for its stages' last releases, so that no arrival from the peer reaches a
 // CTA that has exited.
-// kSplit (GroupGemmArgs::split_promotion): each wave's K block runs as two halves of 64 columns,
-// see the loop below.
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false,
-          bool kSplit = false>
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false>
 __global__ void __launch_bounds__(kThreads, 1)
     group_gemm_sm90_general_kernel(const __grid_constant__ CUtensorMap map_a,
                                    const __grid_constant__ CUtensorMap map_b, const Sm90Params p,
@@ -310,8 +307,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   static_assert(Cluster == 1 || Cluster == 2, "clusters of one or two CTAs");
   static_assert(!kAlongN || (Cluster == 2 && Waves == 2 && !kRowGroupB),
                 "pairs along N share a's 256-row tile; b's column scales are per CTA");
-  static_assert(!kSplit || (B == BScale::kPerTensor || B == BScale::kPerBlock),
-                "split promotions take b per tensor or per block");
   constexpr int kClusterM = kAlongN ? 1 : Cluster;
   constexpr int kClusterN = kAlongN ? Cluster : 1;
   // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
@@ -542,9 +537,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // before the K block's first wgmma, so scales loaded in the same K block would hold up every
     // K block's wgmmas for a global load.
     float next_scales[Waves][2], next_block_scale = 1.0f;
-    if (B != BScale::kAcrossK && !kSplit && p.k_blocks > 0) {
-      load_scales(0, next_scales, next_block_scale);
-    }
+    if (B != BScale::kAcrossK && p.k_blocks > 0) load_scales(0, next_scales, next_block_scale);
 
     if constexpr (B == BScale::kAcrossK) {
       // Every K block's wgmmas accumulate into total; a K block's stage is released once its
@@ -602,142 +595,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
 
-    if constexpr (kSplit) {
-      // Each wave's K block as two units of 64 columns (4 wgmma m64n64k32 each, into one of two
-      // 32-register halves: the same registers as one m64n128 partial), issued one unit ahead:
-      // a unit is promoted while the next one runs, so the tensor cores hold this warp's work
-      // during its own promotions. A stage is released once its last unit has completed, which is
-      // checked after the next K block's first unit is issued.
-      constexpr int kHalf = kAccumulators / 2;
-      constexpr int kUnits = 2 * Waves;
-      float halves[2][kHalf];
-      // a's scale row of each of this thread's rows as an offset from a_scale_inv (-1 past M), and
-      // b's row of block scales (-1 for a tile past N): 32-bit offsets instead of pointers, for
-      // the registers (unsupported_reason keeps a's scales below 2^31).
-      int row_offsets[Waves][2];
-#pragma unroll
-      for (int v = 0; v < Waves; ++v) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          row_offsets[v][h] =
-              rows[v][h] < p.m ? rows[v][h] * static_cast<int>(p.a_scale_row_stride) : -1;
-        }
-      }
-      const int b_offset = B == BScale::kPerBlock && n_block < p.n_blocks
-                               ? n_block * static_cast<int>(p.b_scale_row_stride)
-                               : -1;
-      const auto load_split_scales = [&](int kb, float(&scales)[Waves][2], float& block_scale) {
-        const int group = p.k_blocks_per_group == 1            ? kb
-                          : p.k_blocks_per_group >= p.k_blocks ? 0
-                                                               : kb / p.k_blocks_per_group;
-#pragma unroll
-        for (int v = 0; v < Waves; ++v) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            scales[v][h] =
-                row_offsets[v][h] >= 0 ? __ldg(p.a_scale_inv + row_offsets[v][h] + group) : 0.0f;
-          }
-        }
-        block_scale = b_offset >= 0 ? __ldg(p.b_scale_inv + b_offset + kb) : 1.0f;
-      };
-      // The promotion of unit (v, h): total[v]'s columns of half h += halves[h] * sa (* sb).
-      const auto promote_half = [&](float(&sum)[kAccumulators], int h, const float(&acc)[kHalf],
-                                    const float(&scales)[2], float block_scale,
-                                    const int(&offsets)[2]) {
-        float row_scales[2] = {scales[0], scales[1]};
-        bool fused = B == BScale::kPerTensor;
-        if constexpr (B == BScale::kPerBlock) {
-          bool normal = true;
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            row_scales[r] = scales[r] * block_scale;
-            const float magnitude = fabsf(row_scales[r]);
-            normal &= offsets[r] < 0 || (magnitude >= FLT_MIN && magnitude <= FLT_MAX);
-          }
-          fused = __all_sync(0xffffffffu, normal);
-        }
-        if (fused) {
-#pragma unroll
-          for (int i = 0; i < kHalf; ++i) {
-            sum[h * kHalf + i] = fmaf(acc[i], row_scales[(i % 4) / 2], sum[h * kHalf + i]);
-          }
-          return;
-        }
-#pragma unroll
-        for (int i = 0; i < kHalf; ++i) {
-          sum[h * kHalf + i] =
-              fmaf(acc[i] * scales[(i % 4) / 2], block_scale, sum[h * kHalf + i]);
-        }
-      };
-      const auto issue = [&](int unit, int on_stage) {
-        const int v = unit / 2, h = unit % 2;
-        const uint64_t desc_a =
-            sm90::smem_descriptor_at(a_address + on_stage * T::kStageBytes + v * kWaveM * kBlockK);
-        // b's rows 64h.. of the stage: whole 1024-byte swizzle atoms further on.
-        const uint64_t desc_b = sm90::smem_descriptor_at(b_address + on_stage * T::kStageBytes +
-                                                         h * (kBlockN / 2) * kBlockK);
-        sm90::fence_registers(halves[h]);
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int step = 0; step < kBlockK / kWgmmaK; ++step) {
-          sm90::wgmma_m64n64k32<FormatA>(halves[h], desc_a + 2 * step, desc_b + 2 * step,
-                                         step > 0);
-        }
-        sm90::wgmma_commit();
-      };
-      if (p.k_blocks > 0) load_split_scales(0, next_scales, next_block_scale);
-      // The last unit of the previous K block, in flight: its stage and scales.
-      int previous = -1;
-      float held_scales[2] = {0.0f, 0.0f}, held_block_scale = 1.0f;
-      for (int kb = 0; kb < p.k_blocks; ++kb) {
-        float scales[Waves][2], block_scale;
-#pragma unroll
-        for (int v = 0; v < Waves; ++v) {
-          scales[v][0] = next_scales[v][0];
-          scales[v][1] = next_scales[v][1];
-        }
-        block_scale = next_block_scale;
-        sm90::barrier_wait_at(full_address + 8 * stage, phase);
-#pragma unroll
-        for (int unit = 0; unit < kUnits; ++unit) {
-          issue(unit, stage);
-          sm90::wgmma_wait<1>();
-          if (unit == 0) {
-            if (previous >= 0) {
-              sm90::fence_registers(halves[1]);
-              release(previous);
-              promote_half(total[Waves - 1], 1, halves[1], held_scales, held_block_scale,
-                           row_offsets[Waves - 1]);
-            }
-            // The next K block's scales, once the held ones are used (fewer live registers).
-            if (kb + 1 < p.k_blocks) load_split_scales(kb + 1, next_scales, next_block_scale);
-          } else {
-            const int done = unit - 1;
-            sm90::fence_registers(halves[done % 2]);
-            promote_half(total[done / 2], done % 2, halves[done % 2], scales[done / 2],
-                         block_scale, row_offsets[done / 2]);
-          }
-        }
-        held_scales[0] = scales[Waves - 1][0];
-        held_scales[1] = scales[Waves - 1][1];
-        held_block_scale = block_scale;
-        previous = stage;
-        if (++stage == T::kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
-      }
-      sm90::wgmma_wait_all();
-      if (previous >= 0) {
-        sm90::fence_registers(halves[1]);
-        release(previous);
-        promote_half(total[Waves - 1], 1, halves[1], held_scales, held_block_scale,
-                     row_offsets[Waves - 1]);
-      }
-    }
-
     float partial[kAccumulators];
-    for (int kb = 0; kb < (B == BScale::kAcrossK || kSplit ? 0 : p.k_blocks); ++kb) {
+    for (int kb = 0; kb < (B == BScale::kAcrossK ? 0 : p.k_blocks); ++kb) {
       float scales[Waves][2], block_scale;
 #pragma unroll
       for (int v = 0; v < Waves; ++v) {
@@ -883,8 +742,7 @@ DeviceFacts* facts_of(int device) {
 
 thread_local Sm90Launch last_launch;
 
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false,
-          bool kSplit = false>
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
   constexpr int kClusterM = kAlongN ? 1 : Cluster;
   constexpr int kClusterN = kAlongN ? Cluster : 1;
@@ -895,8 +753,7 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   const void* const kernel =
       tested ? reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>)
              : reinterpret_cast<const void*>(
-                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN,
-                                                  kSplit>);
+                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN>);
   const int shared_bytes = tested ? T::kSharedBytes : T::kGeneralSharedBytes;
   CUtensorMap map_a, map_b, map_b_scale;
   // Each CTA of a cluster loads its share of the shared operand's tile (and multicasts it to the
@@ -979,12 +836,12 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
     }
     config.gridDim = dim3(static_cast<unsigned>(Cluster * (tiles < clusters ? tiles : clusters)));
     FP8NN_KERNELS_TRY(cudaLaunchKernelEx(
-        &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN, kSplit>,
-        map_a, map_b, p, map_b_scale));
+        &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN>, map_a,
+        map_b, p, map_b_scale));
   }
   FP8NN_KERNELS_TRY(cudaGetLastError());
-  last_launch = {Waves * kWaveM, kClusterM, kClusterN, args.staged_epilogue,
-                 tested,         B == BScale::kAcrossK, kSplit};
+  last_launch = {Waves * kWaveM,       kClusterM, kClusterN,
+                 args.staged_epilogue, tested,    B == BScale::kAcrossK};
   return cudaSuccess;
 }
 
@@ -1093,18 +950,6 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
   if (g != 0 && g < args.k && g % kBlockK != 0) {
     return "a's group size must be a multiple of 128 or cover the row";
   }
-  if (args.split_promotion) {
-    if (b_row_groups || args.accumulate_across_k) {
-      return "split promotions take b per tensor or per block, promoting per K block";
-    }
-    if (args.tile_m != 256 || args.cluster_n != 2) {
-      return "split promotions run 256-row tiles in pairs along N";
-    }
-    const int64_t groups = g == 0 ? 1 : (args.k + g - 1) / g;
-    if (args.m * groups > INT32_MAX || args.n * ((args.k + kBlockK - 1) / kBlockK) > INT32_MAX) {
-      return "split promotions take fewer than 2^31 scales per operand";
-    }
-  }
   if (args.accumulate_across_k) {
     if (args.b_group_size != 0 || (g != 0 && g < args.k)) {
       return "accumulation across K needs scales constant along K (a per tensor or per row, b "
@@ -1164,21 +1009,6 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& asked, cudaStream_t stream) {
                                                                                 device, sm_count)
                    : launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup, 1>(args, stream,
                                                                                 device, sm_count);
-    });
-  }
-  if (args.split_promotion) {  // 256-row tiles in pairs along N (unsupported_reason)
-    return dispatch_format(args.a_format, [&](auto format_tag) {
-      constexpr Fp8Format F = decltype(format_tag)::value;
-      return dispatch_high_precision(args.out_type, [&](auto out_tag) {
-        using OutT = decltype(out_tag);
-        if (args.b_group_size != 0) {
-          // (b per block takes an E4M3 a: unsupported_reason)
-          return launch<Fp8Format::kE4M3, OutT, 2, BScale::kPerBlock, 2, true, true>(
-              args, stream, device, sm_count);
-        }
-        return launch<F, OutT, 2, BScale::kPerTensor, 2, true, true>(args, stream, device,
-                                                                     sm_count);
-      });
     });
   }
   if (args.b_group_size != 0) {  // per 128x128 block; a is E4M3 (unsupported_reason)

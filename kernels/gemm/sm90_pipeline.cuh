@@ -238,39 +238,6 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a
   }
 }
 
-// The 32 accumulators of an m64n64 f32 wgmma as asm operands %0..%31 (d is a float[32]).
-#define FP8NN_WGMMA_OPERANDS_N64                                                                  \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),    \
-      "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),  \
-      "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),  \
-      "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-
-#define FP8NN_WGMMA_REGISTERS_N64                                                               \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
-  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
-
-// d (+)= A (64 x 32, smem) * B (64 x 32, smem)^T: the m64n128k32 product's half along N.
-template <Fp8Format FormatA>
-__device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], uint64_t desc_a, uint64_t desc_b,
-                                                int accumulate) {
-  if constexpr (FormatA == Fp8Format::kE4M3) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
-        " wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " FP8NN_WGMMA_REGISTERS_N64
-        ", %32, %33, p, 1, 1;\n}\n"
-        : FP8NN_WGMMA_OPERANDS_N64
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-  } else {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
-        " wgmma.mma_async.sync.aligned.m64n64k32.f32.e5m2.e4m3 " FP8NN_WGMMA_REGISTERS_N64
-        ", %32, %33, p, 1, 1;\n}\n"
-        : FP8NN_WGMMA_OPERANDS_N64
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-  }
-}
-
 // ---- registers per warpgroup -------------------------------------------------------------------
 
 // setmaxnreg: the calling warpgroup gives back registers down to `Registers` per thread (dec), or

@@ -129,8 +129,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,
                                                 Sm90Tile tile) {
   if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
-      tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k &&
-      !tile.split_promotion) {
+      tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k) {
     tile = group_gemm_sm90_tile();
     // b per row group (the weight gradient) takes 128-row tiles and pairs along M only: the rest
     // of the named configuration still applies to it.
@@ -179,7 +178,6 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.cluster_n = tile.cluster_n;
   args.staged_epilogue = tile.staged_epilogue;
   args.accumulate_across_k = tile.accumulate_across_k;
-  args.split_promotion = tile.split_promotion;
   if (b_scale_k_major.defined()) args.b_scale_inv_k_major = b_scale_k_major.data_ptr<float>();
   args.c = out.data_ptr();
   args.bias = epilogue_bias ? epilogue_bias->data_ptr() : nullptr;

@@ -40,9 +40,6 @@ struct Sm90Tile {
   /// GroupGemmArgs::accumulate_across_k (a per tensor or per row, b per tensor): for measuring
   /// the kernel without its promotions; no route names it.
   bool accumulate_across_k = false;
-  /// GroupGemmArgs::split_promotion (256-row tiles in pairs along N): for measuring; no route
-  /// names it.
-  bool split_promotion = false;
 };
 
 /// The tile FP8NN_GROUP_GEMM names after the route, for measuring the configurations in whole

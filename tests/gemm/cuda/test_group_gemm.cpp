@@ -58,15 +58,13 @@ constexpr int64_t kWgmmaStepK = 32;
 // in gemm/test_scaled_mm.cpp) when the named kernel does not apply.
 constexpr double kCublasLtPrecise = 8 * 0x1p-11;
 
-// Sm90Split: group_gemm_sm90 with GroupGemmArgs::split_promotion (still promoting per 128 of K).
-enum class Kernel { Mma, Sm90, AnyRoute, Sm90AcrossK, Sm90Split };
+enum class Kernel { Mma, Sm90, AnyRoute, Sm90AcrossK };
 
 double relative_bound(Kernel kernel, int64_t K, torch::ScalarType out) {
   const double fp32 = 2.0 * static_cast<double>(K + 3) * kFp32UnitRoundoff;
   const double across_k = static_cast<double>((K + kWgmmaStepK - 1) / kWgmmaStepK) * kWgmmaStep;
   const double tensor_cores = kernel == Kernel::Mma           ? kMmaTensorCoreAdds
-                              : kernel == Kernel::Sm90 || kernel == Kernel::Sm90Split
-                                  ? kSm90PromotionInterval
+                              : kernel == Kernel::Sm90        ? kSm90PromotionInterval
                               : kernel == Kernel::Sm90AcrossK ? across_k
                                                               : kCublasLtPrecise;
   return fp32 + tensor_cores + 2.0 * unit_roundoff(out);
@@ -129,16 +127,14 @@ struct Case {
   int cluster_n = 0;             // group_gemm_sm90's CTAs per cluster along N (0: its choice)
 };
 
-// Runs `kernel` (Mma, Sm90, Sm90AcrossK or Sm90Split) directly into `out` on the current stream.
+// Runs `kernel` (Mma, Sm90 or Sm90AcrossK) directly into `out` on the current stream.
 void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
                    const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0,
                    int cluster_m = 0, bool staged_epilogue = false, int cluster_n = 0) {
   const bool across_k = kernel == Kernel::Sm90AcrossK;
-  const bool split = kernel == Kernel::Sm90Split;
-  if (across_k || split) kernel = Kernel::Sm90;
+  if (across_k) kernel = Kernel::Sm90;
   auto args = args_for(a, b, bias, out);
   args.accumulate_across_k = across_k;
-  args.split_promotion = split;
   args.tile_m = tile_m;
   args.cluster_m = cluster_m;
   args.staged_epilogue = staged_epilogue;
@@ -167,7 +163,6 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
     CHECK(ran.first_kernel == (b.group_size == 0 && ran.tile_m == 128 && ran.cluster_m == 1 &&
                                ran.cluster_n == 1 && !staged && !across_k));
     CHECK(ran.across_k == across_k);
-    CHECK(ran.split_promotion == split);
   }
 }
 
@@ -361,60 +356,6 @@ TEST_CASE(
   CHECK(reason(a_groups, b_tensor, 1).find("constant along K") != std::string::npos);
   CHECK(reason(a_rows, b_blocks, 1).find("constant along K") != std::string::npos);
   CHECK(reason(a_rows, b_tensor, 2).find("pairs along N") != std::string::npos);
-}
-
-TEST_CASE(
-    "group_gemm_sm90 promoting half-waves (split_promotion) matches the CPU reference, and says "
-    "what it needs") {
-  FP8NN_SKIP_WITHOUT_CUDA();
-  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
-  fp8nn::test::seed_torch();
-  // Ragged M (a second wave partly or wholly past M), N past one pair or with a spare rank, K with
-  // a short last block, one K block and many; more cluster tiles than the device holds clusters
-  // (3700 x 2320); b per tensor (a E4M3 or E5M2; per tensor, per row group, per row) and per
-  // block (a E4M3 per row group or per row); both epilogues.
-  const std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 16},      {100, 128, 256},
-                                                      {129, 272, 1040}, {300, 512, 4096},
-                                                      {513, 384, 640},  {3700, 2320, 256}};
-  int index = 0;
-  for (const auto& s : shapes) {
-    for (int64_t group : {int64_t{0}, int64_t{128}, s[2]}) {
-      for (bool b_blocks : {false, true}) {
-        for (bool staged : {false, true}) {
-          const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
-          Case c{s[0],           s[1],     s[2], group, format, kOutDtypes[index % 3],
-                 index % 4 != 3, b_blocks, 256};
-          c.cluster_m = 1;
-          c.cluster_n = 2;
-          c.staged_epilogue = staged;
-          ++index;
-          check_case(c, Kernel::Sm90Split, /*use_api=*/false);
-        }
-      }
-    }
-  }
-  // Other tiles and clusters, b per row group, or across K: refused with the reason.
-  const auto x = torch::randn({256, 512});
-  const auto a_groups = to_cuda(F::quantize_per_group(x, Format::E4M3, 128));
-  const auto b_tensor = to_cuda(F::quantize(x, Format::E4M3));
-  const auto b_rows = to_cuda(F::quantize_per_group(x, Format::E4M3, 128));
-  auto out = torch::empty({256, 256}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
-  const auto reason = [&](const QuantizedTensor& b, int tile_m, int cluster_m, int cluster_n,
-                          bool across_k) {
-    auto args = args_for(a_groups, b, c10::nullopt, out);
-    args.split_promotion = true;
-    args.accumulate_across_k = across_k;
-    args.tile_m = tile_m;
-    args.cluster_m = cluster_m;
-    args.cluster_n = cluster_n;
-    const char* why = K::group_gemm_sm90_unsupported_reason(args, 90);
-    return std::string(why == nullptr ? "" : why);
-  };
-  CHECK(reason(b_tensor, 256, 1, 2, false).empty());
-  CHECK(reason(b_tensor, 256, 1, 1, false).find("pairs along N") != std::string::npos);
-  CHECK(reason(b_tensor, 128, 2, 1, false).find("pairs along N") != std::string::npos);
-  CHECK(reason(b_tensor, 0, 0, 0, false).find("pairs along N") != std::string::npos);
-  CHECK(reason(b_rows, 128, 2, 1, false).find("per tensor or per block") != std::string::npos);
 }
 
 TEST_CASE(
