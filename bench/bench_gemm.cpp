@@ -180,7 +180,9 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
                        // Without promotions (G >= K only): the tensor cores accumulate across K.
                        {"sm90 128 acc-K", {128, 1, false, 1, true}},
                        {"sm90 256 acc-K", {256, 1, false, 1, true}},
-                       {"sm90 256n2 st acc-K", {256, 1, true, 2, true}}};
+                       {"sm90 256n2 st acc-K", {256, 1, true, 2, true}},
+                       // a's row scales by TMA with each stage.
+                       {"sm90 256n2 st sa", {256, 1, true, 2, false, true}}};
   const auto route_row = [&](int64_t group, const char* route) {
     return "G=" + std::to_string(group) + (group >= shape[1] ? " (row) " : " ") + route;
   };
@@ -247,7 +249,8 @@ void group_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
 // The blockwise (DeepSeek-V3) products: "1D2D", a per 1x128 (E4M3) times b per 128x128 block (the
 // forward and the input gradient), on cuBLASLt's block scale mode (FP8NN_GROUP_GEMM=cublaslt, the
 // peer) and on group_gemm_sm90 with 128- and 256-row tiles, alone or in clusters of two CTAs
-// ("x2": pairs along M; "n2": along N), and with the staged epilogue ("st"); "1D1D", a times b per
+// ("x2": pairs along M; "n2": along N), with the staged epilogue ("st"), and with a's row scales
+// coming by TMA with each stage ("sa"); "1D1D", a times b per
 // 1x128 (the weight gradient's form), on cuBLASLt and on group_gemm_sm90 (alone and in clusters of
 // two). The variants of a form are timed interleaved with at::_scaled_mm tensorwise with fast
 // accumulation, the ceiling a blockwise product is measured against. Every variant promotes per 128
@@ -274,11 +277,12 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
     };
   };
   const auto sm90_tile = [&](const std::vector<fp8nn::QuantizedTensor>& b, int tile_m,
-                             int cluster_m, bool staged = false, int cluster_n = 1) {
-    return [&b, &a_rows, tile_m, cluster_m, staged, cluster_n](size_t i) {
-      auto out = fp8nn::cuda::group_gemm_product(a_rows[i], b[i], c10::nullopt, torch::kBFloat16,
-                                                 fp8nn::cuda::GroupGemmKernel::Sm90,
-                                                 {tile_m, cluster_m, staged, cluster_n});
+                             int cluster_m, bool staged = false, int cluster_n = 1,
+                             bool stage_a_scales = false) {
+    return [&b, &a_rows, tile_m, cluster_m, staged, cluster_n, stage_a_scales](size_t i) {
+      auto out = fp8nn::cuda::group_gemm_product(
+          a_rows[i], b[i], c10::nullopt, torch::kBFloat16, fp8nn::cuda::GroupGemmKernel::Sm90,
+          {tile_m, cluster_m, staged, cluster_n, false, stage_a_scales});
       return out ? *out : torch::Tensor();
     };
   };
@@ -291,7 +295,8 @@ void block_scaled_rows(const Shape& shape, const std::vector<Operands>& operands
                  {"bw 1D2D sm90 256x2", sm90_tile(b_blocks, 256, 2)},
                  {"bw 1D2D sm90 256x2 st", sm90_tile(b_blocks, 256, 2, true)},
                  {"bw 1D2D sm90 256n2", sm90_tile(b_blocks, 256, 1, false, 2)},
-                 {"bw 1D2D sm90 256n2 st", sm90_tile(b_blocks, 256, 1, true, 2)}}},
+                 {"bw 1D2D sm90 256n2 st", sm90_tile(b_blocks, 256, 1, true, 2)},
+                 {"bw 1D2D sm90 256n2 st sa", sm90_tile(b_blocks, 256, 1, true, 2, true)}}},
                {&b_rows,
                 {{"bw 1D1D cublaslt", cublaslt(b_rows)},
                  {"bw 1D1D sm90", sm90_tile(b_rows, 128, 1)},

@@ -72,6 +72,13 @@ struct GroupGemmArgs {
   /// accumulation), and the epilogue applies sa * sb; one CTA, or pairs along N (256-row
   /// tiles). The pipeline's speed without promotions, next to the promoting kernels'.
   bool accumulate_across_k = false;
+  /// group_gemm_sm90 with a per row or row group (b per tensor or per block), 256-row tiles in
+  /// pairs along N (tile_m 256, cluster_n 2): a's scale_inv group-major, [groups, m] with rows
+  /// a_scale_k_major_ld (>= m, a multiple of 4) values apart, 16-byte aligned. Each K block's
+  /// row scales then come by TMA with the stage instead of from every consumer thread's global
+  /// loads. For measuring; no route sets it.
+  const float* a_scale_inv_k_major = nullptr;
+  int64_t a_scale_k_major_ld = 0;
 };
 
 /// Null when the arguments describe a valid product (sizes >= 0, leading dims large enough,
@@ -117,6 +124,7 @@ struct Sm90Launch {
   bool staged_epilogue = false;
   bool first_kernel = false;
   bool across_k = false;
+  bool staged_a_scales = false;
 };
 Sm90Launch group_gemm_sm90_last_launch();
 

@@ -286,6 +286,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // FP8NN_SM90_DEVICE_CODE
 }
 
+// kStageA (GroupGemmArgs::a_scale_inv_k_major, b per tensor or per block, 256-row tiles in pairs
+// along N): a's row scales of each K block come by TMA with the stage (256 values from a
+// group-major copy, [groups, m], through map_b_scale's slot), into a ring after the epilogue's
+// staging rows, instead of each consumer thread loading its rows' scales from global memory.
 // map_b_scale: b's scales K-block-major ([k_blocks, n] fp32, boxes of 128 x 1) for kPerRowGroup;
 // unused otherwise.
 // Cluster: CTAs per cluster, stacked along M, or side by side along N with kAlongN
@@ -296,7 +300,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 // release a stage on both CTAs' "empty" barriers, as both producers write into it, and each
 // producer finally waits for its stages' last releases, so that no arrival from the peer reaches a
 // CTA that has exited.
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false>
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false,
+          bool kStageA = false>
 __global__ void __launch_bounds__(kThreads, 1)
     group_gemm_sm90_general_kernel(const __grid_constant__ CUtensorMap map_a,
                                    const __grid_constant__ CUtensorMap map_b, const Sm90Params p,
@@ -307,6 +312,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   static_assert(Cluster == 1 || Cluster == 2, "clusters of one or two CTAs");
   static_assert(!kAlongN || (Cluster == 2 && Waves == 2 && !kRowGroupB),
                 "pairs along N share a's 256-row tile; b's column scales are per CTA");
+  static_assert(!kStageA || (kAlongN && (B == BScale::kPerTensor || B == BScale::kPerBlock)),
+                "a's staged scales: pairs along N, b per tensor or per block");
+  static_assert(!kStageA || T::kGeneralSharedBytes + T::kStages * T::kBlockM * 4 <= 227 * 1024,
+                "a's scale ring does not fit in shared memory");
   constexpr int kClusterM = kAlongN ? 1 : Cluster;
   constexpr int kClusterN = kAlongN ? Cluster : 1;
   // Static shared memory: only this (real) variant has any; see group_gemm_sm90_compiled().
@@ -321,13 +330,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto b_scales = [&](int stage) {
     return reinterpret_cast<float*>(shared + T::kStages * T::kStageBytes + stage * kBScaleBytes);
   };
+  auto a_scales = [&](int stage) {
+    return reinterpret_cast<float*>(shared + T::kGeneralSharedBytes - kSwizzleAlignment +
+                                    stage * T::kBlockM * static_cast<int>(sizeof(float)));
+  };
 
   const int warpgroup = threadIdx.x / 128;
   const int thread_in_group = threadIdx.x % 128;
   if (threadIdx.x == 0) {
     sm90::prefetch_tensor_map(&map_a);
     sm90::prefetch_tensor_map(&map_b);
-    if (kRowGroupB) sm90::prefetch_tensor_map(&map_b_scale);
+    if (kRowGroupB || kStageA) sm90::prefetch_tensor_map(&map_b_scale);
     for (int s = 0; s < T::kStages; ++s) {
       sm90::barrier_init(&full[s], 1);  // the producer's arrive.expect_tx; TMA completes the bytes
       // one arrival per consumer warp of every CTA of the cluster
@@ -370,7 +383,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const bool has_columns = n_block < p.n_blocks;
       const uint32_t stage_bytes = (kAlongN || has_rows ? T::kStageBytesA : 0) +
                                    (!kAlongN || has_columns ? kStageBytesB : 0) +
-                                   (kRowGroupB ? kBScaleBytes : 0);
+                                   (kRowGroupB ? kBScaleBytes : 0) +
+                                   (kStageA ? T::kBlockM * sizeof(float) : 0);
       for (int kb = 0; kb < p.k_blocks; ++kb) {
         sm90::barrier_wait(&empty[stage], phase ^ 1);
         sm90::barrier_arrive_expect_bytes(&full[stage], stage_bytes);
@@ -380,6 +394,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                                       m_block * T::kBlockM + rank * kARowsPerCta, kClusterMask);
           if (has_columns) {
             sm90::tma_load_2d(tile_b(stage), &map_b, &full[stage], kb * kBlockK, n_block * kBlockN);
+          }
+          if constexpr (kStageA) {  // each CTA its own copy of the tile's 256 row scales
+            const int group = p.k_blocks_per_group >= p.k_blocks ? 0 : kb / p.k_blocks_per_group;
+            sm90::tma_load_2d(a_scales(stage), &map_b_scale, &full[stage], m_block * T::kBlockM,
+                              group);
           }
           next_stage();
           continue;
@@ -527,7 +546,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int v = 0; v < Waves; ++v) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          scales[v][h] = scale_rows[v][h] != nullptr ? __ldg(scale_rows[v][h] + group) : 0.0f;
+          scales[v][h] = kStageA || scale_rows[v][h] == nullptr
+                             ? 0.0f
+                             : __ldg(scale_rows[v][h] + group);  // (staged: read with the stage)
         }
       }
       block_scale =
@@ -620,6 +641,17 @@ __global__ void __launch_bounds__(kThreads, 1)
           sm90::wgmma_m64n128k32<FormatA>(partial, desc_a + 2 * step, desc_b + 2 * step, step > 0);
         }
         sm90::wgmma_commit();
+        if constexpr (kStageA) {
+          // The stage's row scales, read while the first wave's wgmmas run (before its release).
+          if (v == 0) {
+            const float* const staged = a_scales(stage);
+#pragma unroll
+            for (int w = 0; w < Waves; ++w) {
+#pragma unroll
+              for (int h = 0; h < 2; ++h) scales[w][h] = staged[w * kWaveM + row_in_wave + 8 * h];
+            }
+          }
+        }
         sm90::wgmma_wait_all();
         sm90::fence_registers(partial);
         // The stage is free after the last wave's wgmmas, or, when the promotion reads the
@@ -742,7 +774,8 @@ DeviceFacts* facts_of(int device) {
 
 thread_local Sm90Launch last_launch;
 
-template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false>
+template <Fp8Format FormatA, typename OutT, int Waves, BScale B, int Cluster, bool kAlongN = false,
+          bool kStageA = false>
 cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, int sm_count) {
   constexpr int kClusterM = kAlongN ? 1 : Cluster;
   constexpr int kClusterN = kAlongN ? Cluster : 1;
@@ -753,8 +786,11 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   const void* const kernel =
       tested ? reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>)
              : reinterpret_cast<const void*>(
-                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN>);
-  const int shared_bytes = tested ? T::kSharedBytes : T::kGeneralSharedBytes;
+                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN,
+                                                  kStageA>);
+  const int shared_bytes =
+      tested ? T::kSharedBytes
+             : T::kGeneralSharedBytes + (kStageA ? T::kStages * T::kBlockM * 4 : 0);
   CUtensorMap map_a, map_b, map_b_scale;
   // Each CTA of a cluster loads its share of the shared operand's tile (and multicasts it to the
   // others).
@@ -770,6 +806,16 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
         &map_b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, args.b_scale_inv_k_major,
         static_cast<uint64_t>(args.n), static_cast<uint64_t>(k_blocks),
         static_cast<uint64_t>(args.n) * sizeof(float), kBlockN / kClusterM, 1,
+        CU_TENSOR_MAP_SWIZZLE_NONE));
+  } else if (kStageA) {
+    // a's scales group-major, [groups, m] fp32 with rows args.a_scale_k_major_ld apart; a box is
+    // one group's 256 rows of the tile (zeros past m).
+    const int64_t g = args.a_group_size;
+    const int64_t groups = g == 0 || g >= args.k ? 1 : (args.k + g - 1) / g;
+    FP8NN_KERNELS_TRY(sm90::encode_tensor_map_2d(
+        &map_b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, args.a_scale_inv_k_major,
+        static_cast<uint64_t>(args.m), static_cast<uint64_t>(groups),
+        static_cast<uint64_t>(args.a_scale_k_major_ld) * sizeof(float), T::kBlockM, 1,
         CU_TENSOR_MAP_SWIZZLE_NONE));
   } else {
     map_b_scale = map_b;  // a valid map the kernel never reads
@@ -836,12 +882,12 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
     }
     config.gridDim = dim3(static_cast<unsigned>(Cluster * (tiles < clusters ? tiles : clusters)));
     FP8NN_KERNELS_TRY(cudaLaunchKernelEx(
-        &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN>, map_a,
-        map_b, p, map_b_scale));
+        &config, group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN, kStageA>,
+        map_a, map_b, p, map_b_scale));
   }
   FP8NN_KERNELS_TRY(cudaGetLastError());
-  last_launch = {Waves * kWaveM,       kClusterM, kClusterN,
-                 args.staged_epilogue, tested,    B == BScale::kAcrossK};
+  last_launch = {Waves * kWaveM, kClusterM, kClusterN, args.staged_epilogue,
+                 tested,         B == BScale::kAcrossK, kStageA};
   return cudaSuccess;
 }
 
@@ -950,6 +996,20 @@ const char* group_gemm_sm90_unsupported_reason(const GroupGemmArgs& args, int de
   if (g != 0 && g < args.k && g % kBlockK != 0) {
     return "a's group size must be a multiple of 128 or cover the row";
   }
+  if (args.a_scale_inv_k_major != nullptr) {
+    if (b_row_groups || args.accumulate_across_k || g == 0) {
+      return "a's staged scales take a per row or row group, b per tensor or per block, "
+             "promoting per K block";
+    }
+    if (args.tile_m != 256 || args.cluster_n != 2) {
+      return "a's staged scales run 256-row tiles in pairs along N";
+    }
+    if (!aligned16(args.a_scale_inv_k_major) || args.a_scale_k_major_ld < args.m ||
+        args.a_scale_k_major_ld % 4 != 0) {
+      return "a_scale_inv_k_major must be 16-byte aligned with rows of >= m values, a multiple "
+             "of 4";
+    }
+  }
   if (args.accumulate_across_k) {
     if (args.b_group_size != 0 || (g != 0 && g < args.k)) {
       return "accumulation across K needs scales constant along K (a per tensor or per row, b "
@@ -1009,6 +1069,21 @@ cudaError_t group_gemm_sm90(const GroupGemmArgs& asked, cudaStream_t stream) {
                                                                                 device, sm_count)
                    : launch<Fp8Format::kE4M3, OutT, 1, BScale::kPerRowGroup, 1>(args, stream,
                                                                                 device, sm_count);
+    });
+  }
+  if (args.a_scale_inv_k_major != nullptr) {  // pairs along N (unsupported_reason)
+    return dispatch_format(args.a_format, [&](auto format_tag) {
+      constexpr Fp8Format F = decltype(format_tag)::value;
+      return dispatch_high_precision(args.out_type, [&](auto out_tag) {
+        using OutT = decltype(out_tag);
+        if (args.b_group_size != 0) {
+          // (b per block takes an E4M3 a: unsupported_reason)
+          return launch<Fp8Format::kE4M3, OutT, 2, BScale::kPerBlock, 2, true, true>(
+              args, stream, device, sm_count);
+        }
+        return launch<F, OutT, 2, BScale::kPerTensor, 2, true, true>(args, stream, device,
+                                                                     sm_count);
+      });
     });
   }
   if (args.b_group_size != 0) {  // per 128x128 block; a is E4M3 (unsupported_reason)

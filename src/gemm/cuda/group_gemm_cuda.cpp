@@ -129,7 +129,8 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,
                                                 Sm90Tile tile) {
   if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
-      tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k) {
+      tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k &&
+      !tile.stage_a_scales) {
     tile = group_gemm_sm90_tile();
     // b per row group (the weight gradient) takes 128-row tiles and pairs along M only: the rest
     // of the named configuration still applies to it.
@@ -160,6 +161,14 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   if (kernel == GroupGemmKernel::Sm90 && b.group_size > 0 && b.group_rows == 1) {
     b_scale_k_major = b_scale.t().contiguous();
   }
+  // a's scales group-major for the stage's TMA, rows padded to 16 bytes.
+  torch::Tensor a_scale_k_major;
+  if (kernel == GroupGemmKernel::Sm90 && tile.stage_a_scales && a.group_size > 0 &&
+      a.group_rows == 1) {
+    const int64_t ld = (M + 3) / 4 * 4;
+    a_scale_k_major = at::zeros({a_scale.size(1), ld}, a_scale.options());
+    a_scale_k_major.narrow(1, 0, M).copy_(a_scale.t());
+  }
   c10::optional<torch::Tensor> epilogue_bias;
   if (bias.has_value() && bias->defined()) epilogue_bias = bias->to(out_dtype).contiguous();
   auto out = empty({M, N}, out_dtype, a.data.device());
@@ -178,6 +187,10 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   args.cluster_n = tile.cluster_n;
   args.staged_epilogue = tile.staged_epilogue;
   args.accumulate_across_k = tile.accumulate_across_k;
+  if (a_scale_k_major.defined()) {
+    args.a_scale_inv_k_major = a_scale_k_major.data_ptr<float>();
+    args.a_scale_k_major_ld = a_scale_k_major.size(1);
+  }
   if (b_scale_k_major.defined()) args.b_scale_inv_k_major = b_scale_k_major.data_ptr<float>();
   args.c = out.data_ptr();
   args.bias = epilogue_bias ? epilogue_bias->data_ptr() : nullptr;

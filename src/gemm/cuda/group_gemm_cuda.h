@@ -40,6 +40,9 @@ struct Sm90Tile {
   /// GroupGemmArgs::accumulate_across_k (a per tensor or per row, b per tensor): for measuring
   /// the kernel without its promotions; no route names it.
   bool accumulate_across_k = false;
+  /// GroupGemmArgs::a_scale_inv_k_major (a per row or row group; 256-row tiles in pairs along
+  /// N): a's row scales by TMA with each stage. For measuring; no route names it.
+  bool stage_a_scales = false;
 };
 
 /// The tile FP8NN_GROUP_GEMM names after the route, for measuring the configurations in whole

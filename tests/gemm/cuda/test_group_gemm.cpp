@@ -58,13 +58,16 @@ constexpr int64_t kWgmmaStepK = 32;
 // in gemm/test_scaled_mm.cpp) when the named kernel does not apply.
 constexpr double kCublasLtPrecise = 8 * 0x1p-11;
 
-enum class Kernel { Mma, Sm90, AnyRoute, Sm90AcrossK };
+// Sm90StagedA: group_gemm_sm90 with a's scales group-major (GroupGemmArgs::a_scale_inv_k_major),
+// still promoting per 128 of K.
+enum class Kernel { Mma, Sm90, AnyRoute, Sm90AcrossK, Sm90StagedA };
 
 double relative_bound(Kernel kernel, int64_t K, torch::ScalarType out) {
   const double fp32 = 2.0 * static_cast<double>(K + 3) * kFp32UnitRoundoff;
   const double across_k = static_cast<double>((K + kWgmmaStepK - 1) / kWgmmaStepK) * kWgmmaStep;
   const double tensor_cores = kernel == Kernel::Mma           ? kMmaTensorCoreAdds
-                              : kernel == Kernel::Sm90        ? kSm90PromotionInterval
+                              : kernel == Kernel::Sm90 || kernel == Kernel::Sm90StagedA
+                                  ? kSm90PromotionInterval
                               : kernel == Kernel::Sm90AcrossK ? across_k
                                                               : kCublasLtPrecise;
   return fp32 + tensor_cores + 2.0 * unit_roundoff(out);
@@ -127,14 +130,25 @@ struct Case {
   int cluster_n = 0;             // group_gemm_sm90's CTAs per cluster along N (0: its choice)
 };
 
-// Runs `kernel` (Mma, Sm90 or Sm90AcrossK) directly into `out` on the current stream.
+// Runs `kernel` (Mma, Sm90, Sm90AcrossK or Sm90StagedA) directly into `out` on the current
+// stream.
 void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTensor& b,
                    const c10::optional<torch::Tensor>& bias, torch::Tensor& out, int tile_m = 0,
                    int cluster_m = 0, bool staged_epilogue = false, int cluster_n = 0) {
   const bool across_k = kernel == Kernel::Sm90AcrossK;
-  if (across_k) kernel = Kernel::Sm90;
+  const bool staged_a = kernel == Kernel::Sm90StagedA;
+  if (across_k || staged_a) kernel = Kernel::Sm90;
   auto args = args_for(a, b, bias, out);
   args.accumulate_across_k = across_k;
+  torch::Tensor a_k_major;  // a's scales group-major, rows padded to a multiple of 4 (and poisoned)
+  if (staged_a) {
+    const int64_t M = a.data.size(0), ld = (M + 3) / 4 * 4;
+    a_k_major = torch::full({a.scale_inv.size(1), ld}, std::numeric_limits<float>::quiet_NaN(),
+                            a.scale_inv.options());
+    a_k_major.narrow(1, 0, M).copy_(a.scale_inv.t());
+    args.a_scale_inv_k_major = a_k_major.data_ptr<float>();
+    args.a_scale_k_major_ld = ld;
+  }
   args.tile_m = tile_m;
   args.cluster_m = cluster_m;
   args.staged_epilogue = staged_epilogue;
@@ -163,6 +177,7 @@ void launch_kernel(Kernel kernel, const QuantizedTensor& a, const QuantizedTenso
     CHECK(ran.first_kernel == (b.group_size == 0 && ran.tile_m == 128 && ran.cluster_m == 1 &&
                                ran.cluster_n == 1 && !staged && !across_k));
     CHECK(ran.across_k == across_k);
+    CHECK(ran.staged_a_scales == staged_a);
   }
 }
 
@@ -356,6 +371,64 @@ TEST_CASE(
   CHECK(reason(a_groups, b_tensor, 1).find("constant along K") != std::string::npos);
   CHECK(reason(a_rows, b_blocks, 1).find("constant along K") != std::string::npos);
   CHECK(reason(a_rows, b_tensor, 2).find("pairs along N") != std::string::npos);
+}
+
+TEST_CASE(
+    "group_gemm_sm90 with a's scales staged by TMA matches the CPU reference, and says what it "
+    "needs") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
+  fp8nn::test::seed_torch();
+  // Ragged M (a second wave partly or wholly past M; M not a multiple of 4, so the group-major
+  // copy's rows are padded), N past one pair or with a spare rank, K with a short last block, one
+  // K block and many; more cluster tiles than the device holds clusters (3700 x 2320); a per row
+  // group (one and two K blocks per group) or per row; b per tensor (a E4M3 or E5M2) and per
+  // block; both epilogues.
+  const std::vector<std::array<int64_t, 3>> shapes = {{1, 16, 16},      {100, 128, 256},
+                                                      {129, 272, 1040}, {300, 512, 4096},
+                                                      {513, 384, 640},  {3700, 2320, 256}};
+  int index = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{128}, int64_t{256}, s[2]}) {
+      for (bool b_blocks : {false, true}) {
+        for (bool staged : {false, true}) {
+          const Format format = b_blocks || index % 2 == 0 ? Format::E4M3 : Format::E5M2;
+          Case c{s[0],           s[1],     s[2], group, format, kOutDtypes[index % 3],
+                 index % 4 != 3, b_blocks, 256};
+          c.cluster_m = 1;
+          c.cluster_n = 2;
+          c.staged_epilogue = staged;
+          ++index;
+          check_case(c, Kernel::Sm90StagedA, /*use_api=*/false);
+        }
+      }
+    }
+  }
+  // a per tensor, other tiles and clusters, a misaligned or short copy: refused with the reason.
+  const auto x = torch::randn({256, 512});
+  const auto a_groups = to_cuda(F::quantize_per_group(x, Format::E4M3, 128));
+  const auto a_tensor = to_cuda(F::quantize(x, Format::E4M3));
+  const auto b_tensor = to_cuda(F::quantize(x, Format::E4M3));
+  const auto copy = torch::zeros({4, 260}, torch::dtype(torch::kFloat).device(torch::kCUDA));
+  auto out = torch::empty({256, 256}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
+  const auto reason = [&](const QuantizedTensor& a, int tile_m, int cluster_n, int64_t ld,
+                          int64_t offset) {
+    auto args = args_for(a, b_tensor, c10::nullopt, out);
+    args.a_scale_inv_k_major = copy.data_ptr<float>() + offset;
+    args.a_scale_k_major_ld = ld;
+    args.tile_m = tile_m;
+    args.cluster_m = cluster_n == 2 ? 1 : 0;
+    args.cluster_n = cluster_n;
+    const char* why = K::group_gemm_sm90_unsupported_reason(args, 90);
+    return std::string(why == nullptr ? "" : why);
+  };
+  CHECK(reason(a_groups, 256, 2, 256, 0).empty());
+  CHECK(reason(a_tensor, 256, 2, 256, 0).find("per row or row group") != std::string::npos);
+  CHECK(reason(a_groups, 128, 0, 256, 0).find("pairs along N") != std::string::npos);
+  CHECK(reason(a_groups, 256, 1, 256, 0).find("pairs along N") != std::string::npos);
+  CHECK(reason(a_groups, 256, 2, 252, 0).find("16-byte aligned") != std::string::npos);
+  CHECK(reason(a_groups, 256, 2, 258, 0).find("16-byte aligned") != std::string::npos);
+  CHECK(reason(a_groups, 256, 2, 256, 1).find("16-byte aligned") != std::string::npos);
 }
 
 TEST_CASE(
