@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/format.h"
 #include "kernels/gemm/group_gemm.h"
+#include "kernels/gemm/sm90_tile_scheduler.h"
 
 namespace fp8nn::cuda {
 namespace {
@@ -143,6 +144,18 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
     }
   }
   const int64_t M = a.data.size(0), K = a.data.size(1), N = b.data.size(0);
+  // Left to the kernel, a product with a per row or row group and b per tensor or per block that
+  // the kernel runs in 256-row tiles paired along N (sm90::default_configuration) also takes a's
+  // scales by TMA with each stage: measured faster, its group-major copy included.
+  if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
+      tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k &&
+      a.group_size > 0 && a.group_rows == 1 && !(b.group_size > 0 && b.group_rows == 1)) {
+    const int sm_count = at::cuda::getDeviceProperties(a.data.device().index())->multiProcessorCount;
+    const auto chosen = kernels::sm90::default_configuration(M, N, 0, false, false, false, sm_count);
+    if (chosen.tile_m == 256 && chosen.cluster_n == 2) {
+      tile = {chosen.tile_m, 1, chosen.staged_epilogue, 2, false, true};
+    }
+  }
   const auto a_data = k_major(a.data);
   const auto b_data = k_major(b.data);
   // group_gemm_mma reads one scale row per data row: block scales are repeated down their rows.
@@ -166,7 +179,7 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   if (kernel == GroupGemmKernel::Sm90 && tile.stage_a_scales && a.group_size > 0 &&
       a.group_rows == 1) {
     const int64_t ld = (M + 3) / 4 * 4;
-    a_scale_k_major = at::zeros({a_scale.size(1), ld}, a_scale.options());
+    a_scale_k_major = at::empty({a_scale.size(1), ld}, a_scale.options());  // (pad never read)
     a_scale_k_major.narrow(1, 0, M).copy_(a_scale.t());
   }
   c10::optional<torch::Tensor> epilogue_bias;

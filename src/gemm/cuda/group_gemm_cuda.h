@@ -77,7 +77,9 @@ enum class GroupGemmKernel { Mma, Sm90 };
 /// when that kernel does not support the problem (Sm90: see group_gemm_sm90_unsupported_reason).
 /// a: [M, K], b: [N, K], any group sizes and group rows (Mma); CUDA errors raise c10::Error. The
 /// kernels always promote every K-chunk to fp32, so scaled_mm's fast_accumulation flag does not
-/// apply to them. tile: group_gemm_sm90's configuration; zeros take group_gemm_sm90_tile().
+/// apply to them. tile: group_gemm_sm90's configuration; zeros take group_gemm_sm90_tile(), or,
+/// where that names none either, the kernel's choice (with a's scales staged by TMA where it
+/// pairs 256-row tiles along N and a is per row or row group).
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,

@@ -649,6 +649,32 @@ TEST_CASE("scaled_mm routes group-scaled products to the kernel FP8NN_GROUP_GEMM
   }
 }
 
+TEST_CASE("scaled_mm under sm90 stages a's scales where the kernel pairs 256-row tiles along N") {
+  FP8NN_SKIP_WITHOUT_CUDA();
+  if (!sm90_available()) FP8NN_SKIP_TEST("needs an sm_90 device and a 9.0a build");
+  fp8nn::test::seed_torch();
+  // Enough 256-row tiles for every SM (sm90::default_tile_rows), N past one tile: the kernel's
+  // choice is 256-row tiles in pairs along N, and with a per row group group_gemm_product gives
+  // it a's scales group-major.
+  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t N = 17 * 128, M = 256 * ((sm_count + 16) / 17);
+  Case groups{M, N, 256, 128, Format::E4M3, torch::kBFloat16, true};
+  Case blocks{M, N, 384, 128, Format::E4M3, torch::kFloat, false};
+  blocks.b_blocks = true;
+  const Case two_blocks{M, N, 512, 256, Format::E5M2, torch::kHalf, true};  // groups of 2 K blocks
+  const ScopedRoute scoped("sm90");
+  for (const auto& c : {groups, blocks, two_blocks}) {
+    CAPTURE(c.M, c.N, c.K, c.group_a, c.b_blocks);
+    const Path taken = path_of([&] { check_case(c, Kernel::AnyRoute, /*use_api=*/true); });
+    CHECK(std::string(F::path_name(taken)) == F::path_name(Path::GroupGemmSm90));
+    const auto ran = K::group_gemm_sm90_last_launch();
+    CHECK(ran.tile_m == 256);
+    CHECK(ran.cluster_n == 2);
+    CHECK(ran.staged_epilogue);
+    CHECK(ran.staged_a_scales);
+  }
+}
+
 TEST_CASE("scaled_mm takes cuBLASLt for per-tensor and per-row operands under every route") {
   FP8NN_SKIP_WITHOUT_CUDA();
   if (!fp8_tensor_cores()) FP8NN_SKIP_TEST("needs FP8 tensor cores (compute capability 8.9+)");
