@@ -784,10 +784,10 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
   const bool tested =
       Waves == 1 && B == BScale::kPerTensor && Cluster == 1 && !args.staged_epilogue;
   const void* const kernel =
-      tested ? reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>)
-             : reinterpret_cast<const void*>(
-                   group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN,
-                                                  kStageA>);
+      tested
+          ? reinterpret_cast<const void*>(group_gemm_sm90_kernel<FormatA, OutT>)
+          : reinterpret_cast<const void*>(
+                group_gemm_sm90_general_kernel<FormatA, OutT, Waves, B, Cluster, kAlongN, kStageA>);
   const int shared_bytes =
       tested ? T::kSharedBytes
              : T::kGeneralSharedBytes + (kStageA ? T::kStages * T::kBlockM * 4 : 0);
@@ -886,8 +886,8 @@ cudaError_t launch(const GroupGemmArgs& args, cudaStream_t stream, int device, i
         map_a, map_b, p, map_b_scale));
   }
   FP8NN_KERNELS_TRY(cudaGetLastError());
-  last_launch = {Waves * kWaveM, kClusterM, kClusterN, args.staged_epilogue,
-                 tested,         B == BScale::kAcrossK, kStageA};
+  last_launch = {Waves * kWaveM,        kClusterM, kClusterN, args.staged_epilogue, tested,
+                 B == BScale::kAcrossK, kStageA};
   return cudaSuccess;
 }
 

@@ -87,40 +87,37 @@ FP8NN_CPU_AND_CUDA_CASE(
       }
     })
 
-FP8NN_CPU_AND_CUDA_CASE("dequantize and scaled_mm of block-scaled operands match the oracle",
-                        [](torch::Device device) {
-                          fp8nn::test::seed_torch();
-                          const int64_t M = 200, K = 300, N = 260;
-                          const auto x = random_input({M, K}, torch::kFloat);
-                          const auto w = random_input({N, K}, torch::kFloat);
-                          const auto wq = F::quantize_per_block(w.to(device), Format::E4M3);
-                          const auto w_expected = oracle::dequantize(wq);
-                          // One fp32 rounding of the exact product (4 + 24 significant bits).
-                          const auto w_error = (oracle::f64(F::dequantize(wq)) - w_expected).abs();
-                          CHECK((w_error <= w_expected.abs() * 0x1p-24).all().item<bool>());
-                          // a per group of 128 along K (x), per block (W), and per block on both.
-                          const auto xg = F::quantize_per_group(x.to(device), Format::E4M3, 128);
-                          const auto xb = F::quantize_per_block(x.to(device), Format::E4M3);
-                          // The accumulation bound relative to the sum of |terms|: fp32 on the
-                          // CPU; on CUDA the product may run on FP8 tensor cores promoted to
-                          // fp32 every 128 of K (cuBLASLt's block modes), four 32-deep steps of
-                          // 2^-11 each. A block's scale applied to the wrong block misses it by
-                          // far (a third of the magnitude at K = 300).
-                          const double accumulation =
-                              device.is_cuda() ? 4 * fp8nn::test::kTensorCoreStepRelative
-                                               : fp8nn::test::kAccumulationRelative;
-                          for (const auto* a : {&xg, &xb}) {
-                            CAPTURE(a == &xg ? "x per 1x128 group" : "x per 128x128 block");
-                            const auto expected =
-                                oracle::product(oracle::dequantize(*a), w_expected);
-                            const auto y = F::scaled_mm(*a, wq, c10::nullopt, torch::kFloat);
-                            CHECK(y.device() == device);
-                            const double ratio = fp8nn::test::tolerance_ratio(
-                                y, expected, torch::kFloat, accumulation);
-                            CAPTURE(ratio);
-                            CHECK(ratio <= 1.0);
-                          }
-                        })
+FP8NN_CPU_AND_CUDA_CASE(
+    "dequantize and scaled_mm of block-scaled operands match the oracle", [](torch::Device device) {
+      fp8nn::test::seed_torch();
+      const int64_t M = 200, K = 300, N = 260;
+      const auto x = random_input({M, K}, torch::kFloat);
+      const auto w = random_input({N, K}, torch::kFloat);
+      const auto wq = F::quantize_per_block(w.to(device), Format::E4M3);
+      const auto w_expected = oracle::dequantize(wq);
+      // One fp32 rounding of the exact product (4 + 24 significant bits).
+      const auto w_error = (oracle::f64(F::dequantize(wq)) - w_expected).abs();
+      CHECK((w_error <= w_expected.abs() * 0x1p-24).all().item<bool>());
+      // a per group of 128 along K (x), per block (W), and per block on both.
+      const auto xg = F::quantize_per_group(x.to(device), Format::E4M3, 128);
+      const auto xb = F::quantize_per_block(x.to(device), Format::E4M3);
+      // The accumulation bound relative to the sum of |terms|: fp32 on the
+      // CPU; on CUDA the product may run on FP8 tensor cores promoted to
+      // fp32 every 128 of K (cuBLASLt's block modes), four 32-deep steps of
+      // 2^-11 each. A block's scale applied to the wrong block misses it by
+      // far (a third of the magnitude at K = 300).
+      const double accumulation = device.is_cuda() ? 4 * fp8nn::test::kTensorCoreStepRelative
+                                                   : fp8nn::test::kAccumulationRelative;
+      for (const auto* a : {&xg, &xb}) {
+        CAPTURE(a == &xg ? "x per 1x128 group" : "x per 128x128 block");
+        const auto expected = oracle::product(oracle::dequantize(*a), w_expected);
+        const auto y = F::scaled_mm(*a, wq, c10::nullopt, torch::kFloat);
+        CHECK(y.device() == device);
+        const double ratio = fp8nn::test::tolerance_ratio(y, expected, torch::kFloat, accumulation);
+        CAPTURE(ratio);
+        CHECK(ratio <= 1.0);
+      }
+    })
 
 FP8NN_CPU_AND_CUDA_CASE(
     "quantize_per_block keeps NaN and Inf in their block", [](torch::Device device) {

@@ -150,8 +150,10 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
       tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k &&
       a.group_size > 0 && a.group_rows == 1 && !(b.group_size > 0 && b.group_rows == 1)) {
-    const int sm_count = at::cuda::getDeviceProperties(a.data.device().index())->multiProcessorCount;
-    const auto chosen = kernels::sm90::default_configuration(M, N, 0, false, false, false, sm_count);
+    const int sm_count =
+        at::cuda::getDeviceProperties(a.data.device().index())->multiProcessorCount;
+    const auto chosen =
+        kernels::sm90::default_configuration(M, N, 0, false, false, false, sm_count);
     if (chosen.tile_m == 256 && chosen.cluster_n == 2) {
       tile = {chosen.tile_m, 1, chosen.staged_epilogue, 2, false, true};
     }

@@ -65,7 +65,7 @@ enum class Kernel { Mma, Sm90, AnyRoute, Sm90AcrossK, Sm90StagedA };
 double relative_bound(Kernel kernel, int64_t K, torch::ScalarType out) {
   const double fp32 = 2.0 * static_cast<double>(K + 3) * kFp32UnitRoundoff;
   const double across_k = static_cast<double>((K + kWgmmaStepK - 1) / kWgmmaStepK) * kWgmmaStep;
-  const double tensor_cores = kernel == Kernel::Mma           ? kMmaTensorCoreAdds
+  const double tensor_cores = kernel == Kernel::Mma ? kMmaTensorCoreAdds
                               : kernel == Kernel::Sm90 || kernel == Kernel::Sm90StagedA
                                   ? kSm90PromotionInterval
                               : kernel == Kernel::Sm90AcrossK ? across_k
