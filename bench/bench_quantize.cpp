@@ -52,7 +52,7 @@ namespace fp8nn::bench {
 namespace {
 
 struct Shape {
-  const char* name;
+  std::string name;
   int64_t rows, cols;
 };
 
@@ -122,7 +122,15 @@ void run_quantize(const Options& options) {
              "");
   const auto bf16 = kernels::HighPrecision::kBFloat16;
   const auto e4m3 = kernels::Fp8Format::kE4M3;
-  for (const auto& shape : kShapes) {
+  // --shape M,K,N: the layer's x [M, K] and W [N, K] instead of the default list (e.g. one
+  // large tensor for a profiler run).
+  std::vector<Shape> shapes;
+  for (const auto& [m, k, n] : options.shapes) {
+    shapes.push_back({fmt::format("x {}x{}", m, k), m, k});
+    shapes.push_back({fmt::format("W {}x{}", n, k), n, k});
+  }
+  if (shapes.empty()) shapes = kShapes;
+  for (const auto& shape : shapes) {
     const int64_t n = shape.rows * shape.cols;
     const int64_t in_bytes = 2 * n;
     RotatingBuffers x(in_bytes, 3), copy_dst(in_bytes, 3), out(n, 3), out_t(n, 3);

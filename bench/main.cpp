@@ -58,7 +58,9 @@ int main(int argc, char** argv) {
       cxxopts::value<int>()->default_value(std::to_string(options.batch)))(
       "warmup", "untimed samples first",
       cxxopts::value<int>()->default_value(std::to_string(options.warmup)))(
-      "shape", "gemm/layer: only these shapes, M,K,N[:M,K,N...], e.g. --shape 8192,4096,4096",
+      "shape",
+      "gemm/layer: only these shapes, M,K,N[:M,K,N...], e.g. --shape 8192,4096,4096; quantize: "
+      "their x [M, K] and W [N, K]",
       cxxopts::value<std::string>())(
       "autotune",
       "fp8nn's GEMMs time cuBLASLt's candidate algorithms once per problem and keep the fastest "
