@@ -76,7 +76,8 @@ struct GroupGemmArgs {
   /// pairs along N (tile_m 256, cluster_n 2): a's scale_inv group-major, [groups, m] with rows
   /// a_scale_k_major_ld (>= m, a multiple of 4) values apart, 16-byte aligned. Each K block's
   /// row scales then come by TMA with the stage instead of from every consumer thread's global
-  /// loads. For measuring; no route sets it.
+  /// loads (the library's group_gemm_product sets it where the kernel's own configuration is
+  /// that one).
   const float* a_scale_inv_k_major = nullptr;
   int64_t a_scale_k_major_ld = 0;
 };

@@ -41,7 +41,9 @@ struct Sm90Tile {
   /// the kernel without its promotions; no route names it.
   bool accumulate_across_k = false;
   /// GroupGemmArgs::a_scale_inv_k_major (a per row or row group; 256-row tiles in pairs along
-  /// N): a's row scales by TMA with each stage. For measuring; no route names it.
+  /// N): a's row scales by TMA with each stage. group_gemm_product takes it by itself where the
+  /// configuration is left to the kernel and that is the kernel's choice; FP8NN_GROUP_GEMM's
+  /// named tiles do not.
   bool stage_a_scales = false;
 };
 
