@@ -125,13 +125,20 @@ ScopedGroupGemmRoute::ScopedGroupGemmRoute(const char* route)
 // setting_ puts the environment back after this body: the route is read again on the next product.
 ScopedGroupGemmRoute::~ScopedGroupGemmRoute() { reload_group_gemm_route(); }
 
+namespace {
+// Whether a tile leaves group_gemm_sm90's height, cluster and epilogue open (zeros), and asks for
+// no accumulation across K.
+bool leaves_shape_open(const Sm90Tile& tile) {
+  return tile.tile_m == 0 && tile.cluster_m == 0 && tile.cluster_n == 0 && !tile.staged_epilogue &&
+         !tile.accumulate_across_k;
+}
+}  // namespace
+
 c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const QuantizedTensor& b,
                                                 const c10::optional<torch::Tensor>& bias,
                                                 at::ScalarType out_dtype, GroupGemmKernel kernel,
                                                 Sm90Tile tile) {
-  if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
-      tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k &&
-      !tile.stage_a_scales) {
+  if (kernel == GroupGemmKernel::Sm90 && leaves_shape_open(tile) && !tile.stage_a_scales) {
     tile = group_gemm_sm90_tile();
     // b per row group (the weight gradient) takes 128-row tiles and pairs along M only: the rest
     // of the named configuration still applies to it.
@@ -147,9 +154,8 @@ c10::optional<torch::Tensor> group_gemm_product(const QuantizedTensor& a, const 
   // Left to the kernel, a product with a per row or row group and b per tensor or per block that
   // the kernel runs in 256-row tiles paired along N (sm90::default_configuration) also takes a's
   // scales by TMA with each stage: measured faster, its group-major copy included.
-  if (kernel == GroupGemmKernel::Sm90 && tile.tile_m == 0 && tile.cluster_m == 0 &&
-      tile.cluster_n == 0 && !tile.staged_epilogue && !tile.accumulate_across_k &&
-      a.group_size > 0 && a.group_rows == 1 && !(b.group_size > 0 && b.group_rows == 1)) {
+  if (kernel == GroupGemmKernel::Sm90 && leaves_shape_open(tile) && a.group_size > 0 &&
+      a.group_rows == 1 && !(b.group_size > 0 && b.group_rows == 1)) {
     const int sm_count =
         at::cuda::getDeviceProperties(a.data.device().index())->multiProcessorCount;
     const auto chosen =
