@@ -59,6 +59,16 @@ constexpr int kStageBytesB = kBlockN * kBlockK;
 constexpr int kSwizzleAlignment = 1024;  // 128B swizzle repeats every 8 rows of 128 bytes
 static_assert(kProducerRegisters * 128 + kConsumerRegisters * 256 <= 65536, "register budget");
 
+#if FP8NN_SM90_DEVICE_CODE
+// The first kSwizzleAlignment-aligned byte of dynamic shared memory, as an offset from `raw` (not
+// through an integer cast, which hides the address space: the compiler then knows that pointers
+// into it are shared and reads and writes them with LDS/STS, not generic loads and stores).
+__device__ __forceinline__ uint8_t* aligned_shared(uint8_t* raw) {
+  const uint32_t misalignment = sm90::smem_address(raw) % kSwizzleAlignment;
+  return raw + (misalignment == 0 ? 0 : kSwizzleAlignment - misalignment);
+}
+#endif
+
 // A tile of Waves x 128 rows by 128 columns: each consumer owns 64 rows of every 128-row wave and
 // runs the waves one after the other on the same stage. Taller tiles read B once for more rows
 // (fewer L2 bytes per FLOP) at the cost of fewer stages and 64 more accumulators per wave.
@@ -158,9 +168,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ uint64_t full[T::kStages];
   __shared__ uint64_t empty[T::kStages];
   extern __shared__ uint8_t raw_shared[];
-  uint8_t* shared =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
-                                 ~uintptr_t{kSwizzleAlignment - 1});
+  uint8_t* const shared = aligned_shared(raw_shared);
   auto tile_a = [&](int stage) { return shared + stage * T::kStageBytes; };
   auto tile_b = [&](int stage) { return shared + stage * T::kStageBytes + T::kStageBytesA; };
 
@@ -322,9 +330,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ uint64_t full[T::kStages];
   __shared__ uint64_t empty[T::kStages];
   extern __shared__ uint8_t raw_shared[];
-  uint8_t* shared =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw_shared) + kSwizzleAlignment - 1) &
-                                 ~uintptr_t{kSwizzleAlignment - 1});
+  uint8_t* const shared = aligned_shared(raw_shared);
   auto tile_a = [&](int stage) { return shared + stage * T::kStageBytes; };
   auto tile_b = [&](int stage) { return shared + stage * T::kStageBytes + T::kStageBytesA; };
   auto b_scales = [&](int stage) {
