@@ -255,11 +255,22 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
       "# layer step (forward + backward), bf16 activations, no bias, median of {} steps; "
       "GEMM autotuning {}\n",
       repetitions, fp8nn::functional::gemm_autotuning() ? "on" : "off");
-  const std::vector<std::string> names = {
+  const std::vector<std::string> all_names = {
       "bf16",      "naive",     "global",    "global-mb", "mixed",    "mixed-mb",
       "global-nm", "mixed-nm",  "global-dl", "bf16-g",    "global-g", "global-dl-g",
       "bf16-ac",   "global-rs", "bw",        "bw-lt",     "bw-sm90",  "bw-sm90-2",
       "bw-sm90-n", "mixed-2",   "bw-qr",     "mixed-qr"};
+  // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16; the table
+  // has columns for the variants timed only.
+  const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
+  const auto wanted = [only](const std::string& name) {
+    return only == nullptr || name == "bf16" ||
+           ("," + std::string(only) + ",").find("," + name + ",") != std::string::npos;
+  };
+  std::vector<std::string> names;
+  for (const auto& name : all_names) {
+    if (wanted(name)) names.push_back(name);
+  }
   std::string header = fmt::format("| {:>6} {:>6} {:>6} |", "M", "K", "N");
   for (const auto& n : names) header += fmt::format(" {:>9}", n == "bf16" ? "bf16 ms" : n);
   header += " |";
@@ -403,16 +414,15 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
          nullptr,
          "registers"},
     };
-    // FP8NN_BENCH_VARIANTS=global,mixed (for a profiler run) times only those and bf16.
-    const char* only = std::getenv("FP8NN_BENCH_VARIANTS");
+    TORCH_CHECK(variants.size() == all_names.size(), "layer bench: ", variants.size(),
+                " variants for ", all_names.size(), " column names");
     std::vector<Stepper> steppers;
-    std::vector<size_t> timed;  // indices into variants
+    std::vector<size_t> timed;  // indices into variants, in the order of `names`
     for (size_t i = 0; i < variants.size(); ++i) {
       const auto& v = variants[i];
-      const bool wanted =
-          only == nullptr || i == 0 ||
-          ("," + std::string(only) + ",").find("," + v.name + ",") != std::string::npos;
-      if (!wanted) continue;
+      TORCH_CHECK(v.name == all_names[i], "layer bench: variant ", i, " is ", v.name,
+                  ", its column ", all_names[i]);
+      if (!wanted(v.name)) continue;
       Stepper stepper{&v, &xs, grad};
       if (v.graphed) stepper.capture();
       steppers.push_back(std::move(stepper));
@@ -425,14 +435,12 @@ int run_layer_bench(const std::vector<std::array<int64_t, 3>>& shapes, int repet
         if (variants[timed[b]].name == variants[timed[t]].baseline) baselines[t] = b;
       }
     }
-    std::vector<Result> timed_results(steppers.size());
-    time_interleaved(steppers, baselines, 10, repetitions, timed_results);
-    std::vector<Result> results(variants.size());
+    std::vector<Result> results(steppers.size());  // one per timed variant
+    time_interleaved(steppers, baselines, 10, repetitions, results);
     for (size_t t = 0; t < timed.size(); ++t) {
-      results[timed[t]] = timed_results[t];
       // A graph replays what eager runs: its memory is that of the eager variant.
       if (!variants[timed[t]].graphed) {
-        measure_memory_and_host(variants[timed[t]], xs, grad, results[timed[t]]);
+        measure_memory_and_host(variants[timed[t]], xs, grad, results[t]);
       }
     }
     std::string row = fmt::format("| {:>6} {:>6} {:>6} |", m, k, n);
