@@ -172,7 +172,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto tile_a = [&](int stage) { return shared + stage * T::kStageBytes; };
   auto tile_b = [&](int stage) { return shared + stage * T::kStageBytes + T::kStageBytesA; };
 
-  const int warpgroup = threadIdx.x / 128;
+  const int warpgroup =
+      __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);  // uniform
   const int thread_in_group = threadIdx.x % 128;
   if (threadIdx.x == 0) {
     sm90::prefetch_tensor_map(&map_a);
@@ -341,7 +342,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                                     stage * T::kBlockM * static_cast<int>(sizeof(float)));
   };
 
-  const int warpgroup = threadIdx.x / 128;
+  // Broadcast from lane 0: the compiler then knows it is the same across the warp and keeps what
+  // derives from it (the consumers' shared-memory descriptors) in uniform registers.
+  const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
   const int thread_in_group = threadIdx.x % 128;
   if (threadIdx.x == 0) {
     sm90::prefetch_tensor_map(&map_a);
