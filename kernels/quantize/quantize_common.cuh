@@ -144,6 +144,27 @@ __device__ __forceinline__ uint8_t cast_to_fp8(float v, float scale, Counter& co
   return is_inf(v) ? static_cast<uint8_t>(inf_byte<F>(v)) : byte;
 }
 
+// cast_pair_to_fp8 with a scale per value and fewer instructions, for kernels that know more:
+// no clamp before the cvt (satfinite already rounds finite values beyond the format's range to
+// +-max and keeps NaN, so the bytes are those of cast_pair_to_fp8), and the Inf fix-up only where
+// `may_be_inf` (a caller that knows the amax of the values' group is finite passes false).
+template <Fp8Format F, typename Counter>
+__device__ __forceinline__ uint16_t cast_pair_to_fp8_lean(float first, float second,
+                                                          float scale_first, float scale_second,
+                                                          bool may_be_inf, Counter& counter) {
+  const float scaled_first = __fmul_rn(first, scale_first);
+  const float scaled_second = __fmul_rn(second, scale_second);
+  counter.add(first, scaled_first);
+  counter.add(second, scaled_second);
+  uint32_t bytes = __nv_cvt_float2_to_fp8x2(make_float2(scaled_first, scaled_second),
+                                            __NV_SATFINITE, kInterpretation<F>);
+  if (may_be_inf) {
+    if (is_inf(first)) bytes = (bytes & 0xff00u) | inf_byte<F>(first);
+    if (is_inf(second)) bytes = (bytes & 0x00ffu) | (inf_byte<F>(second) << 8);
+  }
+  return static_cast<uint16_t>(bytes);
+}
+
 // N high-precision values (N a multiple of 4) to N FP8 bytes packed little-endian into N / 4
 // words (byte j of the input order in bits 8 * (j % 4) of word j / 4), kept in registers.
 template <Fp8Format F, typename T, int N, typename Counter>

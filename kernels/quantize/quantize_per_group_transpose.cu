@@ -27,7 +27,8 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kTile = static_cast<int>(kTransposeGroup);
-constexpr int kTilePitch = kTile + 4;  // bytes per shared row: 4-byte aligned, 33 words
+constexpr int kTilePitch = kTile + 4;       // bytes per shared row: 4-byte aligned, 33 words
+constexpr unsigned kInfBits = 0x7f800000u;  // abs_bits of Inf; NaNs compare above it
 static_assert(kThreads >= kTile, "one thread per tile row or column for the scales");
 // Resident blocks: reading into registers, two (ptxas then has up to 128 registers, which the 16
 // vectors of an fp32 tile in flight need; left to itself it chose 64 for one instance and
@@ -140,28 +141,45 @@ __global__ void __launch_bounds__(kThreads, (kBlocksPerSm<T, kLoad>))
         scale_inv[(r0 + r) * tiles_c + bc] = __frcp_rn(scale);
         counter.add_amax(amax);
       }
-      *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) =
-          cast_vec_to_fp8<F>(vector(k), scale, counter);
+      // An Inf in the row makes its amax Inf (or NaN, where the row holds one too).
+      const bool may_be_inf = row_max[k] >= kInfBits;
+      Vec<uint32_t, kVec / 4> bytes;
+#pragma unroll
+      for (int w = 0; w < kVec / 4; ++w) {
+        const auto in = vector(k);
+        const uint32_t low = cast_pair_to_fp8_lean<F>(
+            to_float(in.v[4 * w]), to_float(in.v[4 * w + 1]), scale, scale, may_be_inf, counter);
+        const uint32_t high =
+            cast_pair_to_fp8_lean<F>(to_float(in.v[4 * w + 2]), to_float(in.v[4 * w + 3]), scale,
+                                     scale, may_be_inf, counter);
+        bytes.v[w] = low | (high << 16);
+      }
+      *reinterpret_cast<Vec<uint32_t, kVec / 4>*>(out + (r0 + r) * cols + c0 + c) = bytes;
     }
     __syncthreads();  // column_scale
 
     // 3. the column copy's bytes into the tile, 4 per shared word.
     float scales[kVec];
+    unsigned columns_max = 0;  // of the thread's columns' amaxes
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) scales[j] = column_scale[c + j];
+    for (int j = 0; j < kVec; ++j) {
+      scales[j] = column_scale[c + j];
+      columns_max = max(columns_max, column_bits[c + j]);
+    }
+    const bool may_be_inf = columns_max >= kInfBits;
 #pragma unroll
     for (int k = 0; k < Vectors::kLoads; ++k) {
       const int r = tid / kLanesPerRow + k * kRowsPerLoad;
+      const auto in = vector(k);
 #pragma unroll
       for (int w = 0; w < kVec / 4; ++w) {
-        uint32_t word = 0;
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-          const int j = 4 * w + b;
-          word |= uint32_t{cast_to_fp8<F>(to_float(vector(k).v[j]), scales[j], uncounted)}
-                  << (8 * b);
-        }
-        *reinterpret_cast<uint32_t*>(tile + r * kTilePitch + c + 4 * w) = word;
+        const uint32_t low =
+            cast_pair_to_fp8_lean<F>(to_float(in.v[4 * w]), to_float(in.v[4 * w + 1]),
+                                     scales[4 * w], scales[4 * w + 1], may_be_inf, uncounted);
+        const uint32_t high =
+            cast_pair_to_fp8_lean<F>(to_float(in.v[4 * w + 2]), to_float(in.v[4 * w + 3]),
+                                     scales[4 * w + 2], scales[4 * w + 3], may_be_inf, uncounted);
+        *reinterpret_cast<uint32_t*>(tile + r * kTilePitch + c + 4 * w) = low | (high << 16);
       }
     }
   } else {
